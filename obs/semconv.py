@@ -1,0 +1,100 @@
+"""Every attribute key obs writes, spelled once.
+
+GenAI keys follow the OpenTelemetry GenAI semantic conventions (v1.41.1);
+llama.cpp numbers that have no convention live under `llama_cpp.`; numbers
+obs derives itself live under `obs.`.
+"""
+
+from __future__ import annotations
+
+# OpenTelemetry GenAI: operation and provider.
+GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
+GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
+GEN_AI_CONVERSATION_ID = "gen_ai.conversation.id"
+
+# Request parameters.
+GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
+GEN_AI_REQUEST_TEMPERATURE = "gen_ai.request.temperature"
+GEN_AI_REQUEST_TOP_P = "gen_ai.request.top_p"
+GEN_AI_REQUEST_TOP_K = "gen_ai.request.top_k"
+GEN_AI_REQUEST_MAX_TOKENS = "gen_ai.request.max_tokens"
+GEN_AI_REQUEST_SEED = "gen_ai.request.seed"
+GEN_AI_REQUEST_STOP_SEQUENCES = "gen_ai.request.stop_sequences"
+GEN_AI_REQUEST_FREQUENCY_PENALTY = "gen_ai.request.frequency_penalty"
+GEN_AI_REQUEST_PRESENCE_PENALTY = "gen_ai.request.presence_penalty"
+GEN_AI_REQUEST_STREAM = "gen_ai.request.stream"
+
+# Response.
+GEN_AI_RESPONSE_ID = "gen_ai.response.id"
+GEN_AI_RESPONSE_MODEL = "gen_ai.response.model"
+GEN_AI_RESPONSE_FINISH_REASONS = "gen_ai.response.finish_reasons"
+GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"
+
+# Usage.
+GEN_AI_USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
+GEN_AI_USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS = "gen_ai.usage.cache_read.input_tokens"
+
+# Opt-in content (JSON strings on spans).
+GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
+GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
+GEN_AI_SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"
+
+# GenAI metric names and their attribute.
+GEN_AI_CLIENT_OPERATION_DURATION = "gen_ai.client.operation.duration"
+GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
+GEN_AI_CLIENT_TOKEN_USAGE = "gen_ai.client.token.usage"
+GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN = "gen_ai.server.time_per_output_token"
+GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
+
+# General OpenTelemetry keys.
+SERVER_ADDRESS = "server.address"
+SERVER_PORT = "server.port"
+ERROR_TYPE = "error.type"
+ERROR_MESSAGE = "error.message"
+EXCEPTION_TYPE = "exception.type"
+EXCEPTION_MESSAGE = "exception.message"
+EXCEPTION_STACKTRACE = "exception.stacktrace"
+HTTP_RESPONSE_STATUS_CODE = "http.response.status_code"
+SERVICE_NAME = "service.name"
+
+# Values.
+PROVIDER_LLAMA_CPP = "llama.cpp"
+OPERATION_CHAT = "chat"
+OPERATION_TEXT_COMPLETION = "text_completion"
+ERROR_TYPE_OTHER = "_OTHER"
+
+# llama.cpp timings and server facts (no convention exists: one prefix).
+LLAMA_CPP_TIMINGS_PROMPT_N = "llama_cpp.timings.prompt_n"
+LLAMA_CPP_TIMINGS_PROMPT_MS = "llama_cpp.timings.prompt_ms"
+LLAMA_CPP_TIMINGS_PROMPT_PER_SECOND = "llama_cpp.timings.prompt_per_second"
+LLAMA_CPP_TIMINGS_PREDICTED_N = "llama_cpp.timings.predicted_n"
+LLAMA_CPP_TIMINGS_PREDICTED_MS = "llama_cpp.timings.predicted_ms"
+LLAMA_CPP_TIMINGS_PREDICTED_PER_SECOND = "llama_cpp.timings.predicted_per_second"
+LLAMA_CPP_TIMINGS_CACHE_N = "llama_cpp.timings.cache_n"
+LLAMA_CPP_TIMINGS_DRAFT_N = "llama_cpp.timings.draft_n"
+LLAMA_CPP_TIMINGS_DRAFT_N_ACCEPTED = "llama_cpp.timings.draft_n_accepted"
+LLAMA_CPP_DRAFT_ACCEPTANCE_RATE = "llama_cpp.draft_acceptance_rate"
+LLAMA_CPP_PROMPT_CACHE_RATIO = "llama_cpp.prompt_cache_ratio"
+LLAMA_CPP_N_CTX = "llama_cpp.n_ctx"
+LLAMA_CPP_BUILD = "llama_cpp.build"
+LLAMA_CPP_MODEL_PATH = "llama_cpp.model_path"
+
+# Numbers obs derives per request.
+OBS_LATENCY_MS = "obs.latency_ms"
+OBS_TTFT_MS = "obs.ttft_ms"
+OBS_TOKENS_PER_SECOND = "obs.tokens_per_second"
+OBS_NON_MODEL_MS = "obs.non_model_ms"
+OBS_INTER_TOKEN_MEAN_MS = "obs.inter_token_latency.mean_ms"
+OBS_INTER_TOKEN_P50_MS = "obs.inter_token_latency.p50_ms"
+OBS_INTER_TOKEN_P95_MS = "obs.inter_token_latency.p95_ms"
+OBS_CACHE_HIT = "obs.cache_hit"
+OBS_COST_USD = "obs.cost_usd"
+OBS_STREAM_CHUNKS = "obs.stream.chunks"
+OBS_PARTIAL_OUTPUT = "obs.partial_output"
+
+# Span event names.
+EVENT_REQUEST_START = "request_start"
+EVENT_FIRST_TOKEN = "first_token"
+EVENT_RESPONSE_RECEIVED = "response_received"
+EVENT_EXCEPTION = "exception"
