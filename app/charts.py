@@ -1,0 +1,350 @@
+"""Chart builders for the dashboard: frames from `obs.dashboard` in, Plotly figures out.
+
+Every function here is pure: it reads the DataFrame (or trace) it is given and
+returns a new `plotly.graph_objects.Figure`; nothing imports streamlit, reads a
+clock or touches the network, so each chart is tested without a browser.
+
+The frames follow `obs.dashboard.generate_dashboard_data`: `requests` has one row
+per LLM request (time, latency_ms, ttft_ms, tokens, cost, llama.cpp timings),
+`timeline` one row per time bucket of the collector. Charts only reshape those
+numbers for display (cumulative sums, per-bucket ratios, per-second rates);
+the numbers themselves come from obs.
+
+Threshold lines (alert settings) are passed in as `Threshold` values and drawn
+as dashed horizontal lines in the unit of the chart's y axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from obs.traces import Trace, span_tree
+
+__all__ = [
+    "STATUS_COLORS",
+    "Threshold",
+    "cumulative_cost",
+    "error_rate_over_time",
+    "latency_breakdown",
+    "latency_histogram",
+    "latency_over_time",
+    "sampling_over_time",
+    "throughput_over_time",
+    "tokens_per_request",
+    "ttft_distribution",
+    "waterfall",
+    "waterfall_frame",
+]
+
+STATUS_COLORS: dict[str, str] = {"success": "#16a34a", "error": "#dc2626", "running": "#9ca3af"}
+_BREACH_COLOR = "#f59e0b"
+_PROMPT_COLOR = "#6366f1"
+_COMPLETION_COLOR = "#14b8a6"
+_OTHER_COLOR = "#9ca3af"
+_HEIGHT = 320
+_WATERFALL_INDENT = "\u00a0\u00a0\u00a0"  # plotly trims plain spaces from tick labels
+
+
+@dataclass(frozen=True, slots=True)
+class Threshold:
+    """A horizontal reference line on a chart, e.g. an alert rule's threshold.
+
+    `value` is in the unit of the chart's y axis (ms for latency charts, a
+    fraction 0..1 for the error-rate chart). Points above the lowest threshold
+    of a latency chart are drawn in the breach colour.
+    """
+
+    value: float
+    label: str
+    color: str = "#dc2626"
+
+
+def _layout(fig: go.Figure, title: str, *, x_title: str | None = None, y_title: str | None = None,
+            height: int = _HEIGHT) -> go.Figure:
+    fig.update_layout(
+        title={"text": title, "x": 0.0, "xanchor": "left"},
+        template="plotly_white",
+        height=height,
+        margin={"l": 10, "r": 10, "t": 50, "b": 10},
+        legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
+    )
+    if x_title is not None:
+        fig.update_xaxes(title_text=x_title)
+    if y_title is not None:
+        fig.update_yaxes(title_text=y_title)
+    return fig
+
+
+def _empty(title: str, message: str = "No requests yet") -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=message, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper",
+                       font={"size": 14, "color": "#6b7280"})
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return _layout(fig, title)
+
+
+def _add_thresholds(fig: go.Figure, thresholds: Sequence[Threshold], **kwargs: object) -> None:
+    for threshold in thresholds:
+        fig.add_hline(
+            y=threshold.value,
+            line_dash="dash",
+            line_color=threshold.color,
+            annotation_text=threshold.label,
+            annotation_position="top left",
+            **kwargs,
+        )
+
+
+def _numbers(frame: pd.DataFrame, column: str) -> pd.Series:
+    """Column as floats with missing values as NaN (absent column: all NaN)."""
+    if column not in frame:
+        return pd.Series([float("nan")] * len(frame), index=frame.index, dtype=float)
+    return pd.to_numeric(frame[column], errors="coerce").astype(float)
+
+
+def _request_numbers(requests: pd.DataFrame) -> list[int]:
+    return list(range(1, len(requests) + 1))
+
+
+def latency_over_time(
+    requests: pd.DataFrame,
+    percentiles: Mapping[str, float] | None = None,
+    thresholds: Sequence[Threshold] = (),
+) -> go.Figure:
+    """Each request's latency (ms) at its time, coloured by status, with p50/p95 lines.
+
+    `percentiles` is `DashboardData.percentiles` ('p50', 'p95', ... in ms); its
+    p50 and p95 are drawn as dotted lines. With `thresholds`, successful
+    requests slower than the lowest threshold are drawn in the breach colour.
+    """
+    title = "Latency per request"
+    if requests.empty:
+        return _empty(title)
+    latency = _numbers(requests, "latency_ms")
+    status = requests["status"].astype(str) if "status" in requests else pd.Series("success",
+                                                                                    index=requests.index)
+    limit = min((t.value for t in thresholds), default=None)
+    groups: list[tuple[str, pd.Series, str]] = []
+    if limit is not None:
+        breached = (latency > limit) & (status != "error")
+        groups.append(("breached", breached, _BREACH_COLOR))
+        groups.append(("success", (status != "error") & ~breached, STATUS_COLORS["success"]))
+    else:
+        groups.append(("success", status != "error", STATUS_COLORS["success"]))
+    groups.append(("error", status == "error", STATUS_COLORS["error"]))
+    fig = go.Figure()
+    for name, mask, color in groups:
+        if not mask.any():
+            continue
+        part = requests[mask]
+        fig.add_trace(go.Scatter(
+            x=part["time"], y=latency[mask], mode="markers", name=name,
+            marker={"color": color, "size": 9},
+            customdata=part.get("trace_id"),
+            hovertemplate="%{y:.0f} ms<br>trace %{customdata}<extra></extra>",
+        ))
+    for key, dash in (("p50", "dot"), ("p95", "dashdot")):
+        value = (percentiles or {}).get(key)
+        if value:
+            fig.add_hline(y=value, line_dash=dash, line_color="#4f46e5",
+                          annotation_text=f"{key} {value:.0f} ms", annotation_position="bottom right")
+    _add_thresholds(fig, thresholds)
+    return _layout(fig, title, y_title="latency (ms)")
+
+
+def latency_histogram(histogram: pd.DataFrame) -> go.Figure:
+    """Bars of request counts per latency bucket (`bucket`, `count` columns, in order)."""
+    title = "Latency distribution"
+    if histogram.empty or int(_numbers(histogram, "count").fillna(0).sum()) == 0:
+        return _empty(title)
+    fig = go.Figure(go.Bar(x=histogram["bucket"].astype(str), y=histogram["count"],
+                           marker_color=_PROMPT_COLOR, name="requests"))
+    fig.update_xaxes(type="category")
+    return _layout(fig, title, x_title="latency", y_title="requests")
+
+
+def throughput_over_time(timeline: pd.DataFrame, bucket_s: float = 1.0) -> go.Figure:
+    """Requests per second (bars) and generated tokens per second (line) per time bucket.
+
+    `timeline` is the collector's time series with buckets `bucket_s` seconds
+    wide; counts are divided by the bucket width to give rates.
+    """
+    title = "Throughput"
+    if timeline.empty:
+        return _empty(title)
+    if not bucket_s > 0:
+        raise ValueError(f"throughput_over_time: bucket_s must be > 0, got {bucket_s!r}")
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(go.Bar(x=timeline["time"], y=_numbers(timeline, "requests") / bucket_s,
+                         name="requests/s", marker_color=_PROMPT_COLOR, opacity=0.7), secondary_y=False)
+    fig.add_trace(go.Scatter(x=timeline["time"], y=_numbers(timeline, "completion_tokens") / bucket_s,
+                             name="tokens/s", mode="lines+markers", line={"color": _COMPLETION_COLOR}),
+                  secondary_y=True)
+    fig.update_yaxes(title_text="requests/s", secondary_y=False, rangemode="tozero")
+    fig.update_yaxes(title_text="generated tokens/s", secondary_y=True, rangemode="tozero")
+    return _layout(fig, title)
+
+
+def cumulative_cost(requests: pd.DataFrame) -> go.Figure:
+    """Running total of the requests' cost in dollars over time, as a step line."""
+    title = "Cumulative cost"
+    if requests.empty:
+        return _empty(title)
+    total = _numbers(requests, "cost").fillna(0.0).cumsum()
+    fig = go.Figure(go.Scatter(x=requests["time"], y=total, mode="lines+markers", line_shape="hv",
+                               name="cost", line={"color": _PROMPT_COLOR},
+                               hovertemplate="$%{y:.6f}<extra></extra>"))
+    fig.update_yaxes(tickprefix="$", rangemode="tozero")
+    return _layout(fig, title, y_title="dollars")
+
+
+def tokens_per_request(requests: pd.DataFrame) -> go.Figure:
+    """Prompt and completion tokens of each request as stacked bars (request 1 = oldest)."""
+    title = "Tokens per request"
+    if requests.empty:
+        return _empty(title)
+    x = _request_numbers(requests)
+    fig = go.Figure()
+    fig.add_trace(go.Bar(x=x, y=_numbers(requests, "prompt_tokens"), name="prompt",
+                         marker_color=_PROMPT_COLOR))
+    fig.add_trace(go.Bar(x=x, y=_numbers(requests, "completion_tokens"), name="completion",
+                         marker_color=_COMPLETION_COLOR))
+    fig.update_layout(barmode="stack")
+    return _layout(fig, title, x_title="request", y_title="tokens")
+
+
+def ttft_distribution(requests: pd.DataFrame, thresholds: Sequence[Threshold] = ()) -> go.Figure:
+    """Histogram of time to first token (ms) over the requests that measured it.
+
+    Thresholds are drawn as vertical lines, since the ms axis is horizontal here.
+    """
+    title = "Time to first token"
+    ttft = _numbers(requests, "ttft_ms").dropna() if not requests.empty else pd.Series(dtype=float)
+    if ttft.empty:
+        return _empty(title, "No streamed requests yet")
+    fig = go.Figure(go.Histogram(x=ttft, name="requests", marker_color=_COMPLETION_COLOR, nbinsx=20))
+    for threshold in thresholds:
+        fig.add_vline(x=threshold.value, line_dash="dash", line_color=threshold.color,
+                      annotation_text=threshold.label)
+    return _layout(fig, title, x_title="time to first token (ms)", y_title="requests")
+
+
+def error_rate_over_time(timeline: pd.DataFrame, thresholds: Sequence[Threshold] = ()) -> go.Figure:
+    """Share of failed requests per time bucket (y axis in percent; buckets without requests left out).
+
+    Threshold values are fractions (0.05 = 5%), like the collector's error rate.
+    """
+    title = "Error rate"
+    requests = _numbers(timeline, "requests") if not timeline.empty else pd.Series(dtype=float)
+    busy = requests > 0
+    if timeline.empty or not busy.any():
+        return _empty(title)
+    rate = _numbers(timeline, "errors")[busy] / requests[busy]
+    fig = go.Figure(go.Scatter(x=timeline["time"][busy], y=rate, mode="lines+markers", name="error rate",
+                               line={"color": STATUS_COLORS["error"]},
+                               hovertemplate="%{y:.1%}<extra></extra>"))
+    fig.update_yaxes(tickformat=".0%", range=[0, max(1.0, *(t.value for t in thresholds))])
+    _add_thresholds(fig, thresholds)
+    return _layout(fig, title, y_title="errors / requests")
+
+
+def latency_breakdown(requests: pd.DataFrame) -> go.Figure:
+    """Per request, stacked: prompt processing, generation and not-in-model time (ms).
+
+    The split comes from llama.cpp's timings (`prompt_ms`, `predicted_ms`) and
+    obs's `non_model_ms` (client latency minus both); requests without timings
+    show no bar.
+    """
+    title = "Latency breakdown"
+    if requests.empty:
+        return _empty(title)
+    x = _request_numbers(requests)
+    fig = go.Figure()
+    for column, name, color in (
+        ("prompt_ms", "prompt processing", _PROMPT_COLOR),
+        ("predicted_ms", "generation", _COMPLETION_COLOR),
+        ("non_model_ms", "not in model", _OTHER_COLOR),
+    ):
+        fig.add_trace(go.Bar(x=x, y=_numbers(requests, column), name=name, marker_color=color))
+    fig.update_layout(barmode="stack")
+    return _layout(fig, title, x_title="request", y_title="ms")
+
+
+def sampling_over_time(timeline: pd.DataFrame) -> go.Figure:
+    """Finished traces per time bucket: kept by head sampling, kept by tail rules, dropped (stacked)."""
+    title = "Sampling"
+    columns = ("traces_kept_head", "traces_kept_tail", "traces_dropped")
+    if timeline.empty or all(_numbers(timeline, c).fillna(0).sum() == 0 for c in columns):
+        return _empty(title, "No finished traces yet")
+    fig = go.Figure()
+    for column, name, color in zip(
+        columns, ("kept (head)", "kept (tail)", "dropped"), (STATUS_COLORS["success"], _PROMPT_COLOR,
+                                                             _OTHER_COLOR), strict=True,
+    ):
+        fig.add_trace(go.Bar(x=timeline["time"], y=_numbers(timeline, column), name=name, marker_color=color))
+    fig.update_layout(barmode="stack")
+    return _layout(fig, title, y_title="traces")
+
+
+_WATERFALL_COLUMNS = ["span_id", "parent_id", "name", "label", "depth", "start_ms", "duration_ms",
+                      "status", "kind"]
+
+
+def waterfall_frame(trace: Trace) -> pd.DataFrame:
+    """One row per span of `trace` in tree order (`obs.traces.span_tree`), times relative to the trace.
+
+    Columns: span_id, parent_id, name, label (name indented by depth), depth,
+    start_ms (offset from the trace start), duration_ms (running spans: 0),
+    status, kind.
+    """
+    rows = []
+    for node in span_tree(trace):
+        span = node.span
+        rows.append({
+            "span_id": span.id,
+            "parent_id": span.parent_id,
+            "name": span.name,
+            "label": _WATERFALL_INDENT * node.depth + span.name,
+            "depth": node.depth,
+            "start_ms": span.start_time - trace.start_time,
+            "duration_ms": span.duration or 0.0,
+            "status": span.status,
+            "kind": span.kind,
+        })
+    return pd.DataFrame(rows, columns=_WATERFALL_COLUMNS)
+
+
+def waterfall(frame: pd.DataFrame, title: str = "Waterfall") -> go.Figure:
+    """A span timeline from `waterfall_frame`: one bar per span, top to bottom in tree order.
+
+    Bars start at the span's offset from the trace start and are coloured by
+    status; labels are indented by depth.
+    """
+    if frame.empty:
+        return _empty(title, "This trace has no spans")
+    fig = go.Figure()
+    for status, color in STATUS_COLORS.items():
+        part = frame[frame["status"] == status]
+        if part.empty:
+            continue
+        fig.add_trace(go.Bar(
+            y=part["span_id"], x=part["duration_ms"].clip(lower=0.5), base=part["start_ms"],
+            orientation="h", name=status, marker_color=color,
+            customdata=part[["name", "duration_ms", "start_ms"]].to_numpy(),
+            hovertemplate="%{customdata[0]}<br>%{customdata[1]:.1f} ms, starts at +%{customdata[2]:.1f} ms"
+                          "<extra></extra>",
+            text=[f"{d:.0f} ms" for d in part["duration_ms"]], textposition="auto",
+        ))
+    fig.update_yaxes(
+        categoryorder="array", categoryarray=list(frame["span_id"]), autorange="reversed",
+        tickmode="array", tickvals=list(frame["span_id"]), ticktext=list(frame["label"]),
+    )
+    fig.update_xaxes(rangemode="tozero")
+    height = max(180, 60 + 34 * len(frame))
+    return _layout(fig, title, x_title="ms since trace start", height=height)
