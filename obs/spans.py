@@ -191,6 +191,28 @@ def _error_type(error: BaseException | str) -> str:
     return semconv.ERROR_TYPE_OTHER
 
 
+def _error_records(
+    error: BaseException | str, error_type: str | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The span attributes and `exception` event attributes that record `error`.
+
+    `error_type` (an `error.type` already on the span) wins over the one derived
+    from the error, so a more precise type set earlier (an HTTP status) is kept.
+    """
+    derived = _error_type(error)
+    message = str(error) or derived
+    attributes = {semconv.ERROR_TYPE: error_type or derived, semconv.ERROR_MESSAGE: message}
+    event_attrs: dict[str, Any] = {
+        semconv.EXCEPTION_TYPE: derived if isinstance(error, BaseException) else error_type or derived,
+        semconv.EXCEPTION_MESSAGE: message,
+    }
+    if isinstance(error, BaseException) and error.__traceback__ is not None:
+        event_attrs[semconv.EXCEPTION_STACKTRACE] = "".join(
+            traceback.format_exception(type(error), error, error.__traceback__)
+        )
+    return attributes, event_attrs
+
+
 def end_span(
     span: Span,
     status: SpanStatus = "success",
@@ -216,22 +238,8 @@ def end_span(
     events = span.events
     if error is not None:
         status = "error"
-        error_type = span.attributes.get(semconv.ERROR_TYPE) or _error_type(error)
-        message = str(error) or _error_type(error)
-        attributes = {
-            **attributes,
-            semconv.ERROR_TYPE: error_type,
-            semconv.ERROR_MESSAGE: message,
-        }
-        event_attrs: dict[str, Any] = {
-            semconv.EXCEPTION_TYPE: _error_type(error) if isinstance(error, BaseException)
-            else error_type,
-            semconv.EXCEPTION_MESSAGE: message,
-        }
-        if isinstance(error, BaseException) and error.__traceback__ is not None:
-            event_attrs[semconv.EXCEPTION_STACKTRACE] = "".join(
-                traceback.format_exception(type(error), error, error.__traceback__)
-            )
+        error_attrs, event_attrs = _error_records(error, span.attributes.get(semconv.ERROR_TYPE))
+        attributes = {**attributes, **error_attrs}
         events = [
             *events,
             SpanEvent(semconv.EVENT_EXCEPTION, span.start_time + duration, event_attrs),

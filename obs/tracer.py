@@ -1,0 +1,899 @@
+"""The Tracer: spans that nest by themselves and become finished traces.
+
+`with tracer.start_span("retrieve") as span:` starts a span as a child of the
+span current in this context (a `contextvars` variable, so nesting follows
+threads that copy the context and asyncio tasks, which always do). A span
+started with nothing current begins a new trace; when that trace has no
+running span left, it is finished, sampled, and handed to the store, the
+collector and the sinks. `begin_trace` opens an explicit trace (a chat
+conversation, say) that top-level spans join until `end_trace`.
+
+Handles are mutable while a span runs (attributes and events are plain dict
+and list writes, so the hot path stays cheap); ending one produces the
+immutable `Span` value the rest of obs reads. Telemetry never breaks the host:
+failures of the store, sinks, samplers and collector are logged and counted,
+never raised; the application's own exceptions pass through unchanged.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+from obs import semconv
+from obs.clock import SYSTEM_CLOCK, Clock
+from obs.ids import IdGenerator, RandomIdGenerator, TraceParent, format_traceparent, parse_traceparent
+from obs.spans import Span, SpanEvent, SpanKind, SpanStatus, _error_records
+from obs.traces import Trace
+
+__all__ = [
+    "HeadSampler",
+    "SamplingDecision",
+    "SpanHandle",
+    "TailSampler",
+    "TraceHandle",
+    "TraceSink",
+    "Tracer",
+]
+
+_log = logging.getLogger("obs.tracer")
+_DEFAULT_IDS = RandomIdGenerator()
+_KINDS = ("internal", "client", "server", "producer", "consumer")
+_END_STATUSES = ("success", "error")
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+TraceSink = Callable[[Trace], Any]
+SamplingDecision = str  # "head" | "tail" | "dropped"
+
+
+@runtime_checkable
+class HeadSampler(Protocol):
+    """Decides when a trace begins whether it is kept."""
+
+    def should_sample(self, trace_id: str, parent_sampled: bool | None = None) -> bool:
+        """True to keep the trace `trace_id`; `parent_sampled` comes from an incoming traceparent."""
+        ...
+
+
+@runtime_checkable
+class TailSampler(Protocol):
+    """Decides when a trace ends whether a trace the head sampler let go is kept after all."""
+
+    def should_keep(self, trace: Trace) -> bool:
+        """True to keep the finished `trace`."""
+        ...
+
+
+class TraceHandle:
+    """A trace while it runs: collects the spans that end in it, then becomes a `Trace`.
+
+    Made by `Tracer.begin_trace` (explicit: ends with `end_trace`) or by a span
+    started with no trace around it (implicit: ends when no span in it runs).
+    Usable as a context manager that ends the trace on exit. Thread-safe.
+    """
+
+    __slots__ = (
+        "_ended",
+        "_error",
+        "_explicit",
+        "_final",
+        "_lock",
+        "_metadata",
+        "_name",
+        "_next_seq",
+        "_open",
+        "_parent_span_id",
+        "_prev",
+        "_sampled",
+        "_spans",
+        "_start_mono",
+        "_start_time",
+        "_trace_id",
+        "_tracer",
+    )
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        trace_id: str,
+        name: str,
+        metadata: dict[str, Any],
+        start_time: float,
+        start_mono: float,
+        parent_span_id: str | None,
+        sampled: bool,
+        explicit: bool,
+    ) -> None:
+        """Internal: handles are made by the Tracer."""
+        self._tracer = tracer
+        self._trace_id = trace_id
+        self._name = name
+        self._metadata = metadata
+        self._start_time = start_time
+        self._start_mono = start_mono
+        self._parent_span_id = parent_span_id
+        self._sampled = sampled
+        self._explicit = explicit
+        self._lock = threading.Lock()
+        self._spans: list[tuple[int, Span]] = []
+        self._open = 0
+        self._next_seq = 0
+        self._ended = False
+        self._error = False
+        self._final: Trace | None = None
+        self._prev: object = None
+
+    @property
+    def trace_id(self) -> str:
+        """The trace id (32 lowercase hex)."""
+        return self._trace_id
+
+    @property
+    def name(self) -> str:
+        """The trace name."""
+        return self._name
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """A copy of the trace metadata."""
+        with self._lock:
+            return dict(self._metadata)
+
+    @property
+    def sampled(self) -> bool:
+        """The head sampling decision made when the trace began."""
+        return self._sampled
+
+    @property
+    def parent_span_id(self) -> str | None:
+        """The remote parent span id this trace continues (from a traceparent), if any."""
+        return self._parent_span_id
+
+    @property
+    def ended(self) -> bool:
+        """True once the trace is finished."""
+        return self._ended
+
+    @property
+    def running_spans(self) -> int:
+        """How many spans of this trace have started and not ended."""
+        with self._lock:
+            return self._open
+
+    def set_metadata(self, key: str, value: Any) -> None:
+        """Set one metadata entry (ignored with a warning once the trace has ended)."""
+        with self._lock:
+            if not self._ended:
+                self._metadata[key] = value
+                return
+        _log.warning("obs: metadata %r set on trace %s after it ended; ignored", key, self._trace_id)
+
+    @property
+    def trace(self) -> Trace:
+        """The finished Trace once ended, else a running snapshot of the spans ended so far."""
+        final = self._final
+        if final is not None:
+            return final
+        with self._lock:
+            spans = [span for _, span in sorted(self._spans, key=_seq_key)]
+            metadata = dict(self._metadata)
+        return Trace(
+            id=self._trace_id,
+            name=self._name,
+            start_time=self._start_time,
+            metadata=metadata,
+            spans=spans,
+            start_mono=self._start_mono,
+        )
+
+    def end(self) -> Trace:
+        """End this trace (see `Tracer.end_trace`) and return it."""
+        return self._tracer.end_trace(self)
+
+    def __enter__(self) -> TraceHandle:
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None:
+            self._error = True
+        if not self._ended:
+            self._tracer.end_trace(self)
+
+    def __repr__(self) -> str:
+        state = "ended" if self._ended else "running"
+        return f"TraceHandle({self._name!r}, trace_id={self._trace_id}, {state})"
+
+    def _join(self) -> int:
+        """Count one more running span; return its start-order number, or -1 if the trace ended."""
+        with self._lock:
+            if self._ended:
+                return -1
+            seq = self._next_seq
+            self._next_seq = seq + 1
+            self._open += 1
+            return seq
+
+    def _span_ended(self, handle: SpanHandle, span: Span) -> None:
+        """Record that `handle` ended as `span`; finish an implicit trace whose last span this was."""
+        with self._lock:
+            if handle._final is not None:
+                raise ValueError(
+                    f"span {handle._name!r} ({handle._id}) already ended with status "
+                    f"{handle._final.status!r}; end a span once"
+                )
+            handle._final = span
+            if self._ended or handle._seq < 0:
+                late = True
+                finish = False
+            else:
+                late = False
+                self._spans.append((handle._seq, span))
+                self._open -= 1
+                finish = not self._explicit and self._open == 0
+                if finish:
+                    self._ended = True
+        if late:
+            self._tracer._late_span(span)
+        elif finish:
+            self._tracer._finish(self)
+
+
+def _seq_key(item: tuple[int, Span]) -> int:
+    return item[0]
+
+
+class SpanHandle:
+    """A running span: set attributes, add events, record errors, then end it once.
+
+    As a context manager (what `Tracer.start_span` is for) it is the current
+    span inside the block and ends on exit: with status "error" and the
+    exception recorded if one escapes the block (the exception is re-raised
+    unchanged). `span` gives the immutable `Span` at any moment.
+    """
+
+    __slots__ = (
+        "_attributes",
+        "_error",
+        "_events",
+        "_final",
+        "_id",
+        "_kind",
+        "_name",
+        "_parent_id",
+        "_prev",
+        "_seq",
+        "_start_mono",
+        "_start_time",
+        "_token",
+        "_trace",
+        "_tracer",
+    )
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        trace: TraceHandle,
+        seq: int,
+        span_id: str,
+        parent_id: str | None,
+        name: str,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+    ) -> None:
+        """Internal: handles are made by the Tracer."""
+        clock = tracer._clock
+        self._tracer = tracer
+        self._trace = trace
+        self._seq = seq
+        self._id = span_id
+        self._parent_id = parent_id
+        self._name = name
+        self._kind = kind
+        self._attributes = attributes
+        self._events: list[SpanEvent] = []
+        self._error = False
+        self._final: Span | None = None
+        self._token: contextvars.Token[Any] | None = None
+        self._prev: object = None
+        self._start_time = clock.time_ms()
+        self._start_mono = clock.monotonic_ms()
+
+    @property
+    def span_id(self) -> str:
+        """This span's id (16 lowercase hex)."""
+        return self._id
+
+    @property
+    def trace_id(self) -> str:
+        """The id of the trace this span belongs to."""
+        return self._trace._trace_id
+
+    @property
+    def parent_id(self) -> str | None:
+        """The parent span's id, or None for a root span."""
+        return self._parent_id
+
+    @property
+    def name(self) -> str:
+        """The span name."""
+        return self._name
+
+    @property
+    def kind(self) -> SpanKind:
+        """The span kind ("internal", "client", ...)."""
+        return self._kind
+
+    @property
+    def trace_handle(self) -> TraceHandle:
+        """The handle of the trace this span belongs to."""
+        return self._trace
+
+    @property
+    def sampled(self) -> bool:
+        """The head sampling decision of this span's trace."""
+        return self._trace._sampled
+
+    @property
+    def ended(self) -> bool:
+        """True once `end` has been called."""
+        return self._final is not None
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        """Set one attribute (ignored with a warning once the span has ended)."""
+        if self._final is None:
+            self._attributes[key] = value
+        else:
+            self._ignored("set_attribute")
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Set several attributes at once (ignored with a warning once the span has ended)."""
+        if self._final is None:
+            self._attributes.update(attributes)
+        else:
+            self._ignored("set_attributes")
+
+    def add_event(
+        self, name: str, attributes: Mapping[str, Any] | None = None, *, timestamp: float | None = None
+    ) -> None:
+        """Add an event stamped now (or at `timestamp`, epoch ms); ignored once the span has ended."""
+        if self._final is not None:
+            self._ignored("add_event")
+            return
+        if timestamp is None:
+            timestamp = self._tracer._clock.time_ms()
+        self._events.append(SpanEvent(name, timestamp, dict(attributes) if attributes else {}))
+
+    def record_error(self, error: BaseException | str) -> None:
+        """Record `error` now: `error.type`/`error.message` attributes and an `exception` event.
+
+        The span will end with status "error" whatever status `end` is given.
+        """
+        if self._final is not None:
+            self._ignored("record_error")
+            return
+        attributes, event_attrs = _error_records(error, self._attributes.get(semconv.ERROR_TYPE))
+        self._attributes.update(attributes)
+        self._events.append(
+            SpanEvent(semconv.EVENT_EXCEPTION, self._tracer._clock.time_ms(), event_attrs)
+        )
+        self._error = True
+
+    @property
+    def span(self) -> Span:
+        """The ended Span, or a running snapshot of this span now."""
+        final = self._final
+        if final is not None:
+            return final
+        return Span(
+            id=self._id,
+            trace_id=self._trace._trace_id,
+            parent_id=self._parent_id,
+            name=self._name,
+            start_time=self._start_time,
+            attributes=dict(self._attributes),
+            events=list(self._events),
+            kind=self._kind,
+            start_mono=self._start_mono,
+        )
+
+    def traceparent(self) -> str:
+        """The W3C `traceparent` header value naming this span as the parent."""
+        return format_traceparent(self._trace._trace_id, self._id, self._trace._sampled)
+
+    def end(self, status: SpanStatus = "success", error: BaseException | str | None = None) -> Span:
+        """End the span now and return the immutable Span.
+
+        `error` (an exception or a message) forces status "error" and is recorded
+        as in `end_span`; so does an earlier `record_error`. Ending twice raises
+        ValueError.
+        """
+        if self._final is not None:
+            raise ValueError(
+                f"span {self._name!r} ({self._id}) already ended with status "
+                f"{self._final.status!r}; end a span once"
+            )
+        if status not in _END_STATUSES:
+            raise ValueError(f"SpanHandle.end: status must be 'success' or 'error', got {status!r}")
+        duration = self._tracer._clock.monotonic_ms() - self._start_mono
+        if duration < 0.0:
+            duration = 0.0
+        end_time = self._start_time + duration
+        attributes = dict(self._attributes)
+        events = list(self._events)
+        if error is not None:
+            status = "error"
+            error_attrs, event_attrs = _error_records(error, attributes.get(semconv.ERROR_TYPE))
+            attributes.update(error_attrs)
+            events.append(SpanEvent(semconv.EVENT_EXCEPTION, end_time, event_attrs))
+        elif self._error:
+            status = "error"
+        elif status == "error" and semconv.ERROR_TYPE not in attributes:
+            attributes[semconv.ERROR_TYPE] = semconv.ERROR_TYPE_OTHER
+        span = Span(
+            self._id,
+            self._trace._trace_id,
+            self._parent_id,
+            self._name,
+            self._start_time,
+            end_time,
+            duration,
+            status,
+            attributes,
+            events,
+            self._kind,
+            self._start_mono,
+        )
+        self._trace._span_ended(self, span)
+        return span
+
+    def __enter__(self) -> SpanHandle:
+        var = self._tracer._current
+        self._prev = var.get()
+        self._token = var.set(self)
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        try:
+            if self._final is None:
+                if exc is None:
+                    self.end()
+                else:
+                    self.end(error=exc)
+        finally:
+            token = self._token
+            self._token = None
+            var = self._tracer._current
+            if token is not None:
+                try:
+                    var.reset(token)
+                except (ValueError, RuntimeError):
+                    # Exited in another context (a generator resumed elsewhere): restore by value.
+                    var.set(self._prev)
+
+    def __repr__(self) -> str:
+        state = self._final.status if self._final is not None else "running"
+        return f"SpanHandle({self._name!r}, span_id={self._id}, trace_id={self.trace_id}, {state})"
+
+    def _ignored(self, what: str) -> None:
+        _log.warning("obs: %s on span %r (%s) after it ended; ignored", what, self._name, self._id)
+
+
+class Tracer:
+    """Makes spans that nest through `contextvars` and turns them into finished traces.
+
+    Every finished trace is sampled (head decision at its start, tail decision
+    at its end), and a kept one goes to `store.add(trace)` and then to each
+    sink; `collector.record_sampling(decision)` is called for every trace.
+    Failures there are logged (to Python logging and `logger`) and counted in
+    `sink_errors` / `internal_errors`, never raised. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Any = None,
+        collector: Any = None,
+        logger: Any = None,
+        sinks: Sequence[TraceSink] = (),
+        clock: Clock = SYSTEM_CLOCK,
+        id_generator: IdGenerator = _DEFAULT_IDS,
+        service_name: str = "obs",
+        head_sampler: HeadSampler | None = None,
+        tail_sampler: TailSampler | None = None,
+    ) -> None:
+        """Configure where traces go; raises ValueError naming any argument that cannot work.
+
+        store: has `add(trace)`; collector: has `record_sampling(decision, timestamp=None)`;
+        logger: has `log(level, message, data=None, trace_id=None, span_id=None)`;
+        sinks: callables taking a Trace; head_sampler: `should_sample(trace_id, parent_sampled)`;
+        tail_sampler: `should_keep(trace)`; service_name: non-empty, recorded in each
+        trace's metadata under `service.name`.
+        """
+        _require(store, "store", "add", "an object with add(trace), e.g. TraceStore")
+        _require(
+            collector, "collector", "record_sampling", "an object with record_sampling(), a MetricsCollector"
+        )
+        _require(logger, "logger", "log", "an object with log(level, message, ...), e.g. LLMLogger")
+        _require(head_sampler, "head_sampler", "should_sample", "an object with should_sample(trace_id, ...)")
+        _require(tail_sampler, "tail_sampler", "should_keep", "an object with should_keep(trace)")
+        if not (callable(getattr(clock, "time_ms", None)) and callable(getattr(clock, "monotonic_ms", None))):
+            raise ValueError(f"Tracer: clock must have time_ms() and monotonic_ms(), got {clock!r}")
+        ids = id_generator
+        if not (callable(getattr(ids, "trace_id", None)) and callable(getattr(ids, "span_id", None))):
+            raise ValueError(f"Tracer: id_generator must have trace_id() and span_id(), got {id_generator!r}")
+        if not isinstance(service_name, str) or not service_name:
+            raise ValueError(f"Tracer: service_name must be a non-empty string, got {service_name!r}")
+        sinks = tuple(sinks)
+        for sink in sinks:
+            if not callable(sink):
+                raise ValueError(f"Tracer: sinks must be callables taking a Trace, got {sink!r}")
+        self.store = store
+        self.collector = collector
+        self.logger = logger
+        self.service_name = service_name
+        self.head_sampler = head_sampler
+        self.tail_sampler = tail_sampler
+        self._clock = clock
+        self._ids = id_generator
+        self._sinks: tuple[TraceSink, ...] = sinks
+        self._current: contextvars.ContextVar[SpanHandle | TraceHandle | None] = contextvars.ContextVar(
+            f"obs_tracer_{id(self):x}", default=None
+        )
+        self._counts_lock = threading.Lock()
+        self.sink_errors = 0
+        self.internal_errors = 0
+        self.dropped_spans = 0
+
+    @property
+    def clock(self) -> Clock:
+        """The clock spans and traces are timed with."""
+        return self._clock
+
+    @property
+    def sinks(self) -> tuple[TraceSink, ...]:
+        """The sinks each kept trace is handed to, in order."""
+        return self._sinks
+
+    def add_sink(self, sink: TraceSink) -> None:
+        """Hand every kept trace from now on to `sink` as well."""
+        if not callable(sink):
+            raise ValueError(f"Tracer.add_sink: sink must be a callable taking a Trace, got {sink!r}")
+        self._sinks = (*self._sinks, sink)
+
+    def remove_sink(self, sink: TraceSink) -> None:
+        """Stop handing traces to `sink` (no error if it was not there)."""
+        self._sinks = tuple(s for s in self._sinks if s is not sink)
+
+    # -- starting spans -------------------------------------------------------------------------
+
+    def start_span(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None = None,
+        kind: SpanKind = "internal",
+        *,
+        parent: SpanHandle | TraceHandle | TraceParent | None = None,
+    ) -> SpanHandle:
+        """Start a span to use as `with tracer.start_span(name) as span:`.
+
+        Its parent is `parent` if given, else the current span; with no span
+        current it joins the current explicit trace, else it begins a new trace.
+        Inside the block it is the current span; it ends when the block exits.
+        """
+        return self._start(name, attributes, kind, parent)
+
+    def begin_span(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None = None,
+        kind: SpanKind = "internal",
+        parent: SpanHandle | TraceHandle | TraceParent | None = None,
+    ) -> SpanHandle:
+        """Start a span that is not made current and ends only by `handle.end(...)`.
+
+        For work that outlives the block that started it (a streamed response).
+        The parent is found as in `start_span`.
+        """
+        return self._start(name, attributes, kind, parent)
+
+    def _start(
+        self,
+        name: str,
+        attributes: Mapping[str, Any] | None,
+        kind: SpanKind,
+        parent: SpanHandle | TraceHandle | TraceParent | None,
+    ) -> SpanHandle:
+        if not name or not isinstance(name, str):
+            raise ValueError(f"Tracer: span name must be a non-empty string, got {name!r}")
+        if kind not in _KINDS:
+            raise ValueError(f"Tracer: span kind must be one of {_KINDS}, got {kind!r}")
+        attrs = dict(attributes) if attributes else {}
+        if parent is None:
+            parent = self._current.get()
+        cls = type(parent)
+        if cls is SpanHandle:
+            trace = parent._trace  # type: ignore[union-attr]
+            return SpanHandle(self, trace, trace._join(), self._ids.span_id(), parent._id, name, kind, attrs)  # type: ignore[union-attr]
+        if cls is TraceHandle and not parent._ended:  # type: ignore[union-attr]
+            trace = parent  # type: ignore[assignment]
+            return SpanHandle(
+                self, trace, trace._join(), self._ids.span_id(), trace._parent_span_id, name, kind, attrs
+            )
+        remote = parent if cls is TraceParent else None
+        if parent is not None and remote is None and cls is not TraceHandle:
+            raise ValueError(
+                f"Tracer: parent must be a SpanHandle, TraceHandle or TraceParent, got {cls.__name__}"
+            )
+        trace = self._new_trace(name, None, remote, explicit=False)  # type: ignore[arg-type]
+        trace._open = 1
+        trace._next_seq = 1
+        span = SpanHandle(self, trace, 0, self._ids.span_id(), trace._parent_span_id, name, kind, attrs)
+        # An implicit trace takes its root span's time frame.
+        trace._start_time = span._start_time
+        trace._start_mono = span._start_mono
+        return span
+
+    def _new_trace(
+        self, name: str, metadata: Mapping[str, Any] | None, remote: TraceParent | None, explicit: bool
+    ) -> TraceHandle:
+        if remote is None:
+            trace_id = self._ids.trace_id()
+            parent_sampled = None
+            parent_span_id = None
+        else:
+            trace_id = remote.trace_id
+            parent_sampled = remote.sampled
+            parent_span_id = remote.span_id
+        sampled = True
+        if self.head_sampler is not None:
+            try:
+                sampled = bool(self.head_sampler.should_sample(trace_id, parent_sampled=parent_sampled))
+            except Exception as exc:  # a broken sampler keeps the trace rather than lose it
+                self._internal_error("head sampler failed; keeping the trace", exc, trace_id)
+        meta = {semconv.SERVICE_NAME: self.service_name}
+        if metadata:
+            meta.update(metadata)
+        if explicit:
+            start_time, start_mono = self._clock.time_ms(), self._clock.monotonic_ms()
+        else:
+            start_time = start_mono = 0.0  # set from the root span by the caller
+        return TraceHandle(
+            self, trace_id, name, meta, start_time, start_mono, parent_span_id, sampled, explicit
+        )
+
+    # -- explicit traces ------------------------------------------------------------------------
+
+    def begin_trace(
+        self,
+        name: str,
+        metadata: Mapping[str, Any] | None = None,
+        *,
+        traceparent: str | None = None,
+        parent_context: TraceParent | None = None,
+    ) -> TraceHandle:
+        """Begin an explicit trace and make it active in the current context.
+
+        Top-level spans started while it is active (in this context, in tasks
+        and copied contexts made from it, or with `parent=handle`) join it,
+        until `end_trace`. `traceparent` (a header value) or `parent_context`
+        continues an incoming W3C context: its trace id is reused, its span
+        becomes the parent of top-level spans and its sampled flag is passed
+        to the head sampler. A malformed `traceparent` is logged and ignored
+        (a new trace starts), as W3C Trace Context asks.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"begin_trace: name must be a non-empty string, got {name!r}")
+        if traceparent is not None and parent_context is not None:
+            raise ValueError("begin_trace: give traceparent or parent_context, not both")
+        if parent_context is not None and not isinstance(parent_context, TraceParent):
+            raise ValueError(
+                f"begin_trace: parent_context must be a TraceParent, got {type(parent_context).__name__}"
+            )
+        remote = parent_context
+        if traceparent is not None:
+            try:
+                remote = parse_traceparent(traceparent)
+            except ValueError as exc:
+                self._internal_error("ignored a malformed traceparent; starting a new trace", exc, None)
+        handle = self._new_trace(name, metadata, remote, explicit=True)
+        handle._prev = self._current.get()
+        self._current.set(handle)
+        return handle
+
+    def end_trace(self, handle: TraceHandle) -> Trace:
+        """Finish `handle`'s trace with the spans ended in it, hand it on, and return it.
+
+        The trace is sampled and sent to the store and sinks like any other.
+        Spans still running are left out (logged); if they end later they are
+        counted in `dropped_spans`. Ending a trace twice raises ValueError.
+        """
+        if not isinstance(handle, TraceHandle):
+            raise ValueError(f"end_trace: expected a TraceHandle, got {type(handle).__name__}")
+        with handle._lock:
+            if handle._ended:
+                raise ValueError(f"end_trace: trace {handle._name!r} ({handle._trace_id}) already ended")
+            handle._ended = True
+            running = handle._open
+        if self._current.get() is handle:
+            self._current.set(handle._prev)
+        if running:
+            _log.warning(
+                "obs: trace %r (%s) ended with %d span(s) still running; they are left out",
+                handle._name, handle._trace_id, running,
+            )
+        return self._finish(handle)
+
+    @contextmanager
+    def activate(self, handle: SpanHandle | TraceHandle) -> Iterator[SpanHandle | TraceHandle]:
+        """Make `handle` current for a block without ending it on exit.
+
+        For a manual span (`begin_span`) under which child spans should nest,
+        or an explicit trace carried to another context (a later request of
+        the same conversation).
+        """
+        if not isinstance(handle, SpanHandle | TraceHandle):
+            raise ValueError(f"activate: expected a SpanHandle or TraceHandle, got {type(handle).__name__}")
+        previous = self._current.get()
+        token = self._current.set(handle)
+        try:
+            yield handle
+        finally:
+            try:
+                self._current.reset(token)
+            except (ValueError, RuntimeError):
+                self._current.set(previous)
+
+    def wrap(self, fn: _F) -> _F:
+        """Return `fn` bound to the span or trace current now, for running in another thread.
+
+        Threads start with an empty context; a wrapped function makes the
+        captured span (or trace) current while it runs, so spans it starts
+        nest where the caller was.
+        """
+        captured = self._current.get()
+        var = self._current
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            token = var.set(captured)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                var.reset(token)
+
+        return run  # type: ignore[return-value]
+
+    # -- reading the context --------------------------------------------------------------------
+
+    def current_span(self) -> SpanHandle | None:
+        """The span current in this context, or None."""
+        current = self._current.get()
+        return current if type(current) is SpanHandle else None
+
+    def current_trace(self) -> TraceHandle | None:
+        """The running trace of the current span or explicit trace, or None."""
+        current = self._current.get()
+        if type(current) is SpanHandle:
+            return current._trace
+        if type(current) is TraceHandle and not current._ended:
+            return current
+        return None
+
+    def current_trace_id(self) -> str | None:
+        """The id of the current span's trace or of the active explicit trace, or None."""
+        trace = self.current_trace()
+        return None if trace is None else trace._trace_id
+
+    def traceparent(self) -> str | None:
+        """The W3C `traceparent` header for the current span, or None when no span is current."""
+        span = self.current_span()
+        if span is None:
+            return None
+        try:
+            return span.traceparent()
+        except ValueError as exc:  # ids from a custom generator that are not W3C ids
+            self._internal_error("cannot format traceparent", exc, span.trace_id)
+            return None
+
+    # -- finishing ------------------------------------------------------------------------------
+
+    def _finish(self, handle: TraceHandle) -> Trace:
+        # Called exactly once per trace (guarded by handle._ended), outside the handle's lock so
+        # sinks may take their time or start spans of their own.
+        with handle._lock:
+            items = handle._spans
+            metadata = dict(handle._metadata)
+        items.sort(key=_seq_key)
+        spans = [span for _, span in items]
+        error = handle._error
+        end_time = handle._start_time
+        for span in spans:
+            if span.status == "error":
+                error = True
+            if span.end_time > end_time:  # type: ignore[operator]
+                end_time = span.end_time  # type: ignore[assignment]
+        if handle._explicit:
+            now = handle._start_time + max(0.0, self._clock.monotonic_ms() - handle._start_mono)
+            if now > end_time:
+                end_time = now
+        trace = Trace(
+            handle._trace_id,
+            handle._name,
+            handle._start_time,
+            end_time,
+            end_time - handle._start_time,
+            "error" if error else "success",
+            metadata,
+            spans,
+            handle._start_mono,
+        )
+        handle._final = trace
+        decision = "head"
+        if not handle._sampled:
+            decision = "dropped"
+            if self.tail_sampler is not None:
+                try:
+                    if self.tail_sampler.should_keep(trace):
+                        decision = "tail"
+                except Exception as exc:  # a broken sampler keeps the trace rather than lose it
+                    decision = "tail"
+                    self._internal_error("tail sampler failed; keeping the trace", exc, trace.id)
+        if decision != "dropped":
+            if self.store is not None:
+                try:
+                    self.store.add(trace)
+                except Exception as exc:
+                    self._sink_error("store.add", exc, trace.id)
+            for sink in self._sinks:
+                try:
+                    sink(trace)
+                except Exception as exc:
+                    self._sink_error(repr(sink), exc, trace.id)
+        if self.collector is not None:
+            try:
+                self.collector.record_sampling(decision, timestamp=end_time / 1000.0)
+            except Exception as exc:
+                self._internal_error("collector.record_sampling failed", exc, trace.id)
+        return trace
+
+    def _late_span(self, span: Span) -> None:
+        with self._counts_lock:
+            self.dropped_spans += 1
+        self._report(
+            "warn",
+            f"span {span.name!r} ended after its trace was finished; dropped",
+            None, span.trace_id, span.id,
+        )
+
+    def _sink_error(self, where: str, exc: BaseException, trace_id: str) -> None:
+        with self._counts_lock:
+            self.sink_errors += 1
+        self._report("error", f"trace sink {where} failed: {type(exc).__name__}: {exc}", exc, trace_id, None)
+
+    def _internal_error(self, what: str, exc: BaseException, trace_id: str | None) -> None:
+        with self._counts_lock:
+            self.internal_errors += 1
+        self._report("error", f"{what}: {type(exc).__name__}: {exc}", exc, trace_id, None)
+
+    def _report(
+        self, level: str, message: str, exc: BaseException | None, trace_id: str | None, span_id: str | None
+    ) -> None:
+        _log.log(logging.ERROR if level == "error" else logging.WARNING, "obs: %s", message, exc_info=exc)
+        if self.logger is not None:
+            try:
+                self.logger.log(level, message, trace_id=trace_id, span_id=span_id)
+            except Exception:  # the logger failing must not fail the caller either
+                _log.exception("obs: logger failed while reporting a tracer problem")
+
+    def __repr__(self) -> str:
+        return f"Tracer(service_name={self.service_name!r}, sinks={len(self._sinks)})"
+
+
+def _require(value: Any, argument: str, method: str, allowed: str) -> None:
+    if value is not None and not callable(getattr(value, method, None)):
+        raise ValueError(f"Tracer: {argument} must be None or {allowed}; got {value!r}")
