@@ -499,8 +499,10 @@ class TailSampler:
     order and stop at the first that keeps, so the random source is drawn
     only for traces no other rule kept.
 
-    A rule that raises is logged and counted in `rule_errors` and counts as
-    not keeping; the exception never reaches the caller.
+    A rule that raises is logged and counted in `rule_errors` and keeps the
+    trace (losing a trace to a broken rule is worse than keeping one too
+    many, as the Tracer does for a broken sampler); the exception never
+    reaches the caller.
     """
 
     def __init__(
@@ -566,10 +568,12 @@ class TailSampler:
             except Exception:
                 with self._lock:
                     self._rule_errors += 1
+                name = getattr(rule, "name", None) or repr(rule)
                 _log.warning(
-                    "tail sampling rule %r raised on trace %s; treated as not keeping",
-                    getattr(rule, "name", rule), trace.id, exc_info=True,
+                    "tail sampling rule %r raised on trace %s; keeping the trace",
+                    name, trace.id, exc_info=True,
                 )
+                return str(name)
         return None
 
     def should_keep(self, trace: Trace) -> bool:

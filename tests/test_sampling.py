@@ -377,16 +377,19 @@ def test_any_rule_keeps_and_rules_run_in_documented_order() -> None:
     assert sampler.decide(_trace(spans=[(0, 1, "success")])) == "custom"
 
 
-def test_a_raising_rule_is_counted_and_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+def test_a_raising_rule_keeps_the_trace_is_counted_and_never_raises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     def broken(trace: Trace) -> bool:
         raise RuntimeError("boom")
 
     sampler = TailSampler([KeepPredicate(broken, name="broken")], keep_errors=True)
     with caplog.at_level(logging.WARNING, logger="obs.sampling"):
-        assert sampler.should_keep(_trace()) is False
-        assert sampler.should_keep(_trace(spans=[(0, 1, "error")])) is True
+        assert sampler.decide(_trace(spans=[(0, 1, "error")])) == "errors"
+        assert sampler.rule_errors == 0
+        assert sampler.decide(_trace()) == "broken"
     assert sampler.rule_errors == 1
-    assert "broken" in caplog.text
+    assert "broken" in caplog.text and "boom" in caplog.text
 
 
 def test_rule_classes_satisfy_the_protocol() -> None:
