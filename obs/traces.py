@@ -86,6 +86,37 @@ class Trace:
         )
 
 
+# Cheaper than the frozen dataclass `__init__` (see `obs.spans._build_span`).
+_new = object.__new__
+_TRACE_SLOTS = tuple(Trace.__dict__[name].__set__ for name in Trace.__dataclass_fields__)
+
+
+def _build_trace(
+    trace_id: str,
+    name: str,
+    start_time: float,
+    end_time: float | None,
+    duration: float | None,
+    status: TraceStatus,
+    metadata: dict[str, Any],
+    spans: list[Span],
+    start_mono: float,
+) -> Trace:
+    """A Trace from every field in declaration order, unvalidated (for callers that validated)."""
+    s_id, s_name, s_start, s_end, s_dur, s_status, s_meta, s_spans, s_mono = _TRACE_SLOTS
+    trace = _new(Trace)
+    s_id(trace, trace_id)
+    s_name(trace, name)
+    s_start(trace, start_time)
+    s_end(trace, end_time)
+    s_dur(trace, duration)
+    s_status(trace, status)
+    s_meta(trace, metadata)
+    s_spans(trace, spans)
+    s_mono(trace, start_mono)
+    return trace
+
+
 def create_trace(
     name: str,
     metadata: Mapping[str, Any] | None = None,
@@ -199,7 +230,11 @@ class SpanNode:
 
 
 def span_tree(trace: Trace) -> list[SpanNode]:
-    """All spans depth-first, each parent before its children, siblings in start order."""
+    """All spans depth-first, each parent before its children, siblings in start order.
+
+    Every span appears exactly once: spans caught in a parent cycle (possible
+    only in hand-made or imported data) follow as extra roots, in start order.
+    """
     children: dict[str | None, list[Span]] = {}
     for span in trace.spans:
         children.setdefault(span.parent_id, []).append(span)
@@ -207,15 +242,23 @@ def span_tree(trace: Trace) -> list[SpanNode]:
         group.sort(key=lambda s: s.start_time)
     out: list[SpanNode] = []
     seen: set[str] = set()
-    stack = [(root, 0) for root in reversed(root_spans(trace))]
-    while stack:
-        span, depth = stack.pop()
-        if span.id in seen:
-            continue
-        seen.add(span.id)
-        out.append(SpanNode(span, depth))
-        for child in reversed(children.get(span.id, [])):
-            stack.append((child, depth + 1))
+
+    def walk(roots: list[Span]) -> None:
+        stack = [(root, 0) for root in reversed(roots)]
+        while stack:
+            span, depth = stack.pop()
+            if span.id in seen:
+                continue
+            seen.add(span.id)
+            out.append(SpanNode(span, depth))
+            for child in reversed(children.get(span.id, [])):
+                stack.append((child, depth + 1))
+
+    walk(root_spans(trace))
+    if len(seen) < len(trace.spans):
+        for span in sorted(trace.spans, key=lambda s: s.start_time):
+            if span.id not in seen:
+                walk([span])
     return out
 
 
