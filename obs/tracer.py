@@ -28,8 +28,8 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from obs import semconv
 from obs.clock import SYSTEM_CLOCK, Clock
 from obs.ids import IdGenerator, RandomIdGenerator, TraceParent, format_traceparent, parse_traceparent
-from obs.spans import Span, SpanEvent, SpanKind, SpanStatus, _error_records
-from obs.traces import Trace
+from obs.spans import Span, SpanEvent, SpanKind, SpanStatus, _build_event, _build_span, _error_records
+from obs.traces import Trace, _build_trace
 
 __all__ = [
     "HeadSampler",
@@ -44,7 +44,6 @@ __all__ = [
 _log = logging.getLogger("obs.tracer")
 _DEFAULT_IDS = RandomIdGenerator()
 _KINDS = ("internal", "client", "server", "producer", "consumer")
-_END_STATUSES = ("success", "error")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 TraceSink = Callable[[Trace], Any]
@@ -286,7 +285,6 @@ class SpanHandle:
         attributes: dict[str, Any],
     ) -> None:
         """Internal: handles are made by the Tracer."""
-        clock = tracer._clock
         self._tracer = tracer
         self._trace = trace
         self._seq = seq
@@ -300,8 +298,8 @@ class SpanHandle:
         self._final: Span | None = None
         self._token: contextvars.Token[Any] | None = None
         self._prev: object = None
-        self._start_time = clock.time_ms()
-        self._start_mono = clock.monotonic_ms()
+        self._start_time = tracer._time_ms()
+        self._start_mono = tracer._mono_ms()
 
     @property
     def span_id(self) -> str:
@@ -364,9 +362,11 @@ class SpanHandle:
         if self._final is not None:
             self._ignored("add_event")
             return
+        if not name or not isinstance(name, str):
+            raise ValueError(f"add_event: name must be a non-empty string, got {name!r}")
         if timestamp is None:
-            timestamp = self._tracer._clock.time_ms()
-        self._events.append(SpanEvent(name, timestamp, dict(attributes) if attributes else {}))
+            timestamp = self._tracer._time_ms()
+        self._events.append(_build_event(name, timestamp, dict(attributes) if attributes else {}))
 
     def record_error(self, error: BaseException | str) -> None:
         """Record `error` now: `error.type`/`error.message` attributes and an `exception` event.
@@ -379,7 +379,7 @@ class SpanHandle:
         attributes, event_attrs = _error_records(error, self._attributes.get(semconv.ERROR_TYPE))
         self._attributes.update(attributes)
         self._events.append(
-            SpanEvent(semconv.EVENT_EXCEPTION, self._tracer._clock.time_ms(), event_attrs)
+            SpanEvent(semconv.EVENT_EXCEPTION, self._tracer._time_ms(), event_attrs)
         )
         self._error = True
 
@@ -417,24 +417,25 @@ class SpanHandle:
                 f"span {self._name!r} ({self._id}) already ended with status "
                 f"{self._final.status!r}; end a span once"
             )
-        if status not in _END_STATUSES:
+        if status != "success" and status != "error":
             raise ValueError(f"SpanHandle.end: status must be 'success' or 'error', got {status!r}")
-        duration = self._tracer._clock.monotonic_ms() - self._start_mono
+        duration = self._tracer._mono_ms() - self._start_mono
         if duration < 0.0:
             duration = 0.0
         end_time = self._start_time + duration
-        attributes = dict(self._attributes)
-        events = list(self._events)
+        # Once ended, the handle refuses writes, so its dict and list become the Span's own.
+        attributes = self._attributes
+        events = self._events
         if error is not None:
             status = "error"
             error_attrs, event_attrs = _error_records(error, attributes.get(semconv.ERROR_TYPE))
-            attributes.update(error_attrs)
-            events.append(SpanEvent(semconv.EVENT_EXCEPTION, end_time, event_attrs))
+            attributes = {**attributes, **error_attrs}
+            events = [*events, SpanEvent(semconv.EVENT_EXCEPTION, end_time, event_attrs)]
         elif self._error:
             status = "error"
         elif status == "error" and semconv.ERROR_TYPE not in attributes:
             attributes[semconv.ERROR_TYPE] = semconv.ERROR_TYPE_OTHER
-        span = Span(
+        span = _build_span(
             self._id,
             self._trace._trace_id,
             self._parent_id,
@@ -540,6 +541,10 @@ class Tracer:
         self.tail_sampler = tail_sampler
         self._clock = clock
         self._ids = id_generator
+        # Bound once: the hot path calls these for every span.
+        self._time_ms = clock.time_ms
+        self._mono_ms = clock.monotonic_ms
+        self._new_span_id = id_generator.span_id
         self._sinks: tuple[TraceSink, ...] = sinks
         self._current: contextvars.ContextVar[SpanHandle | TraceHandle | None] = contextvars.ContextVar(
             f"obs_tracer_{id(self):x}", default=None
@@ -618,21 +623,24 @@ class Tracer:
         cls = type(parent)
         if cls is SpanHandle:
             trace = parent._trace  # type: ignore[union-attr]
-            return SpanHandle(self, trace, trace._join(), self._ids.span_id(), parent._id, name, kind, attrs)  # type: ignore[union-attr]
-        if cls is TraceHandle and not parent._ended:  # type: ignore[union-attr]
-            trace = parent  # type: ignore[assignment]
-            return SpanHandle(
-                self, trace, trace._join(), self._ids.span_id(), trace._parent_span_id, name, kind, attrs
-            )
-        remote = parent if cls is TraceParent else None
-        if parent is not None and remote is None and cls is not TraceHandle:
+            return SpanHandle(self, trace, trace._join(), self._new_span_id(), parent._id, name, kind, attrs)  # type: ignore[union-attr]
+        if cls is TraceHandle:
+            if not parent._ended:  # type: ignore[union-attr]
+                trace = parent  # type: ignore[assignment]
+                return SpanHandle(
+                    self, trace, trace._join(), self._new_span_id(), trace._parent_span_id, name, kind, attrs
+                )
+            remote = None  # an explicit trace that has ended no longer gathers spans
+        elif cls is TraceParent or parent is None:
+            remote = parent
+        else:
             raise ValueError(
                 f"Tracer: parent must be a SpanHandle, TraceHandle or TraceParent, got {cls.__name__}"
             )
         trace = self._new_trace(name, None, remote, explicit=False)  # type: ignore[arg-type]
         trace._open = 1
         trace._next_seq = 1
-        span = SpanHandle(self, trace, 0, self._ids.span_id(), trace._parent_span_id, name, kind, attrs)
+        span = SpanHandle(self, trace, 0, self._new_span_id(), trace._parent_span_id, name, kind, attrs)
         # An implicit trace takes its root span's time frame.
         trace._start_time = span._start_time
         trace._start_mono = span._start_mono
@@ -659,7 +667,7 @@ class Tracer:
         if metadata:
             meta.update(metadata)
         if explicit:
-            start_time, start_mono = self._clock.time_ms(), self._clock.monotonic_ms()
+            start_time, start_mono = self._time_ms(), self._mono_ms()
         else:
             start_time = start_mono = 0.0  # set from the root span by the caller
         return TraceHandle(
@@ -803,11 +811,11 @@ class Tracer:
     # -- finishing ------------------------------------------------------------------------------
 
     def _finish(self, handle: TraceHandle) -> Trace:
-        # Called exactly once per trace (guarded by handle._ended), outside the handle's lock so
-        # sinks may take their time or start spans of their own.
-        with handle._lock:
-            items = handle._spans
-            metadata = dict(handle._metadata)
+        # Called exactly once per trace, after handle._ended was set under its lock: nothing
+        # writes to the handle any more, so no lock is held, and sinks may take their time
+        # or start spans of their own.
+        items = handle._spans
+        metadata = handle._metadata
         items.sort(key=_seq_key)
         spans = [span for _, span in items]
         error = handle._error
@@ -818,10 +826,10 @@ class Tracer:
             if span.end_time > end_time:  # type: ignore[operator]
                 end_time = span.end_time  # type: ignore[assignment]
         if handle._explicit:
-            now = handle._start_time + max(0.0, self._clock.monotonic_ms() - handle._start_mono)
+            now = handle._start_time + max(0.0, self._mono_ms() - handle._start_mono)
             if now > end_time:
                 end_time = now
-        trace = Trace(
+        trace = _build_trace(
             handle._trace_id,
             handle._name,
             handle._start_time,
