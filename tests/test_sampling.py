@@ -13,6 +13,7 @@ from opentelemetry.sdk.trace import sampling as otel_sampling
 from obs import semconv
 from obs.clock import FakeClock
 from obs.ids import SequentialIdGenerator
+from obs.metrics import MetricsCollector
 from obs.sampling import (
     AlwaysOff,
     AlwaysOn,
@@ -31,6 +32,8 @@ from obs.sampling import (
     trace_has_error,
 )
 from obs.spans import create_span, end_span
+from obs.store import TraceStore
+from obs.tracer import Tracer
 from obs.traces import Trace, add_span_to_trace, create_trace, end_trace
 
 RATES = [0.0, 1e-12, 0.001, 0.1, 0.25, 1 / 3, 0.5, 0.75, 0.9999, 1.0]
@@ -417,3 +420,63 @@ def test_tail_configuration_is_validated_at_construction(build, words: list[str]
         build()
     for word in words:
         assert word in str(excinfo.value)
+
+
+# ---------------------------------------------------------------------------
+# Through the Tracer: what is stored, what is counted
+
+
+class _SeededIds:
+    """Random-looking but repeatable ids, so ratio decisions vary across traces."""
+
+    def __init__(self, seed: int) -> None:
+        self._rng = random.Random(seed)
+
+    def trace_id(self) -> str:
+        return f"{self._rng.getrandbits(128) | 1:032x}"
+
+    def span_id(self) -> str:
+        return f"{self._rng.getrandbits(64) | 1:016x}"
+
+
+def test_sampling_decides_what_is_stored_never_what_is_counted() -> None:
+    clock = FakeClock()
+    collector = MetricsCollector(clock=clock)
+    store = TraceStore(max_traces=1000)
+    exported: list[Trace] = []
+    head = TraceIdRatio(0.25)
+    tracer = Tracer(store=store, collector=collector, sinks=[exported.append], clock=clock,
+                    id_generator=_SeededIds(11), head_sampler=head, tail_sampler=TailSampler())
+    expected = {"head": 0, "tail": 0, "dropped": 0}
+    for index in range(400):
+        failed = index % 10 == 0
+        with tracer.start_span("chat") as span:
+            clock.advance(5)
+            # The client records every request's metrics, whatever sampling does with its trace.
+            collector.record_request(5.0, 10, 20, error=failed)
+            if failed:
+                span.record_error("server said 500")
+        kept_by_head = head.should_sample(span.trace_id)
+        expected["head" if kept_by_head else "tail" if failed else "dropped"] += 1
+    metrics = collector.get_metrics()
+    assert metrics.request_count == 400 and metrics.error_count == 40
+    assert metrics.traces_seen == 400
+    assert (metrics.traces_kept_head, metrics.traces_kept_tail, metrics.traces_dropped) == (
+        expected["head"], expected["tail"], expected["dropped"])
+    assert 0 < expected["tail"] < 40 and expected["dropped"] > 200
+    assert len(store) == len(exported) == expected["head"] + expected["tail"]
+    assert all(head.should_sample(t.id) or t.status == "error" for t in store.all())
+
+
+@pytest.mark.parametrize("flag", ["01", "00"])
+def test_a_continued_trace_follows_the_incoming_decision(flag: str) -> None:
+    store = TraceStore()
+    # The ratio alone would keep this id (low 64 bits are 1); the parent's flag wins.
+    tracer = Tracer(store=store, head_sampler=ParentBased(TraceIdRatio(0.5)))
+    trace_id = f"{1:032x}"
+    handle = tracer.begin_trace("incoming", traceparent=f"00-{trace_id}-{'ab' * 8}-{flag}")
+    with tracer.start_span("child") as span:
+        assert span.sampled is (flag == "01")
+        assert tracer.traceparent().endswith(f"-{flag}")
+    tracer.end_trace(handle)
+    assert (store.get(trace_id) is not None) is (flag == "01")
