@@ -31,15 +31,7 @@ from obs.ids import IdGenerator, RandomIdGenerator, TraceParent, format_tracepar
 from obs.spans import Span, SpanEvent, SpanKind, SpanStatus, _build_event, _build_span, _error_records
 from obs.traces import Trace, _build_trace
 
-__all__ = [
-    "HeadSampler",
-    "SamplingDecision",
-    "SpanHandle",
-    "TailSampler",
-    "TraceHandle",
-    "TraceSink",
-    "Tracer",
-]
+__all__ = ["SpanHandle", "TraceHandle", "TraceSink", "Tracer"]
 
 _log = logging.getLogger("obs.tracer")
 _DEFAULT_IDS = RandomIdGenerator()
@@ -47,11 +39,11 @@ _KINDS = ("internal", "client", "server", "producer", "consumer")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 TraceSink = Callable[[Trace], Any]
-SamplingDecision = str  # "head" | "tail" | "dropped"
 
 
+# What the tracer needs of samplers (obs.sampling has the real ones and richer protocols).
 @runtime_checkable
-class HeadSampler(Protocol):
+class _HeadDecider(Protocol):
     """Decides when a trace begins whether it is kept."""
 
     def should_sample(self, trace_id: str, parent_sampled: bool | None = None) -> bool:
@@ -60,7 +52,7 @@ class HeadSampler(Protocol):
 
 
 @runtime_checkable
-class TailSampler(Protocol):
+class _TailDecider(Protocol):
     """Decides when a trace ends whether a trace the head sampler let go is kept after all."""
 
     def should_keep(self, trace: Trace) -> bool:
@@ -504,8 +496,8 @@ class Tracer:
         clock: Clock = SYSTEM_CLOCK,
         id_generator: IdGenerator = _DEFAULT_IDS,
         service_name: str = "obs",
-        head_sampler: HeadSampler | None = None,
-        tail_sampler: TailSampler | None = None,
+        head_sampler: _HeadDecider | None = None,
+        tail_sampler: _TailDecider | None = None,
     ) -> None:
         """Configure where traces go; raises ValueError naming any argument that cannot work.
 
@@ -571,8 +563,8 @@ class Tracer:
         self._sinks = (*self._sinks, sink)
 
     def remove_sink(self, sink: TraceSink) -> None:
-        """Stop handing traces to `sink` (no error if it was not there)."""
-        self._sinks = tuple(s for s in self._sinks if s is not sink)
+        """Stop handing traces to `sink`, compared by equality (so `items.append` works); absent is fine."""
+        self._sinks = tuple(s for s in self._sinks if s != sink)
 
     # -- starting spans -------------------------------------------------------------------------
 
