@@ -227,6 +227,38 @@ def test_full_scene_timeline_per_second_and_per_minute(scene: _Scene) -> None:
     assert minute["start"].tolist() == [(T0 // 60_000) * 60]
 
 
+def test_timeline_since_limits_the_buckets(scene: _Scene) -> None:
+    traces = _four_traces(scene)
+    timeline = generate_dashboard_data(scene.collector, traces, since=T0 / 1000 + 2).timeline
+    assert timeline["start"].tolist() == [T0 / 1000 + 3, T0 / 1000 + 16]
+    assert len(generate_dashboard_data(scene.collector, traces).timeline) == 4
+
+
+@dataclasses.dataclass(frozen=True)
+class _WiderBucket:
+    """A time bucket with one field more than today's TimeBucket."""
+
+    start: float
+    requests: int
+    queue_depth: int
+
+
+class _WiderCollector:
+    def get_metrics(self) -> Any:
+        return MetricsCollector().get_metrics()
+
+    def time_series(self, bucket_s: int = 1, since: float | None = None) -> list[_WiderBucket]:
+        return [_WiderBucket(T0 / 1000, 2, 5)]
+
+
+def test_timeline_keeps_fields_it_does_not_know() -> None:
+    timeline = generate_dashboard_data(_WiderCollector(), []).timeline  # type: ignore[arg-type]
+    assert tuple(timeline.columns) == (*TIMELINE_COLUMNS, "queue_depth")
+    assert timeline["queue_depth"].tolist() == [5]
+    assert timeline["requests"].tolist() == [2]
+    assert timeline["errors"].tolist() == [0]  # absent from this bucket: 0
+
+
 def test_timeline_columns_are_the_time_bucket_fields() -> None:
     fields = tuple(f.name for f in dataclasses.fields(TimeBucket))
     assert tuple(TIMELINE_COLUMNS) == ("time", *fields)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import io
 import json
 import logging
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import obs.log
 from obs.clock import FakeClock
 from obs.log import LEVELS, LLMLogger, LogEntry
 
@@ -303,3 +305,9 @@ def test_concurrent_logging_beyond_the_bound(clock: FakeClock) -> None:
         thread.join()
     assert len(logger) == bound
     assert logger.dropped == threads_n * per_thread - bound
+
+
+def test_docstring_examples_run() -> None:
+    result = doctest.testmod(obs.log)
+    assert result.attempted > 0
+    assert result.failed == 0

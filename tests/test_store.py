@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import doctest
 import logging
 import math
 import sqlite3
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import obs.store
 from obs.clock import FakeClock
 from obs.ids import SequentialIdGenerator
 from obs.spans import add_span_event, create_span, end_span
@@ -394,3 +396,9 @@ def test_sqlite_closed_store_refuses_calls(tmp_path: Path, maker: _Maker) -> Non
         store.all()
     with pytest.raises(ValueError, match="is closed"):
         len(store)
+
+
+def test_docstring_examples_run() -> None:
+    result = doctest.testmod(obs.store)
+    assert result.attempted > 0
+    assert result.failed == 0
