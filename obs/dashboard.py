@@ -33,6 +33,8 @@ __all__ = [
     "generate_dashboard_data",
     "is_llm_span",
     "latency_histogram",
+    "requests_frame",
+    "traces_frame",
 ]
 
 _UTC_TIME = "datetime64[ns, UTC]"
@@ -287,6 +289,17 @@ def _traces_frame(traces: Sequence[Trace], rows_per_trace: _RowsPerTrace) -> pd.
         })
     rows.sort(key=lambda row: row["time"])
     return _frame(rows, _TRACE_SCHEMA, "ms")
+
+
+def requests_frame(traces: Iterable[Trace]) -> pd.DataFrame:
+    """Only the `requests` frame of `generate_dashboard_data` (one row per LLM request span)."""
+    return _requests_frame(_request_rows(list(traces)))
+
+
+def traces_frame(traces: Iterable[Trace]) -> pd.DataFrame:
+    """Only the `traces` frame of `generate_dashboard_data` (one row per trace), without metrics."""
+    trace_list = list(traces)
+    return _traces_frame(trace_list, _request_rows(trace_list))
 
 
 def _timeline_frame(collector: Any, bucket_s: int, since: float | None) -> pd.DataFrame:

@@ -19,6 +19,8 @@ from obs.dashboard import (
     generate_dashboard_data,
     is_llm_span,
     latency_histogram,
+    requests_frame,
+    traces_frame,
 )
 from obs.ids import SequentialIdGenerator
 from obs.metrics import MetricsCollector, TimeBucket
@@ -225,6 +227,14 @@ def test_full_scene_timeline_per_second_and_per_minute(scene: _Scene) -> None:
     minute = generate_dashboard_data(scene.collector, traces, bucket_s=60).timeline
     assert minute["requests"].sum() == 4
     assert minute["start"].tolist() == [(T0 // 60_000) * 60]
+
+
+def test_frames_alone_equal_those_of_the_full_data(scene: _Scene) -> None:
+    traces = _four_traces(scene)
+    data = generate_dashboard_data(scene.collector, traces)
+    pd.testing.assert_frame_equal(requests_frame(traces), data.requests)
+    pd.testing.assert_frame_equal(traces_frame(iter(traces)), data.traces)
+    assert tuple(traces_frame([]).columns) == TRACE_COLUMNS
 
 
 def test_timeline_since_limits_the_buckets(scene: _Scene) -> None:
