@@ -300,6 +300,16 @@ def test_sqlite_reopen_with_smaller_bound_trims_oldest(tmp_path: Path, maker: _M
         assert smaller.evicted == 3
 
 
+def test_sqlite_two_stores_on_one_file_keep_the_bound(tmp_path: Path, maker: _Maker) -> None:
+    path = tmp_path / "shared.db"
+    with SqliteTraceStore(path, max_traces=3) as first, SqliteTraceStore(path, max_traces=3) as second:
+        for index, name in enumerate("abcdef"):
+            (first if index % 2 == 0 else second).add(maker.trace(name))
+        assert len(first) == len(second) == 3
+        assert _names(second.all()) == ["d", "e", "f"]
+        assert first.evicted + second.evicted == 3
+
+
 def test_sqlite_rows_have_indexed_columns(tmp_path: Path, maker: _Maker) -> None:
     path = tmp_path / "traces.db"
     trace = maker.trace("indexed", duration_ms=42)
