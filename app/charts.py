@@ -249,7 +249,7 @@ def error_rate_over_time(timeline: pd.DataFrame, thresholds: Sequence[Threshold]
     fig = go.Figure(go.Scatter(x=timeline["time"][busy], y=rate, mode="lines+markers", name="error rate",
                                line={"color": STATUS_COLORS["error"]},
                                hovertemplate="%{y:.1%}<extra></extra>"))
-    fig.update_yaxes(tickformat=".0%", range=[0, max(1.0, *(t.value for t in thresholds))])
+    fig.update_yaxes(tickformat=".0%", range=[0, max([1.0, *(t.value for t in thresholds)])])
     _add_thresholds(fig, thresholds)
     return _layout(fig, title, y_title="errors / requests")
 

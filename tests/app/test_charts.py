@@ -210,3 +210,10 @@ def test_waterfall_colours_by_status_and_keeps_tree_order_top_down() -> None:
     assert list(fig.layout.yaxis.categoryarray) == list(frame["span_id"])
     assert fig.layout.yaxis.autorange == "reversed"
     assert list(fig.layout.yaxis.ticktext) == list(frame["label"])
+
+
+def test_error_rate_without_thresholds_spans_zero_to_one() -> None:
+    fig = charts.error_rate_over_time(timeline_frame([(2, 1)]))
+    assert list(fig.data[0].y) == [0.5]
+    assert list(fig.layout.yaxis.range) == [0, 1.0]
+    assert not fig.layout.shapes
