@@ -21,12 +21,13 @@ import contextvars
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from obs import semconv
-from obs.clock import SYSTEM_CLOCK, Clock
+from obs.clock import SYSTEM_CLOCK, Clock, SystemClock
 from obs.ids import IdGenerator, RandomIdGenerator, TraceParent, format_traceparent, parse_traceparent
 from obs.spans import Span, SpanEvent, SpanKind, SpanStatus, _build_event, _build_span, _error_records
 from obs.traces import Trace, _build_trace
@@ -171,7 +172,7 @@ class TraceHandle:
         if final is not None:
             return final
         with self._lock:
-            spans = [span for _, span in sorted(self._spans, key=_seq_key)]
+            spans = [span for _, span in sorted(self._spans)]
             metadata = dict(self._metadata)
         return Trace(
             id=self._trace_id,
@@ -234,17 +235,14 @@ class TraceHandle:
             self._tracer._finish(self)
 
 
-def _seq_key(item: tuple[int, Span]) -> int:
-    return item[0]
-
-
 class SpanHandle:
     """A running span: set attributes, add events, record errors, then end it once.
 
     As a context manager (what `Tracer.start_span` is for) it is the current
     span inside the block and ends on exit: with status "error" and the
     exception recorded if one escapes the block (the exception is re-raised
-    unchanged). `span` gives the immutable `Span` at any moment.
+    unchanged; `GeneratorExit`, a generator closed by its consumer, is not an
+    error). `span` gives the immutable `Span` at any moment.
     """
 
     __slots__ = (
@@ -256,7 +254,6 @@ class SpanHandle:
         "_kind",
         "_name",
         "_parent_id",
-        "_prev",
         "_seq",
         "_start_mono",
         "_start_time",
@@ -289,9 +286,9 @@ class SpanHandle:
         self._error = False
         self._final: Span | None = None
         self._token: contextvars.Token[Any] | None = None
-        self._prev: object = None
-        self._start_time = tracer._time_ms()
-        self._start_mono = tracer._mono_ms()
+        div = tracer._clock_div
+        self._start_time = tracer._wall_raw() / div
+        self._start_mono = tracer._mono_raw() / div
 
     @property
     def span_id(self) -> str:
@@ -357,7 +354,8 @@ class SpanHandle:
         if not name or not isinstance(name, str):
             raise ValueError(f"add_event: name must be a non-empty string, got {name!r}")
         if timestamp is None:
-            timestamp = self._tracer._time_ms()
+            tracer = self._tracer
+            timestamp = tracer._wall_raw() / tracer._clock_div
         self._events.append(_build_event(name, timestamp, dict(attributes) if attributes else {}))
 
     def record_error(self, error: BaseException | str) -> None:
@@ -411,7 +409,11 @@ class SpanHandle:
             )
         if status != "success" and status != "error":
             raise ValueError(f"SpanHandle.end: status must be 'success' or 'error', got {status!r}")
-        duration = self._tracer._mono_ms() - self._start_mono
+        return self._end(status, error)
+
+    def _end(self, status: SpanStatus, error: BaseException | str | None) -> Span:
+        tracer = self._tracer
+        duration = tracer._mono_raw() / tracer._clock_div - self._start_mono
         if duration < 0.0:
             duration = 0.0
         end_time = self._start_time + duration
@@ -445,28 +447,25 @@ class SpanHandle:
         return span
 
     def __enter__(self) -> SpanHandle:
-        var = self._tracer._current
-        self._prev = var.get()
-        self._token = var.set(self)
+        self._token = self._tracer._current.set(self)
         return self
 
     def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
         try:
             if self._final is None:
-                if exc is None:
-                    self.end()
-                else:
-                    self.end(error=exc)
+                # A generator closed early (its consumer stopped) has not failed.
+                self._end("success", None if isinstance(exc, GeneratorExit) else exc)
         finally:
             token = self._token
-            self._token = None
-            var = self._tracer._current
             if token is not None:
+                self._token = None
+                var = self._tracer._current
                 try:
                     var.reset(token)
                 except (ValueError, RuntimeError):
                     # Exited in another context (a generator resumed elsewhere): restore by value.
-                    var.set(self._prev)
+                    previous = token.old_value
+                    var.set(None if previous is contextvars.Token.MISSING else previous)
 
     def __repr__(self) -> str:
         state = self._final.status if self._final is not None else "running"
@@ -533,9 +532,15 @@ class Tracer:
         self.tail_sampler = tail_sampler
         self._clock = clock
         self._ids = id_generator
-        # Bound once: the hot path calls these for every span.
+        # Bound once: the hot path reads the clock several times per span. The system clock
+        # is read through the C functions it wraps (raw nanoseconds / 1e6, the same values),
+        # any other clock through its methods (raw milliseconds / 1.0).
         self._time_ms = clock.time_ms
         self._mono_ms = clock.monotonic_ms
+        if type(clock) is SystemClock:
+            self._wall_raw, self._mono_raw, self._clock_div = time.time_ns, time.perf_counter_ns, 1e6
+        else:
+            self._wall_raw, self._mono_raw, self._clock_div = clock.time_ms, clock.monotonic_ms, 1.0
         self._new_span_id = id_generator.span_id
         self._sinks: tuple[TraceSink, ...] = sinks
         self._current: contextvars.ContextVar[SpanHandle | TraceHandle | None] = contextvars.ContextVar(
@@ -808,7 +813,7 @@ class Tracer:
         # or start spans of their own.
         items = handle._spans
         metadata = handle._metadata
-        items.sort(key=_seq_key)
+        items.sort()  # by start-order number: unique, so spans themselves are never compared
         spans = [span for _, span in items]
         error = handle._error
         end_time = handle._start_time
@@ -856,7 +861,7 @@ class Tracer:
                     self._sink_error(repr(sink), exc, trace.id)
         if self.collector is not None:
             try:
-                self.collector.record_sampling(decision, timestamp=end_time / 1000.0)
+                self.collector.record_sampling(decision)
             except Exception as exc:
                 self._internal_error("collector.record_sampling failed", exc, trace.id)
         return trace

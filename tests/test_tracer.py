@@ -609,7 +609,7 @@ def test_store_then_sinks_then_collector(clock: FakeClock) -> None:
         clock.advance(500)
     assert [t.name for t in store.traces] == ["r"]
     assert calls == ["sink1 1", "sink2"]
-    assert collector.decisions == [("head", (T0 + 3_000) / 1000)]
+    assert collector.decisions == [("head", None)]  # counted at the collector's own "now"
 
 
 def test_a_failing_sink_is_logged_and_counted_never_raised(clock: FakeClock) -> None:
@@ -888,3 +888,14 @@ def test_with_the_real_store_collector_logger_and_samplers(clock: FakeClock) -> 
     assert tracer.sink_errors == 1
     (entry,) = logger.get_logs_for_trace(tid(2))
     assert entry.level == "error" and "exporter down" in entry.message
+
+
+def test_a_generator_closed_early_is_not_an_error(tracer: Tracer, out: list[Trace]) -> None:
+    def tokens() -> Any:
+        with tracer.start_span("stream"):
+            yield from ("a", "b", "c")
+
+    stream = tokens()
+    assert next(stream) == "a"
+    stream.close()
+    assert [(s.name, s.status) for s in out[0].spans] == [("stream", "success")]

@@ -1,0 +1,167 @@
+"""What one traced request costs with obs, next to the OpenTelemetry Python SDK.
+
+The request has the same shape on both sides: a root span and a child span
+with four attributes and two events. On the obs side the finished trace goes
+to a bounded `TraceStore` and the request is recorded in a `MetricsCollector`
+(both with their defaults, as the client does); on the OpenTelemetry side each
+span goes through a `SimpleSpanProcessor` into an `InMemorySpanExporter`,
+cleared every thousand traces so memory stays bounded there too. The two
+sides run in alternating rounds of one process, and the figures are medians
+of the rounds, in microseconds per traced request.
+
+    python -m benchmarks.bench_tracing
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from collections.abc import Callable
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from obs import semconv
+from obs.metrics import MetricsCollector
+from obs.store import TraceStore
+from obs.tracer import Tracer
+
+ROUNDS = 15
+PER_ROUND = 2000
+CLEAR_EVERY = 1000
+TARGET_RATIO = 1 / 3
+
+_MODEL = "smollm2"
+_LATENCY_MS = 412.5
+_PROMPT_TOKENS = 42
+_COMPLETION_TOKENS = 17
+
+
+def obs_request() -> tuple[Callable[[], None], TraceStore, MetricsCollector]:
+    """One traced request with obs: spans, store and metrics, as the client records it."""
+    store = TraceStore()
+    collector = MetricsCollector()
+    tracer = Tracer(store=store, collector=collector)
+    start_span = tracer.start_span
+    record = collector.record_request
+
+    def request() -> None:
+        with start_span("request"), start_span(f"chat {_MODEL}", kind="client") as span:
+            span.set_attribute(semconv.GEN_AI_REQUEST_MODEL, _MODEL)
+            span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, _PROMPT_TOKENS)
+            span.set_attribute(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, _COMPLETION_TOKENS)
+            span.set_attribute(semconv.OBS_LATENCY_MS, _LATENCY_MS)
+            span.add_event(semconv.EVENT_REQUEST_START)
+            span.add_event(semconv.EVENT_RESPONSE_RECEIVED)
+        record(_LATENCY_MS, _PROMPT_TOKENS, _COMPLETION_TOKENS, model=_MODEL)
+
+    return request, store, collector
+
+
+def obs_spans_only() -> Callable[[], None]:
+    """The same spans with a tracer that has no store and no collector (where the time goes)."""
+    start_span = Tracer().start_span
+
+    def request() -> None:
+        with start_span("request"), start_span(f"chat {_MODEL}", kind="client") as span:
+            span.set_attribute(semconv.GEN_AI_REQUEST_MODEL, _MODEL)
+            span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, _PROMPT_TOKENS)
+            span.set_attribute(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, _COMPLETION_TOKENS)
+            span.set_attribute(semconv.OBS_LATENCY_MS, _LATENCY_MS)
+            span.add_event(semconv.EVENT_REQUEST_START)
+            span.add_event(semconv.EVENT_RESPONSE_RECEIVED)
+
+    return request
+
+
+def otel_request() -> tuple[Callable[[], None], InMemorySpanExporter]:
+    """The same request with the OpenTelemetry SDK: SimpleSpanProcessor into memory."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    start_span = provider.get_tracer("bench").start_as_current_span
+    count = 0
+
+    def request() -> None:
+        nonlocal count
+        with start_span("request"), start_span(f"chat {_MODEL}", kind=SpanKind.CLIENT) as span:
+            span.set_attribute(semconv.GEN_AI_REQUEST_MODEL, _MODEL)
+            span.set_attribute(semconv.GEN_AI_USAGE_INPUT_TOKENS, _PROMPT_TOKENS)
+            span.set_attribute(semconv.GEN_AI_USAGE_OUTPUT_TOKENS, _COMPLETION_TOKENS)
+            span.set_attribute(semconv.OBS_LATENCY_MS, _LATENCY_MS)
+            span.add_event(semconv.EVENT_REQUEST_START)
+            span.add_event(semconv.EVENT_RESPONSE_RECEIVED)
+        count += 1
+        if count % CLEAR_EVERY == 0:
+            exporter.clear()
+
+    return request, exporter
+
+
+def _time_us(fn: Callable[[], None], n: int) -> float:
+    """Microseconds per call of `fn`, over `n` calls."""
+    gc.collect()
+    started = time.perf_counter_ns()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter_ns() - started) / n / 1000.0
+
+
+def _check_shapes(store: TraceStore, exporter: InMemorySpanExporter) -> str:
+    """Say whether both sides recorded the same shape (so the comparison is fair)."""
+    trace = store.get_recent(1)[0]
+    child = trace.spans[1]
+    ours = (len(trace.spans), len(child.attributes), len(child.events))
+    spans = exporter.get_finished_spans()
+    theirs_child = spans[-2]  # the child ends first
+    theirs = (2, len(theirs_child.attributes or {}), len(theirs_child.events))
+    same = "same" if ours == theirs else "DIFFERENT"
+    return f"shape per request (spans, child attributes, child events): obs {ours}, OTel {theirs}: {same}"
+
+
+def run(rounds: int = ROUNDS, per_round: int = PER_ROUND) -> dict[str, list[float]]:
+    """Time every variant in alternating rounds; return microseconds per request, per round."""
+    ours, store, collector = obs_request()
+    spans_only = obs_spans_only()
+    theirs, exporter = otel_request()
+    variants = {"obs": ours, "obs spans only": spans_only, "OpenTelemetry SDK": theirs}
+    for fn in variants.values():  # warm up caches, allocators and the metrics sketch
+        _time_us(fn, per_round // 4)
+    results: dict[str, list[float]] = {name: [] for name in variants}
+    order = list(variants)
+    for index in range(rounds):
+        # Alternate the order so neither side always runs right after a collection by the other.
+        for name in order if index % 2 == 0 else reversed(order):
+            results[name].append(_time_us(variants[name], per_round))
+    print(_check_shapes(store, exporter))
+    recorded = collector.get_metrics().request_count
+    print(f"metrics recorded: {recorded} requests; the store holds {len(store)} traces")
+    return results
+
+
+def main() -> None:
+    """Print the per-request medians, the spread, and the ratio against the target."""
+    print(
+        f"one traced request: root + child span, 4 attributes, 2 events; "
+        f"{ROUNDS} alternating rounds of {PER_ROUND} requests, medians"
+    )
+    results = run()
+    width = max(len(name) for name in results)
+    for name, values in results.items():
+        print(
+            f"  {name:<{width}}  {statistics.median(values):8.2f} µs per request"
+            f"   (min {min(values):.2f}, max {max(values):.2f})"
+        )
+    ours = statistics.median(results["obs"])
+    theirs = statistics.median(results["OpenTelemetry SDK"])
+    ratio = ours / theirs
+    verdict = "met" if ratio <= TARGET_RATIO else "MISSED"
+    print(f"  ratio obs / OpenTelemetry = {ratio:.3f}; target <= one third ({TARGET_RATIO:.3f}): {verdict}")
+    print(f"  OpenTelemetry takes {theirs / ours:.1f}x the time obs takes for the same request")
+
+
+if __name__ == "__main__":
+    main()
