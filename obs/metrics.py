@@ -1,0 +1,818 @@
+"""Request metrics: counts, tokens, cost, latency percentiles and time series in bounded memory.
+
+`MetricsCollector` records one call per LLM request (`record_request`) and
+one per finished trace (`record_sampling`), and answers three questions:
+
+- `get_metrics()`: totals since the start (or the last `reset`), with
+  latency and time-to-first-token percentiles from a `QuantileSketch`
+  (relative error at most `relative_accuracy`, 1% by default);
+- `time_series(bucket_s)`: per-second or per-minute buckets for charts;
+- `window(window_s, now)`: a sliding window over those buckets, for alert rules.
+
+Memory does not grow with the number of requests. Totals are a few numbers
+and two sketches. Time buckets live in two fixed rings of columns (one slot
+per second for `per_second_retention_s`, one per minute for
+`per_minute_retention_s`); each slot keeps counts, sums and two compact bin
+arrays for latency and TTFT whose bins join `series_coarsening` (2) bins of
+the totals' sketch, so their relative error is about 2% by default,
+at most `series_max_bins` counters each. A per-second slot is folded into its
+minute when its ring position is reused, so a request is written to one slot
+only. Retention counts back from the newest timestamp recorded: older data
+still counts in the totals, just not in the series.
+
+Prices are dollars per 1,000 tokens. A request costs
+`(prompt_tokens * prompt_price + completion_tokens * completion_price) / 1000`,
+rounded to 12 decimals (1e-12 dollars), so 1000 prompt and 500 completion tokens at
+0.001/0.002 cost exactly 0.002.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import threading
+from array import array
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from obs.clock import SYSTEM_CLOCK, Clock
+from obs.quantiles import QuantileSketch, add_to_bins, merge_into_bins
+
+__all__ = ["MetricsCollector", "MetricsSnapshot", "SamplingDecision", "TimeBucket", "WindowStats"]
+
+SamplingDecision = Literal["head", "tail", "dropped"]
+_DECISIONS = ("head", "tail", "dropped")
+_INF = math.inf
+_log = math.log
+_ceil = math.ceil
+_ACCURACY_RANGE = (0.0001, 0.5)
+_MAX_RETENTION_S = 31 * 86400
+_EMPTY = -1
+# Bounds that keep every sum finite and every column in range, far above any real request.
+_MAX_PRICE = 1e6
+_MAX_TOKENS = 10**12
+# A counter below this takes one more in any counter width; at it, add_to_bins widens the array.
+_ROOM = 65535
+# Costs are kept as ints of 1e-12 dollars; prices are per 1,000 tokens.
+_UNITS_PER_DOLLAR = 1e12
+_UNITS_PER_1K = 1e9
+
+
+def _check_price(name: str, value: Any) -> float:
+    """A price: a number in [0, 1e6] dollars per 1K tokens."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= _MAX_PRICE:
+        raise ValueError(
+            f"{name} must be a number in [0, {_MAX_PRICE:g}] (dollars per 1K tokens), got {value!r}"
+        )
+    return float(value)
+
+
+def _check_ms(name: str, value: Any) -> float:
+    """A duration in milliseconds: a finite number >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < _INF:
+        raise ValueError(f"{name} must be a finite number of milliseconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _check_tokens(name: str, value: Any) -> int:
+    """A token count: an int in [0, 10**12]."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= _MAX_TOKENS:
+        raise ValueError(f"{name} must be an int in [0, {_MAX_TOKENS}], got {value!r}")
+    return int(value)
+
+
+def _check_timestamp(name: str, value: Any) -> float:
+    """A timestamp: finite epoch seconds >= 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < _INF:
+        raise ValueError(f"{name} must be finite epoch seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _check_accuracy(name: str, value: Any) -> float:
+    lo, hi = _ACCURACY_RANGE
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
+    return float(value)
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int, multiple: int = 1) -> int:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not lo <= value <= hi
+        or value % multiple
+    ):
+        extra = f" and a multiple of {multiple}" if multiple > 1 else ""
+        raise ValueError(f"{name} must be an int in [{lo}, {hi}]{extra}, got {value!r}")
+    return value
+
+
+def _cost_units(prompt_tokens: int, completion_tokens: int, prices: tuple[float, float]) -> int:
+    """The cost in units of 1e-12 dollars; sums of ints stay exact where sums of floats drift."""
+    return round((prompt_tokens * prices[0] + completion_tokens * prices[1]) * _UNITS_PER_1K)
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSnapshot:
+    """Totals since the collector started or was reset; every number is 0 when empty.
+
+    Latencies and TTFT are milliseconds. Percentiles come from a quantile
+    sketch: each is within the collector's `relative_accuracy` (1% by default)
+    relative error of the exact value of rank floor(q*(n-1)); min and max are
+    exact. Rates are fractions in [0, 1]. `requests_per_second` and
+    `tokens_per_second` divide by the seconds from the first to the last
+    request timestamp, floored at 1 s. `first_request_at` and
+    `last_request_at` are epoch seconds, or None before any request.
+    """
+
+    request_count: int
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    total_cost: float
+    avg_latency_ms: float
+    min_latency_ms: float
+    max_latency_ms: float
+    p50_latency_ms: float
+    p90_latency_ms: float
+    p95_latency_ms: float
+    p99_latency_ms: float
+    error_count: int
+    error_rate: float
+    cache_hits: int
+    cache_misses: int
+    cache_hit_rate: float
+    requests_per_second: float
+    tokens_per_second: float
+    avg_ttft_ms: float
+    p50_ttft_ms: float
+    p95_ttft_ms: float
+    traces_seen: int
+    traces_kept_head: int
+    traces_kept_tail: int
+    traces_dropped: int
+    first_request_at: float | None
+    last_request_at: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeBucket:
+    """One time bucket of a series: `start` in epoch seconds, sums and percentiles of its requests.
+
+    Percentiles are within the collector's `series_relative_accuracy` (just
+    under 2% by default) of the exact ones, and 0 when the bucket holds no request.
+    """
+
+    start: float
+    requests: int
+    errors: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: float
+    avg_latency_ms: float
+    p50_latency_ms: float
+    p95_latency_ms: float
+    p95_ttft_ms: float
+    cache_hits: int
+    traces_kept_head: int
+    traces_kept_tail: int
+    traces_dropped: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStats:
+    """Metrics over a sliding window, for alert rules; every number is 0 when the window is empty.
+
+    `cost_per_hour`, `tokens_per_second` and `requests_per_minute` divide by
+    the nominal `window_s`. Percentiles are within `series_relative_accuracy`.
+    """
+
+    window_s: float
+    request_count: int
+    error_count: int
+    error_rate: float
+    avg_latency_ms: float
+    p95_latency_ms: float
+    p99_latency_ms: float
+    p95_ttft_ms: float
+    cost: float
+    cost_per_hour: float
+    tokens: int
+    tokens_per_second: float
+    requests_per_minute: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return asdict(self)
+
+
+_INT_COLUMNS = (
+    "requests", "errors", "cache_hits", "prompt_tokens", "completion_tokens", "lat_zero",
+    "ttft_count", "ttft_zero", "head", "tail", "dropped",
+)  # fmt: skip
+# Cost is summed in 1e-12 dollar units as floats: exact up to 2**53 units ($9,007) per bucket,
+# and unlike an int64 column it cannot overflow.
+_SUM_COLUMNS = ("cost", "lat_sum", "ttft_sum")
+
+
+class _Ring:
+    """Time buckets of one width in a fixed ring: slot `b % size` holds bucket number `b`.
+
+    Each field is a column (an array with one entry per slot) so a slot costs
+    a few bytes per field instead of a Python object; `lat_bins`/`ttft_bins`
+    hold a compact bin array per slot (None while empty) starting at bin
+    `lat_off`/`ttft_off`.
+    """
+
+    __slots__ = (
+        "cache_hits", "completion_tokens", "cost", "dropped", "errors", "head", "key", "lat_bins",
+        "lat_max", "lat_min", "lat_off", "lat_sum", "lat_zero", "prompt_tokens", "requests", "size",
+        "tail", "ttft_bins", "ttft_count", "ttft_max", "ttft_min", "ttft_off", "ttft_sum", "ttft_zero",
+        "width",
+    )  # fmt: skip
+
+    def __init__(self, width: int, size: int) -> None:
+        self.width = width
+        self.size = size
+        self.key = array("q", [_EMPTY]) * size
+        for name in (*_INT_COLUMNS, "lat_off", "ttft_off"):
+            setattr(self, name, array("q", [0]) * size)
+        for name in (*_SUM_COLUMNS, "lat_max", "ttft_max"):
+            setattr(self, name, array("d", [0.0]) * size)
+        self.lat_min = array("d", [_INF]) * size
+        self.ttft_min = array("d", [_INF]) * size
+        self.lat_bins: list[array | None] = [None] * size
+        self.ttft_bins: list[array | None] = [None] * size
+
+    def claim(self, s: int, key: int) -> None:
+        """Empty slot `s` and give it to bucket `key`."""
+        self.key[s] = key
+        for name in _INT_COLUMNS:
+            getattr(self, name)[s] = 0
+        for name in (*_SUM_COLUMNS, "lat_max", "ttft_max"):
+            getattr(self, name)[s] = 0.0
+        self.lat_min[s] = _INF
+        self.ttft_min[s] = _INF
+        self.lat_bins[s] = None
+        self.ttft_bins[s] = None
+
+    def add_slot(self, s: int, src: _Ring, t: int, max_bins: int) -> None:
+        """Add everything of `src` slot `t` into slot `s` of this ring."""
+        for name in (*_INT_COLUMNS, *_SUM_COLUMNS):
+            getattr(self, name)[s] += getattr(src, name)[t]
+        self.lat_min[s] = min(self.lat_min[s], src.lat_min[t])
+        self.lat_max[s] = max(self.lat_max[s], src.lat_max[t])
+        self.ttft_min[s] = min(self.ttft_min[s], src.ttft_min[t])
+        self.ttft_max[s] = max(self.ttft_max[s], src.ttft_max[t])
+        for bins_name, off_name in (("lat_bins", "lat_off"), ("ttft_bins", "ttft_off")):
+            src_bins = getattr(src, bins_name)[t]
+            if src_bins is None:
+                continue
+            mine = getattr(self, bins_name)
+            offs = getattr(self, off_name)
+            if mine[s] is None:
+                mine[s] = array(src_bins.typecode, src_bins)
+                offs[s] = getattr(src, off_name)[t]
+            else:
+                offs[s], mine[s] = merge_into_bins(
+                    offs[s], mine[s], getattr(src, off_name)[t], src_bins, max_bins
+                )
+
+
+class _Agg:
+    """Sums of some slots and their merged sketches, turned into a TimeBucket or WindowStats."""
+
+    __slots__ = (
+        "cache_hits", "completion_tokens", "cost", "dropped", "errors", "head", "lat", "lat_sum",
+        "prompt_tokens", "requests", "tail", "ttft",
+    )  # fmt: skip
+
+    def __init__(self, sketch: QuantileSketch) -> None:
+        self.requests = self.errors = self.cache_hits = 0
+        self.prompt_tokens = self.completion_tokens = 0
+        self.head = self.tail = self.dropped = 0
+        self.cost = self.lat_sum = 0.0
+        self.lat = sketch.copy()
+        self.ttft = sketch.copy()
+
+    def add(self, ring: _Ring, s: int) -> None:
+        self.requests += ring.requests[s]
+        self.errors += ring.errors[s]
+        self.cache_hits += ring.cache_hits[s]
+        self.prompt_tokens += ring.prompt_tokens[s]
+        self.completion_tokens += ring.completion_tokens[s]
+        self.head += ring.head[s]
+        self.tail += ring.tail[s]
+        self.dropped += ring.dropped[s]
+        self.cost += ring.cost[s]
+        self.lat_sum += ring.lat_sum[s]
+        if ring.requests[s]:
+            bins = ring.lat_bins[s]
+            self.lat.merge_bins(
+                ring.lat_off[s], bins if bins is not None else (), ring.lat_zero[s],
+                ring.lat_min[s], ring.lat_max[s], ring.lat_sum[s],
+            )  # fmt: skip
+        if ring.ttft_count[s]:
+            bins = ring.ttft_bins[s]
+            self.ttft.merge_bins(
+                ring.ttft_off[s], bins if bins is not None else (), ring.ttft_zero[s],
+                ring.ttft_min[s], ring.ttft_max[s], ring.ttft_sum[s],
+            )  # fmt: skip
+
+    def bucket(self, start: float) -> TimeBucket:
+        n = self.requests
+        p50, p95 = self.lat.quantiles((0.5, 0.95))
+        return TimeBucket(
+            start=start,
+            requests=n,
+            errors=self.errors,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            cost=self.cost / _UNITS_PER_DOLLAR,
+            avg_latency_ms=self.lat_sum / n if n else 0.0,
+            p50_latency_ms=p50,
+            p95_latency_ms=p95,
+            p95_ttft_ms=self.ttft.quantile(0.95),
+            cache_hits=self.cache_hits,
+            traces_kept_head=self.head,
+            traces_kept_tail=self.tail,
+            traces_dropped=self.dropped,
+        )
+
+    def stats(self, window_s: float) -> WindowStats:
+        n = self.requests
+        p95, p99 = self.lat.quantiles((0.95, 0.99))
+        tokens = self.prompt_tokens + self.completion_tokens
+        return WindowStats(
+            window_s=window_s,
+            request_count=n,
+            error_count=self.errors,
+            error_rate=self.errors / n if n else 0.0,
+            avg_latency_ms=self.lat_sum / n if n else 0.0,
+            p95_latency_ms=p95,
+            p99_latency_ms=p99,
+            p95_ttft_ms=self.ttft.quantile(0.95),
+            cost=self.cost / _UNITS_PER_DOLLAR,
+            cost_per_hour=self.cost * 3600.0 / window_s / _UNITS_PER_DOLLAR,
+            tokens=tokens,
+            tokens_per_second=tokens / window_s,
+            requests_per_minute=n * 60.0 / window_s,
+        )
+
+
+class MetricsCollector:
+    """Counts, tokens, cost, latency percentiles and time series of LLM requests; thread-safe.
+
+    Prices are dollars per 1K tokens; `model_prices[model] = (prompt, completion)`
+    overrides them for requests of that exact model name. Percentiles of
+    `get_metrics()` are within `relative_accuracy` (default 0.01 = 1%) of the
+    exact ones; those of `time_series()` and `window()` within
+    `series_relative_accuracy` (bins `series_coarsening` = 2 times wider: 0.019998
+    by default). Memory is bounded by the
+    configuration, not by the number of requests (see the module docstring).
+    Every argument is validated here: ValueError names the argument, the value
+    and the allowed range.
+    """
+
+    def __init__(
+        self,
+        prompt_token_cost: float = 0.001,
+        completion_token_cost: float = 0.002,
+        model_prices: Mapping[str, tuple[float, float]] | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        relative_accuracy: float = 0.01,
+        max_bins: int = 2048,
+        series_coarsening: int = 2,
+        series_max_bins: int = 256,
+        per_second_retention_s: int = 3600,
+        per_minute_retention_s: int = 86400,
+    ) -> None:
+        """Build a collector; see the class docstring for what each argument means.
+
+        Ranges: prices in [0, 1e6]; `relative_accuracy` in [0.0001, 0.5];
+        `series_coarsening` an int in [1, 16]; `max_bins` and
+        `series_max_bins` ints in [16, 65536]; `per_second_retention_s` an int in
+        [60, 86400]; `per_minute_retention_s` a multiple of 60 from
+        `per_second_retention_s` to 31 days.
+        """
+        self._prices = (
+            _check_price("prompt_token_cost", prompt_token_cost),
+            _check_price("completion_token_cost", completion_token_cost),
+        )
+        self._model_prices: dict[str, tuple[float, float]] = {}
+        for model, pair in (model_prices or {}).items():
+            if not isinstance(model, str):
+                raise ValueError(f"model_prices keys must be model names (str), got {model!r}")
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise ValueError(
+                    f"model_prices[{model!r}] must be a (prompt, completion) pair of prices, got {pair!r}"
+                )
+            self._model_prices[model] = (
+                _check_price(f"model_prices[{model!r}][0]", pair[0]),
+                _check_price(f"model_prices[{model!r}][1]", pair[1]),
+            )
+        if not isinstance(clock, Clock):
+            raise ValueError(f"clock must have time_ms() and monotonic_ms(), got {clock!r}")
+        self._clock = clock
+        self._accuracy = _check_accuracy("relative_accuracy", relative_accuracy)
+        self._max_bins = _check_int("max_bins", max_bins, 16, 65536)
+        self._coarsening = _check_int("series_coarsening", series_coarsening, 1, 16)
+        self._series_max_bins = _check_int("series_max_bins", series_max_bins, 16, 65536)
+        self._sec_retention = _check_int("per_second_retention_s", per_second_retention_s, 60, 86400)
+        self._min_retention = _check_int(
+            "per_minute_retention_s", per_minute_retention_s, self._sec_retention, _MAX_RETENTION_S, 60
+        )
+        self._lat_template = QuantileSketch(self._accuracy, self._max_bins)
+        self._mult = self._lat_template.mapping.multiplier
+        self._series_template = QuantileSketch(
+            max_bins=self._series_max_bins,
+            mapping=self._lat_template.mapping.coarsened(self._coarsening),
+        )
+        self._lock = threading.Lock()
+        self._clear()
+
+    def _clear(self) -> None:
+        """Set every recorded number back to empty (prices and configuration stay)."""
+        self._count = 0
+        self._errors = 0
+        self._cache_hits = 0
+        self._prompt = 0
+        self._completion = 0
+        self._cost = 0
+        self._lat = self._lat_template.copy()
+        self._ttft = self._lat_template.copy()
+        self._first = _INF
+        self._last = -_INF
+        self._traces = {"head": 0, "tail": 0, "dropped": 0}
+        self._sec = _Ring(1, self._sec_retention)
+        self._min = _Ring(60, self._min_retention // 60)
+        # Newest second bucket ever written: retention counts back from it.
+        self._high = _EMPTY
+
+    @property
+    def relative_accuracy(self) -> float:
+        """The relative error bound of the percentiles of `get_metrics()`."""
+        return self._lat_template.relative_accuracy
+
+    @property
+    def series_relative_accuracy(self) -> float:
+        """The relative error bound of the percentiles of `time_series()` and `window()`."""
+        return self._series_template.relative_accuracy
+
+    # -- prices ---------------------------------------------------------------------------------
+
+    def set_prices(
+        self, prompt_token_cost: float, completion_token_cost: float, model: str | None = None
+    ) -> None:
+        """Set the prices (dollars per 1K tokens) for `model`, or the default ones when None.
+
+        Applies to requests recorded from now on. Raises ValueError for a
+        negative, NaN or infinite price.
+        """
+        prices = (
+            _check_price("prompt_token_cost", prompt_token_cost),
+            _check_price("completion_token_cost", completion_token_cost),
+        )
+        with self._lock:
+            if model is None:
+                self._prices = prices
+            else:
+                self._model_prices[model] = prices
+
+    def prices_for(self, model: str | None = None) -> tuple[float, float]:
+        """The (prompt, completion) prices per 1K tokens that apply to `model`."""
+        if model is None:
+            return self._prices
+        return self._model_prices.get(model, self._prices)
+
+    def cost_for(self, prompt_tokens: int, completion_tokens: int, model: str | None = None) -> float:
+        """The cost in dollars of a request with these token counts under `model`'s prices.
+
+        `(prompt * prompt_price + completion * completion_price) / 1000`, rounded
+        to 12 decimals. Raises ValueError for a token count that is not an int >= 0.
+        """
+        units = _cost_units(
+            _check_tokens("prompt_tokens", prompt_tokens),
+            _check_tokens("completion_tokens", completion_tokens),
+            self.prices_for(model),
+        )
+        return units / _UNITS_PER_DOLLAR
+
+    # -- recording ------------------------------------------------------------------------------
+
+    def record_request(
+        self,
+        latency_ms: float,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached: bool = False,
+        error: bool = False,
+        model: str | None = None,
+        ttft_ms: float | None = None,
+        timestamp: float | None = None,
+    ) -> float:
+        """Record one finished request and return its cost in dollars.
+
+        `latency_ms` and `ttft_ms` (time to first token, None when unknown) are
+        finite milliseconds >= 0; token counts are ints >= 0; `timestamp` is
+        epoch seconds (finite, >= 0), the clock's time when None. Raises
+        ValueError naming the argument and its allowed range, and records
+        nothing, when any argument is invalid.
+        """
+        # Cheap exact-type checks first; the full checks run only when they fail.
+        if type(latency_ms) is not float or not 0.0 <= latency_ms < _INF:
+            latency_ms = _check_ms("latency_ms", latency_ms)
+        if type(prompt_tokens) is not int or not 0 <= prompt_tokens <= _MAX_TOKENS:
+            prompt_tokens = _check_tokens("prompt_tokens", prompt_tokens)
+        if type(completion_tokens) is not int or not 0 <= completion_tokens <= _MAX_TOKENS:
+            completion_tokens = _check_tokens("completion_tokens", completion_tokens)
+        if ttft_ms is not None and (type(ttft_ms) is not float or not 0.0 <= ttft_ms < _INF):
+            ttft_ms = _check_ms("ttft_ms", ttft_ms)
+        if timestamp is None:
+            timestamp = self._clock.time_ms() / 1000.0
+        elif type(timestamp) is not float or not 0.0 <= timestamp < _INF:
+            timestamp = _check_timestamp("timestamp", timestamp)
+        prices = self._prices if model is None else self._model_prices.get(model, self._prices)
+        units = round((prompt_tokens * prices[0] + completion_tokens * prices[1]) * _UNITS_PER_1K)
+        # One logarithm per value serves the totals' sketch and, divided down, the series bins.
+        mult = self._mult
+        k = self._coarsening
+        lat_index = _ceil(_log(latency_ms) * mult) if latency_ms > 0.0 else None
+        ttft_index = _ceil(_log(ttft_ms) * mult) if ttft_ms else None
+        b = int(timestamp)
+        with self._lock:
+            self._count += 1
+            if error:
+                self._errors += 1
+            if cached:
+                self._cache_hits += 1
+            self._prompt += prompt_tokens
+            self._completion += completion_tokens
+            self._cost += units
+            if timestamp < self._first:
+                self._first = timestamp
+            if timestamp > self._last:
+                self._last = timestamp
+            ring = self._sec
+            s = b % ring.size
+            if ring.key[s] != b:
+                ring, s = self._slot(b)
+            if lat_index is None:
+                self._lat.add(0.0)
+            else:
+                self._lat.add_indexed(latency_ms, lat_index)
+            if ttft_ms is not None:
+                if ttft_index is None:
+                    self._ttft.add(0.0)
+                else:
+                    self._ttft.add_indexed(ttft_ms, ttft_index)
+            if ring is None:
+                return units / _UNITS_PER_DOLLAR
+            ring.requests[s] += 1
+            if error:
+                ring.errors[s] += 1
+            if cached:
+                ring.cache_hits[s] += 1
+            ring.prompt_tokens[s] += prompt_tokens
+            ring.completion_tokens[s] += completion_tokens
+            ring.cost[s] += units
+            ring.lat_sum[s] += latency_ms
+            if latency_ms < ring.lat_min[s]:
+                ring.lat_min[s] = latency_ms
+            if latency_ms > ring.lat_max[s]:
+                ring.lat_max[s] = latency_ms
+            if lat_index is None:
+                ring.lat_zero[s] += 1
+            else:
+                self._add_series_bin(ring.lat_off, ring.lat_bins, s, -(-lat_index // k))
+            if ttft_ms is not None:
+                ring.ttft_count[s] += 1
+                ring.ttft_sum[s] += ttft_ms
+                if ttft_ms < ring.ttft_min[s]:
+                    ring.ttft_min[s] = ttft_ms
+                if ttft_ms > ring.ttft_max[s]:
+                    ring.ttft_max[s] = ttft_ms
+                if ttft_index is None:
+                    ring.ttft_zero[s] += 1
+                else:
+                    self._add_series_bin(ring.ttft_off, ring.ttft_bins, s, -(-ttft_index // k))
+        return units / _UNITS_PER_DOLLAR
+
+    def _add_series_bin(self, offsets: array, all_bins: list[array | None], s: int, index: int) -> None:
+        """Count one value of coarse bin `index` in slot `s` of a ring's bin column (lock held)."""
+        bins = all_bins[s]
+        if bins is None:
+            offsets[s] = index
+            all_bins[s] = array("H", (1,))
+            return
+        j = index - offsets[s]
+        if 0 <= j < len(bins) and bins[j] < _ROOM:
+            bins[j] += 1
+        else:
+            offsets[s], all_bins[s] = add_to_bins(offsets[s], bins, index, 1, self._series_max_bins)
+
+    def record_sampling(self, decision: SamplingDecision, timestamp: float | None = None) -> None:
+        """Count one finished trace: kept by head sampling ("head"), by tail rules ("tail"), or "dropped".
+
+        `timestamp` is epoch seconds, the clock's time when None. Raises
+        ValueError for another decision or a bad timestamp.
+        """
+        if decision not in _DECISIONS:
+            raise ValueError(f"decision must be one of {_DECISIONS}, got {decision!r}")
+        if timestamp is None:
+            timestamp = self._clock.time_ms() / 1000.0
+        else:
+            timestamp = _check_timestamp("timestamp", timestamp)
+        b = int(timestamp)
+        with self._lock:
+            self._traces[decision] += 1
+            ring = self._sec
+            s = b % ring.size
+            if ring.key[s] != b:
+                ring, s = self._slot(b)
+                if ring is None:
+                    return
+            getattr(ring, decision)[s] += 1
+
+    def _slot(self, b: int) -> tuple[_Ring | None, int]:
+        """The (ring, slot) that takes data of second `b`, claiming a slot if needed (lock held).
+
+        A per-second slot whose position is reused is folded into its minute
+        first. Data too old for the per-second ring goes straight to its minute;
+        data too old for both is counted in the totals only: (None, -1).
+        """
+        sec = self._sec
+        s = b % sec.size
+        key = sec.key[s]
+        if key == b:
+            return sec, s
+        if key < b:
+            if key != _EMPTY:
+                minutes, t = self._minute_slot(key // 60)
+                if minutes is not None:
+                    minutes.add_slot(t, sec, s, self._series_max_bins)
+            sec.claim(s, b)
+            if b > self._high:
+                self._high = b
+            return sec, s
+        return self._minute_slot(b // 60)
+
+    def _minute_slot(self, m: int) -> tuple[_Ring | None, int]:
+        """The per-minute (ring, slot) of minute `m`, or (None, -1) when it is past retention."""
+        minutes = self._min
+        t = m % minutes.size
+        key = minutes.key[t]
+        if key == m:
+            return minutes, t
+        if key < m:
+            minutes.claim(t, m)
+            return minutes, t
+        return None, -1
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def get_metrics(self) -> MetricsSnapshot:
+        """A consistent snapshot of the totals (see MetricsSnapshot); all zeros when empty."""
+        with self._lock:
+            n = self._count
+            lat = self._lat.quantiles((0.5, 0.9, 0.95, 0.99))
+            ttft = self._ttft.quantiles((0.5, 0.95))
+            tokens = self._prompt + self._completion
+            elapsed = max(1.0, self._last - self._first) if n else 1.0
+            traces = dict(self._traces)
+            return MetricsSnapshot(
+                request_count=n,
+                prompt_tokens=self._prompt,
+                completion_tokens=self._completion,
+                total_tokens=tokens,
+                total_cost=self._cost / _UNITS_PER_DOLLAR,
+                avg_latency_ms=self._lat.sum / n if n else 0.0,
+                min_latency_ms=self._lat.min,
+                max_latency_ms=self._lat.max,
+                p50_latency_ms=lat[0],
+                p90_latency_ms=lat[1],
+                p95_latency_ms=lat[2],
+                p99_latency_ms=lat[3],
+                error_count=self._errors,
+                error_rate=self._errors / n if n else 0.0,
+                cache_hits=self._cache_hits,
+                cache_misses=n - self._cache_hits,
+                cache_hit_rate=self._cache_hits / n if n else 0.0,
+                requests_per_second=n / elapsed if n else 0.0,
+                tokens_per_second=tokens / elapsed if n else 0.0,
+                avg_ttft_ms=self._ttft.sum / self._ttft.count if self._ttft.count else 0.0,
+                p50_ttft_ms=ttft[0],
+                p95_ttft_ms=ttft[1],
+                traces_seen=sum(traces.values()),
+                traces_kept_head=traces["head"],
+                traces_kept_tail=traces["tail"],
+                traces_dropped=traces["dropped"],
+                first_request_at=self._first if n else None,
+                last_request_at=self._last if n else None,
+            )
+
+    def time_series(
+        self, bucket_s: int = 1, since: float | None = None, until: float | None = None
+    ) -> list[TimeBucket]:
+        """Buckets holding requests or traces, oldest first, of `bucket_s` = 1 or 60 seconds.
+
+        A bucket is returned when it overlaps [since, until] (epoch seconds;
+        None = unbounded) and lies within that resolution's retention counted
+        back from the newest timestamp recorded. Raises ValueError for another
+        `bucket_s` or a bad bound.
+        """
+        if bucket_s not in (1, 60) or isinstance(bucket_s, bool):
+            raise ValueError(f"bucket_s must be 1 or 60, got {bucket_s!r}")
+        lo = -_INF if since is None else _check_timestamp("since", since)
+        hi = _INF if until is None else _check_timestamp("until", until)
+        with self._lock:
+            if self._high == _EMPTY:
+                return []
+            if bucket_s == 1:
+                first = self._high - self._sec.size + 1
+                groups = {
+                    key: [(self._sec, s)]
+                    for s, key in enumerate(self._sec.key)
+                    if key != _EMPTY and key >= first
+                }
+            else:
+                groups = self._minute_groups(self._high // 60 - self._min.size + 1)
+            out = []
+            for key in sorted(groups):
+                start = key * bucket_s
+                if start + bucket_s <= lo or start > hi:
+                    continue
+                agg = _Agg(self._series_template)
+                for ring, s in groups[key]:
+                    agg.add(ring, s)
+                if agg.requests or agg.head or agg.tail or agg.dropped:
+                    out.append(agg.bucket(float(start)))
+            return out
+
+    def _minute_groups(self, first: int, last: int | None = None) -> dict[int, list[tuple[_Ring, int]]]:
+        """Per minute in [first, last]: the per-minute slot and the live per-second slots of it."""
+        groups: dict[int, list[tuple[_Ring, int]]] = {}
+        hi = _INF if last is None else last
+        for t, key in enumerate(self._min.key):
+            if key != _EMPTY and first <= key <= hi:
+                groups.setdefault(key, []).append((self._min, t))
+        for s, key in enumerate(self._sec.key):
+            if key != _EMPTY and first <= key // 60 <= hi:
+                groups.setdefault(key // 60, []).append((self._sec, s))
+        return groups
+
+    def window(self, window_s: float, now: float | None = None) -> WindowStats:
+        """Metrics of the requests in the last `window_s` seconds up to `now` (clock time when None).
+
+        When the window fits in the per-second retention it covers the
+        `ceil(window_s)` one-second buckets ending with the one holding `now`;
+        otherwise the `ceil(window_s / 60)` minute buckets ending with the
+        minute of `now`. Rates divide by `window_s`. Raises ValueError unless
+        0 < window_s <= per_minute_retention_s.
+        """
+        if (
+            isinstance(window_s, bool)
+            or not isinstance(window_s, numbers.Real)
+            or not 0.0 < window_s <= self._min_retention
+        ):
+            raise ValueError(
+                f"window_s must be a number in (0, {self._min_retention}] seconds, got {window_s!r}"
+            )
+        window_s = float(window_s)
+        now = self._clock.time_ms() / 1000.0 if now is None else _check_timestamp("now", now)
+        end = int(now)
+        with self._lock:
+            agg = _Agg(self._series_template)
+            if self._high == _EMPTY:
+                return agg.stats(window_s)
+            start = end - _ceil(window_s) + 1
+            sec = self._sec
+            if window_s <= sec.size and start > self._high - sec.size:
+                for b in range(max(start, 0), end + 1):
+                    s = b % sec.size
+                    if sec.key[s] == b:
+                        agg.add(sec, s)
+            else:
+                last = end // 60
+                for slots in self._minute_groups(last - _ceil(window_s / 60.0) + 1, last).values():
+                    for ring, s in slots:
+                        agg.add(ring, s)
+            return agg.stats(window_s)
+
+    def reset(self) -> None:
+        """Forget every recorded request and trace count (prices and configuration stay)."""
+        with self._lock:
+            self._clear()
+
+    def __repr__(self) -> str:
+        return f"MetricsCollector(requests={self._count}, prices={self._prices!r})"
