@@ -92,6 +92,7 @@ OBS_CACHE_HIT = "obs.cache_hit"
 OBS_COST_USD = "obs.cost_usd"
 OBS_STREAM_CHUNKS = "obs.stream.chunks"
 OBS_PARTIAL_OUTPUT = "obs.partial_output"
+OBS_STREAM_CLOSED_EARLY = "obs.stream.closed_early"
 
 # Span event names.
 EVENT_REQUEST_START = "request_start"
