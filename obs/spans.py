@@ -112,57 +112,6 @@ class Span:
         )
 
 
-# The dataclass-made `__init__` of a frozen class sets each field through
-# `object.__setattr__`; writing the slots through their descriptors is several
-# times cheaper, which matters on the tracer's hot path.
-_new = object.__new__
-_SPAN_SLOTS = tuple(Span.__dict__[name].__set__ for name in Span.__dataclass_fields__)
-_EVENT_SLOTS = tuple(SpanEvent.__dict__[name].__set__ for name in SpanEvent.__dataclass_fields__)
-
-
-def _build_span(
-    span_id: str,
-    trace_id: str,
-    parent_id: str | None,
-    name: str,
-    start_time: float,
-    end_time: float | None,
-    duration: float | None,
-    status: SpanStatus,
-    attributes: dict[str, Any],
-    events: list[SpanEvent],
-    kind: SpanKind,
-    start_mono: float,
-) -> Span:
-    """A Span from every field in declaration order, unvalidated (for callers that validated)."""
-    (s_id, s_trace, s_parent, s_name, s_start, s_end, s_dur, s_status, s_attrs, s_events, s_kind,
-     s_mono) = _SPAN_SLOTS
-    span = _new(Span)
-    s_id(span, span_id)
-    s_trace(span, trace_id)
-    s_parent(span, parent_id)
-    s_name(span, name)
-    s_start(span, start_time)
-    s_end(span, end_time)
-    s_dur(span, duration)
-    s_status(span, status)
-    s_attrs(span, attributes)
-    s_events(span, events)
-    s_kind(span, kind)
-    s_mono(span, start_mono)
-    return span
-
-
-def _build_event(name: str, timestamp: float, attributes: dict[str, Any]) -> SpanEvent:
-    """A SpanEvent from its fields, unvalidated (for callers that validated)."""
-    s_name, s_time, s_attrs = _EVENT_SLOTS
-    event = _new(SpanEvent)
-    s_name(event, name)
-    s_time(event, timestamp)
-    s_attrs(event, attributes)
-    return event
-
-
 def create_span(
     name: str,
     trace_id: str,

@@ -29,8 +29,8 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from obs import semconv
 from obs.clock import SYSTEM_CLOCK, Clock, SystemClock
 from obs.ids import IdGenerator, RandomIdGenerator, TraceParent, format_traceparent, parse_traceparent
-from obs.spans import Span, SpanEvent, SpanKind, SpanStatus, _build_event, _build_span, _error_records
-from obs.traces import Trace, _build_trace
+from obs.spans import Span, SpanEvent, SpanKind, SpanStatus, _error_records
+from obs.traces import Trace
 
 __all__ = ["SpanHandle", "TraceHandle", "TraceSink", "Tracer"]
 
@@ -38,6 +38,44 @@ _log = logging.getLogger("obs.tracer")
 _DEFAULT_IDS = RandomIdGenerator()
 _KINDS = ("internal", "client", "server", "producer", "consumer")
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+
+
+def _slot_setters(cls: type) -> tuple[Callable[[Any, Any], None], ...]:
+    """The slot descriptors' setters of a frozen, slotted dataclass, in field order."""
+    return tuple(cls.__dict__[name].__set__ for name in cls.__dataclass_fields__)  # type: ignore[attr-defined]
+
+
+# The values the tracer hands out are built slot by slot, through these setters kept as globals:
+# the frozen dataclass's own __init__ sets each field via object.__setattr__, several times slower,
+# and the tracer builds three values per traced request. Field order is checked by the tests.
+_new = object.__new__
+(
+    _set_span_id,
+    _set_span_trace_id,
+    _set_span_parent_id,
+    _set_span_name,
+    _set_span_start_time,
+    _set_span_end_time,
+    _set_span_duration,
+    _set_span_status,
+    _set_span_attributes,
+    _set_span_events,
+    _set_span_kind,
+    _set_span_start_mono,
+) = _slot_setters(Span)
+_set_event_name, _set_event_timestamp, _set_event_attributes = _slot_setters(SpanEvent)
+(
+    _set_trace_id,
+    _set_trace_name,
+    _set_trace_start_time,
+    _set_trace_end_time,
+    _set_trace_duration,
+    _set_trace_status,
+    _set_trace_metadata,
+    _set_trace_spans,
+    _set_trace_start_mono,
+) = _slot_setters(Trace)
 
 TraceSink = Callable[[Trace], Any]
 
@@ -77,7 +115,6 @@ class TraceHandle:
         "_lock",
         "_metadata",
         "_name",
-        "_next_seq",
         "_open",
         "_parent_span_id",
         "_prev",
@@ -112,9 +149,9 @@ class TraceHandle:
         self._sampled = sampled
         self._explicit = explicit
         self._lock = threading.Lock()
-        self._spans: list[tuple[int, Span]] = []
+        # One slot per span that joined, in start order; filled when the span ends.
+        self._spans: list[Span | None] = []
         self._open = 0
-        self._next_seq = 0
         self._ended = False
         self._error = False
         self._final: Trace | None = None
@@ -172,7 +209,7 @@ class TraceHandle:
         if final is not None:
             return final
         with self._lock:
-            spans = [span for _, span in sorted(self._spans)]
+            spans = [span for span in self._spans if span is not None]
             metadata = dict(self._metadata)
         return Trace(
             id=self._trace_id,
@@ -200,39 +237,6 @@ class TraceHandle:
         state = "ended" if self._ended else "running"
         return f"TraceHandle({self._name!r}, trace_id={self._trace_id}, {state})"
 
-    def _join(self) -> int:
-        """Count one more running span; return its start-order number, or -1 if the trace ended."""
-        with self._lock:
-            if self._ended:
-                return -1
-            seq = self._next_seq
-            self._next_seq = seq + 1
-            self._open += 1
-            return seq
-
-    def _span_ended(self, handle: SpanHandle, span: Span) -> None:
-        """Record that `handle` ended as `span`; finish an implicit trace whose last span this was."""
-        with self._lock:
-            if handle._final is not None:
-                raise ValueError(
-                    f"span {handle._name!r} ({handle._id}) already ended with status "
-                    f"{handle._final.status!r}; end a span once"
-                )
-            handle._final = span
-            if self._ended or handle._seq < 0:
-                late = True
-                finish = False
-            else:
-                late = False
-                self._spans.append((handle._seq, span))
-                self._open -= 1
-                finish = not self._explicit and self._open == 0
-                if finish:
-                    self._ended = True
-        if late:
-            self._tracer._late_span(span)
-        elif finish:
-            self._tracer._finish(self)
 
 
 class SpanHandle:
@@ -356,7 +360,11 @@ class SpanHandle:
         if timestamp is None:
             tracer = self._tracer
             timestamp = tracer._wall_raw() / tracer._clock_div
-        self._events.append(_build_event(name, timestamp, dict(attributes) if attributes else {}))
+        event = _new(SpanEvent)
+        _set_event_name(event, name)
+        _set_event_timestamp(event, timestamp)
+        _set_event_attributes(event, dict(attributes) if attributes else {})
+        self._events.append(event)
 
     def record_error(self, error: BaseException | str) -> None:
         """Record `error` now: `error.type`/`error.message` attributes and an `exception` event.
@@ -413,6 +421,7 @@ class SpanHandle:
 
     def _end(self, status: SpanStatus, error: BaseException | str | None) -> Span:
         tracer = self._tracer
+        trace = self._trace
         duration = tracer._mono_raw() / tracer._clock_div - self._start_mono
         if duration < 0.0:
             duration = 0.0
@@ -429,21 +438,39 @@ class SpanHandle:
             status = "error"
         elif status == "error" and semconv.ERROR_TYPE not in attributes:
             attributes[semconv.ERROR_TYPE] = semconv.ERROR_TYPE_OTHER
-        span = _build_span(
-            self._id,
-            self._trace._trace_id,
-            self._parent_id,
-            self._name,
-            self._start_time,
-            end_time,
-            duration,
-            status,
-            attributes,
-            events,
-            self._kind,
-            self._start_mono,
-        )
-        self._trace._span_ended(self, span)
+        span = _new(Span)
+        _set_span_id(span, self._id)
+        _set_span_trace_id(span, trace._trace_id)
+        _set_span_parent_id(span, self._parent_id)
+        _set_span_name(span, self._name)
+        _set_span_start_time(span, self._start_time)
+        _set_span_end_time(span, end_time)
+        _set_span_duration(span, duration)
+        _set_span_status(span, status)
+        _set_span_attributes(span, attributes)
+        _set_span_events(span, events)
+        _set_span_kind(span, self._kind)
+        _set_span_start_mono(span, self._start_mono)
+        with trace._lock:
+            if self._final is not None:
+                raise ValueError(
+                    f"span {self._name!r} ({self._id}) already ended with status "
+                    f"{self._final.status!r}; end a span once"
+                )
+            self._final = span
+            seq = self._seq
+            finish = late = False
+            if trace._ended or seq < 0:
+                late = True
+            else:
+                trace._spans[seq] = span
+                trace._open -= 1
+                if trace._open == 0 and not trace._explicit:
+                    finish = trace._ended = True
+        if finish:
+            tracer._finish(trace)
+        elif late:
+            tracer._late_span(span)
         return span
 
     def __enter__(self) -> SpanHandle:
@@ -587,7 +614,31 @@ class Tracer:
         current it joins the current explicit trace, else it begins a new trace.
         Inside the block it is the current span; it ends when the block exits.
         """
-        return self._start(name, attributes, kind, parent)
+        # The hot path: a span joining a running trace is made here without helper calls.
+        if not name or not isinstance(name, str):
+            raise ValueError(f"Tracer: span name must be a non-empty string, got {name!r}")
+        if kind not in _KINDS:
+            raise ValueError(f"Tracer: span kind must be one of {_KINDS}, got {kind!r}")
+        if parent is None:
+            parent = self._current.get()
+        cls = type(parent)
+        if cls is SpanHandle:
+            trace = parent._trace  # type: ignore[union-attr]
+            parent_id = parent._id  # type: ignore[union-attr]
+        elif cls is TraceHandle and not parent._ended:  # type: ignore[union-attr]
+            trace = parent  # type: ignore[assignment]
+            parent_id = trace._parent_span_id
+        else:
+            return self._start_trace(name, attributes, kind, parent)
+        with trace._lock:
+            if trace._ended:
+                seq = -1  # too late to join: the span will be counted as dropped when it ends
+            else:
+                seq = len(trace._spans)
+                trace._spans.append(None)
+                trace._open += 1
+        attrs = dict(attributes) if attributes else {}
+        return SpanHandle(self, trace, seq, self._new_span_id(), parent_id, name, kind, attrs)
 
     def begin_span(
         self,
@@ -601,43 +652,32 @@ class Tracer:
         For work that outlives the block that started it (a streamed response).
         The parent is found as in `start_span`.
         """
-        return self._start(name, attributes, kind, parent)
+        return self.start_span(name, attributes, kind, parent=parent)
 
-    def _start(
+    def _start_trace(
         self,
         name: str,
         attributes: Mapping[str, Any] | None,
         kind: SpanKind,
-        parent: SpanHandle | TraceHandle | TraceParent | None,
+        parent: TraceHandle | TraceParent | None,
     ) -> SpanHandle:
-        if not name or not isinstance(name, str):
-            raise ValueError(f"Tracer: span name must be a non-empty string, got {name!r}")
-        if kind not in _KINDS:
-            raise ValueError(f"Tracer: span kind must be one of {_KINDS}, got {kind!r}")
-        attrs = dict(attributes) if attributes else {}
-        if parent is None:
-            parent = self._current.get()
+        """Start the root span of a new implicit trace (continuing `parent` if it is a TraceParent)."""
         cls = type(parent)
-        if cls is SpanHandle:
-            trace = parent._trace  # type: ignore[union-attr]
-            return SpanHandle(self, trace, trace._join(), self._new_span_id(), parent._id, name, kind, attrs)  # type: ignore[union-attr]
-        if cls is TraceHandle:
-            if not parent._ended:  # type: ignore[union-attr]
-                trace = parent  # type: ignore[assignment]
-                return SpanHandle(
-                    self, trace, trace._join(), self._new_span_id(), trace._parent_span_id, name, kind, attrs
-                )
-            remote = None  # an explicit trace that has ended no longer gathers spans
-        elif cls is TraceParent or parent is None:
-            remote = parent
+        if cls is TraceParent:
+            remote: TraceParent | None = parent  # type: ignore[assignment]
+        elif parent is None or cls is TraceHandle:  # an ended explicit trace gathers no more spans
+            remote = None
         else:
             raise ValueError(
                 f"Tracer: parent must be a SpanHandle, TraceHandle or TraceParent, got {cls.__name__}"
             )
-        trace = self._new_trace(name, None, remote, explicit=False)  # type: ignore[arg-type]
+        trace = self._new_trace(name, None, remote, explicit=False)
         trace._open = 1
-        trace._next_seq = 1
-        span = SpanHandle(self, trace, 0, self._new_span_id(), trace._parent_span_id, name, kind, attrs)
+        trace._spans.append(None)
+        span = SpanHandle(
+            self, trace, 0, self._new_span_id(), trace._parent_span_id, name, kind,
+            dict(attributes) if attributes else {},
+        )
         # An implicit trace takes its root span's time frame.
         trace._start_time = span._start_time
         trace._start_mono = span._start_mono
@@ -811,10 +851,11 @@ class Tracer:
         # Called exactly once per trace, after handle._ended was set under its lock: nothing
         # writes to the handle any more, so no lock is held, and sinks may take their time
         # or start spans of their own.
-        items = handle._spans
         metadata = handle._metadata
-        items.sort()  # by start-order number: unique, so spans themselves are never compared
-        spans = [span for _, span in items]
+        # Only an explicit trace can end with spans still running, whose slots are empty.
+        spans: list[Span] = (
+            [span for span in handle._spans if span is not None] if handle._explicit else handle._spans  # type: ignore[misc]
+        )
         error = handle._error
         end_time = handle._start_time
         for span in spans:
@@ -826,17 +867,16 @@ class Tracer:
             now = handle._start_time + max(0.0, self._mono_ms() - handle._start_mono)
             if now > end_time:
                 end_time = now
-        trace = _build_trace(
-            handle._trace_id,
-            handle._name,
-            handle._start_time,
-            end_time,
-            end_time - handle._start_time,
-            "error" if error else "success",
-            metadata,
-            spans,
-            handle._start_mono,
-        )
+        trace = _new(Trace)
+        _set_trace_id(trace, handle._trace_id)
+        _set_trace_name(trace, handle._name)
+        _set_trace_start_time(trace, handle._start_time)
+        _set_trace_end_time(trace, end_time)
+        _set_trace_duration(trace, end_time - handle._start_time)
+        _set_trace_status(trace, "error" if error else "success")
+        _set_trace_metadata(trace, metadata)
+        _set_trace_spans(trace, spans)
+        _set_trace_start_mono(trace, handle._start_mono)
         handle._final = trace
         decision = "head"
         if not handle._sampled:

@@ -86,37 +86,6 @@ class Trace:
         )
 
 
-# Cheaper than the frozen dataclass `__init__` (see `obs.spans._build_span`).
-_new = object.__new__
-_TRACE_SLOTS = tuple(Trace.__dict__[name].__set__ for name in Trace.__dataclass_fields__)
-
-
-def _build_trace(
-    trace_id: str,
-    name: str,
-    start_time: float,
-    end_time: float | None,
-    duration: float | None,
-    status: TraceStatus,
-    metadata: dict[str, Any],
-    spans: list[Span],
-    start_mono: float,
-) -> Trace:
-    """A Trace from every field in declaration order, unvalidated (for callers that validated)."""
-    s_id, s_name, s_start, s_end, s_dur, s_status, s_meta, s_spans, s_mono = _TRACE_SLOTS
-    trace = _new(Trace)
-    s_id(trace, trace_id)
-    s_name(trace, name)
-    s_start(trace, start_time)
-    s_end(trace, end_time)
-    s_dur(trace, duration)
-    s_status(trace, status)
-    s_meta(trace, metadata)
-    s_spans(trace, spans)
-    s_mono(trace, start_mono)
-    return trace
-
-
 def create_trace(
     name: str,
     metadata: Mapping[str, Any] | None = None,

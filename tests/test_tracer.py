@@ -12,7 +12,7 @@ import pytest
 from obs import semconv
 from obs.clock import FakeClock
 from obs.ids import SequentialIdGenerator, TraceParent, parse_traceparent
-from obs.spans import Span
+from obs.spans import Span, SpanEvent
 from obs.tracer import SpanHandle, TraceHandle, Tracer
 from obs.traces import Trace, span_tree
 
@@ -899,3 +899,43 @@ def test_a_generator_closed_early_is_not_an_error(tracer: Tracer, out: list[Trac
     assert next(stream) == "a"
     stream.close()
     assert [(s.name, s.status) for s in out[0].spans] == [("stream", "success")]
+
+
+def test_values_the_tracer_builds_equal_the_dataclasses_built_by_keyword(
+    tracer: Tracer, clock: FakeClock, out: list[Trace]
+) -> None:
+    # The tracer fills the frozen dataclasses slot by slot; a field out of place would show here.
+    with tracer.start_span("op", {"k": "v"}, kind="client") as span:
+        clock.advance(2)
+        span.add_event("e", {"n": 1})
+        clock.advance(3)
+    (trace,) = out
+    event = SpanEvent(name="e", timestamp=T0 + 2, attributes={"n": 1})
+    expected_span = Span(
+        id=sid(1),
+        trace_id=tid(1),
+        parent_id=None,
+        name="op",
+        start_time=T0,
+        end_time=T0 + 5,
+        duration=5.0,
+        status="success",
+        attributes={"k": "v"},
+        events=[event],
+        kind="client",
+        start_mono=0.0,
+    )
+    assert trace == Trace(
+        id=tid(1),
+        name="op",
+        start_time=T0,
+        end_time=T0 + 5,
+        duration=5.0,
+        status="success",
+        metadata={semconv.SERVICE_NAME: "obs"},
+        spans=[expected_span],
+        start_mono=0.0,
+    )
+    assert type(trace) is Trace and type(trace.spans[0]) is Span
+    assert type(trace.spans[0].events[0]) is SpanEvent
+    assert trace.spans[0].to_dict() == expected_span.to_dict()

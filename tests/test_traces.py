@@ -12,7 +12,6 @@ from obs.spans import Span, create_span, end_span
 from obs.traces import (
     SpanNode,
     Trace,
-    _build_trace,
     add_span_to_trace,
     children_of,
     create_trace,
@@ -196,8 +195,3 @@ def test_critical_path_of_a_child_outliving_its_parent_is_cut_at_the_parent_end(
 def test_critical_path_of_nothing() -> None:
     assert critical_path(trace_of()) == []
     assert critical_path_duration(trace_of()) == 0.0
-
-
-def test_fast_trace_builder_makes_an_equal_value() -> None:
-    args = (TRACE, "t", T0, T0 + 1, 1.0, "success", {"m": 1}, [ROOT], 2.0)
-    assert _build_trace(*args) == Trace(*args)  # type: ignore[arg-type]
