@@ -71,6 +71,7 @@ class Handler(BaseHTTPRequestHandler):
     """Reads the request, records it, and lets the server's behaviour answer."""
 
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # small writes would otherwise wait ~40 ms for delayed ACKs
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
