@@ -48,7 +48,7 @@ from obs.llama.attributes import (
     request_attributes,
     response_attributes,
 )
-from obs.llama.props import ServerProps
+from obs.llama.props import ServerProps, shared_ssl_context
 from obs.llama.responses import (
     DONE,
     ChatCompletion,
@@ -254,7 +254,7 @@ class InstrumentedClient:
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self._headers = headers
-        self._http = httpx.Client(timeout=httpx.Timeout(self.timeout))
+        self._http = httpx.Client(timeout=httpx.Timeout(self.timeout), verify=shared_ssl_context())
         self._traces: list[TraceHandle] = []
         self._traces_lock = threading.Lock()
         self._count_lock = threading.Lock()
