@@ -274,11 +274,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     def _on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     if args.exit_with_parent:
         threading.Thread(target=_watch_stdin, args=(stop,), name="obs-parent-watch", daemon=True).start()
-    return serve(config, stop)
+    try:
+        return serve(config, stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 class EmbeddedServer:
