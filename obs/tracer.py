@@ -558,7 +558,6 @@ class Tracer:
         self.head_sampler = head_sampler
         self.tail_sampler = tail_sampler
         self._clock = clock
-        self._ids = id_generator
         # Bound once: the hot path reads the clock several times per span. The system clock
         # is read through the C functions it wraps (raw nanoseconds / 1e6, the same values),
         # any other clock through its methods (raw milliseconds / 1.0).
@@ -569,6 +568,7 @@ class Tracer:
         else:
             self._wall_raw, self._mono_raw, self._clock_div = clock.time_ms, clock.monotonic_ms, 1.0
         self._new_span_id = id_generator.span_id
+        self._new_trace_id = id_generator.trace_id
         self._sinks: tuple[TraceSink, ...] = sinks
         self._current: contextvars.ContextVar[SpanHandle | TraceHandle | None] = contextvars.ContextVar(
             f"obs_tracer_{id(self):x}", default=None
@@ -671,45 +671,34 @@ class Tracer:
             raise ValueError(
                 f"Tracer: parent must be a SpanHandle, TraceHandle or TraceParent, got {cls.__name__}"
             )
-        trace = self._new_trace(name, None, remote, explicit=False)
+        if remote is None:
+            trace_id = self._new_trace_id()
+            parent_span_id = None
+            sampled = True if self.head_sampler is None else self._head_decision(trace_id, None)
+        else:
+            trace_id = remote.trace_id
+            parent_span_id = remote.span_id
+            sampled = True if self.head_sampler is None else self._head_decision(trace_id, remote.sampled)
+        attrs = dict(attributes) if attributes else {}
+        # An implicit trace takes its root span's time frame, set once the span has read the clock.
+        trace = TraceHandle(
+            self, trace_id, name, {semconv.SERVICE_NAME: self.service_name}, 0.0, 0.0,
+            parent_span_id, sampled, False,
+        )
         trace._open = 1
         trace._spans.append(None)
-        span = SpanHandle(
-            self, trace, 0, self._new_span_id(), trace._parent_span_id, name, kind,
-            dict(attributes) if attributes else {},
-        )
-        # An implicit trace takes its root span's time frame.
+        span = SpanHandle(self, trace, 0, self._new_span_id(), parent_span_id, name, kind, attrs)
         trace._start_time = span._start_time
         trace._start_mono = span._start_mono
         return span
 
-    def _new_trace(
-        self, name: str, metadata: Mapping[str, Any] | None, remote: TraceParent | None, explicit: bool
-    ) -> TraceHandle:
-        if remote is None:
-            trace_id = self._ids.trace_id()
-            parent_sampled = None
-            parent_span_id = None
-        else:
-            trace_id = remote.trace_id
-            parent_sampled = remote.sampled
-            parent_span_id = remote.span_id
-        sampled = True
-        if self.head_sampler is not None:
-            try:
-                sampled = bool(self.head_sampler.should_sample(trace_id, parent_sampled=parent_sampled))
-            except Exception as exc:  # a broken sampler keeps the trace rather than lose it
-                self._internal_error("head sampler failed; keeping the trace", exc, trace_id)
-        meta = {semconv.SERVICE_NAME: self.service_name}
-        if metadata:
-            meta.update(metadata)
-        if explicit:
-            start_time, start_mono = self._time_ms(), self._mono_ms()
-        else:
-            start_time = start_mono = 0.0  # set from the root span by the caller
-        return TraceHandle(
-            self, trace_id, name, meta, start_time, start_mono, parent_span_id, sampled, explicit
-        )
+    def _head_decision(self, trace_id: str, parent_sampled: bool | None) -> bool:
+        """Ask the head sampler; a sampler that fails keeps the trace rather than lose it."""
+        try:
+            return bool(self.head_sampler.should_sample(trace_id, parent_sampled=parent_sampled))  # type: ignore[union-attr]
+        except Exception as exc:
+            self._internal_error("head sampler failed; keeping the trace", exc, trace_id)
+            return True
 
     # -- explicit traces ------------------------------------------------------------------------
 
@@ -745,7 +734,17 @@ class Tracer:
                 remote = parse_traceparent(traceparent)
             except ValueError as exc:
                 self._internal_error("ignored a malformed traceparent; starting a new trace", exc, None)
-        handle = self._new_trace(name, metadata, remote, explicit=True)
+        if remote is None:
+            trace_id, parent_span_id, parent_sampled = self._new_trace_id(), None, None
+        else:
+            trace_id, parent_span_id, parent_sampled = remote.trace_id, remote.span_id, remote.sampled
+        sampled = True if self.head_sampler is None else self._head_decision(trace_id, parent_sampled)
+        meta = {semconv.SERVICE_NAME: self.service_name}
+        if metadata:
+            meta.update(metadata)
+        handle = TraceHandle(
+            self, trace_id, name, meta, self._time_ms(), self._mono_ms(), parent_span_id, sampled, True
+        )
         handle._prev = self._current.get()
         self._current.set(handle)
         return handle
