@@ -40,7 +40,6 @@ _KINDS = ("internal", "client", "server", "producer", "consumer")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
 
-
 def _slot_setters(cls: type) -> tuple[Callable[[Any, Any], None], ...]:
     """The slot descriptors' setters of a frozen, slotted dataclass, in field order."""
     return tuple(cls.__dict__[name].__set__ for name in cls.__dataclass_fields__)  # type: ignore[attr-defined]
@@ -246,7 +245,9 @@ class SpanHandle:
     span inside the block and ends on exit: with status "error" and the
     exception recorded if one escapes the block (the exception is re-raised
     unchanged; `GeneratorExit`, a generator closed by its consumer, is not an
-    error). `span` gives the immutable `Span` at any moment.
+    error). `span` gives the immutable `Span` at any moment. Ending is safe
+    from any thread (exactly one `end` wins); attributes and events are meant
+    to be written by one thread at a time, as the code that owns the span does.
     """
 
     __slots__ = (
