@@ -39,7 +39,7 @@ def run(names: Sequence[str]) -> list[str]:
             if not callable(entry):
                 raise TypeError(f"{name} has no main() function")
             entry()
-        except Exception:  # one broken benchmark must not hide the others' numbers
+        except (Exception, SystemExit):  # one broken benchmark must not hide the others' numbers
             failed.append(name)
             print(f"--- {name} FAILED ---", flush=True)
             traceback.print_exc(file=sys.stdout)
