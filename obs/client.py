@@ -135,7 +135,7 @@ class _Call:
         self.fallback: Span | None = None
         self.span: Span | None = None
         self.key: str | None = None
-        self.t0 = 0.0
+        self.t0: float | None = None
         self.ttft_ms: float | None = None
         self.first_chunk_ms: float | None = None
         self.last_token: float | None = None
@@ -585,7 +585,7 @@ class InstrumentedClient:
         closed_early: bool = False,
     ) -> Span:
         call.ended = True
-        latency_ms = max(0.0, self.clock.monotonic_ms() - call.t0) if call.t0 else 0.0
+        latency_ms = 0.0 if call.t0 is None else max(0.0, self.clock.monotonic_ms() - call.t0)
         usage = completion.usage
         prompt = usage.prompt_tokens if usage is not None and not cached else 0
         completion_tokens = usage.completion_tokens if usage is not None and not cached else 0
@@ -644,7 +644,7 @@ class InstrumentedClient:
 
     def _fail(self, call: _Call, error: BaseException, *, status: int | None = None) -> Span:
         call.ended = True
-        latency_ms = max(0.0, self.clock.monotonic_ms() - call.t0) if call.t0 else 0.0
+        latency_ms = 0.0 if call.t0 is None else max(0.0, self.clock.monotonic_ms() - call.t0)
         partial = call.acc.text
         usage = call.acc.usage
         prompt = usage.prompt_tokens if usage is not None else 0
@@ -887,6 +887,7 @@ class ChatStream:
                 if isinstance(item, StreamError):
                     raise self._stream_error(item)
                 now = clock.monotonic_ms()
+                assert call.t0 is not None  # set when the request was sent
                 if call.first_chunk_ms is None:
                     call.first_chunk_ms = now - call.t0
                 delta = call.acc.feed(item)

@@ -319,9 +319,15 @@ def stream_cut(after: int = 2, *, chunked: bool = True) -> Behaviour:
 
 
 def hang_mid_stream(after: int = 2) -> Behaviour:
-    """A stream that sends `after` content chunks and then goes silent until the server stops."""
+    """A stream that sends `after` content chunks and then goes silent until the server stops.
+
+    `/props` and `/health` answer normally: the server is up, one request is stuck.
+    """
 
     def behaviour(handler: Handler) -> None:
+        if handler.path in ("/props", "/health"):
+            good(handler)
+            return
         handler.start_stream()
         for line in stream_lines()[: 1 + after]:
             handler.send_event(line)
