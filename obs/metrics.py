@@ -656,7 +656,7 @@ class MetricsCollector:
         key = sec.key[s]
         if key == b:
             return sec, s
-        if key < b:
+        if key < b and b > self._high - sec.size:
             if key != _EMPTY:
                 minutes, t = self._minute_slot(key // 60)
                 if minutes is not None:
@@ -731,7 +731,7 @@ class MetricsCollector:
         back from the newest timestamp recorded. Raises ValueError for another
         `bucket_s` or a bad bound.
         """
-        if bucket_s not in (1, 60) or isinstance(bucket_s, bool):
+        if type(bucket_s) is not int or bucket_s not in (1, 60):
             raise ValueError(f"bucket_s must be 1 or 60, got {bucket_s!r}")
         lo = -_INF if since is None else _check_timestamp("since", since)
         hi = _INF if until is None else _check_timestamp("until", until)

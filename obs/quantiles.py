@@ -329,7 +329,7 @@ class QuantileSketch:
         """
         if not 0.0 <= value < math.inf:
             raise ValueError(f"value must be finite and >= 0, got {value!r}")
-        if count != 1 and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        if type(count) is not int or count < 1:
             raise ValueError(f"count must be an int >= 1, got {count!r}")
         if value > 0.0:
             index = self._mapping.index(value)
