@@ -315,6 +315,11 @@ class EmbeddedServer:
         """The child process id."""
         return self._process.pid
 
+    @property
+    def exit_status(self) -> int | None:
+        """The child's exit status once it has ended (0 after a clean stop), else None."""
+        return self._process.poll()
+
     def is_running(self) -> bool:
         """True while the child process is alive."""
         return self._process.poll() is None
