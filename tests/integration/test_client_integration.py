@@ -112,7 +112,7 @@ def test_concurrent_calls_land_in_their_own_traces(client: InstrumentedClient) -
                 roots[index] = root.span_id
                 for turn in range(2):
                     client.chat(
-                        _question(f"Worker {index}, turn {turn}: say hi."), max_tokens=4, temperature=0
+                        _question(f"Worker {index}, turn {turn}: say hi."), max_tokens=2, temperature=0
                     )
         except BaseException as exc:  # surfaced in the main thread below
             failures.append(exc)
