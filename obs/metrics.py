@@ -28,6 +28,7 @@ rounded to 12 decimals (1e-12 dollars), so 1000 prompt and 500 completion tokens
 
 from __future__ import annotations
 
+import copy
 import math
 import numbers
 import threading
@@ -235,9 +236,9 @@ class _Ring:
 
     __slots__ = (
         "cache_hits", "completion_tokens", "cost", "dropped", "errors", "head", "key", "lat_bins",
-        "lat_max", "lat_min", "lat_off", "lat_sum", "lat_zero", "prompt_tokens", "requests", "size",
-        "tail", "ttft_bins", "ttft_count", "ttft_max", "ttft_min", "ttft_off", "ttft_sum", "ttft_zero",
-        "width",
+        "lat_max", "lat_min", "lat_off", "lat_sum", "lat_zero", "prompt_tokens", "requests", "resets",
+        "size", "sums", "tail", "ttft_bins", "ttft_count", "ttft_max", "ttft_min", "ttft_off", "ttft_sum",
+        "ttft_zero", "width",
     )  # fmt: skip
 
     def __init__(self, width: int, size: int) -> None:
@@ -252,40 +253,48 @@ class _Ring:
         self.ttft_min = array("d", [_INF]) * size
         self.lat_bins: list[array | None] = [None] * size
         self.ttft_bins: list[array | None] = [None] * size
+        # The columns a fold adds up, and every column with its empty value: claims and folds
+        # run once per bucket, and a list of arrays spares them a getattr per column.
+        self.sums = [getattr(self, name) for name in (*_INT_COLUMNS, *_SUM_COLUMNS)]
+        self.resets: list[tuple[Any, Any]] = [(getattr(self, name), 0) for name in _INT_COLUMNS]
+        self.resets += [(getattr(self, name), 0.0) for name in (*_SUM_COLUMNS, "lat_max", "ttft_max")]
+        self.resets += [
+            (self.lat_min, _INF), (self.ttft_min, _INF), (self.lat_bins, None), (self.ttft_bins, None),
+        ]  # fmt: skip
 
     def claim(self, s: int, key: int) -> None:
         """Empty slot `s` and give it to bucket `key`."""
         self.key[s] = key
-        for name in _INT_COLUMNS:
-            getattr(self, name)[s] = 0
-        for name in (*_SUM_COLUMNS, "lat_max", "ttft_max"):
-            getattr(self, name)[s] = 0.0
-        self.lat_min[s] = _INF
-        self.ttft_min[s] = _INF
-        self.lat_bins[s] = None
-        self.ttft_bins[s] = None
+        for column, empty in self.resets:
+            column[s] = empty
 
-    def add_slot(self, s: int, src: _Ring, t: int, max_bins: int) -> None:
-        """Add everything of `src` slot `t` into slot `s` of this ring."""
-        for name in (*_INT_COLUMNS, *_SUM_COLUMNS):
-            getattr(self, name)[s] += getattr(src, name)[t]
-        self.lat_min[s] = min(self.lat_min[s], src.lat_min[t])
-        self.lat_max[s] = max(self.lat_max[s], src.lat_max[t])
-        self.ttft_min[s] = min(self.ttft_min[s], src.ttft_min[t])
-        self.ttft_max[s] = max(self.ttft_max[s], src.ttft_max[t])
-        for bins_name, off_name in (("lat_bins", "lat_off"), ("ttft_bins", "ttft_off")):
-            src_bins = getattr(src, bins_name)[t]
+    def take_slot(self, s: int, src: _Ring, t: int, max_bins: int) -> None:
+        """Add everything of `src` slot `t`, which its owner empties next, into slot `s`.
+
+        Bin arrays of `src` may be moved here rather than copied.
+        """
+        for mine, theirs in zip(self.sums, src.sums, strict=True):
+            mine[s] += theirs[t]
+        if src.lat_min[t] < self.lat_min[s]:
+            self.lat_min[s] = src.lat_min[t]
+        if src.lat_max[t] > self.lat_max[s]:
+            self.lat_max[s] = src.lat_max[t]
+        if src.ttft_min[t] < self.ttft_min[s]:
+            self.ttft_min[s] = src.ttft_min[t]
+        if src.ttft_max[t] > self.ttft_max[s]:
+            self.ttft_max[s] = src.ttft_max[t]
+        for mine, offs, theirs, their_offs in (
+            (self.lat_bins, self.lat_off, src.lat_bins, src.lat_off),
+            (self.ttft_bins, self.ttft_off, src.ttft_bins, src.ttft_off),
+        ):
+            src_bins = theirs[t]
             if src_bins is None:
                 continue
-            mine = getattr(self, bins_name)
-            offs = getattr(self, off_name)
             if mine[s] is None:
-                mine[s] = array(src_bins.typecode, src_bins)
-                offs[s] = getattr(src, off_name)[t]
+                mine[s] = src_bins
+                offs[s] = their_offs[t]
             else:
-                offs[s], mine[s] = merge_into_bins(
-                    offs[s], mine[s], getattr(src, off_name)[t], src_bins, max_bins
-                )
+                offs[s], mine[s] = merge_into_bins(offs[s], mine[s], their_offs[t], src_bins, max_bins)
 
 
 class _Agg:
@@ -660,7 +669,7 @@ class MetricsCollector:
             if key != _EMPTY:
                 minutes, t = self._minute_slot(key // 60)
                 if minutes is not None:
-                    minutes.add_slot(t, sec, s, self._series_max_bins)
+                    minutes.take_slot(t, sec, s, self._series_max_bins)
             sec.claim(s, b)
             if b > self._high:
                 self._high = b
@@ -813,6 +822,19 @@ class MetricsCollector:
         """Forget every recorded request and trace count (prices and configuration stay)."""
         with self._lock:
             self._clear()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> MetricsCollector:
+        """An independent collector with the same configuration, prices and data; the clock is shared."""
+        with self._lock:
+            twin = object.__new__(MetricsCollector)
+            memo[id(self)] = twin
+            for name, value in vars(self).items():
+                if name == "_lock":
+                    value = threading.Lock()
+                elif name != "_clock":
+                    value = copy.deepcopy(value, memo)
+                setattr(twin, name, value)
+            return twin
 
     def __repr__(self) -> str:
         return f"MetricsCollector(requests={self._count}, prices={self._prices!r})"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import random
@@ -488,3 +489,16 @@ def test_reset_forgets_requests_but_keeps_prices() -> None:
 def test_snapshot_type(metrics: MetricsCollector) -> None:
     assert isinstance(metrics.get_metrics(), MetricsSnapshot)
     assert metrics.relative_accuracy == 0.01
+
+
+def test_deepcopy_is_an_independent_twin(metrics: MetricsCollector) -> None:
+    metrics.record_request(10.0, 5, 5, ttft_ms=2.0, timestamp=T0)
+    metrics.record_request(30.0, 5, 5, timestamp=T0 + 1)
+    twin = copy.deepcopy(metrics)
+    assert twin.get_metrics() == metrics.get_metrics()
+    assert twin.time_series(60) == metrics.time_series(60)
+    twin.record_request(20.0, 1, 1, timestamp=T0 + 1)
+    assert (twin.get_metrics().request_count, metrics.get_metrics().request_count) == (3, 2)
+    assert metrics.time_series()[1].requests == 1
+    assert twin.window(10, now=T0 + 1).request_count == 3
+    assert metrics.window(10, now=T0 + 1).request_count == 2
