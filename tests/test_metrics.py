@@ -390,19 +390,27 @@ def test_series_stay_within_their_retention_however_long_it_runs() -> None:
 
 
 def test_series_memory_is_bounded() -> None:
-    metrics = MetricsCollector(per_second_retention_s=60, per_minute_retention_s=3600)
     rng = random.Random(7)
+
+    def record(first: int, last: int) -> None:
+        for i in range(first, last):  # one request every 12 s: every minute slot in use
+            metrics.record_request(rng.lognormvariate(6, 1), 100, 50, ttft_ms=rng.lognormvariate(4, 1),
+                                   timestamp=T0 + i * 12.0)  # fmt: skip
+
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        for i in range(6000):  # spread over ten hours: every slot of both rings in use
-            metrics.record_request(rng.lognormvariate(6, 1), 100, 50, ttft_ms=rng.lognormvariate(4, 1),
-                                   timestamp=T0 + i * 6.0)  # fmt: skip
-        used = tracemalloc.get_traced_memory()[0] - before
+        metrics = MetricsCollector(per_second_retention_s=60, per_minute_retention_s=3600)
+        record(0, 3000)  # ten hours
+        after_10h = tracemalloc.get_traced_memory()[0] - before
+        record(3000, 6000)  # ten more: twice the requests, the same memory
+        after_20h = tracemalloc.get_traced_memory()[0] - before
     finally:
         tracemalloc.stop()
     assert len(metrics.time_series(60)) == 60
-    assert used < 400_000
+    assert metrics.get_metrics().request_count == 6000
+    assert after_10h < 150_000
+    assert after_20h < after_10h * 1.1
 
 
 # -- windows -------------------------------------------------------------------------------------
