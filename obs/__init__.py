@@ -88,7 +88,9 @@ from obs.metrics import (
     WindowStats,
 )
 from obs.quantiles import (
+    LogMapping,
     QuantileSketch,
+    exact_quantile,
 )
 from obs.sampling import (
     SAMPLER_ARG_ENV,
@@ -193,6 +195,7 @@ __all__ = [
     "LLMServerError",
     "LogEntry",
     "LogLevel",
+    "LogMapping",
     "LoggerNotifier",
     "MetricsCollector",
     "MetricsSnapshot",
@@ -240,6 +243,7 @@ __all__ = [
     "default_rules",
     "end_span",
     "end_trace",
+    "exact_quantile",
     "format_traceparent",
     "generate_dashboard_data",
     "is_llm_span",
