@@ -2,6 +2,12 @@
 
 import streamlit as st
 
+from app import state
+
 st.set_page_config(page_title="obs", page_icon="🔭", layout="wide")
-st.title("obs")
-st.write("Observability for llama-server applications. The dashboard pages are being built.")
+st.navigation([
+    st.Page(state.CHAT_PAGE, title="Chat", icon=":material/chat:", default=True),
+    st.Page(state.DASHBOARD_PAGE, title="Dashboard", icon=":material/monitoring:"),
+    st.Page(state.TRACES_PAGE, title="Traces", icon=":material/account_tree:"),
+    st.Page(state.LOGS_PAGE, title="Logs", icon=":material/receipt_long:"),
+]).run()

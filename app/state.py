@@ -1,0 +1,344 @@
+"""The dashboard's state: every session_state key in one place, and the obs objects behind the pages.
+
+One `AppSession` per browser session holds the TraceStore, MetricsCollector,
+LLMLogger, Tracer and InstrumentedClient, the chat history and the last good
+sidebar settings. Pages get it with `get_app()`; nothing else creates obs
+objects, so every number a page shows comes from these.
+
+A page reload starts a new Streamlit session; so that it keeps the data, each
+AppSession is also filed in a process-wide registry under a random id that
+rides in the URL (`?session=...`). The embedded llama-server is a process-wide
+resource too: started at most once per app process (`st.cache_resource`) when
+no server answers at the configured URL, and stopped when the process exits.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import streamlit as st
+
+from app import backend
+from app.charts import Threshold
+from obs.client import ChatStream, InstrumentedClient
+from obs.llama.server import DEFAULT_HOST, DEFAULT_PORT, port_is_free, start_embedded_server
+from obs.log import LLMLogger
+from obs.metrics import MetricsCollector
+from obs.store import TraceStore
+from obs.tracer import TraceHandle, Tracer
+from obs.traces import Trace
+
+__all__ = [
+    "APP",
+    "CHAT_PAGE",
+    "DASHBOARD_PAGE",
+    "LOGS_PAGE",
+    "QUERY_SESSION",
+    "QUERY_TRACE",
+    "SELECTED_TRACE",
+    "SESSION_ID",
+    "TRACES_PAGE",
+    "AppSession",
+    "ChatTurn",
+    "Settings",
+    "get_app",
+    "init_widget",
+]
+
+# Page scripts, relative to streamlit_app.py (st.navigation and st.page_link take these).
+CHAT_PAGE = "app/pages/chat.py"
+DASHBOARD_PAGE = "app/pages/dashboard.py"
+TRACES_PAGE = "app/pages/traces.py"
+LOGS_PAGE = "app/pages/logs.py"
+
+# Query-string parameters.
+QUERY_SESSION = "session"
+QUERY_TRACE = "trace"
+
+# st.session_state keys. Widget keys start with "w_"; their values are only
+# proposals until validated into AppSession.settings.
+APP = "obs_app"
+SESSION_ID = "obs_session_id"
+SELECTED_TRACE = "obs_selected_trace"
+TRACE_TABLE_IDS = "obs_trace_table_ids"
+W_SERVER_URL = "w_server_url"
+W_SYSTEM_PROMPT = "w_system_prompt"
+W_TEMPERATURE = "w_temperature"
+W_MAX_TOKENS = "w_max_tokens"
+W_PROMPT_PRICE = "w_prompt_price"
+W_COMPLETION_PRICE = "w_completion_price"
+W_CAPTURE = "w_capture_content"
+W_REFRESH_S = "w_refresh_s"
+W_PAUSED = "w_paused"
+W_BUCKET_S = "w_bucket_s"
+W_ERRORS_ONLY = "w_errors_only"
+W_SLOWER_MS = "w_slower_ms"
+W_SEARCH = "w_search"
+W_TRACE_TABLE = "w_trace_table"
+W_LOG_LEVEL = "w_log_level"
+W_LOG_TRACE = "w_log_trace"
+W_LOG_TABLE = "w_log_table"
+
+_MAX_SESSIONS = 64
+_STORE_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The last good value of every sidebar setting (bad input never lands here)."""
+
+    server_url: str
+    system_prompt: str = "You are a helpful assistant. Answer briefly."
+    temperature: float = 0.7
+    max_tokens: int = 256
+    prompt_price: float = 0.001
+    completion_price: float = 0.002
+    capture_content: bool = True
+    refresh_s: int = 5
+    paused: bool = False
+    bucket_s: int = 1
+
+
+@dataclass(slots=True)
+class ChatTurn:
+    """One message of the chat history as shown: text, and for answers the caption and trace."""
+
+    role: Literal["user", "assistant"]
+    content: str
+    caption: str | None = None
+    trace_id: str | None = None
+    error: str | None = None
+
+
+@dataclass(eq=False)
+class AppSession:
+    """The obs objects and chat of one browser session; shared by its pages, thread-safe.
+
+    `client` talks to `settings.server_url`. The current conversation is one
+    explicit trace (`conversation`) that each chat request joins, begun on
+    the first message and ended by `new_conversation`; it survives a change
+    of server. `thresholds` maps a chart name ("latency_ms", "ttft_ms",
+    "error_rate") to the lines drawn on it (set by alert rules).
+    """
+
+    settings: Settings
+    connection_note: str = ""
+    store: TraceStore = field(default_factory=lambda: TraceStore(max_traces=_STORE_SIZE))
+    collector: MetricsCollector = field(default_factory=MetricsCollector)
+    logger: LLMLogger = field(default_factory=lambda: LLMLogger(min_level="info"))
+    messages: list[ChatTurn] = field(default_factory=list)
+    thresholds: dict[str, list[Threshold]] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    tracer: Tracer = field(init=False)
+    client: InstrumentedClient = field(init=False)
+    conversation: TraceHandle | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.collector.set_prices(self.settings.prompt_price, self.settings.completion_price)
+        self.tracer = Tracer(store=self.store, collector=self.collector, logger=self.logger,
+                             service_name="obs-dashboard")
+        self.client = self._make_client(self.settings.server_url)
+
+    def _make_client(self, url: str) -> InstrumentedClient:
+        return InstrumentedClient(
+            base_url=url,
+            tracer=self.tracer,
+            capture_content=self.settings.capture_content,
+        )
+
+    def update(self, **changes: Any) -> None:
+        """Adopt new settings that were already validated; a new server URL gets a new client.
+
+        Prices go through `set_prices` instead, since the collector validates them.
+        """
+        with self.lock:
+            new = replace(self.settings, **changes)
+            if new == self.settings:
+                return
+            old = self.settings
+            self.settings = new
+            if new.server_url != old.server_url:
+                previous, self.client = self.client, self._make_client(new.server_url)
+                previous.close()
+                self.connection_note = ""
+            if new.capture_content != old.capture_content:
+                self.client.capture_content = new.capture_content
+
+    def set_prices(self, prompt_price: float, completion_price: float) -> None:
+        """Apply prices through the collector; raises its ValueError for a bad price, changing nothing."""
+        with self.lock:
+            current = (self.settings.prompt_price, self.settings.completion_price)
+            if (prompt_price, completion_price) == current:
+                return
+            self.collector.set_prices(prompt_price, completion_price)
+            self.settings = replace(self.settings, prompt_price=float(prompt_price),
+                                    completion_price=float(completion_price))
+
+    def add_turn(self, turn: ChatTurn) -> None:
+        """Append a message to the chat history."""
+        with self.lock:
+            self.messages.append(turn)
+
+    def request_messages(self) -> list[dict[str, str]]:
+        """The chat so far as OpenAI messages: the system prompt, then every turn that has text."""
+        with self.lock:
+            messages = []
+            if self.settings.system_prompt.strip():
+                messages.append({"role": "system", "content": self.settings.system_prompt})
+            messages.extend({"role": t.role, "content": t.content} for t in self.messages if t.content)
+            return messages
+
+    def stream_reply(self) -> ChatStream:
+        """Send the chat so far as one streamed request in the conversation trace.
+
+        Raises the client's LLMServerError when the request cannot be sent or
+        the server refuses it; errors while streaming raise from iteration.
+        """
+        with self.lock:
+            if self.conversation is None or self.conversation.ended:
+                self.conversation = self.client.start_trace("conversation", metadata={"ui": "chat"})
+            conversation, client, settings = self.conversation, self.client, self.settings
+            messages = self.request_messages()
+        return client.chat_stream(messages, parent=conversation, temperature=settings.temperature,
+                                  max_tokens=settings.max_tokens)
+
+    def new_conversation(self) -> Trace | None:
+        """End the conversation trace (the tracer stores it) and clear the chat history."""
+        with self.lock:
+            ended = None
+            if self.conversation is not None and not self.conversation.ended:
+                ended = self.tracer.end_trace(self.conversation)
+            self.conversation = None
+            self.messages.clear()
+            return ended
+
+    def conversation_id(self) -> str | None:
+        """The trace id of the running conversation, or None."""
+        handle = self.conversation
+        return handle.trace_id if handle is not None and not handle.ended else None
+
+    def running_trace(self) -> Trace | None:
+        """A snapshot of the running conversation (the requests ended in it so far), or None.
+
+        None too when head sampling dropped it: then only a tail rule can keep
+        it, once it ends.
+        """
+        handle = self.conversation
+        if handle is None or handle.ended or not handle.sampled:
+            return None
+        snapshot = handle.trace
+        return snapshot if snapshot.spans else None
+
+    def traces(self) -> list[Trace]:
+        """Stored traces oldest first, then the running conversation (if it has requests)."""
+        stored = self.store.all()
+        running = self.running_trace()
+        if running is not None and all(t.id != running.id for t in stored):
+            stored.append(running)
+        return stored
+
+    def find_trace(self, trace_id: str) -> Trace | None:
+        """The stored trace with this id, or the running conversation if it is the one."""
+        found = self.store.get(trace_id)
+        if found is not None:
+            return found
+        running = self.running_trace()
+        return running if running is not None and running.id == trace_id else None
+
+    def chart_thresholds(self, chart: str) -> list[Threshold]:
+        """The threshold lines to draw on `chart` (empty until alert rules set some)."""
+        return list(self.thresholds.get(chart, ()))
+
+
+class _Registry:
+    """AppSessions by session id, the most recently used kept (bounded)."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._sessions: OrderedDict[str, AppSession] = OrderedDict()
+
+    def get(self, sid: str) -> AppSession | None:
+        with self._lock:
+            app = self._sessions.get(sid)
+            if app is not None:
+                self._sessions.move_to_end(sid)
+            return app
+
+    def put(self, sid: str, app: AppSession) -> None:
+        with self._lock:
+            self._sessions[sid] = app
+            while len(self._sessions) > self._size:
+                self._sessions.popitem(last=False)
+
+    def __iter__(self) -> Iterator[AppSession]:
+        with self._lock:
+            return iter(list(self._sessions.values()))
+
+
+@st.cache_resource(show_spinner=False)
+def _registry() -> _Registry:
+    return _Registry(_MAX_SESSIONS)
+
+
+@st.cache_resource(show_spinner="Starting the embedded llama-server...")
+def _embedded_server() -> Any:
+    # The default port when free, so `make run` serves where the docs say; any free port otherwise.
+    port = DEFAULT_PORT if port_is_free(DEFAULT_HOST, DEFAULT_PORT) else 0
+    return start_embedded_server(port=port)
+
+
+def _initial_server() -> tuple[str, str]:
+    try:
+        configured = backend.configured_server_url()
+    except ValueError as exc:
+        configured = backend.DEFAULT_SERVER_URL
+        note = f"{backend.SERVER_URL_ENV} ignored: {exc}. "
+    else:
+        note = ""
+    url, how = backend.choose_server_url(
+        configured,
+        allow_embedded=backend.embedded_allowed(),
+        start_embedded=lambda: _embedded_server().url,
+    )
+    return url, note + how
+
+
+def get_app() -> AppSession:
+    """The AppSession of this browser session: found by the session id in the URL, else created.
+
+    Creating one picks the server (configured URL, else the embedded server)
+    and may take a few seconds the first time the embedded server starts.
+    """
+    app = st.session_state.get(APP)
+    sid = st.session_state.get(SESSION_ID)
+    if app is None:
+        wanted = st.query_params.get(QUERY_SESSION)
+        app = _registry().get(wanted) if wanted else None
+        if app is not None:
+            sid = wanted
+        else:
+            url, how = _initial_server()
+            app = AppSession(Settings(server_url=url), connection_note=how)
+            sid = secrets.token_urlsafe(12)
+            _registry().put(sid, app)
+        st.session_state[APP] = app
+        st.session_state[SESSION_ID] = sid
+    if st.query_params.get(QUERY_SESSION) != sid:
+        st.query_params[QUERY_SESSION] = sid
+    return app
+
+
+def init_widget(key: str, value: Any) -> None:
+    """Give widget `key` its value from the settings unless the user has one in play.
+
+    Streamlit forgets a widget's state on pages that do not draw it, so each
+    page seeds its widgets from the last good settings.
+    """
+    if key not in st.session_state:
+        st.session_state[key] = value
