@@ -181,7 +181,9 @@ def throughput_over_time(timeline: pd.DataFrame, bucket_s: float = 1.0) -> go.Fi
     if not bucket_s > 0:
         raise ValueError(f"throughput_over_time: bucket_s must be > 0, got {bucket_s!r}")
     fig = make_subplots(specs=[[{"secondary_y": True}]])
+    # Bars as wide as their bucket (ms on a date axis), not stretched across the gaps between buckets.
     fig.add_trace(go.Bar(x=timeline["time"], y=_numbers(timeline, "requests") / bucket_s,
+                         width=bucket_s * 1000.0, offset=0,
                          name="requests/s", marker_color=_PROMPT_COLOR, opacity=0.7), secondary_y=False)
     fig.add_trace(go.Scatter(x=timeline["time"], y=_numbers(timeline, "completion_tokens") / bucket_s,
                              name="tokens/s", mode="lines+markers", line={"color": _COMPLETION_COLOR}),

@@ -1,0 +1,78 @@
+"""Dashboard page: KPI tiles and live Plotly charts of this session's requests.
+
+Everything drawn comes from `obs.dashboard.generate_dashboard_data` over the
+session's MetricsCollector and traces; `app.charts` only turns those frames
+into figures. The panel is a fragment that reruns itself every few seconds
+(interval selectable, pausable) without redrawing the rest of the page.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from app import charts, sidebar, state
+from app.state import AppSession
+from obs.dashboard import generate_dashboard_data
+
+REFRESH_CHOICES_S = (1, 2, 5, 10, 30)
+BUCKET_CHOICES = {"1 second": 1, "1 minute": 60}
+_PLOTLY_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
+
+
+def _controls(app: AppSession) -> None:
+    settings = app.settings
+    state.init_widget(state.W_REFRESH_S, settings.refresh_s)
+    state.init_widget(state.W_PAUSED, settings.paused)
+    state.init_widget(state.W_BUCKET_S, settings.bucket_s)
+    left, middle, right, _ = st.columns([1, 1, 1, 2], vertical_alignment="bottom")
+    refresh = left.selectbox("Refresh every", REFRESH_CHOICES_S, key=state.W_REFRESH_S,
+                             format_func=lambda s: f"{s} s")
+    bucket = middle.selectbox("Time buckets", list(BUCKET_CHOICES.values()), key=state.W_BUCKET_S,
+                              format_func=lambda s: next(k for k, v in BUCKET_CHOICES.items() if v == s))
+    paused = right.toggle("Pause", key=state.W_PAUSED, help="Stop refreshing; the charts keep their data.")
+    app.update(refresh_s=int(refresh), bucket_s=int(bucket), paused=bool(paused))
+
+
+def _chart(fig: object, key: str) -> None:
+    st.plotly_chart(fig, key=key, config=_PLOTLY_CONFIG)
+
+
+def _panel(app: AppSession) -> None:
+    data = generate_dashboard_data(app.collector, app.traces(), bucket_s=app.settings.bucket_s)
+    tiles = list(data.summary.items())
+    for row in (tiles[:4], tiles[4:]):
+        for column, (label, value) in zip(st.columns(4), row, strict=False):
+            column.metric(label, value, border=True)
+
+    requests, timeline = data.requests, data.timeline
+    left, right = st.columns(2)
+    with left:
+        _chart(charts.latency_over_time(requests, data.percentiles, app.chart_thresholds("latency_ms")),
+               "chart_latency")
+        _chart(charts.throughput_over_time(timeline, app.settings.bucket_s), "chart_throughput")
+        _chart(charts.tokens_per_request(requests), "chart_tokens")
+        _chart(charts.error_rate_over_time(timeline, app.chart_thresholds("error_rate")), "chart_errors")
+    with right:
+        _chart(charts.latency_histogram(pd.DataFrame(data.latency_histogram)), "chart_histogram")
+        _chart(charts.cumulative_cost(requests), "chart_cost")
+        _chart(charts.ttft_distribution(requests, app.chart_thresholds("ttft_ms")), "chart_ttft")
+        _chart(charts.latency_breakdown(requests), "chart_breakdown")
+    _chart(charts.sampling_over_time(timeline), "chart_sampling")
+    st.caption(
+        f"{len(requests)} request(s) in {len(data.traces)} trace(s) shown; "
+        "tiles count every request, charts of requests read the stored traces."
+    )
+
+
+def main() -> None:
+    """Draw the page."""
+    app = state.get_app()
+    sidebar.render_connection(app)
+    st.title("Dashboard")
+    _controls(app)
+    interval = None if app.settings.paused else app.settings.refresh_s
+    st.fragment(run_every=interval)(_panel)(app)
+
+
+main()

@@ -1,0 +1,81 @@
+"""Logs page: the session's structured log entries, newest first, filtered by level and trace.
+
+Entries come from the session's LLMLogger (`get_logs`). Selecting a row that
+belongs to a trace, or filtering by a trace id, offers a link that opens that
+trace on the Traces page.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from app import sidebar, state
+from app.state import AppSession
+from obs.log import LEVELS, LogEntry
+
+_ALL = "all"
+_LIMIT = 2000
+
+
+def _frame(entries: list[LogEntry]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "time": pd.to_datetime([e.timestamp for e in entries], unit="ms", utc=True),
+            "level": [e.level for e in entries],
+            "message": [e.message for e in entries],
+            "trace_id": [e.trace_id or "" for e in entries],
+            "span_id": [e.span_id or "" for e in entries],
+            "data": [json.dumps(e.data, default=str) if e.data else "" for e in entries],
+        },
+        columns=["time", "level", "message", "trace_id", "span_id", "data"],
+    )
+
+
+def _trace_link(trace_id: str) -> None:
+    st.page_link(state.TRACES_PAGE, label=f"Open trace {trace_id}", icon=":material/account_tree:",
+                 query_params={state.QUERY_TRACE: trace_id,
+                               state.QUERY_SESSION: st.session_state.get(state.SESSION_ID, "")})
+
+
+def main() -> None:
+    """Draw the page."""
+    app: AppSession = state.get_app()
+    sidebar.render_connection(app)
+    st.title("Logs")
+    state.init_widget(state.W_LOG_LEVEL, _ALL)
+    state.init_widget(state.W_LOG_TRACE, "")
+    left, right = st.columns([1, 3])
+    level = left.selectbox("Level", (_ALL, *LEVELS), key=state.W_LOG_LEVEL)
+    trace_id = right.text_input("Trace id", key=state.W_LOG_TRACE, placeholder="all traces").strip()
+    entries = app.logger.get_logs(level=None if level == _ALL else level, trace_id=trace_id or None,
+                                  limit=_LIMIT)
+    st.caption(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, newest first "
+               f"(of {len(app.logger)} kept)")
+    if trace_id and app.find_trace(trace_id) is not None:
+        _trace_link(trace_id)
+    if not entries:
+        st.info("No log entries match." if len(app.logger) else "No log entries yet: chat to make some.")
+        return
+    frame = _frame(entries)
+    event = st.dataframe(
+        frame, key=state.W_LOG_TABLE, on_select="rerun", selection_mode="single-row", hide_index=True,
+        column_config={
+            "time": st.column_config.DatetimeColumn("Time (UTC)", format="HH:mm:ss.SSS"),
+            "level": "Level", "message": st.column_config.TextColumn("Message", width="large"),
+            "trace_id": "Trace id", "span_id": "Span id", "data": "Data",
+        },
+    )
+    rows = event.selection.rows if event is not None else []
+    if rows:
+        chosen = entries[rows[0]]
+        if chosen.trace_id and chosen.trace_id != trace_id:
+            if app.find_trace(chosen.trace_id) is not None:
+                _trace_link(chosen.trace_id)
+            else:
+                st.caption(f"Trace {chosen.trace_id} is not stored (dropped by sampling or evicted).")
+
+
+main()
