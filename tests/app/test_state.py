@@ -1,0 +1,124 @@
+"""Tests of app.state.AppSession: settings, client rebuilds, the conversation trace, what pages read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from app.charts import Threshold
+from app.state import AppSession, ChatTurn, Settings, _Registry
+from obs.sampling import AlwaysOff
+from tests.app.fake_server import FakeLlamaServer
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeLlamaServer]:
+    with FakeLlamaServer("Fine, thanks.") as server:
+        yield server
+
+
+def _session(url: str) -> AppSession:
+    return AppSession(Settings(server_url=url))
+
+
+def _chat(app: AppSession, text: str) -> str:
+    app.add_turn(ChatTurn("user", text))
+    stream = app.stream_reply()
+    answer = "".join(stream)
+    app.add_turn(ChatTurn("assistant", answer))
+    return answer
+
+
+def test_every_request_of_a_conversation_joins_one_trace_until_a_new_conversation(fake) -> None:
+    app = _session(fake.url)
+    assert _chat(app, "hi") == "Fine, thanks."
+    _chat(app, "and?")
+    conversation = app.conversation_id()
+    running = app.running_trace()
+    assert running is not None and running.id == conversation
+    assert len(running.spans) == 2
+    assert [t.id for t in app.traces()] == [conversation]
+    assert app.find_trace(conversation).spans == running.spans
+    ended = app.new_conversation()
+    assert ended is not None and ended.id == conversation
+    assert app.messages == []
+    assert app.store.get(conversation) is not None
+    assert app.running_trace() is None and app.conversation_id() is None
+    _chat(app, "again")
+    assert app.conversation_id() not in (None, conversation)
+
+
+def test_history_becomes_the_request_messages_after_the_system_prompt(fake) -> None:
+    app = _session(fake.url)
+    app.update(system_prompt="Be brief.")
+    _chat(app, "one")
+    app.add_turn(ChatTurn("assistant", "", error="server down"))
+    _chat(app, "two")
+    assert fake.requests[-1]["messages"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": "Fine, thanks."},
+        {"role": "user", "content": "two"},
+    ]
+
+
+def test_a_new_server_url_gets_a_new_client_and_the_conversation_goes_on(fake) -> None:
+    app = _session("http://127.0.0.1:9")
+    old = app.client
+    app.update(server_url=fake.url)
+    assert app.client is not old and app.client.base_url == fake.url
+    _chat(app, "hi")
+    conversation = app.conversation_id()
+    with FakeLlamaServer("Other server.") as other:
+        app.update(server_url=other.url)
+        assert _chat(app, "still there?") == "Other server."
+    assert app.conversation_id() == conversation
+    assert len(app.running_trace().spans) == 2
+
+
+def test_prices_are_validated_by_the_collector_and_kept_when_bad() -> None:
+    app = _session("http://127.0.0.1:9")
+    app.set_prices(0.01, 0.02)
+    assert app.collector.prices_for() == (0.01, 0.02)
+    with pytest.raises(ValueError, match="prompt_token_cost"):
+        app.set_prices(-0.5, 0.02)
+    assert (app.settings.prompt_price, app.settings.completion_price) == (0.01, 0.02)
+    assert app.collector.prices_for() == (0.01, 0.02)
+
+
+def test_capture_setting_reaches_the_client() -> None:
+    app = _session("http://127.0.0.1:9")
+    assert app.client.capture_content is True
+    app.update(capture_content=False)
+    assert app.client.capture_content is False
+
+
+def test_a_conversation_dropped_by_head_sampling_is_not_shown_while_it_runs(fake) -> None:
+    app = _session(fake.url)
+    app.tracer.head_sampler = AlwaysOff()
+    _chat(app, "hi")
+    assert app.conversation_id() is not None
+    assert app.running_trace() is None
+    assert app.traces() == []
+    assert app.collector.get_metrics().request_count == 1
+
+
+def test_thresholds_are_read_as_copies() -> None:
+    app = _session("http://127.0.0.1:9")
+    assert app.chart_thresholds("latency_ms") == []
+    app.thresholds["latency_ms"] = [Threshold(500.0, "alert")]
+    lines = app.chart_thresholds("latency_ms")
+    lines.clear()
+    assert app.chart_thresholds("latency_ms") == [Threshold(500.0, "alert")]
+
+
+def test_registry_keeps_the_most_recently_used_sessions() -> None:
+    registry = _Registry(2)
+    a, b, c = (_session("http://127.0.0.1:9") for _ in range(3))
+    registry.put("a", a)
+    registry.put("b", b)
+    assert registry.get("a") is a  # now the most recent
+    registry.put("c", c)
+    assert registry.get("b") is None
+    assert registry.get("a") is a and registry.get("c") is c
