@@ -152,6 +152,6 @@ def choose_server_url(
     if not allow_embedded:
         return configured, f"no server at {configured}; the embedded server is off ({EMBEDDED_ENV}=0)"
     try:
-        return start_embedded(), f"embedded server (nothing answered at {configured})"
+        return start_embedded(), f"embedded llama-server, started because nothing answered at {configured}"
     except Exception as exc:  # the app must still open to show what went wrong
         return configured, f"no server at {configured}, and the embedded server failed to start: {exc}"

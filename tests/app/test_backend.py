@@ -90,7 +90,7 @@ def test_start_up_falls_back_to_the_embedded_server() -> None:
     url, how = backend.choose_server_url("http://a:1", allow_embedded=True,
                                          start_embedded=lambda: "http://b:2", probe=_probe("unreachable"))
     assert url == "http://b:2"
-    assert how.startswith("embedded server")
+    assert how.startswith("embedded llama-server, started because nothing answered at http://a:1")
 
 
 def test_start_up_without_embedded_server_keeps_the_configured_url() -> None:
