@@ -124,6 +124,7 @@ def test_settings_go_into_the_request(fake_server: FakeLlamaServer) -> None:
     assert (body["temperature"], body["max_tokens"], body["stream"]) == (0.2, 64, True)
 
 
+@pytest.mark.integration
 def test_chat_with_the_real_model_streams_answers_into_one_conversation_trace(real_server: str) -> None:
     at = open_app()
     app = at.session_state[state.APP]

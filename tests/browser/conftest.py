@@ -31,8 +31,6 @@ CHROMIUM_FLAGS = [
 ]
 _APP_START_TIMEOUT_S = 90.0
 
-pytestmark = pytest.mark.browser
-
 
 def _need_browser() -> None:
     missing = None
