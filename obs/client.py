@@ -126,7 +126,9 @@ class _Call:
         "ttft_ms",
     )
 
-    def __init__(self, model: str | None, body: dict[str, Any], messages: list[dict[str, Any]], stream: bool):
+    def __init__(
+        self, model: str | None, body: dict[str, Any], messages: list[dict[str, Any]], stream: bool
+    ) -> None:
         self.model = model
         self.body = body
         self.messages = messages

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO
+from typing import IO, Any
 
 import httpx
 
@@ -144,7 +144,7 @@ def _wait_healthy(url: str, timeout_s: float) -> bool:
     return False
 
 
-def _build_params(config: ServerConfig, model: Path):  # -> xllamacpp.CommonParams
+def _build_params(config: ServerConfig, model: Path) -> Any:  # an xllamacpp.CommonParams
     import xllamacpp as xlc  # imported here so that importing obs never loads llama.cpp
 
     params = xlc.CommonParams()
