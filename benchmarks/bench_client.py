@@ -6,8 +6,10 @@ Starts the embedded llama-server (SmolLM2-135M) in a child process, then:
    through the client and CALLS raw `httpx` calls (post + `response.json()`),
    interleaved (the order flips every round so neither side always runs on a
    warmer server). Reported: median wall-clock latency of each side, the
-   difference, and the median CPU time this process spent per call (the
-   model runs in the child, so this is HTTP, parsing and telemetry alone).
+   median of the per-round differences (the headline: both calls of a round
+   share the machine's momentary load), and the median CPU time this process
+   spent per call (the model runs in the child, so this is HTTP, parsing and
+   telemetry alone).
    Target: at most 1 ms or 2% added, whichever is larger.
 2. Streamed chat, `max_tokens` 64 with `ignore_eos` so every answer has the
    same length: tokens per second from request to `[DONE]` through the
@@ -30,7 +32,7 @@ import httpx
 from obs.client import InstrumentedClient
 from obs.llama.server import start_embedded_server
 
-CALLS = 40
+CALLS = 60
 STREAMS = 15
 WARMUP = 3
 OVERHEAD_ABS_MS = 1.0
@@ -91,14 +93,20 @@ def bench_chat(url: str) -> None:
     raw.close()
     raw_ms, client_ms = _median(raw_times, 0), _median(client_times, 0)
     raw_cpu, client_cpu = _median(raw_times, 1), _median(client_times, 1)
-    added = client_ms - raw_ms
+    # Each round times both sides back to back, so the per-round difference cancels most of
+    # what a busy machine adds to both; its median is the headline.
+    added = statistics.median(c[0] - r[0] for c, r in zip(client_times, raw_times, strict=True))
     allowed = max(OVERHEAD_ABS_MS, OVERHEAD_REL * raw_ms)
     print(f"non-streamed chat, max_tokens 8 ({tokens:.0f} generated), {CALLS} calls each, interleaved")
     print(f"  raw httpx           median {raw_ms:8.2f} ms   CPU in this process {raw_cpu:6.3f} ms/call")
     print(f"  InstrumentedClient  median {client_ms:8.2f} ms   CPU in this process {client_cpu:6.3f} ms/call")
     print(
-        f"  added: {added:+.2f} ms wall ({added / raw_ms:+.2%}), {client_cpu - raw_cpu:+.3f} ms CPU; "
-        f"target <= {allowed:.2f} ms (max of 1 ms and 2%): {'PASS' if added <= allowed else 'FAIL'}"
+        f"  added: {added:+.2f} ms wall (median of per-round differences, {added / raw_ms:+.2%}; "
+        f"difference of medians {client_ms - raw_ms:+.2f} ms), {client_cpu - raw_cpu:+.3f} ms CPU"
+    )
+    print(
+        f"  target: at most {allowed:.2f} ms (the larger of 1 ms and 2%): "
+        f"{'PASS' if added <= allowed else 'FAIL'}"
     )
 
 
