@@ -221,3 +221,14 @@ def test_failed_requests_in_a_conversation_keep_the_trace() -> None:
     assert [s.status for s in trace.spans] == ["error", "error"]
     assert rig.store.get(trace.id) == trace
     assert rig.client.get_metrics().error_count == 2
+
+
+def test_a_slow_server_is_fine_within_the_timeout_and_a_timeout_beyond_it() -> None:
+    with servers.serve(servers.slow(0.2)) as server:
+        patient = make_rig(server.url, timeout=5, read_props=False)
+        response, span = patient.client.chat(MESSAGES)
+        hasty = make_rig(server.url, timeout=0.05, read_props=False)
+        with pytest.raises(ServerTimeout, match=r"did not answer within 0\.05 s"):
+            hasty.client.chat(MESSAGES)
+    assert response.content == servers.CONTENT and span.status == "success"
+    assert hasty.only_span().attributes[semconv.ERROR_TYPE] == "ServerTimeout"
