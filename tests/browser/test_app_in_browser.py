@@ -85,6 +85,10 @@ def test_two_chat_messages_stream_answers_with_captions(page: Any, app_url: str,
     page.goto(app_url)
     page.get_by_test_id("stChatInputTextArea").wait_for(timeout=120_000)
     page.get_by_text("Model:").first.wait_for(timeout=60_000)  # the sidebar saw a healthy server
+    max_tokens = page.get_by_role("spinbutton", name="Max tokens")
+    max_tokens.fill("48")  # short answers keep the test quick on a busy machine
+    max_tokens.press("Enter")
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
     page.evaluate(_WATCH_STREAM)
     _send(page, QUESTIONS[0], 0)
     lengths = page.evaluate("window.__obsLengths")
