@@ -3,6 +3,9 @@
 The public API, re-exported from the modules that define it.
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from obs.alerts import (
     ALERT_METRICS,
     ALERT_OPS,
@@ -36,18 +39,6 @@ from obs.clock import (
     FakeClock,
     SystemClock,
 )
-from obs.dashboard import (
-    LATENCY_BUCKETS,
-    REQUEST_COLUMNS,
-    TIMELINE_COLUMNS,
-    TRACE_COLUMNS,
-    DashboardData,
-    generate_dashboard_data,
-    is_llm_span,
-    latency_histogram,
-    requests_frame,
-    traces_frame,
-)
 from obs.errors import (
     AuthenticationError,
     BadResponse,
@@ -68,9 +59,22 @@ from obs.ids import (
     is_valid_trace_id,
     parse_traceparent,
 )
+from obs.llama.props import (
+    ServerMetrics,
+    ServerProps,
+    check_health,
+    fetch_metrics,
+    fetch_props,
+)
+from obs.llama.responses import (
+    ChatCompletion,
+    Timings,
+    Usage,
+)
 from obs.llama.server import (
     EmbeddedServer,
     EmbeddedServerError,
+    find_free_port,
     start_embedded_server,
 )
 from obs.log import (
@@ -148,6 +152,44 @@ from obs.traces import (
     span_tree,
 )
 
+if TYPE_CHECKING:  # pandas loads only when dashboard data is first asked for
+    from obs.dashboard import (
+        LATENCY_BUCKETS,
+        REQUEST_COLUMNS,
+        TIMELINE_COLUMNS,
+        TRACE_COLUMNS,
+        DashboardData,
+        generate_dashboard_data,
+        is_llm_span,
+        latency_histogram,
+        requests_frame,
+        traces_frame,
+    )
+
+_LAZY = {
+    "DashboardData": "obs.dashboard",
+    "LATENCY_BUCKETS": "obs.dashboard",
+    "REQUEST_COLUMNS": "obs.dashboard",
+    "TIMELINE_COLUMNS": "obs.dashboard",
+    "TRACE_COLUMNS": "obs.dashboard",
+    "generate_dashboard_data": "obs.dashboard",
+    "is_llm_span": "obs.dashboard",
+    "latency_histogram": "obs.dashboard",
+    "requests_frame": "obs.dashboard",
+    "traces_frame": "obs.dashboard",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the dashboard-data names (which need pandas) on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'obs' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -175,6 +217,7 @@ __all__ = [
     "AuthenticationError",
     "BadResponse",
     "CallbackNotifier",
+    "ChatCompletion",
     "ChatResult",
     "ChatStream",
     "Clock",
@@ -207,6 +250,8 @@ __all__ = [
     "SamplingDecision",
     "SequentialIdGenerator",
     "ServerLoading",
+    "ServerMetrics",
+    "ServerProps",
     "ServerTimeout",
     "ServerUnavailable",
     "Span",
@@ -223,6 +268,7 @@ __all__ = [
     "TailRule",
     "TailSampler",
     "TimeBucket",
+    "Timings",
     "Trace",
     "TraceHandle",
     "TraceIdRatio",
@@ -231,10 +277,12 @@ __all__ = [
     "TraceStatus",
     "TraceStore",
     "Tracer",
+    "Usage",
     "WebhookNotifier",
     "WindowStats",
     "add_span_event",
     "add_span_to_trace",
+    "check_health",
     "children_of",
     "create_span",
     "create_trace",
@@ -244,6 +292,9 @@ __all__ = [
     "end_span",
     "end_trace",
     "exact_quantile",
+    "fetch_metrics",
+    "fetch_props",
+    "find_free_port",
     "format_traceparent",
     "generate_dashboard_data",
     "is_llm_span",

@@ -35,7 +35,9 @@ _ALIASES = {"warning": "warn"}
 class SupportsWrite(Protocol):
     """Anything with a `write(str)` method, such as an open text file or `sys.stderr`."""
 
-    def write(self, text: str, /) -> Any: ...
+    def write(self, text: str, /) -> Any:
+        """Write `text`; the return value is ignored."""
+        ...
 
 
 def _normalize_level(level: object, argument: str = "level") -> LogLevel:
