@@ -125,7 +125,8 @@ class DashboardData:
       latencies, "traces" when there were none and trace durations were
       counted instead, "none" when there was nothing to count.
     - `error_rate`: errors / requests from the metrics, a fraction 0..1.
-    - `throughput`: traces per second over the traces' span of time.
+    - `throughput`: requests per second over the traces' span of time (traces
+      per second when the traces hold no LLM request spans).
     - `percentiles`: latency in ms, keys 'p50', 'p90', 'p95', 'p99'.
     - `requests`, `timeline`, `traces`: DataFrames with the columns of
       `REQUEST_COLUMNS`, `TIMELINE_COLUMNS` and `TRACE_COLUMNS`, oldest first.
@@ -327,14 +328,24 @@ def _timeline_frame(collector: Any, bucket_s: int, since: float | None) -> pd.Da
     return frame
 
 
-def _throughput(traces: Sequence[Trace]) -> float:
-    """Traces per second from the earliest start to the latest end; 0.0 when that span is zero."""
+def _latest_end(trace: Trace) -> float:
+    """A trace's end; for a running trace, the latest end (or start) of its spans."""
+    if trace.end_time is not None:
+        return trace.end_time
+    ends = [span.end_time if span.end_time is not None else span.start_time for span in trace.spans]
+    return max([trace.start_time, *ends])
+
+
+def _throughput(traces: Sequence[Trace], request_count: int) -> float:
+    """Requests (traces when there are no request spans) per second from the earliest
+    start to the latest end; 0.0 when that span is zero."""
     if not traces:
         return 0.0
     first = min(trace.start_time for trace in traces)
-    last = max(trace.end_time if trace.end_time is not None else trace.start_time for trace in traces)
+    last = max(_latest_end(trace) for trace in traces)
     span_s = (last - first) / 1000.0
-    return len(traces) / span_s if span_s > 0 else 0.0
+    count = request_count or len(traces)
+    return count / span_s if span_s > 0 else 0.0
 
 
 def _summary(snapshot: Any, throughput: float) -> dict[str, str | int]:
@@ -371,10 +382,10 @@ def generate_dashboard_data(
     span's duration), tokens and cost default to 0 when absent, the other
     timings to NaN. The latency histogram counts those request latencies; when
     there are no request rows it counts trace durations instead (see
-    `histogram_source`). Throughput is the number of traces divided by the
-    seconds from the earliest trace start to the latest trace end (a running
-    trace counts at its start), 0.0 when there are no traces or that span is
-    zero.
+    `histogram_source`). Throughput is the number of request rows (or of
+    traces, when there are none) divided by the seconds from the earliest trace
+    start to the latest trace end (a running trace ends at its latest span
+    end), 0.0 when there are no traces or that span is zero.
 
     Raises ValueError if `bucket_s` is not an int >= 1, TypeError if
     `metrics` is neither a collector nor a snapshot.
@@ -403,7 +414,7 @@ def generate_dashboard_data(
     else:
         source = "none"
         histogram = latency_histogram(())
-    throughput = _throughput(trace_list)
+    throughput = _throughput(trace_list, len(requests))
     return DashboardData(
         summary=_summary(snapshot, throughput),
         latency_histogram=histogram,

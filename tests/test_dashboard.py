@@ -432,3 +432,16 @@ def test_inputs_are_left_unchanged(scene: _Scene) -> None:
     generate_dashboard_data(scene.collector, traces)
     assert [t.to_dict() for t in traces] == before
     assert scene.collector.get_metrics() == metrics_before
+
+
+def test_throughput_counts_requests_of_a_running_conversation() -> None:
+    scene = _Scene()
+    conversation = create_trace("conversation", clock=scene.clock, id_generator=scene.ids)
+    first = scene.llm(conversation, None, 1000.0, 10, 5)
+    scene.clock.advance(9000)
+    second = scene.llm(conversation, None, 1000.0, 10, 5)
+    conversation = add_span_to_trace(add_span_to_trace(conversation, first), second)
+    data = generate_dashboard_data(scene.collector, [conversation])
+    # two requests from the trace's start to the end of its last span: 11 s
+    assert data.throughput == pytest.approx(2 / 11)
+    assert data.summary["Throughput"] == "0.18 req/s"
