@@ -71,12 +71,6 @@ from obs.llama.responses import (
     Timings,
     Usage,
 )
-from obs.llama.server import (
-    EmbeddedServer,
-    EmbeddedServerError,
-    find_free_port,
-    start_embedded_server,
-)
 from obs.log import (
     LEVELS,
     LLMLogger,
@@ -152,7 +146,7 @@ from obs.traces import (
     span_tree,
 )
 
-if TYPE_CHECKING:  # pandas loads only when dashboard data is first asked for
+if TYPE_CHECKING:  # loaded on first use: pandas for dashboard data, the server launcher
     from obs.dashboard import (
         LATENCY_BUCKETS,
         REQUEST_COLUMNS,
@@ -164,6 +158,12 @@ if TYPE_CHECKING:  # pandas loads only when dashboard data is first asked for
         latency_histogram,
         requests_frame,
         traces_frame,
+    )
+    from obs.llama.server import (
+        EmbeddedServer,
+        EmbeddedServerError,
+        find_free_port,
+        start_embedded_server,
     )
 
 _LAZY = {
@@ -177,6 +177,10 @@ _LAZY = {
     "latency_histogram": "obs.dashboard",
     "requests_frame": "obs.dashboard",
     "traces_frame": "obs.dashboard",
+    "EmbeddedServer": "obs.llama.server",
+    "EmbeddedServerError": "obs.llama.server",
+    "find_free_port": "obs.llama.server",
+    "start_embedded_server": "obs.llama.server",
 }
 
 
