@@ -330,13 +330,15 @@ def waterfall(frame: pd.DataFrame, title: str = "Waterfall") -> go.Figure:
     """
     if frame.empty:
         return _empty(title, "This trace has no spans")
+    # Very short spans get a sliver of width so they stay visible next to long ones.
+    visible = max(0.5, float((frame["start_ms"] + frame["duration_ms"]).max()) * 0.004)
     fig = go.Figure()
     for status, color in STATUS_COLORS.items():
         part = frame[frame["status"] == status]
         if part.empty:
             continue
         fig.add_trace(go.Bar(
-            y=part["span_id"], x=part["duration_ms"].clip(lower=0.5), base=part["start_ms"],
+            y=part["span_id"], x=part["duration_ms"].clip(lower=visible), base=part["start_ms"],
             orientation="h", name=status, marker_color=color,
             customdata=part[["name", "duration_ms", "start_ms"]].to_numpy(),
             hovertemplate="%{customdata[0]}<br>%{customdata[1]:.1f} ms, starts at +%{customdata[2]:.1f} ms"
@@ -348,5 +350,5 @@ def waterfall(frame: pd.DataFrame, title: str = "Waterfall") -> go.Figure:
         tickmode="array", tickvals=list(frame["span_id"]), ticktext=list(frame["label"]),
     )
     fig.update_xaxes(rangemode="tozero")
-    height = max(180, 60 + 34 * len(frame))
+    height = 110 + 40 * len(frame)
     return _layout(fig, title, x_title="ms since trace start", height=height)

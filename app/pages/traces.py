@@ -62,12 +62,19 @@ def _take_trace_from_link() -> None:
         del st.query_params[state.QUERY_TRACE]
 
 
-def _on_table_select() -> None:
+def _take_table_selection() -> None:
+    """Adopt the row the user picked in the table, but only when the pick changed.
+
+    The table's selection outlives a link that selected another trace; only a
+    new pick may override that. Rows index the table as drawn last run.
+    """
     event = st.session_state.get(state.W_TRACE_TABLE)
+    rows = list(event["selection"]["rows"]) if event else []
     ids = st.session_state.get(state.TRACE_TABLE_IDS, [])
-    rows = event.selection.rows if event is not None else []
-    if rows and rows[0] < len(ids):
-        st.session_state[state.SELECTED_TRACE] = ids[rows[0]]
+    picked = ids[rows[0]] if rows and rows[0] < len(ids) else None
+    if picked is not None and picked != st.session_state.get(state.TRACE_TABLE_PICK):
+        st.session_state[state.SELECTED_TRACE] = picked
+    st.session_state[state.TRACE_TABLE_PICK] = picked
 
 
 def _table(shown: list[Trace], selected: str | None) -> None:
@@ -76,8 +83,8 @@ def _table(shown: list[Trace], selected: str | None) -> None:
     ids = list(frame["trace_id"])
     st.session_state[state.TRACE_TABLE_IDS] = ids
     default = {"selection": {"rows": [ids.index(selected)] if selected in ids else [], "columns": []}}
-    st.dataframe(
-        frame[_TABLE_COLUMNS], key=state.W_TRACE_TABLE, on_select=_on_table_select,
+    event = st.dataframe(
+        frame[_TABLE_COLUMNS], key=state.W_TRACE_TABLE, on_select="rerun",
         selection_mode="single-row", selection_default=default, hide_index=True,
         column_config={
             "time": st.column_config.DatetimeColumn("Time (UTC)", format="HH:mm:ss"),
@@ -91,6 +98,9 @@ def _table(shown: list[Trace], selected: str | None) -> None:
             "trace_id": "Trace id",
         },
     )
+    # What the table shows now (the default, or a pick that outlived a link) is not a new pick.
+    rows = list(event.selection.rows) if event is not None else []
+    st.session_state[state.TRACE_TABLE_PICK] = ids[rows[0]] if rows and rows[0] < len(ids) else None
 
 
 def _span_details(trace: Trace) -> None:
@@ -130,6 +140,7 @@ def main() -> None:
     sidebar.render_connection(app)
     st.title("Traces")
     _take_trace_from_link()
+    _take_table_selection()
     errors_only, slower_ms, search = _filters()
     traces = app.traces()
     shown = _filtered(traces, errors_only, slower_ms, search)

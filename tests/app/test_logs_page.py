@@ -49,3 +49,14 @@ def test_trace_filter_shows_its_entries_and_a_link_to_the_trace() -> None:
     links = at.get("page_link")
     assert any(ok in link.proto.label for link in links)
     assert all(state.QUERY_TRACE + "=" + ok in link.proto.query_string for link in links)
+
+
+def test_picking_an_entry_of_a_trace_offers_a_link_to_it() -> None:
+    at, _, _, failed = _seeded()
+    assert not at.get("page_link")
+    table = at.dataframe[0].value
+    row = list(table["trace_id"]).index(failed)
+    at.session_state[state.W_LOG_TABLE] = {"selection": {"rows": [row], "columns": [], "cells": []}}
+    at.run()
+    links = at.get("page_link")
+    assert [link.proto.label for link in links] == [f"Open trace {failed}"]

@@ -83,6 +83,17 @@ def test_a_trace_linked_by_query_parameter_is_selected() -> None:
     assert state.QUERY_TRACE not in at.query_params
 
 
+def test_picking_a_row_selects_its_trace_and_a_later_link_wins_over_it() -> None:
+    at, _, ids = _seeded()
+    at.session_state[state.W_TRACE_TABLE] = {"selection": {"rows": [2], "columns": [], "cells": []}}
+    at.run()
+    assert at.session_state[state.SELECTED_TRACE] == ids["fast"]
+    assert [label.strip("\u00a0") for label in _waterfall(at).layout.yaxis.ticktext] == ["chat fast"]
+    at.query_params[state.QUERY_TRACE] = ids["failed"]
+    at.run()
+    assert at.session_state[state.SELECTED_TRACE] == ids["failed"]
+
+
 def test_errors_only_filter() -> None:
     at, _, ids = _seeded()
     at.toggle(key=state.W_ERRORS_ONLY).set_value(True).run()

@@ -162,3 +162,24 @@ def test_bad_url_is_refused_and_html_in_a_reply_does_not_run(page: Any, artifact
         page.wait_for_function(f"() => document.querySelectorAll('{PLOT}').length >= 1")
         page.wait_for_timeout(500)
         assert page.evaluate(f"window.{XSS_FLAG}") is None
+
+
+def test_a_new_conversation_is_a_new_trace_and_a_table_row_selects_it(page: Any, artifacts: Path) -> None:
+    with FakeLlamaServer(reply="A short answer.") as fake:
+        _open(page, "Chat")
+        url_box = page.get_by_role("textbox", name="llama-server URL")
+        url_box.fill(fake.url)
+        url_box.press("Enter")
+        page.get_by_text(f"Talking to {fake.url}").wait_for()
+        page.get_by_role("button", name="New conversation").click()
+        page.wait_for_function(f"() => document.querySelectorAll('{CHAT_MESSAGE}').length === 0")
+        _send(page, "A new topic.", 0)
+    _open(page, "Traces")
+    page.get_by_text("1 span(s)").wait_for()  # the newest trace, the new conversation, is shown
+    table = page.get_by_test_id("stDataFrame").first
+    box = table.bounding_box()
+    assert box is not None
+    # Click the second row's selection cell (the grid is a canvas: rows are about 35 px high).
+    page.mouse.click(box["x"] + 18, box["y"] + 35 + 35 + 17)
+    page.get_by_text("3 span(s)").wait_for()  # the first conversation: three requests
+    _shot(page, artifacts, "traces-selected")
