@@ -3,7 +3,7 @@
 Every app test runs with `OBS_EMBEDDED_SERVER=0` and `LLAMA_SERVER_URL` at a
 port where nothing listens, unless a fixture points it at a server: no test
 starts a llama-server by accident. The real embedded server is started once
-per test session, with obs's own launcher, only by tests that ask for it.
+per test session (tests/conftest.py), only for tests that ask for it.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from obs import semconv
-from obs.llama.server import EmbeddedServer, find_free_port, start_embedded_server
+from obs.llama.server import EmbeddedServer, find_free_port
 from tests.app.fake_server import FakeLlamaServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,16 +44,6 @@ def fake_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLlamaServer]:
     with FakeLlamaServer() as fake:
         monkeypatch.setenv("LLAMA_SERVER_URL", fake.url)
         yield fake
-
-
-@pytest.fixture(scope="session")
-def embedded_server() -> Iterator[EmbeddedServer]:
-    """The real embedded llama-server (SmolLM2-135M), once per test session."""
-    server = start_embedded_server(port=0)
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

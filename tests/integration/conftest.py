@@ -1,4 +1,4 @@
-"""The real embedded llama-server (SmolLM2-135M), started once per test session on a free port."""
+"""Integration fixtures: a fresh client on the real embedded llama-server (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,17 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from obs.client import InstrumentedClient
-from obs.llama.server import EmbeddedServer, start_embedded_server
-
-
-@pytest.fixture(scope="session")
-def embedded_server() -> Iterator[EmbeddedServer]:
-    """One llama-server child process for the whole session; stopped at the end."""
-    server = start_embedded_server(port=0)
-    try:
-        yield server
-    finally:
-        server.stop()
+from obs.llama.server import EmbeddedServer
 
 
 @pytest.fixture
