@@ -1,9 +1,8 @@
-"""Alerting: rules over windowed request metrics, their states, and who hears about them.
+"""Alerting: alert states and the manager that moves each rule through them.
 
-An `AlertRule` is data: a metric of `MetricsCollector.window(window_s)`
-compared with a threshold (`error_rate > 0.05 over 300 s`), loadable from
-TOML or JSON. An `AlertManager` evaluates its rules at a given time and moves
-each through its states:
+An `AlertManager` evaluates its rules (`obs.alert_rules`: a metric of
+`MetricsCollector.window(window_s)` compared with a threshold, loadable from
+TOML or JSON) at a given time and moves each through its states:
 
     ok -> pending (breached, waiting `for_s`) -> firing -> resolved -> ok
 
@@ -14,33 +13,37 @@ flap. A rule whose window holds fewer than `min_requests` requests does not
 breach (too little data to judge). Every change of state is kept in a
 bounded history with the value that caused it.
 
-Entering firing and resolving are sent to the notifiers: the `LLMLogger`
-(always, when the manager has one), Python callbacks and webhooks. Firing
-notifications of one rule are at least `cooldown_s` apart; a firing held back
-by the cooldown is sent when it expires if the rule still fires, and a
-resolve is sent only for a firing that was sent. Evaluation and notification
-never raise into the application: failures are logged and counted.
+Entering firing and resolving are sent to the notifiers (`obs.notifiers`):
+the `LLMLogger` (always, when the manager has one), Python callbacks and
+webhooks. Firing notifications of one rule are at least `cooldown_s` apart; a
+firing held back by the cooldown is sent when it expires if the rule still
+fires, and a resolve is sent only for a firing that was sent. Evaluation and
+notification never raise into the application: failures are logged and
+counted. The rule and notifier names are importable from here too.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
-import queue
 import threading
-import time
-import tomllib
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import httpx
-
+from obs.alert_rules import (
+    ALERT_METRICS,
+    ALERT_OPS,
+    AlertRule,
+    _fmt,
+    _is_number,
+    default_rules,
+    load_rules,
+    parse_rules,
+)
 from obs.clock import SYSTEM_CLOCK, Clock
+from obs.notifiers import CallbackNotifier, LoggerNotifier, Notifier, WebhookNotifier
 
 if TYPE_CHECKING:
     from obs.log import LLMLogger
@@ -67,222 +70,6 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 AlertStatus = Literal["ok", "pending", "firing", "resolved"]
-
-# The WindowStats fields a rule may watch.
-ALERT_METRICS = (
-    "error_rate",
-    "avg_latency_ms",
-    "p95_latency_ms",
-    "p99_latency_ms",
-    "p95_ttft_ms",
-    "cost_per_hour",
-    "tokens_per_second",
-    "requests_per_minute",
-)
-ALERT_OPS = (">", ">=", "<", "<=")
-
-_RULE_FIELDS = (
-    "name", "metric", "op", "threshold", "window_s", "min_requests", "for_s", "cooldown_s", "hysteresis",
-)
-_REQUIRED_FIELDS = ("name", "metric", "op", "threshold", "window_s")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.4g}"
-
-
-# ---------------------------------------------------------------------------
-# Rules
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRule:
-    """A condition on one windowed metric: `metric op threshold` over the last `window_s` seconds.
-
-    metric: one of ALERT_METRICS (fields of `MetricsCollector.window`).
-    op: one of ">", ">=", "<", "<=". threshold: finite, >= 0.
-    window_s: the sliding window in seconds, > 0.
-    min_requests: the rule does not breach while the window holds fewer
-      requests (an int >= 0; 1 by default, so an empty window never fires).
-    for_s: seconds the breach must last before firing (>= 0; 0 fires at once).
-    cooldown_s: least seconds between two firing notifications (>= 0).
-    hysteresis: fraction of the threshold in [0, 1) the value must move back
-      past the threshold before a firing rule resolves.
-    Invalid values raise ValueError naming the field, the value and what is allowed.
-    """
-
-    name: str
-    metric: str
-    op: str
-    threshold: float
-    window_s: float
-    min_requests: int = 1
-    for_s: float = 0.0
-    cooldown_s: float = 300.0
-    hysteresis: float = 0.1
-
-    def __post_init__(self) -> None:
-        """Validate every field (see the class docstring)."""
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise ValueError(f"AlertRule: name must be a non-empty string, got {self.name!r}")
-        where = f"AlertRule {self.name!r}"
-        if self.metric not in ALERT_METRICS:
-            raise ValueError(
-                f"{where}: metric must be one of {', '.join(ALERT_METRICS)}; got {self.metric!r}"
-            )
-        if self.op not in ALERT_OPS:
-            raise ValueError(f"{where}: op must be one of {', '.join(ALERT_OPS)}; got {self.op!r}")
-        if not _is_number(self.threshold) or self.threshold < 0:
-            raise ValueError(f"{where}: threshold must be a finite number >= 0, got {self.threshold!r}")
-        if not _is_number(self.window_s) or self.window_s <= 0:
-            raise ValueError(
-                f"{where}: window_s must be a finite number of seconds > 0, got {self.window_s!r}"
-            )
-        min_requests = self.min_requests
-        if not isinstance(min_requests, int) or isinstance(min_requests, bool) or min_requests < 0:
-            raise ValueError(f"{where}: min_requests must be an integer >= 0, got {self.min_requests!r}")
-        if not _is_number(self.for_s) or self.for_s < 0:
-            raise ValueError(f"{where}: for_s must be a finite number of seconds >= 0, got {self.for_s!r}")
-        if not _is_number(self.cooldown_s) or self.cooldown_s < 0:
-            raise ValueError(
-                f"{where}: cooldown_s must be a finite number of seconds >= 0, got {self.cooldown_s!r}"
-            )
-        if not _is_number(self.hysteresis) or not 0 <= self.hysteresis < 1:
-            raise ValueError(
-                f"{where}: hysteresis must be a fraction of the threshold in [0, 1), got {self.hysteresis!r}"
-            )
-        # Numbers are stored as floats so equal rules compare and serialize alike.
-        for name in ("threshold", "window_s", "for_s", "cooldown_s", "hysteresis"):
-            object.__setattr__(self, name, float(getattr(self, name)))
-
-    @property
-    def clear_threshold(self) -> float:
-        """The value a firing rule must get back past to resolve (threshold moved by hysteresis)."""
-        factor = 1.0 - self.hysteresis if self.op in (">", ">=") else 1.0 + self.hysteresis
-        # Rounded to 12 significant digits so 0.1 * 0.8 is 0.08, not 0.08000000000000002,
-        # and a value sitting exactly on the clear point is judged as the user wrote it.
-        return float(f"{self.threshold * factor:.12g}")
-
-    @property
-    def condition(self) -> str:
-        """The rule as a sentence fragment: `error_rate > 0.05 over 300s`."""
-        return f"{self.metric} {self.op} {_fmt(self.threshold)} over {_fmt(self.window_s)}s"
-
-    def breached(self, value: float) -> bool:
-        """True if `value` meets the condition (`value op threshold`)."""
-        op, threshold = self.op, self.threshold
-        if op == ">":
-            return value > threshold
-        if op == ">=":
-            return value >= threshold
-        if op == "<":
-            return value < threshold
-        return value <= threshold
-
-    def cleared(self, value: float) -> bool:
-        """True if `value` is back past the clear threshold, so a firing rule resolves."""
-        clear = self.clear_threshold
-        if self.op == ">":
-            return value <= clear
-        if self.op == ">=":
-            return value < clear
-        if self.op == "<":
-            return value >= clear
-        return value > clear
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON- and TOML-ready dict that `from_dict` reads back."""
-        return {name: getattr(self, name) for name in _RULE_FIELDS}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AlertRule:
-        """Build a rule from a mapping; unknown or missing keys raise ValueError naming them."""
-        if not isinstance(data, Mapping):
-            raise ValueError(f"an alert rule must be a table/object of fields, got {type(data).__name__}")
-        unknown = sorted(set(data) - set(_RULE_FIELDS))
-        if unknown:
-            raise ValueError(
-                f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(_RULE_FIELDS)}"
-            )
-        missing = [name for name in _REQUIRED_FIELDS if name not in data]
-        if missing:
-            raise ValueError(f"missing field(s) {', '.join(map(repr, missing))}")
-        return cls(**dict(data))
-
-
-def default_rules() -> list[AlertRule]:
-    """The rules that ship: error rate above 5% and p95 latency above 5 s, both over 5 minutes.
-
-    The error-rate rule needs at least 10 requests in the window, the latency
-    rule at least 5, so a single unlucky request does not page anyone.
-    """
-    return [
-        AlertRule("high_error_rate", "error_rate", ">", 0.05, window_s=300.0, min_requests=10),
-        AlertRule("slow_p95_latency", "p95_latency_ms", ">", 5000.0, window_s=300.0, min_requests=5),
-    ]
-
-
-def parse_rules(text: str, fmt: Literal["toml", "json"], source: str = "<string>") -> list[AlertRule]:
-    """Parse rules from TOML (`[[rules]]` tables) or JSON (`{"rules": [...]}` or a bare list).
-
-    Errors raise ValueError naming `source`, the rule (index and name) and the problem.
-    Rule names must be unique.
-    """
-    if fmt == "toml":
-        try:
-            document: Any = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{source}: invalid TOML: {exc}") from None
-    elif fmt == "json":
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{source}: invalid JSON: {exc}") from None
-    else:
-        raise ValueError(f"parse_rules: fmt must be 'toml' or 'json', got {fmt!r}")
-    entries = document if isinstance(document, list) else None
-    if isinstance(document, dict):
-        extra = sorted(set(document) - {"rules"})
-        if extra:
-            raise ValueError(
-                f"{source}: unknown top-level key(s) {', '.join(map(repr, extra))}; expected 'rules'"
-            )
-        entries = document.get("rules", [])
-    if not isinstance(entries, list):
-        raise ValueError(f"{source}: 'rules' must be a list of rule tables/objects")
-    rules: list[AlertRule] = []
-    seen: set[str] = set()
-    for index, entry in enumerate(entries):
-        name = entry.get("name") if isinstance(entry, dict) else None
-        label = f"rule {index + 1}" + (f" ({name!r})" if isinstance(name, str) else "")
-        try:
-            rule = AlertRule.from_dict(entry)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{source}: {label}: {exc}") from None
-        if rule.name in seen:
-            raise ValueError(f"{source}: {label}: duplicate rule name {rule.name!r}")
-        seen.add(rule.name)
-        rules.append(rule)
-    return rules
-
-
-def load_rules(path: str | Path) -> list[AlertRule]:
-    """Read rules from a `.toml` or `.json` file (see `parse_rules` for the layout).
-
-    The format comes from the suffix; errors raise ValueError naming the file
-    and the rule. A missing file raises FileNotFoundError.
-    """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".toml", ".json"):
-        raise ValueError(f"{path}: alert rules must be a .toml or .json file, got suffix {path.suffix!r}")
-    text = path.read_text(encoding="utf-8")
-    return parse_rules(text, "toml" if suffix == ".toml" else "json", source=str(path))
-
 
 # ---------------------------------------------------------------------------
 # States, transitions, events
@@ -388,222 +175,6 @@ class AlertEvent:
             "message": self.message,
             "details": dict(self.details),
         }
-
-
-# ---------------------------------------------------------------------------
-# Notifiers
-
-
-@runtime_checkable
-class Notifier(Protocol):
-    """Receives alert events. May raise: the manager catches, logs and counts it."""
-
-    def notify(self, event: AlertEvent) -> None:
-        """Deliver `event` (a rule started firing or resolved)."""
-        ...
-
-
-class LoggerNotifier:
-    """Writes each event to an LLMLogger: firing as warn, resolved as info, the event as data."""
-
-    def __init__(self, logger: LLMLogger) -> None:
-        """Log to `logger` (anything with `warn(message, data)` and `info(message, data)`)."""
-        if not (callable(getattr(logger, "warn", None)) and callable(getattr(logger, "info", None))):
-            raise ValueError(
-                f"LoggerNotifier: logger must have warn() and info(), e.g. LLMLogger; got {logger!r}"
-            )
-        self.logger = logger
-
-    def notify(self, event: AlertEvent) -> None:
-        """Log the event's message with the event as data."""
-        if event.status == "firing":
-            self.logger.warn(event.message, event.to_dict())
-        else:
-            self.logger.info(event.message, event.to_dict())
-
-    def __repr__(self) -> str:
-        return f"LoggerNotifier({self.logger!r})"
-
-
-class CallbackNotifier:
-    """Calls a Python function with each event."""
-
-    def __init__(self, callback: Callable[[AlertEvent], Any]) -> None:
-        """Call `callback(event)` for every event."""
-        if not callable(callback):
-            raise ValueError(f"CallbackNotifier: callback must be callable, got {callback!r}")
-        self.callback = callback
-
-    def notify(self, event: AlertEvent) -> None:
-        """Call the callback with `event`."""
-        self.callback(event)
-
-    def __repr__(self) -> str:
-        return f"CallbackNotifier({self.callback!r})"
-
-
-_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
-
-
-class WebhookNotifier:
-    """POSTs each event as JSON to a URL, from a background thread, with timeout and retries.
-
-    `notify` only queues the event, so the application and the alert
-    evaluation never wait for the network. Each delivery tries `retries + 1`
-    times: a connection error, a timeout, or HTTP 408/425/429/5xx is retried
-    after `backoff * 2**attempt` seconds; any other non-2xx status is not.
-    A delivery that fails for good, or an event dropped because `max_queue`
-    events already wait, is logged (to `logger` if given, else Python
-    logging) and counted in `failures`; nothing is raised.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        timeout: float = 5.0,
-        retries: int = 2,
-        backoff: float = 0.5,
-        headers: Mapping[str, str] | None = None,
-        max_queue: int = 100,
-        logger: LLMLogger | None = None,
-    ) -> None:
-        """Send to `url` (http or https); invalid arguments raise ValueError naming them."""
-        try:
-            parsed = httpx.URL(url) if isinstance(url, str) else None
-        except (httpx.InvalidURL, TypeError):
-            parsed = None
-        if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
-            raise ValueError(f"WebhookNotifier: url must be an http:// or https:// URL, got {url!r}")
-        if not _is_number(timeout) or timeout <= 0:
-            raise ValueError(
-                f"WebhookNotifier: timeout must be a finite number of seconds > 0, got {timeout!r}"
-            )
-        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
-            raise ValueError(f"WebhookNotifier: retries must be an integer >= 0, got {retries!r}")
-        if not _is_number(backoff) or backoff < 0:
-            raise ValueError(
-                f"WebhookNotifier: backoff must be a finite number of seconds >= 0, got {backoff!r}"
-            )
-        if not isinstance(max_queue, int) or isinstance(max_queue, bool) or max_queue < 1:
-            raise ValueError(f"WebhookNotifier: max_queue must be an integer >= 1, got {max_queue!r}")
-        self.url = url
-        self.timeout = float(timeout)
-        self.retries = retries
-        self.backoff = float(backoff)
-        self.headers = dict(headers or {})
-        self.logger = logger
-        self._queue: queue.Queue[AlertEvent | None] = queue.Queue(maxsize=max_queue)
-        self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
-        self._pending = 0
-        self._thread: threading.Thread | None = None
-        self._closed = threading.Event()
-        self._client: httpx.Client | None = None
-        self.sent = 0
-        self.failures = 0
-        self.last_error: str | None = None
-
-    def notify(self, event: AlertEvent) -> None:
-        """Queue `event` for delivery and return at once."""
-        with self._lock:
-            if self._closed.is_set():
-                self._fail_locked(event, "the notifier is closed")
-                return
-            try:
-                self._queue.put_nowait(event)
-            except queue.Full:
-                self._fail_locked(event, f"queue full ({self._queue.maxsize} events waiting)")
-                return
-            self._pending += 1
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="obs-alert-webhook", daemon=True)
-                self._thread.start()
-
-    def deliver(self, event: AlertEvent) -> bool:
-        """POST `event` now, in the calling thread, with the retries; True if it arrived (2xx)."""
-        body = event.to_dict()
-        error = "not sent"
-        for attempt in range(self.retries + 1):
-            if attempt and self._closed.wait(self.backoff * 2 ** (attempt - 1)):
-                break  # closing: stop waiting to retry
-            try:
-                response = self._http().post(self.url, json=body, headers=self.headers)
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                continue
-            if response.is_success:
-                with self._lock:
-                    self.sent += 1
-                return True
-            error = f"HTTP {response.status_code}"
-            if response.status_code not in _RETRY_STATUSES:
-                break
-        with self._lock:
-            self._fail_locked(event, error)
-        return False
-
-    def _http(self) -> httpx.Client:
-        # One client for every delivery: building one per request costs an SSL context each time.
-        with self._lock:
-            if self._client is None:
-                self._client = httpx.Client(timeout=self.timeout)
-            return self._client
-
-    def flush(self, timeout_s: float = 10.0) -> bool:
-        """Wait until every queued event has been delivered or given up; False on timeout."""
-        deadline = time.monotonic() + timeout_s
-        with self._idle:
-            while self._pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._idle.wait(left)
-        return True
-
-    def close(self, timeout_s: float = 5.0) -> None:
-        """Stop the delivery thread after what is queued (retry waits are cut short)."""
-        self._closed.set()
-        with self._lock:
-            thread = self._thread
-        if thread is not None:
-            with contextlib.suppress(queue.Full):
-                self._queue.put(None, timeout=timeout_s)
-            thread.join(timeout_s)
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-    def _fail_locked(self, event: AlertEvent, error: str) -> None:
-        self.failures += 1
-        self.last_error = error
-        message = f"alert webhook {self.url} failed for {event.rule!r} ({event.status}): {error}"
-        try:
-            if self.logger is not None:
-                self.logger.error(message, {"url": self.url, "rule": event.rule, "error": error})
-            else:
-                _log.warning(message)
-        except Exception:  # a broken logger must not break delivery either
-            _log.exception("logging a webhook failure failed")
-
-    def _run(self) -> None:
-        while True:
-            event = self._queue.get()
-            if event is None:
-                return
-            try:
-                self.deliver(event)
-            except Exception as exc:  # the thread must survive anything
-                with self._lock:
-                    self._fail_locked(event, f"{type(exc).__name__}: {exc}")
-            finally:
-                with self._idle:
-                    self._pending -= 1
-                    self._idle.notify_all()
-
-    def __repr__(self) -> str:
-        return f"WebhookNotifier({self.url!r}, sent={self.sent}, failures={self.failures})"
 
 
 # ---------------------------------------------------------------------------
