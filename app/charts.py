@@ -241,16 +241,26 @@ def error_rate_over_time(timeline: pd.DataFrame, thresholds: Sequence[Threshold]
     """Share of failed requests per time bucket (y axis in percent; buckets without requests left out).
 
     Threshold values are fractions (0.05 = 5%), like the collector's error rate.
+    With `thresholds`, buckets above the lowest one are marked again in the
+    breach colour (trace "above threshold").
     """
     title = "Error rate"
     requests = _numbers(timeline, "requests") if not timeline.empty else pd.Series(dtype=float)
     busy = requests > 0
     if timeline.empty or not busy.any():
         return _empty(title)
+    times = timeline["time"][busy]
     rate = _numbers(timeline, "errors")[busy] / requests[busy]
-    fig = go.Figure(go.Scatter(x=timeline["time"][busy], y=rate, mode="lines+markers", name="error rate",
+    fig = go.Figure(go.Scatter(x=times, y=rate, mode="lines+markers", name="error rate",
                                line={"color": STATUS_COLORS["error"]},
                                hovertemplate="%{y:.1%}<extra></extra>"))
+    limit = min((t.value for t in thresholds), default=None)
+    if limit is not None and (rate > limit).any():
+        above = rate > limit
+        fig.add_trace(go.Scatter(x=times[above], y=rate[above], mode="markers", name="above threshold",
+                                 marker={"color": _BREACH_COLOR, "size": 11,
+                                         "line": {"color": STATUS_COLORS["error"], "width": 1}},
+                                 hovertemplate="%{y:.1%} above the alert threshold<extra></extra>"))
     fig.update_yaxes(tickformat=".0%", range=[0, max([1.0, *(t.value for t in thresholds)])])
     _add_thresholds(fig, thresholds)
     return _layout(fig, title, y_title="errors / requests")
@@ -278,19 +288,35 @@ def latency_breakdown(requests: pd.DataFrame) -> go.Figure:
     return _layout(fig, title, x_title="request", y_title="ms")
 
 
-def sampling_over_time(timeline: pd.DataFrame) -> go.Figure:
-    """Finished traces per time bucket: kept by head sampling, kept by tail rules, dropped (stacked)."""
+def sampling_over_time(timeline: pd.DataFrame, bucket_s: float = 1.0) -> go.Figure:
+    """Finished traces per time bucket: kept by head sampling, kept by tail rules, dropped (stacked bars),
+    and the traces seen (their sum) as a line.
+
+    Bars are as wide as their bucket of `bucket_s` seconds.
+    """
     title = "Sampling"
     columns = ("traces_kept_head", "traces_kept_tail", "traces_dropped")
     if timeline.empty or all(_numbers(timeline, c).fillna(0).sum() == 0 for c in columns):
         return _empty(title, "No finished traces yet")
+    if not bucket_s > 0:
+        raise ValueError(f"sampling_over_time: bucket_s must be > 0, got {bucket_s!r}")
+    counts = {column: _numbers(timeline, column).fillna(0) for column in columns}
+    busy = sum(counts.values()) > 0
+    times = timeline["time"][busy]
     fig = go.Figure()
     for column, name, color in zip(
         columns, ("kept (head)", "kept (tail)", "dropped"), (STATUS_COLORS["success"], _PROMPT_COLOR,
                                                              _OTHER_COLOR), strict=True,
     ):
-        fig.add_trace(go.Bar(x=timeline["time"], y=_numbers(timeline, column), name=name, marker_color=color))
+        fig.add_trace(go.Bar(x=times, y=counts[column][busy], name=name, marker_color=color,
+                             width=bucket_s * 1000.0, offset=0))
+    seen = sum(counts.values())[busy]
+    # The line's points sit mid-bucket, on top of their stacked bar.
+    fig.add_trace(go.Scatter(x=times + pd.Timedelta(seconds=bucket_s / 2), y=seen, name="seen",
+                             mode="lines+markers", line={"color": "#111827", "width": 1.5},
+                             hovertemplate="%{y} seen<extra></extra>"))
     fig.update_layout(barmode="stack")
+    fig.update_yaxes(rangemode="tozero")
     return _layout(fig, title, y_title="traces")
 
 

@@ -164,10 +164,49 @@ def test_latency_breakdown_stacks_the_three_parts() -> None:
     assert fig.layout.barmode == "stack"
 
 
-def test_sampling_stacks_kept_and_dropped_traces() -> None:
+def test_sampling_stacks_kept_and_dropped_traces_under_a_line_of_traces_seen() -> None:
     fig = charts.sampling_over_time(timeline_frame([(3, 1), (2, 0)]))
     assert [(t.name, list(t.y)) for t in fig.data] == [
-        ("kept (head)", [3.0, 2.0]), ("kept (tail)", [0.0, 0.0]), ("dropped", [1.0, 0.0])]
+        ("kept (head)", [3.0, 2.0]), ("kept (tail)", [0.0, 0.0]), ("dropped", [1.0, 0.0]),
+        ("seen", [4.0, 2.0])]
+    assert fig.layout.barmode == "stack"
+    assert [t.type for t in fig.data] == ["bar", "bar", "bar", "scatter"]
+
+
+def test_sampling_leaves_out_buckets_without_finished_traces_and_sizes_bars_to_the_bucket() -> None:
+    timeline = timeline_frame([(2, 0), (5, 0), (1, 1)])
+    # The middle bucket has requests but no trace ended in it.
+    timeline.loc[1, ["traces_kept_head", "traces_kept_tail", "traces_dropped"]] = 0
+    timeline.loc[2, "traces_kept_tail"] = 3
+    fig = charts.sampling_over_time(timeline, bucket_s=60)
+    head, tail, dropped, seen = fig.data
+    assert list(pd.to_datetime(head.x, utc=True)) == [timeline["time"][0], timeline["time"][2]]
+    assert (list(head.y), list(tail.y), list(dropped.y), list(seen.y)) == ([2, 1], [0, 3], [0, 1], [2, 5])
+    assert head.width == 60_000.0 and head.offset == 0
+    mid_bucket = [t + pd.Timedelta(seconds=30) for t in pd.to_datetime(head.x, utc=True)]
+    assert list(pd.to_datetime(seen.x, utc=True)) == mid_bucket
+
+
+def test_sampling_rejects_a_zero_bucket() -> None:
+    with pytest.raises(ValueError, match="bucket_s"):
+        charts.sampling_over_time(timeline_frame([(1, 0)]), bucket_s=0)
+
+
+def test_error_rate_marks_buckets_above_the_lowest_threshold() -> None:
+    timeline = timeline_frame([(10, 0), (10, 1), (10, 3)])
+    fig = charts.error_rate_over_time(timeline, thresholds=[Threshold(0.2, "alert"), Threshold(0.05, "warn")])
+    line, above = fig.data
+    assert list(line.y) == [0.0, 0.1, 0.3]
+    assert above.name == "above threshold"
+    assert list(above.y) == [0.1, 0.3]
+    assert list(pd.to_datetime(above.x, utc=True)) == [timeline["time"][1], timeline["time"][2]]
+    assert sorted(_hline_values(fig)) == [0.05, 0.2]
+
+
+def test_error_rate_below_every_threshold_has_no_breach_marks() -> None:
+    fig = charts.error_rate_over_time(timeline_frame([(10, 0), (10, 1)]),
+                                      thresholds=[Threshold(0.5, "alert")])
+    assert [t.name for t in fig.data] == ["error rate"]
 
 
 def _trace_with_children():
