@@ -10,15 +10,15 @@ one per finished trace (`record_sampling`), and answers three questions:
 - `window(window_s, now)`: a sliding window over those buckets, for alert rules.
 
 Memory does not grow with the number of requests. Totals are a few numbers
-and two sketches. Time buckets live in two fixed rings of columns: one slot
-per second for `per_second_retention_s` (1 h) and one per minute for
-`per_minute_retention_s` (24 h). Each slot keeps counts and sums, plus two
-compact bin arrays (latency, TTFT) whose bins each join `series_coarsening`
-(2) bins of the totals' sketch, so series percentiles are within
-`series_relative_accuracy` (0.019998 by default), with at most
-`series_max_bins` (256) counters per array. A per-second slot is folded into
-its minute when its ring position is reused, so a request is written to one
-slot only. With the defaults a collector holds about 3 MB after a million
+and two sketches. Time buckets live in two fixed rings of columns
+(`obs.timeseries`): one slot per second for `per_second_retention_s` (1 h)
+and one per minute for `per_minute_retention_s` (24 h). Each slot keeps
+counts and sums, plus two compact bin arrays (latency, TTFT) whose bins each
+join `series_coarsening` (2) bins of the totals' sketch, so series
+percentiles are within `series_relative_accuracy` (0.019998 by default), with
+at most `series_max_bins` (256) counters per array. A per-second slot is
+folded into its minute when its ring position is reused, so a request is
+written to one slot only. With the defaults a collector holds about 3 MB after a million
 requests spread over a day (see benchmarks/bench_metrics.py), and about 7 MB
 at worst whatever the data (every array at its bound; 12 MB if more than
 65,535 requests of one minute land in a single 4%-wide latency bin).
@@ -37,13 +37,13 @@ import copy
 import math
 import numbers
 import threading
-from array import array
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 from obs.clock import SYSTEM_CLOCK, Clock
-from obs.quantiles import QuantileSketch, add_to_bins, merge_into_bins
+from obs.quantiles import QuantileSketch
+from obs.timeseries import _UNITS_PER_DOLLAR, TimeBucket, WindowStats, _Series
 
 __all__ = ["MetricsCollector", "MetricsSnapshot", "SamplingDecision", "TimeBucket", "WindowStats"]
 
@@ -54,14 +54,10 @@ _log = math.log
 _ceil = math.ceil
 _ACCURACY_RANGE = (0.0001, 0.5)
 _MAX_RETENTION_S = 31 * 86400
-_EMPTY = -1
 # Bounds that keep every sum finite and every column in range, far above any real request.
 _MAX_PRICE = 1e6
 _MAX_TOKENS = 10**12
-# A counter below this takes one more in any counter width; at it, add_to_bins widens the array.
-_ROOM = 65535
-# Costs are kept as ints of 1e-12 dollars; prices are per 1,000 tokens.
-_UNITS_PER_DOLLAR = 1e12
+# Costs are kept as ints of 1e-12 dollars (_UNITS_PER_DOLLAR); prices are per 1,000 tokens.
 _UNITS_PER_1K = 1e9
 
 
@@ -166,223 +162,6 @@ class MetricsSnapshot:
         return asdict(self)
 
 
-@dataclass(frozen=True, slots=True)
-class TimeBucket:
-    """One time bucket of a series: `start` in epoch seconds, sums and percentiles of its requests.
-
-    Percentiles are within the collector's `series_relative_accuracy` (just
-    under 2% by default) of the exact ones, and 0 when the bucket holds no request.
-    """
-
-    start: float
-    requests: int
-    errors: int
-    prompt_tokens: int
-    completion_tokens: int
-    cost: float
-    avg_latency_ms: float
-    p50_latency_ms: float
-    p95_latency_ms: float
-    p95_ttft_ms: float
-    cache_hits: int
-    traces_kept_head: int
-    traces_kept_tail: int
-    traces_dropped: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class WindowStats:
-    """Metrics over a sliding window, for alert rules; every number is 0 when the window is empty.
-
-    `cost_per_hour`, `tokens_per_second` and `requests_per_minute` divide by
-    the nominal `window_s`. Percentiles are within `series_relative_accuracy`.
-    """
-
-    window_s: float
-    request_count: int
-    error_count: int
-    error_rate: float
-    avg_latency_ms: float
-    p95_latency_ms: float
-    p99_latency_ms: float
-    p95_ttft_ms: float
-    cost: float
-    cost_per_hour: float
-    tokens: int
-    tokens_per_second: float
-    requests_per_minute: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        return asdict(self)
-
-
-_INT_COLUMNS = (
-    "requests", "errors", "cache_hits", "prompt_tokens", "completion_tokens", "lat_zero",
-    "ttft_count", "ttft_zero", "head", "tail", "dropped",
-)  # fmt: skip
-# Cost is summed in 1e-12 dollar units as floats: exact up to 2**53 units ($9,007) per bucket,
-# and unlike an int64 column it cannot overflow.
-_SUM_COLUMNS = ("cost", "lat_sum", "ttft_sum")
-
-
-class _Ring:
-    """Time buckets of one width in a fixed ring: slot `b % size` holds bucket number `b`.
-
-    Each field is a column (an array with one entry per slot) so a slot costs
-    a few bytes per field instead of a Python object; `lat_bins`/`ttft_bins`
-    hold a compact bin array per slot (None while empty) starting at bin
-    `lat_off`/`ttft_off`.
-    """
-
-    __slots__ = (
-        "cache_hits", "completion_tokens", "cost", "dropped", "errors", "head", "key", "lat_bins",
-        "lat_max", "lat_min", "lat_off", "lat_sum", "lat_zero", "prompt_tokens", "requests", "resets",
-        "size", "sums", "tail", "ttft_bins", "ttft_count", "ttft_max", "ttft_min", "ttft_off", "ttft_sum",
-        "ttft_zero", "width",
-    )  # fmt: skip
-
-    def __init__(self, width: int, size: int) -> None:
-        self.width = width
-        self.size = size
-        self.key = array("q", [_EMPTY]) * size
-        for name in (*_INT_COLUMNS, "lat_off", "ttft_off"):
-            setattr(self, name, array("q", [0]) * size)
-        for name in (*_SUM_COLUMNS, "lat_max", "ttft_max"):
-            setattr(self, name, array("d", [0.0]) * size)
-        self.lat_min = array("d", [_INF]) * size
-        self.ttft_min = array("d", [_INF]) * size
-        self.lat_bins: list[array | None] = [None] * size
-        self.ttft_bins: list[array | None] = [None] * size
-        # The columns a fold adds up, and every column with its empty value: claims and folds
-        # run once per bucket, and a list of arrays spares them a getattr per column.
-        self.sums = [getattr(self, name) for name in (*_INT_COLUMNS, *_SUM_COLUMNS)]
-        self.resets: list[tuple[Any, Any]] = [(getattr(self, name), 0) for name in _INT_COLUMNS]
-        self.resets += [(getattr(self, name), 0.0) for name in (*_SUM_COLUMNS, "lat_max", "ttft_max")]
-        self.resets += [
-            (self.lat_min, _INF), (self.ttft_min, _INF), (self.lat_bins, None), (self.ttft_bins, None),
-        ]  # fmt: skip
-
-    def claim(self, s: int, key: int) -> None:
-        """Empty slot `s` and give it to bucket `key`."""
-        self.key[s] = key
-        for column, empty in self.resets:
-            column[s] = empty
-
-    def take_slot(self, s: int, src: _Ring, t: int, max_bins: int) -> None:
-        """Add everything of `src` slot `t`, which its owner empties next, into slot `s`.
-
-        Bin arrays of `src` may be moved here rather than copied.
-        """
-        for mine, theirs in zip(self.sums, src.sums, strict=True):
-            mine[s] += theirs[t]
-        if src.lat_min[t] < self.lat_min[s]:
-            self.lat_min[s] = src.lat_min[t]
-        if src.lat_max[t] > self.lat_max[s]:
-            self.lat_max[s] = src.lat_max[t]
-        if src.ttft_min[t] < self.ttft_min[s]:
-            self.ttft_min[s] = src.ttft_min[t]
-        if src.ttft_max[t] > self.ttft_max[s]:
-            self.ttft_max[s] = src.ttft_max[t]
-        for mine, offs, theirs, their_offs in (
-            (self.lat_bins, self.lat_off, src.lat_bins, src.lat_off),
-            (self.ttft_bins, self.ttft_off, src.ttft_bins, src.ttft_off),
-        ):
-            src_bins = theirs[t]
-            if src_bins is None:
-                continue
-            if mine[s] is None:
-                mine[s] = src_bins
-                offs[s] = their_offs[t]
-            else:
-                offs[s], mine[s] = merge_into_bins(offs[s], mine[s], their_offs[t], src_bins, max_bins)
-
-
-class _Agg:
-    """Sums of some slots and their merged sketches, turned into a TimeBucket or WindowStats."""
-
-    __slots__ = (
-        "cache_hits", "completion_tokens", "cost", "dropped", "errors", "head", "lat", "lat_sum",
-        "prompt_tokens", "requests", "tail", "ttft",
-    )  # fmt: skip
-
-    def __init__(self, sketch: QuantileSketch) -> None:
-        self.requests = self.errors = self.cache_hits = 0
-        self.prompt_tokens = self.completion_tokens = 0
-        self.head = self.tail = self.dropped = 0
-        self.cost = self.lat_sum = 0.0
-        self.lat = sketch.copy()
-        self.ttft = sketch.copy()
-
-    def add(self, ring: _Ring, s: int) -> None:
-        self.requests += ring.requests[s]
-        self.errors += ring.errors[s]
-        self.cache_hits += ring.cache_hits[s]
-        self.prompt_tokens += ring.prompt_tokens[s]
-        self.completion_tokens += ring.completion_tokens[s]
-        self.head += ring.head[s]
-        self.tail += ring.tail[s]
-        self.dropped += ring.dropped[s]
-        self.cost += ring.cost[s]
-        self.lat_sum += ring.lat_sum[s]
-        if ring.requests[s]:
-            bins = ring.lat_bins[s]
-            self.lat.merge_bins(
-                ring.lat_off[s], bins if bins is not None else (), ring.lat_zero[s],
-                ring.lat_min[s], ring.lat_max[s], ring.lat_sum[s],
-            )  # fmt: skip
-        if ring.ttft_count[s]:
-            bins = ring.ttft_bins[s]
-            self.ttft.merge_bins(
-                ring.ttft_off[s], bins if bins is not None else (), ring.ttft_zero[s],
-                ring.ttft_min[s], ring.ttft_max[s], ring.ttft_sum[s],
-            )  # fmt: skip
-
-    def bucket(self, start: float) -> TimeBucket:
-        n = self.requests
-        p50, p95 = self.lat.quantiles((0.5, 0.95))
-        return TimeBucket(
-            start=start,
-            requests=n,
-            errors=self.errors,
-            prompt_tokens=self.prompt_tokens,
-            completion_tokens=self.completion_tokens,
-            cost=self.cost / _UNITS_PER_DOLLAR,
-            avg_latency_ms=self.lat_sum / n if n else 0.0,
-            p50_latency_ms=p50,
-            p95_latency_ms=p95,
-            p95_ttft_ms=self.ttft.quantile(0.95),
-            cache_hits=self.cache_hits,
-            traces_kept_head=self.head,
-            traces_kept_tail=self.tail,
-            traces_dropped=self.dropped,
-        )
-
-    def stats(self, window_s: float) -> WindowStats:
-        n = self.requests
-        p95, p99 = self.lat.quantiles((0.95, 0.99))
-        tokens = self.prompt_tokens + self.completion_tokens
-        return WindowStats(
-            window_s=window_s,
-            request_count=n,
-            error_count=self.errors,
-            error_rate=self.errors / n if n else 0.0,
-            avg_latency_ms=self.lat_sum / n if n else 0.0,
-            p95_latency_ms=p95,
-            p99_latency_ms=p99,
-            p95_ttft_ms=self.ttft.quantile(0.95),
-            cost=self.cost / _UNITS_PER_DOLLAR,
-            cost_per_hour=self.cost * 3600.0 / window_s / _UNITS_PER_DOLLAR,
-            tokens=tokens,
-            tokens_per_second=tokens / window_s,
-            requests_per_minute=n * 60.0 / window_s,
-        )
-
-
 class MetricsCollector:
     """Counts, tokens, cost, latency percentiles and time series of LLM requests; thread-safe.
 
@@ -471,10 +250,9 @@ class MetricsCollector:
         self._first = _INF
         self._last = -_INF
         self._traces = {"head": 0, "tail": 0, "dropped": 0}
-        self._sec = _Ring(1, self._sec_retention)
-        self._min = _Ring(60, self._min_retention // 60)
-        # Newest second bucket ever written: retention counts back from it.
-        self._high = _EMPTY
+        self._series = _Series(
+            self._sec_retention, self._min_retention, self._series_max_bins, self._series_template
+        )
 
     @property
     def relative_accuracy(self) -> float:
@@ -580,10 +358,11 @@ class MetricsCollector:
                 self._first = timestamp
             if timestamp > self._last:
                 self._last = timestamp
-            ring = self._sec
+            series = self._series
+            ring = series.seconds
             s = b % ring.size
             if ring.key[s] != b:
-                ring, s = self._slot(b)
+                ring, s = series.slot(b)
             if lat_index is None:
                 self._lat.add(0.0)
             else:
@@ -611,7 +390,7 @@ class MetricsCollector:
             if lat_index is None:
                 ring.lat_zero[s] += 1
             else:
-                self._add_series_bin(ring.lat_off, ring.lat_bins, s, -(-lat_index // k))
+                series.add_bin(ring.lat_off, ring.lat_bins, s, -(-lat_index // k))
             if ttft_ms is not None:
                 ring.ttft_count[s] += 1
                 ring.ttft_sum[s] += ttft_ms
@@ -622,21 +401,8 @@ class MetricsCollector:
                 if ttft_index is None:
                     ring.ttft_zero[s] += 1
                 else:
-                    self._add_series_bin(ring.ttft_off, ring.ttft_bins, s, -(-ttft_index // k))
+                    series.add_bin(ring.ttft_off, ring.ttft_bins, s, -(-ttft_index // k))
         return units / _UNITS_PER_DOLLAR
-
-    def _add_series_bin(self, offsets: array, all_bins: list[array | None], s: int, index: int) -> None:
-        """Count one value of coarse bin `index` in slot `s` of a ring's bin column (lock held)."""
-        bins = all_bins[s]
-        if bins is None:
-            offsets[s] = index
-            all_bins[s] = array("H", (1,))
-            return
-        j = index - offsets[s]
-        if 0 <= j < len(bins) and bins[j] < _ROOM:
-            bins[j] += 1
-        else:
-            offsets[s], all_bins[s] = add_to_bins(offsets[s], bins, index, 1, self._series_max_bins)
 
     def record_sampling(self, decision: SamplingDecision, timestamp: float | None = None) -> None:
         """Count one finished trace: kept by head sampling ("head"), by tail rules ("tail"), or "dropped".
@@ -653,48 +419,13 @@ class MetricsCollector:
         b = int(timestamp)
         with self._lock:
             self._traces[decision] += 1
-            ring = self._sec
+            ring = self._series.seconds
             s = b % ring.size
             if ring.key[s] != b:
-                ring, s = self._slot(b)
+                ring, s = self._series.slot(b)
                 if ring is None:
                     return
             getattr(ring, decision)[s] += 1
-
-    def _slot(self, b: int) -> tuple[_Ring | None, int]:
-        """The (ring, slot) that takes data of second `b`, claiming a slot if needed (lock held).
-
-        A per-second slot whose position is reused is folded into its minute
-        first. Data too old for the per-second ring goes straight to its minute;
-        data too old for both is counted in the totals only: (None, -1).
-        """
-        sec = self._sec
-        s = b % sec.size
-        key = sec.key[s]
-        if key == b:
-            return sec, s
-        if key < b and b > self._high - sec.size:
-            if key != _EMPTY:
-                minutes, t = self._minute_slot(key // 60)
-                if minutes is not None:
-                    minutes.take_slot(t, sec, s, self._series_max_bins)
-            sec.claim(s, b)
-            if b > self._high:
-                self._high = b
-            return sec, s
-        return self._minute_slot(b // 60)
-
-    def _minute_slot(self, m: int) -> tuple[_Ring | None, int]:
-        """The per-minute (ring, slot) of minute `m`, or (None, -1) when it is past retention."""
-        minutes = self._min
-        t = m % minutes.size
-        key = minutes.key[t]
-        if key == m:
-            return minutes, t
-        if key < m:
-            minutes.claim(t, m)
-            return minutes, t
-        return None, -1
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -753,40 +484,7 @@ class MetricsCollector:
         lo = -_INF if since is None else _check_timestamp("since", since)
         hi = _INF if until is None else _check_timestamp("until", until)
         with self._lock:
-            if self._high == _EMPTY:
-                return []
-            if bucket_s == 1:
-                first = self._high - self._sec.size + 1
-                groups = {
-                    key: [(self._sec, s)]
-                    for s, key in enumerate(self._sec.key)
-                    if key != _EMPTY and key >= first
-                }
-            else:
-                groups = self._minute_groups(self._high // 60 - self._min.size + 1)
-            out = []
-            for key in sorted(groups):
-                start = key * bucket_s
-                if start + bucket_s <= lo or start > hi:
-                    continue
-                agg = _Agg(self._series_template)
-                for ring, s in groups[key]:
-                    agg.add(ring, s)
-                if agg.requests or agg.head or agg.tail or agg.dropped:
-                    out.append(agg.bucket(float(start)))
-            return out
-
-    def _minute_groups(self, first: int, last: int | None = None) -> dict[int, list[tuple[_Ring, int]]]:
-        """Per minute in [first, last]: the per-minute slot and the live per-second slots of it."""
-        groups: dict[int, list[tuple[_Ring, int]]] = {}
-        hi = _INF if last is None else last
-        for t, key in enumerate(self._min.key):
-            if key != _EMPTY and first <= key <= hi:
-                groups.setdefault(key, []).append((self._min, t))
-        for s, key in enumerate(self._sec.key):
-            if key != _EMPTY and first <= key // 60 <= hi:
-                groups.setdefault(key // 60, []).append((self._sec, s))
-        return groups
+            return self._series.buckets(bucket_s, lo, hi)
 
     def window(self, window_s: float, now: float | None = None) -> WindowStats:
         """Metrics of the requests in the last `window_s` seconds up to `now` (clock time when None).
@@ -809,22 +507,7 @@ class MetricsCollector:
         now = self._clock.time_ms() / 1000.0 if now is None else _check_timestamp("now", now)
         end = int(now)
         with self._lock:
-            agg = _Agg(self._series_template)
-            if self._high == _EMPTY:
-                return agg.stats(window_s)
-            start = end - _ceil(window_s) + 1
-            sec = self._sec
-            if window_s <= sec.size and start > self._high - sec.size:
-                for b in range(max(start, 0), end + 1):
-                    s = b % sec.size
-                    if sec.key[s] == b:
-                        agg.add(sec, s)
-            else:
-                last = end // 60
-                for slots in self._minute_groups(last - _ceil(window_s / 60.0) + 1, last).values():
-                    for ring, s in slots:
-                        agg.add(ring, s)
-            return agg.stats(window_s)
+            return self._series.window(window_s, end)
 
     def reset(self) -> None:
         """Forget every recorded request and trace count (prices and configuration stay)."""
