@@ -11,12 +11,13 @@ or a list of objects (JSON); `default_rules` are the ones that ship. The
 from __future__ import annotations
 
 import json
-import math
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
+
+from obs._validate import is_finite_number
 
 __all__ = ["ALERT_METRICS", "ALERT_OPS", "AlertRule", "default_rules", "load_rules", "parse_rules"]
 
@@ -37,10 +38,6 @@ _RULE_FIELDS = (
     "name", "metric", "op", "threshold", "window_s", "min_requests", "for_s", "cooldown_s", "hysteresis",
 )
 _REQUIRED_FIELDS = ("name", "metric", "op", "threshold", "window_s")
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _fmt(value: float) -> str:
@@ -84,22 +81,22 @@ class AlertRule:
             )
         if self.op not in ALERT_OPS:
             raise ValueError(f"{where}: op must be one of {', '.join(ALERT_OPS)}; got {self.op!r}")
-        if not _is_number(self.threshold) or self.threshold < 0:
+        if not is_finite_number(self.threshold) or self.threshold < 0:
             raise ValueError(f"{where}: threshold must be a finite number >= 0, got {self.threshold!r}")
-        if not _is_number(self.window_s) or self.window_s <= 0:
+        if not is_finite_number(self.window_s) or self.window_s <= 0:
             raise ValueError(
                 f"{where}: window_s must be a finite number of seconds > 0, got {self.window_s!r}"
             )
         min_requests = self.min_requests
         if not isinstance(min_requests, int) or isinstance(min_requests, bool) or min_requests < 0:
             raise ValueError(f"{where}: min_requests must be an integer >= 0, got {self.min_requests!r}")
-        if not _is_number(self.for_s) or self.for_s < 0:
+        if not is_finite_number(self.for_s) or self.for_s < 0:
             raise ValueError(f"{where}: for_s must be a finite number of seconds >= 0, got {self.for_s!r}")
-        if not _is_number(self.cooldown_s) or self.cooldown_s < 0:
+        if not is_finite_number(self.cooldown_s) or self.cooldown_s < 0:
             raise ValueError(
                 f"{where}: cooldown_s must be a finite number of seconds >= 0, got {self.cooldown_s!r}"
             )
-        if not _is_number(self.hysteresis) or not 0 <= self.hysteresis < 1:
+        if not is_finite_number(self.hysteresis) or not 0 <= self.hysteresis < 1:
             raise ValueError(
                 f"{where}: hysteresis must be a fraction of the threshold in [0, 1), got {self.hysteresis!r}"
             )

@@ -32,12 +32,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from obs._validate import is_finite_number
 from obs.alert_rules import (
     ALERT_METRICS,
     ALERT_OPS,
     AlertRule,
     _fmt,
-    _is_number,
     default_rules,
     load_rules,
     parse_rules,
@@ -327,7 +327,7 @@ class AlertManager:
         """
         if now is None:
             now = self._clock.time_ms() / 1000.0
-        elif not _is_number(now):
+        elif not is_finite_number(now):
             raise ValueError(f"AlertManager.evaluate: now must be finite epoch seconds, got {now!r}")
         now = float(now)
         events: list[AlertEvent] = []

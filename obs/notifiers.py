@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import httpx
 
-from obs.alert_rules import _is_number
+from obs._validate import is_finite_number
 
 if TYPE_CHECKING:
     from obs.alerts import AlertEvent
@@ -112,13 +112,13 @@ class WebhookNotifier:
             parsed = None
         if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host:
             raise ValueError(f"WebhookNotifier: url must be an http:// or https:// URL, got {url!r}")
-        if not _is_number(timeout) or timeout <= 0:
+        if not is_finite_number(timeout) or timeout <= 0:
             raise ValueError(
                 f"WebhookNotifier: timeout must be a finite number of seconds > 0, got {timeout!r}"
             )
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise ValueError(f"WebhookNotifier: retries must be an integer >= 0, got {retries!r}")
-        if not _is_number(backoff) or backoff < 0:
+        if not is_finite_number(backoff) or backoff < 0:
             raise ValueError(
                 f"WebhookNotifier: backoff must be a finite number of seconds >= 0, got {backoff!r}"
             )

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from obs import semconv
+from obs._validate import is_finite_number
 from obs.llama.props import ServerProps
 from obs.llama.responses import ChatCompletion, Timings
 
@@ -43,10 +44,6 @@ _INT_PARAMS = {
 }
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def request_attributes(
     body: Mapping[str, Any],
     *,
@@ -65,7 +62,7 @@ def request_attributes(
         attrs[semconv.GEN_AI_REQUEST_MODEL] = model
     for key, attr in _NUMBER_PARAMS.items():
         value = body.get(key)
-        if _is_number(value):
+        if is_finite_number(value):
             attrs[attr] = float(value)
     for key, attr in _INT_PARAMS.items():
         value = body.get(key)
