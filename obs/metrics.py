@@ -41,9 +41,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from obs._pricing import UNITS_PER_1K, UNITS_PER_DOLLAR, check_model_prices, check_price, cost_units
+from obs._validate import check_real
 from obs.clock import SYSTEM_CLOCK, Clock
 from obs.quantiles import QuantileSketch
-from obs.timeseries import _UNITS_PER_DOLLAR, TimeBucket, WindowStats, _Series
+from obs.timeseries import TimeBucket, WindowStats, _Series
 
 __all__ = ["MetricsCollector", "MetricsSnapshot", "SamplingDecision", "TimeBucket", "WindowStats"]
 
@@ -54,27 +56,13 @@ _log = math.log
 _ceil = math.ceil
 _ACCURACY_RANGE = (0.0001, 0.5)
 _MAX_RETENTION_S = 31 * 86400
-# Bounds that keep every sum finite and every column in range, far above any real request.
-_MAX_PRICE = 1e6
+# Keeps every sum finite and every column in range, far above any real request (prices: _pricing).
 _MAX_TOKENS = 10**12
-# Costs are kept as ints of 1e-12 dollars (_UNITS_PER_DOLLAR); prices are per 1,000 tokens.
-_UNITS_PER_1K = 1e9
-
-
-def _check_price(name: str, value: Any) -> float:
-    """A price: a number in [0, 1e6] dollars per 1K tokens."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= _MAX_PRICE:
-        raise ValueError(
-            f"{name} must be a number in [0, {_MAX_PRICE:g}] (dollars per 1K tokens), got {value!r}"
-        )
-    return float(value)
 
 
 def _check_ms(name: str, value: Any) -> float:
     """A duration in milliseconds: a finite number >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < _INF:
-        raise ValueError(f"{name} must be a finite number of milliseconds >= 0, got {value!r}")
-    return float(value)
+    return check_real(name, value, 0.0, _INF, "a finite number of milliseconds >= 0")
 
 
 def _check_tokens(name: str, value: Any) -> int:
@@ -86,16 +74,12 @@ def _check_tokens(name: str, value: Any) -> int:
 
 def _check_timestamp(name: str, value: Any) -> float:
     """A timestamp: finite epoch seconds >= 0."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value < _INF:
-        raise ValueError(f"{name} must be finite epoch seconds >= 0, got {value!r}")
-    return float(value)
+    return check_real(name, value, 0.0, _INF, "finite epoch seconds >= 0")
 
 
 def _check_accuracy(name: str, value: Any) -> float:
     lo, hi = _ACCURACY_RANGE
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not lo <= value <= hi:
-        raise ValueError(f"{name} must be a number in [{lo}, {hi}], got {value!r}")
-    return float(value)
+    return check_real(name, value, lo, hi, f"a number in [{lo}, {hi}]")
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int, multiple: int = 1) -> int:
@@ -108,11 +92,6 @@ def _check_int(name: str, value: Any, lo: int, hi: int, multiple: int = 1) -> in
         extra = f" and a multiple of {multiple}" if multiple > 1 else ""
         raise ValueError(f"{name} must be an int in [{lo}, {hi}]{extra}, got {value!r}")
     return value
-
-
-def _cost_units(prompt_tokens: int, completion_tokens: int, prices: tuple[float, float]) -> int:
-    """The cost in units of 1e-12 dollars; sums of ints stay exact where sums of floats drift."""
-    return round((prompt_tokens * prices[0] + completion_tokens * prices[1]) * _UNITS_PER_1K)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,21 +181,10 @@ class MetricsCollector:
         `per_second_retention_s` to 31 days.
         """
         self._prices = (
-            _check_price("prompt_token_cost", prompt_token_cost),
-            _check_price("completion_token_cost", completion_token_cost),
+            check_price("prompt_token_cost", prompt_token_cost),
+            check_price("completion_token_cost", completion_token_cost),
         )
-        self._model_prices: dict[str, tuple[float, float]] = {}
-        for model, pair in (model_prices or {}).items():
-            if not isinstance(model, str):
-                raise ValueError(f"model_prices keys must be model names (str), got {model!r}")
-            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
-                raise ValueError(
-                    f"model_prices[{model!r}] must be a (prompt, completion) pair of prices, got {pair!r}"
-                )
-            self._model_prices[model] = (
-                _check_price(f"model_prices[{model!r}][0]", pair[0]),
-                _check_price(f"model_prices[{model!r}][1]", pair[1]),
-            )
+        self._model_prices = check_model_prices(model_prices)
         if not isinstance(clock, Clock):
             raise ValueError(f"clock must have time_ms() and monotonic_ms(), got {clock!r}")
         self._clock = clock
@@ -275,8 +243,8 @@ class MetricsCollector:
         negative, NaN or infinite price.
         """
         prices = (
-            _check_price("prompt_token_cost", prompt_token_cost),
-            _check_price("completion_token_cost", completion_token_cost),
+            check_price("prompt_token_cost", prompt_token_cost),
+            check_price("completion_token_cost", completion_token_cost),
         )
         with self._lock:
             if model is None:
@@ -296,12 +264,12 @@ class MetricsCollector:
         `(prompt * prompt_price + completion * completion_price) / 1000`, rounded
         to 12 decimals. Raises ValueError for a token count that is not an int >= 0.
         """
-        units = _cost_units(
+        units = cost_units(
             _check_tokens("prompt_tokens", prompt_tokens),
             _check_tokens("completion_tokens", completion_tokens),
             self.prices_for(model),
         )
-        return units / _UNITS_PER_DOLLAR
+        return units / UNITS_PER_DOLLAR
 
     # -- recording ------------------------------------------------------------------------------
 
@@ -338,7 +306,7 @@ class MetricsCollector:
         elif type(timestamp) is not float or not 0.0 <= timestamp < _INF:
             timestamp = _check_timestamp("timestamp", timestamp)
         prices = self._prices if model is None else self._model_prices.get(model, self._prices)
-        units = round((prompt_tokens * prices[0] + completion_tokens * prices[1]) * _UNITS_PER_1K)
+        units = round((prompt_tokens * prices[0] + completion_tokens * prices[1]) * UNITS_PER_1K)
         # One logarithm per value serves the totals' sketch and, divided down, the series bins.
         mult = self._mult
         k = self._coarsening
@@ -373,7 +341,7 @@ class MetricsCollector:
                 else:
                     self._ttft.add_indexed(ttft_ms, ttft_index)
             if ring is None:
-                return units / _UNITS_PER_DOLLAR
+                return units / UNITS_PER_DOLLAR
             ring.requests[s] += 1
             if error:
                 ring.errors[s] += 1
@@ -402,7 +370,7 @@ class MetricsCollector:
                     ring.ttft_zero[s] += 1
                 else:
                     series.add_bin(ring.ttft_off, ring.ttft_bins, s, -(-ttft_index // k))
-        return units / _UNITS_PER_DOLLAR
+        return units / UNITS_PER_DOLLAR
 
     def record_sampling(self, decision: SamplingDecision, timestamp: float | None = None) -> None:
         """Count one finished trace: kept by head sampling ("head"), by tail rules ("tail"), or "dropped".
@@ -443,7 +411,7 @@ class MetricsCollector:
                 prompt_tokens=self._prompt,
                 completion_tokens=self._completion,
                 total_tokens=tokens,
-                total_cost=self._cost / _UNITS_PER_DOLLAR,
+                total_cost=self._cost / UNITS_PER_DOLLAR,
                 avg_latency_ms=self._lat.sum / n if n else 0.0,
                 min_latency_ms=self._lat.min,
                 max_latency_ms=self._lat.max,

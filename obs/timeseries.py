@@ -21,6 +21,7 @@ from array import array
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from obs._pricing import UNITS_PER_DOLLAR
 from obs.quantiles import QuantileSketch, add_to_bins, merge_into_bins
 
 __all__ = ["TimeBucket", "WindowStats"]
@@ -31,8 +32,6 @@ _ceil = math.ceil
 _EMPTY = -1
 # A counter below this takes one more in any counter width; at it, add_to_bins widens the array.
 _ROOM = 65535
-# Costs are kept as ints of 1e-12 dollars.
-_UNITS_PER_DOLLAR = 1e12
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +219,7 @@ class _Agg:
             errors=self.errors,
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.completion_tokens,
-            cost=self.cost / _UNITS_PER_DOLLAR,
+            cost=self.cost / UNITS_PER_DOLLAR,
             avg_latency_ms=self.lat_sum / n if n else 0.0,
             p50_latency_ms=p50,
             p95_latency_ms=p95,
@@ -244,8 +243,8 @@ class _Agg:
             p95_latency_ms=p95,
             p99_latency_ms=p99,
             p95_ttft_ms=self.ttft.quantile(0.95),
-            cost=self.cost / _UNITS_PER_DOLLAR,
-            cost_per_hour=self.cost * 3600.0 / window_s / _UNITS_PER_DOLLAR,
+            cost=self.cost / UNITS_PER_DOLLAR,
+            cost_per_hour=self.cost * 3600.0 / window_s / UNITS_PER_DOLLAR,
             tokens=tokens,
             tokens_per_second=tokens / window_s,
             requests_per_minute=n * 60.0 / window_s,
