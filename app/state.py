@@ -1,8 +1,8 @@
 """The dashboard's state: every session_state key in one place, and the obs objects behind the pages.
 
 One `AppSession` per browser session holds the TraceStore, MetricsCollector,
-LLMLogger, Tracer and InstrumentedClient, the chat history and the last good
-sidebar settings. Pages get it with `get_app()`; nothing else creates obs
+LLMLogger, Tracer, InstrumentedClient and AlertManager, the chat history and
+the last good sidebar settings. Pages get it with `get_app()`; nothing else creates obs
 objects, so every number a page shows comes from these.
 
 A page reload starts a new Streamlit session; so that it keeps the data, each
@@ -23,17 +23,20 @@ from typing import Any, Literal
 
 import streamlit as st
 
-from app import backend
+from app import alerting, backend
 from app.charts import Threshold
+from obs.alerts import AlertManager, AlertState
 from obs.client import ChatStream, InstrumentedClient
 from obs.llama.server import DEFAULT_HOST, DEFAULT_PORT, port_is_free, start_embedded_server
 from obs.log import LLMLogger
 from obs.metrics import MetricsCollector
+from obs.sampling import KeepSlow, ParentBased, TailSampler, TraceIdRatio
 from obs.store import TraceStore
 from obs.tracer import TraceHandle, Tracer
 from obs.traces import Trace
 
 __all__ = [
+    "ALERTS_PAGE",
     "APP",
     "CHAT_PAGE",
     "DASHBOARD_PAGE",
@@ -55,6 +58,7 @@ CHAT_PAGE = "app/pages/chat.py"
 DASHBOARD_PAGE = "app/pages/dashboard.py"
 TRACES_PAGE = "app/pages/traces.py"
 LOGS_PAGE = "app/pages/logs.py"
+ALERTS_PAGE = "app/pages/alerts.py"
 
 # Query-string parameters.
 QUERY_SESSION = "session"
@@ -84,6 +88,13 @@ W_TRACE_TABLE = "w_trace_table"
 W_LOG_LEVEL = "w_log_level"
 W_LOG_TRACE = "w_log_trace"
 W_LOG_TABLE = "w_log_table"
+W_SAMPLE_PCT = "w_sample_pct"
+W_KEEP_ERRORS = "w_keep_errors"
+W_KEEP_SLOW = "w_keep_slow"
+W_SLOW_MS = "w_slow_ms"
+W_ALERT_ERROR_PCT = "w_alert_error_pct"
+W_ALERT_P95_MS = "w_alert_p95_ms"
+W_ALERT_MIN_REQUESTS = "w_alert_min_requests"
 
 _MAX_SESSIONS = 64
 _STORE_SIZE = 1000
@@ -91,7 +102,14 @@ _STORE_SIZE = 1000
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """The last good value of every sidebar setting (bad input never lands here)."""
+    """The last good value of every sidebar setting (bad input never lands here).
+
+    Sampling: `sample_rate` is the share of new traces head sampling keeps
+    (0..1); the tail keeps errors and, with `keep_slow`, traces of at least
+    `slow_ms`. Alerts: `alert_error_rate` (a fraction) and `alert_p95_ms` are
+    the thresholds of obs's default rules; `alert_min_requests` replaces their
+    minimum number of requests in the window (None keeps the defaults).
+    """
 
     server_url: str
     system_prompt: str = "You are a helpful assistant. Answer briefly."
@@ -103,6 +121,13 @@ class Settings:
     refresh_s: int = 5
     paused: bool = False
     bucket_s: int = 1
+    sample_rate: float = 1.0
+    keep_errors: bool = True
+    keep_slow: bool = False
+    slow_ms: float = 2000.0
+    alert_error_rate: float = 0.05
+    alert_p95_ms: float = 5000.0
+    alert_min_requests: int | None = None
 
 
 @dataclass(slots=True)
@@ -123,8 +148,11 @@ class AppSession:
     `client` talks to `settings.server_url`. The current conversation is one
     explicit trace (`conversation`) that each chat request joins, begun on
     the first message and ended by `new_conversation`; it survives a change
-    of server. `thresholds` maps a chart name ("latency_ms", "ttft_ms",
-    "error_rate") to the lines drawn on it (set by alert rules).
+    of server. The tracer's head and tail samplers follow the sampling
+    settings (`set_sampling`). `alerts` watches the collector with obs's
+    default rules at the settings' thresholds (`set_alert_thresholds`) and
+    logs to `logger`; `thresholds` maps a chart name ("latency_ms",
+    "ttft_ms", "error_rate") to the lines drawn on it, derived from those rules.
     """
 
     settings: Settings
@@ -137,6 +165,7 @@ class AppSession:
     lock: threading.RLock = field(default_factory=threading.RLock)
     tracer: Tracer = field(init=False)
     client: InstrumentedClient = field(init=False)
+    alerts: AlertManager = field(init=False)
     conversation: TraceHandle | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -144,6 +173,13 @@ class AppSession:
         self.tracer = Tracer(store=self.store, collector=self.collector, logger=self.logger,
                              service_name="obs-dashboard")
         self.client = self._make_client(self.settings.server_url)
+        settings = self.settings
+        self.tracer.head_sampler, self.tracer.tail_sampler = _samplers(
+            settings.sample_rate, settings.keep_errors, settings.keep_slow, settings.slow_ms)
+        rules = alerting.dashboard_rules(settings.alert_error_rate, settings.alert_p95_ms,
+                                         settings.alert_min_requests)
+        self.alerts = AlertManager(self.collector, rules, logger=self.logger)
+        self.thresholds.update(alerting.chart_thresholds(rules))
 
     def _make_client(self, url: str) -> InstrumentedClient:
         return InstrumentedClient(
@@ -179,6 +215,49 @@ class AppSession:
             self.collector.set_prices(prompt_price, completion_price)
             self.settings = replace(self.settings, prompt_price=float(prompt_price),
                                     completion_price=float(completion_price))
+
+    def set_sampling(self, rate: float, keep_errors: bool, keep_slow: bool, slow_ms: float) -> None:
+        """Sample new traces with ParentBased(TraceIdRatio(rate)); keep errors / slow traces at the tail.
+
+        `slow_ms` is validated even while `keep_slow` is off, so a bad value
+        is reported at once. Raises obs's ValueError (naming the argument) for
+        a bad rate or threshold, changing nothing. A running conversation
+        keeps the head decision it got when it began.
+        """
+        with self.lock:
+            head, tail = _samplers(rate, keep_errors, keep_slow, slow_ms)
+            self.tracer.head_sampler, self.tracer.tail_sampler = head, tail
+            self.settings = replace(self.settings, sample_rate=float(rate), keep_errors=bool(keep_errors),
+                                    keep_slow=bool(keep_slow), slow_ms=float(slow_ms))
+
+    def set_alert_thresholds(self, error_rate: float, p95_ms: float, min_requests: int | None = None) -> None:
+        """Alert on an error rate above `error_rate` (a fraction) and a p95 latency above `p95_ms`.
+
+        The rules are obs's defaults with these thresholds (`min_requests`
+        replaces their minimum when given); a rule keeps its state in the
+        manager, and the charts' threshold lines follow. Raises ValueError
+        naming the bad value, changing nothing.
+        """
+        with self.lock:
+            current = self.settings
+            if (error_rate, p95_ms, min_requests) == (
+                current.alert_error_rate, current.alert_p95_ms, current.alert_min_requests
+            ):
+                return
+            rules = alerting.dashboard_rules(error_rate, p95_ms, min_requests)
+            self.alerts.set_rules(rules)
+            self.thresholds.clear()
+            self.thresholds.update(alerting.chart_thresholds(rules))
+            self.settings = replace(current, alert_error_rate=float(error_rate), alert_p95_ms=float(p95_ms),
+                                    alert_min_requests=min_requests)
+
+    def evaluate_alerts(self, now: float | None = None) -> list[AlertState]:
+        """Evaluate the alert rules now (or at `now`, epoch s) and return every rule's state.
+
+        Firing and resolving are logged to the session's logger; failures of
+        evaluation are logged and counted by the manager, never raised.
+        """
+        return self.alerts.evaluate(now)
 
     def add_turn(self, turn: ChatTurn) -> None:
         """Append a message to the chat history."""
@@ -254,6 +333,13 @@ class AppSession:
     def chart_thresholds(self, chart: str) -> list[Threshold]:
         """The threshold lines to draw on `chart` (empty until alert rules set some)."""
         return list(self.thresholds.get(chart, ()))
+
+
+def _samplers(rate: float, keep_errors: bool, keep_slow: bool,
+              slow_ms: float) -> tuple[ParentBased, TailSampler]:
+    KeepSlow(slow_ms)  # validates the threshold even while the rule is off
+    return ParentBased(TraceIdRatio(rate)), TailSampler(keep_errors=bool(keep_errors),
+                                                        slow_threshold_ms=slow_ms if keep_slow else None)
 
 
 class _Registry:

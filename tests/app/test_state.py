@@ -8,7 +8,7 @@ import pytest
 
 from app.charts import Threshold
 from app.state import AppSession, ChatTurn, Settings, _Registry
-from obs.sampling import AlwaysOff
+from obs.sampling import AlwaysOff, ParentBased
 from tests.app.fake_server import FakeLlamaServer
 
 
@@ -106,7 +106,7 @@ def test_a_conversation_dropped_by_head_sampling_is_not_shown_while_it_runs(fake
 
 def test_thresholds_are_read_as_copies() -> None:
     app = _session("http://127.0.0.1:9")
-    assert app.chart_thresholds("latency_ms") == []
+    assert app.chart_thresholds("cost") == []
     app.thresholds["latency_ms"] = [Threshold(500.0, "alert")]
     lines = app.chart_thresholds("latency_ms")
     lines.clear()
@@ -122,3 +122,70 @@ def test_registry_keeps_the_most_recently_used_sessions() -> None:
     registry.put("c", c)
     assert registry.get("b") is None
     assert registry.get("a") is a and registry.get("c") is c
+
+
+def test_sampling_settings_become_the_tracers_samplers() -> None:
+    app = _session("http://127.0.0.1:9")
+    assert isinstance(app.tracer.head_sampler, ParentBased)
+    assert app.tracer.head_sampler.root.rate == 1.0
+    assert [rule.name for rule in app.tracer.tail_sampler.rules] == ["errors"]
+    app.set_sampling(0.25, keep_errors=False, keep_slow=True, slow_ms=1500.0)
+    assert app.tracer.head_sampler.root.rate == 0.25
+    assert [(rule.name, rule.threshold_ms) for rule in app.tracer.tail_sampler.rules] == [("slow", 1500.0)]
+    settings = app.settings
+    assert (settings.sample_rate, settings.keep_errors, settings.keep_slow, settings.slow_ms) == (
+        0.25, False, True, 1500.0)
+
+
+def test_a_bad_slow_threshold_is_refused_even_while_keep_slow_is_off() -> None:
+    app = _session("http://127.0.0.1:9")
+    head = app.tracer.head_sampler
+    with pytest.raises(ValueError, match="threshold_ms must be a finite number >= 0, got -5"):
+        app.set_sampling(0.5, keep_errors=True, keep_slow=False, slow_ms=-5.0)
+    assert app.tracer.head_sampler is head
+    assert (app.settings.sample_rate, app.settings.slow_ms) == (1.0, 2000.0)
+
+
+def test_sampling_decides_what_is_stored_and_the_collector_counts_it(fake) -> None:
+    app = _session(fake.url)
+    app.set_sampling(0.0, keep_errors=True, keep_slow=False, slow_ms=2000.0)
+    _chat(app, "hi")
+    app.new_conversation()
+    assert len(app.store) == 0
+    metrics = app.collector.get_metrics()
+    assert (metrics.request_count, metrics.traces_seen, metrics.traces_dropped) == (1, 1, 1)
+    app.set_sampling(1.0, keep_errors=True, keep_slow=False, slow_ms=2000.0)
+    _chat(app, "again")
+    app.new_conversation()
+    assert len(app.store) == 1
+    assert app.collector.get_metrics().traces_kept_head == 1
+
+
+def test_alert_thresholds_replace_the_rules_and_the_chart_lines() -> None:
+    app = _session("http://127.0.0.1:9")
+    assert [(r.name, r.threshold) for r in app.alerts.rules] == [
+        ("high_error_rate", 0.05), ("slow_p95_latency", 5000.0)]
+    assert [t.value for t in app.chart_thresholds("latency_ms")] == [5000.0]
+    app.set_alert_thresholds(0.2, 300.0, min_requests=1)
+    assert [(r.name, r.threshold, r.min_requests) for r in app.alerts.rules] == [
+        ("high_error_rate", 0.2, 1), ("slow_p95_latency", 300.0, 1)]
+    assert app.chart_thresholds("latency_ms") == [Threshold(300.0, "slow_p95_latency > 300 ms")]
+    assert app.chart_thresholds("error_rate") == [Threshold(0.2, "high_error_rate > 20.0%")]
+    with pytest.raises(ValueError, match="between 0% and 100%, got 150%"):
+        app.set_alert_thresholds(1.5, 300.0, min_requests=1)
+    assert (app.settings.alert_error_rate, app.settings.alert_p95_ms, app.settings.alert_min_requests) == (
+        0.2, 300.0, 1)
+    assert [r.threshold for r in app.alerts.rules] == [0.2, 300.0]
+
+
+def test_a_rule_fires_logs_and_keeps_its_state_when_its_threshold_moves() -> None:
+    app = _session("http://127.0.0.1:9")
+    app.set_alert_thresholds(0.05, 100.0, min_requests=1)
+    app.collector.record_request(400.0, 10, 20)
+    firing = [s for s in app.evaluate_alerts() if s.status == "firing"]
+    assert [(s.name, s.value) for s in firing] == [("slow_p95_latency", 400.0)]
+    assert "alert slow_p95_latency firing" in app.logger.get_logs(level="warn")[0].message
+    app.set_alert_thresholds(0.05, 200.0, min_requests=1)
+    assert app.alerts.state("slow_p95_latency").status == "firing"  # kept: same name
+    app.set_alert_thresholds(0.05, 1000.0, min_requests=1)
+    assert app.evaluate_alerts()[1].status == "resolved"
