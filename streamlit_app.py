@@ -10,4 +10,5 @@ st.navigation([
     st.Page(state.DASHBOARD_PAGE, title="Dashboard", icon=":material/monitoring:"),
     st.Page(state.TRACES_PAGE, title="Traces", icon=":material/account_tree:"),
     st.Page(state.LOGS_PAGE, title="Logs", icon=":material/receipt_long:"),
+    st.Page(state.ALERTS_PAGE, title="Alerts", icon=":material/notifications:"),
 ]).run()

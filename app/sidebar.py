@@ -1,20 +1,32 @@
-"""The sidebar: server connection and health on every page, chat settings on the chat page.
+"""The sidebar and the alert banner: what every page draws around its own content.
 
-Each input is a proposal: it is validated (by `app.backend` or by the obs
-object that will use it) before it reaches `AppSession.settings`. A bad value
-shows an inline error naming the value still in use, which stays in force.
+Every page shows the server connection and health, the sampling and alert
+settings, and a banner while an alert rule fires; the chat page adds the chat
+settings. Each input is a proposal: it is validated (by `app.backend` or by
+the obs object that will use it) before it reaches `AppSession.settings`. A
+bad value shows an inline error naming the value still in use, which stays
+in force.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from app import backend, state
+from app import alerting, backend, state
 from app.state import AppSession
 
-__all__ = ["HEALTH_EVERY_S", "md_escape", "render_chat_controls", "render_connection"]
+__all__ = [
+    "ALERT_CHECK_S",
+    "HEALTH_EVERY_S",
+    "md_escape",
+    "render_alert_banner",
+    "render_chat_controls",
+    "render_connection",
+    "render_sampling_alert_controls",
+]
 
 HEALTH_EVERY_S = 5
+ALERT_CHECK_S = 5
 _HEALTH_TIMEOUT_S = 0.5
 _BADGES = {"ok": ":green-badge[:material/check_circle: ok]",
            "loading": ":orange-badge[:material/hourglass_top: loading]",
@@ -98,3 +110,74 @@ def render_chat_controls(app: AppSession) -> None:
         app.update(capture_content=bool(capture))
         st.button("New conversation", icon=":material/add_comment:", on_click=app.new_conversation,
                   help="End this conversation's trace and start a new one.", width="stretch")
+
+
+def render_sampling_alert_controls(app: AppSession) -> None:
+    """Draw the sampling rate, tail-sampling toggles and alert thresholds, and apply the good values."""
+    settings = app.settings
+    # Seeded with `value=` (the last good setting) rather than init_widget: these widgets are on
+    # every page, and a page switch brings a new widget under the same key that must start from
+    # the setting, not from an empty default.
+    with st.sidebar:
+        st.subheader("Sampling & alerts")
+        percent = st.slider(
+            "Sampling rate", 0, 100, value=round(settings.sample_rate * 100), step=1, format="%d%%",
+            key=state.W_SAMPLE_PCT,
+            help="Share of new traces kept by head sampling (by trace id). Metrics count every request.",
+        )
+        keep_errors = st.toggle("Keep every error", value=settings.keep_errors, key=state.W_KEEP_ERRORS,
+                                help="Tail sampling: keep a failed trace even if head sampling let it go.")
+        keep_slow = st.toggle("Keep slow traces", value=settings.keep_slow, key=state.W_KEEP_SLOW,
+                              help="Tail sampling: keep a trace lasting at least the threshold below.")
+        slow_ms = st.number_input("Slow from (ms)", value=settings.slow_ms, step=100.0, format="%.0f",
+                                  key=state.W_SLOW_MS)
+        try:
+            app.set_sampling(percent / 100, bool(keep_errors), bool(keep_slow), slow_ms)
+        except ValueError as exc:
+            st.error(f"{exc}. Still using {app.settings.slow_ms:,.0f} ms.", icon=":material/error:")
+
+        st.markdown("**Alert when**")
+        left, right = st.columns(2)
+        error_pct = left.number_input("Error rate above (%)", value=settings.alert_error_rate * 100, step=1.0,
+                                      format="%.1f", key=state.W_ALERT_ERROR_PCT)
+        p95_ms = right.number_input("p95 latency above (ms)", value=settings.alert_p95_ms, step=100.0,
+                                    format="%.0f", key=state.W_ALERT_P95_MS)
+        min_requests = st.number_input("Min requests in window", value=settings.alert_min_requests, step=1,
+                                       key=state.W_ALERT_MIN_REQUESTS, placeholder="rule defaults",
+                                       help=_min_requests_help())
+        minimum = None if min_requests is None else int(min_requests)
+        try:
+            app.set_alert_thresholds(error_pct / 100, p95_ms, minimum)
+        except ValueError as exc:
+            kept = app.settings
+            st.error(f"{exc}. Still alerting above {kept.alert_error_rate:.1%} errors / "
+                     f"{kept.alert_p95_ms:,.0f} ms p95.", icon=":material/error:")
+
+
+def _min_requests_help() -> str:
+    defaults = alerting.dashboard_rules(0.0, 0.0)
+    windows = ", ".join(sorted({f"{rule.window_s:g} s" for rule in defaults}))
+    minimums = ", ".join(f"{rule.min_requests} for {rule.name}" for rule in defaults)
+    return (f"A rule stays quiet while its window ({windows}) holds fewer requests than this. "
+            f"Empty: each rule's default ({minimums}).")
+
+
+@st.fragment(run_every=ALERT_CHECK_S)
+def render_alert_banner(app: AppSession) -> None:
+    """Evaluate the alert rules and show a banner per firing (error) or pending (warning) rule.
+
+    A fragment: it evaluates again every few seconds on its own, so a rule
+    that starts firing shows on whichever page is open. The banner names the
+    rule and its value and links to the Alerts page.
+    """
+    active = [s for s in app.evaluate_alerts() if s.status in ("firing", "pending")]
+    for alert in active:
+        head, detail = alerting.banner_text(alert)
+        text = f"**{md_escape(head)}** — {md_escape(detail)}"
+        if alert.status == "firing":
+            st.error(text, icon=":material/notifications_active:")
+        else:
+            st.warning(text, icon=":material/hourglass_top:")
+    if active:
+        st.page_link(state.ALERTS_PAGE, label="Open the Alerts page", icon=":material/notifications:",
+                     query_params={state.QUERY_SESSION: st.session_state.get(state.SESSION_ID, "")})

@@ -38,7 +38,29 @@ def _chart(fig: object, key: str) -> None:
     st.plotly_chart(fig, key=key, config=_PLOTLY_CONFIG)
 
 
+def _sampling(app: AppSession, timeline: pd.DataFrame) -> None:
+    metrics = app.collector.get_metrics()
+    settings = app.settings
+    st.subheader("Sampling")
+    tiles = (("Traces seen", metrics.traces_seen), ("Kept by head sampling", metrics.traces_kept_head),
+             ("Kept by tail rules", metrics.traces_kept_tail), ("Dropped", metrics.traces_dropped))
+    for column, (label, value) in zip(st.columns(4), tiles, strict=True):
+        column.metric(label, f"{value:,}", border=True)
+    _chart(charts.sampling_over_time(timeline, app.settings.bucket_s), "chart_sampling")
+    slow = f"traces of {settings.slow_ms:,.0f} ms or more"
+    tail = [rule for rule, on in (("errors", settings.keep_errors), (slow, settings.keep_slow)) if on]
+    kept = metrics.traces_kept_head + metrics.traces_kept_tail
+    share = f" ({kept / metrics.traces_seen:.0%})" if metrics.traces_seen else ""
+    st.caption(
+        f"Head sampling keeps {settings.sample_rate:.0%} of new traces, by trace id; tail rules keep "
+        f"{' and '.join(tail) if tail else 'nothing more'}. {kept:,} of {metrics.traces_seen:,} finished "
+        f"traces kept{share}. A trace is counted when it ends (a chat conversation ends with New "
+        "conversation) and keeps the decision made when it began; requests are counted above either way."
+    )
+
+
 def _panel(app: AppSession) -> None:
+    app.evaluate_alerts()  # the banner checks every few seconds; this keeps states as fresh as the charts
     data = generate_dashboard_data(app.collector, app.traces(), bucket_s=app.settings.bucket_s)
     tiles = list(data.summary.items())
     for row in (tiles[:4], tiles[4:]):
@@ -58,17 +80,19 @@ def _panel(app: AppSession) -> None:
         _chart(charts.cumulative_cost(requests), "chart_cost")
         _chart(charts.ttft_distribution(requests, app.chart_thresholds("ttft_ms")), "chart_ttft")
         _chart(charts.latency_breakdown(requests), "chart_breakdown")
-    _chart(charts.sampling_over_time(timeline), "chart_sampling")
     st.caption(
         f"{len(requests)} request(s) in {len(data.traces)} trace(s) shown; "
         "tiles count every request, charts of requests read the stored traces."
     )
+    _sampling(app, timeline)
 
 
 def main() -> None:
     """Draw the page."""
     app = state.get_app()
     sidebar.render_connection(app)
+    sidebar.render_sampling_alert_controls(app)
+    sidebar.render_alert_banner(app)
     st.title("Dashboard")
     _controls(app)
     interval = None if app.settings.paused else app.settings.refresh_s

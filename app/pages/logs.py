@@ -44,6 +44,8 @@ def main() -> None:
     """Draw the page."""
     app: AppSession = state.get_app()
     sidebar.render_connection(app)
+    sidebar.render_sampling_alert_controls(app)
+    sidebar.render_alert_banner(app)
     st.title("Logs")
     state.init_widget(state.W_LOG_LEVEL, _ALL)
     state.init_widget(state.W_LOG_TRACE, "")

@@ -138,6 +138,8 @@ def main() -> None:
     """Draw the page."""
     app = state.get_app()
     sidebar.render_connection(app)
+    sidebar.render_sampling_alert_controls(app)
+    sidebar.render_alert_banner(app)
     st.title("Traces")
     _take_trace_from_link()
     _take_table_selection()

@@ -28,8 +28,10 @@ def test_empty_dashboard_shows_zero_tiles_and_every_chart() -> None:
     assert at.title[0].value == "Dashboard"
     tiles = _tiles(at)
     assert list(tiles) == ["Total Requests", "Total Tokens", "Total Cost", "Avg Latency", "P95 Latency",
-                           "Error Rate", "Cache Hit Rate", "Throughput"]
+                           "Error Rate", "Cache Hit Rate", "Throughput",
+                           "Traces seen", "Kept by head sampling", "Kept by tail rules", "Dropped"]
     assert tiles["Total Requests"] == "0"
+    assert tiles["Traces seen"] == "0"
     charts = _charts(at)
     assert len(charts) == CHART_COUNT
     assert set(charts) == {"Latency per request", "Latency distribution", "Throughput", "Cumulative cost",

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 from app import state
 from tests.app.conftest import APP_SCRIPT, RUN_TIMEOUT_S, open_app, record_request
 
-PAGES = [state.CHAT_PAGE, state.DASHBOARD_PAGE, state.TRACES_PAGE, state.LOGS_PAGE]
+PAGES = [state.CHAT_PAGE, state.DASHBOARD_PAGE, state.TRACES_PAGE, state.LOGS_PAGE, state.ALERTS_PAGE]
 
 
 @pytest.mark.parametrize("page", PAGES)

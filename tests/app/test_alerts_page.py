@@ -1,0 +1,58 @@
+"""AppTest of the Alerts page: the session's rules, their current states and the history of changes."""
+
+from __future__ import annotations
+
+from app import state
+from tests.app.conftest import open_app, record_request
+
+
+def _tables(at) -> list:
+    return [frame.value for frame in at.dataframe]
+
+
+def test_the_page_lists_the_rules_and_their_states_before_any_request() -> None:
+    at = open_app(state.ALERTS_PAGE)
+    assert not at.exception
+    assert at.title[0].value == "Alerts"
+    assert [h.value for h in at.subheader if h.value in ("Rules", "Current state", "History")] == [
+        "Rules", "Current state", "History"]
+    rules, states = _tables(at)
+    assert rules[["name", "metric", "op", "threshold", "window_s", "min_requests", "for_s", "cooldown_s"]] \
+        .to_dict("records") == [
+        {"name": "high_error_rate", "metric": "error_rate", "op": ">", "threshold": "5.0%", "window_s": 300.0,
+         "min_requests": 10, "for_s": 0.0, "cooldown_s": 300.0},
+        {"name": "slow_p95_latency", "metric": "p95_latency_ms", "op": ">", "threshold": "5,000 ms",
+         "window_s": 300.0, "min_requests": 5, "for_s": 0.0, "cooldown_s": 300.0},
+    ]
+    assert list(states["name"]) == ["high_error_rate", "slow_p95_latency"]
+    assert list(states["status"]) == ["ok", "ok"]
+    assert list(states["value"]) == ["n/a", "n/a"]  # no requests: too few to judge
+    assert [info.value for info in at.info] == ["No rule has changed state yet."]
+
+
+def test_states_and_history_follow_the_rules_newest_first() -> None:
+    at = open_app(state.ALERTS_PAGE)
+    app = at.session_state[state.APP]
+    at.sidebar.number_input(key=state.W_ALERT_P95_MS).set_value(200.0)
+    at.sidebar.number_input(key=state.W_ALERT_MIN_REQUESTS).set_value(1)
+    at.run()
+    record_request(app, latency_ms=350.0)
+    at.run()
+    rules, states, history = _tables(at)
+    assert list(rules["threshold"]) == ["5.0%", "200 ms"]
+    assert list(rules["min_requests"]) == [1, 1]
+    latency = states.iloc[1]
+    assert (latency["status"], latency["value"], latency["requests"]) == ("firing", "350 ms", 1)
+    assert latency["since"] is not None
+    assert history[["rule", "from_status", "to_status", "value", "condition"]].to_dict("records") == [
+        {"rule": "slow_p95_latency", "from_status": "ok", "to_status": "firing", "value": "350 ms",
+         "condition": "p95_latency_ms > 200 ms"},
+    ]
+    at.sidebar.number_input(key=state.W_ALERT_P95_MS).set_value(1000.0).run()
+    _, states, history = _tables(at)
+    assert states["status"][1] == "ok"
+    # The banner's evaluation resolves the rule; the page's own, just after, returns it to ok.
+    assert list(zip(history["from_status"], history["to_status"], strict=True)) == [
+        ("resolved", "ok"), ("firing", "resolved"), ("ok", "firing")]
+    assert list(history["value"]) == ["350 ms"] * 3
+    assert history["time"].is_monotonic_decreasing
