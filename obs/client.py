@@ -22,7 +22,7 @@ import json
 import math
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -198,17 +198,12 @@ class InstrumentedClient(_CallRecorder):
         hit = self._cache_get(call)
         if hit is not None:
             return ChatResult(hit, self._succeed(call, hit, cached=True))
-        try:
-            response = self._http.post(
+        response = self._send(
+            call,
+            lambda: self._http.post(
                 self._chat_url, content=self._payload(call), headers=self._request_headers(call)
-            )
-        except httpx.HTTPError as exc:
-            error = transport_error(exc, self.base_url, self.timeout, self._api_key)
-            self._fail(call, error)
-            raise error from exc
-        except BaseException as exc:
-            self._fail(call, exc)
-            raise
+            ),
+        )
         self._event(
             call, semconv.EVENT_RESPONSE_RECEIVED, {semconv.HTTP_RESPONSE_STATUS_CODE: response.status_code}
         )
@@ -243,15 +238,7 @@ class InstrumentedClient(_CallRecorder):
         request = self._http.build_request(
             "POST", self._chat_url, content=self._payload(call), headers=self._request_headers(call)
         )
-        try:
-            response = self._http.send(request, stream=True)
-        except httpx.HTTPError as exc:
-            error = transport_error(exc, self.base_url, self.timeout, self._api_key)
-            self._fail(call, error)
-            raise error from exc
-        except BaseException as exc:
-            self._fail(call, exc)
-            raise
+        response = self._send(call, lambda: self._http.send(request, stream=True))
         if response.status_code >= 400:
             self._event(
                 call,
@@ -388,6 +375,18 @@ class InstrumentedClient(_CallRecorder):
 
     def _payload(self, call: _Call) -> bytes:
         return json.dumps(call.body, ensure_ascii=False).encode("utf-8")
+
+    def _send(self, call: _Call, send: Callable[[], httpx.Response]) -> httpx.Response:
+        """Run `send`; a failure ends the call, an httpx one raised again as an `obs.errors` error."""
+        try:
+            return send()
+        except httpx.HTTPError as exc:
+            error = transport_error(exc, self.base_url, self.timeout, self._api_key)
+            self._fail(call, error)
+            raise error from exc
+        except BaseException as exc:
+            self._fail(call, exc)
+            raise
 
     def _request_headers(self, call: _Call) -> dict[str, str]:
         headers = dict(self._headers)
