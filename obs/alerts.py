@@ -29,7 +29,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from obs._validate import is_finite_number
@@ -125,17 +125,7 @@ class AlertTransition:
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of this transition."""
-        return {
-            "rule": self.rule,
-            "from_status": self.from_status,
-            "to_status": self.to_status,
-            "at": self.at,
-            "value": self.value,
-            "threshold": self.threshold,
-            "metric": self.metric,
-            "op": self.op,
-            "request_count": self.request_count,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,21 +150,10 @@ class AlertEvent:
     details: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON body a webhook receives."""
-        return {
-            "rule": self.rule,
-            "status": self.status,
-            "metric": self.metric,
-            "op": self.op,
-            "threshold": self.threshold,
-            "value": self.value,
-            "window_s": self.window_s,
-            "request_count": self.request_count,
-            "at": self.at,
-            "since": self.since,
-            "message": self.message,
-            "details": dict(self.details),
-        }
+        """The JSON body a webhook receives: every field, `details` last."""
+        body = {f.name: getattr(self, f.name) for f in fields(self)}
+        body["details"] = dict(self.details)
+        return body
 
 
 # ---------------------------------------------------------------------------
