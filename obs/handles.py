@@ -206,10 +206,7 @@ class TraceHandle:
         return f"TraceHandle({self._name!r}, trace_id={self._trace_id}, {state})"
 
     def _freeze(self) -> Trace:
-        """Build the finished Trace, once, after `_ended` was set under the lock.
-
-        Nothing writes to the handle any more, so no lock is held.
-        """
+        """Build the finished Trace once `_ended` is set: nothing writes to the handle any more."""
         metadata = self._metadata
         # Only an explicit trace can end with spans still running, whose slots are empty.
         spans: list[Span] = (
