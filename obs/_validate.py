@@ -29,3 +29,12 @@ def check_real(name: str, value: Any, lo: float, hi: float, expected: str) -> fl
     ):
         raise ValueError(f"{name} must be {expected}, got {value!r}")
     return float(value)
+
+
+def check_probability(owner: str, argument: str, value: object) -> float:
+    """Return `value` as a float in [0, 1] or raise ValueError naming `owner`, `argument` and the range."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ValueError(f"{owner}: {argument} must be a number in [0, 1], got {value!r}")
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{owner}: {argument} must be in [0, 1], got {value!r}")
+    return float(value)
