@@ -18,10 +18,10 @@ join `series_coarsening` (2) bins of the totals' sketch, so series
 percentiles are within `series_relative_accuracy` (0.019998 by default), with
 at most `series_max_bins` (256) counters per array. A per-second slot is
 folded into its minute when its ring position is reused, so a request is
-written to one slot only. With the defaults a collector holds about 3 MB after a million
-requests spread over a day (see benchmarks/bench_metrics.py), and about 7 MB
-at worst whatever the data (every array at its bound; 12 MB if more than
-65,535 requests of one minute land in a single 4%-wide latency bin).
+written to one slot only. With the defaults a collector holds about 3 MB
+after a million requests spread over a day (see benchmarks/bench_metrics.py),
+and about 7 MB at worst whatever the data (every array at its bound; 12 MB if
+more than 65,535 requests of one minute land in a single 4%-wide latency bin).
 Retention counts back from the newest timestamp recorded: older requests
 still count in the totals, just not in the series.
 
