@@ -93,7 +93,8 @@ def format_metric(metric: str, value: float | None) -> str:
     if metric == "error_rate":
         return f"{value:.1%}"
     if metric.endswith("_ms"):
-        return f"{value:,.0f} ms"
+        # Whole ms unless that would hide the difference of a small threshold (0.9 ms is not 1 ms).
+        return f"{value:,.0f} ms" if value >= 10 or value == round(value) else f"{value:.1f} ms"
     if metric == "cost_per_hour":
         return f"${value:.4f}/h"
     if metric == "tokens_per_second":

@@ -290,11 +290,12 @@ def latency_breakdown(requests: pd.DataFrame) -> go.Figure:
 
 def sampling_over_time(timeline: pd.DataFrame, bucket_s: float = 1.0) -> go.Figure:
     """Finished traces per time bucket: kept by head sampling, kept by tail rules, dropped (stacked bars),
-    and the traces seen (their sum) as a line.
+    and the traces seen (their sum) as a mark on top of each stack.
 
-    Bars are as wide as their bucket of `bucket_s` seconds.
+    Bars are as wide as their bucket of `bucket_s` seconds; buckets in which
+    no trace ended are left out.
     """
-    title = "Sampling"
+    title = "Traces kept and dropped"
     columns = ("traces_kept_head", "traces_kept_tail", "traces_dropped")
     if timeline.empty or all(_numbers(timeline, c).fillna(0).sum() == 0 for c in columns):
         return _empty(title, "No finished traces yet")
@@ -311,9 +312,10 @@ def sampling_over_time(timeline: pd.DataFrame, bucket_s: float = 1.0) -> go.Figu
         fig.add_trace(go.Bar(x=times, y=counts[column][busy], name=name, marker_color=color,
                              width=bucket_s * 1000.0, offset=0))
     seen = sum(counts.values())[busy]
-    # The line's points sit mid-bucket, on top of their stacked bar.
+    # Marks, not a line: a line would suggest traces ended in the idle time between buckets.
     fig.add_trace(go.Scatter(x=times + pd.Timedelta(seconds=bucket_s / 2), y=seen, name="seen",
-                             mode="lines+markers", line={"color": "#111827", "width": 1.5},
+                             mode="markers", marker={"color": "#111827", "symbol": "line-ew-open", "size": 16,
+                                                     "line": {"width": 2}},
                              hovertemplate="%{y} seen<extra></extra>"))
     fig.update_layout(barmode="stack")
     fig.update_yaxes(rangemode="tozero")

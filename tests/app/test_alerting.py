@@ -52,6 +52,8 @@ def test_a_bad_latency_threshold_or_minimum_is_refused_by_the_rule() -> None:
     ("error_rate", 0.125, "12.5%"),
     ("p95_latency_ms", 1234.4, "1,234 ms"),
     ("p95_ttft_ms", 80.0, "80 ms"),
+    ("p95_latency_ms", 0.9, "0.9 ms"),
+    ("p95_latency_ms", 2.0, "2 ms"),
     ("cost_per_hour", 0.03, "$0.0300/h"),
     ("tokens_per_second", 12.34, "12.3 tok/s"),
     ("requests_per_minute", 4.0, "4.0 req/min"),

@@ -164,13 +164,14 @@ def test_latency_breakdown_stacks_the_three_parts() -> None:
     assert fig.layout.barmode == "stack"
 
 
-def test_sampling_stacks_kept_and_dropped_traces_under_a_line_of_traces_seen() -> None:
+def test_sampling_stacks_kept_and_dropped_traces_under_a_mark_of_traces_seen() -> None:
     fig = charts.sampling_over_time(timeline_frame([(3, 1), (2, 0)]))
     assert [(t.name, list(t.y)) for t in fig.data] == [
         ("kept (head)", [3.0, 2.0]), ("kept (tail)", [0.0, 0.0]), ("dropped", [1.0, 0.0]),
         ("seen", [4.0, 2.0])]
     assert fig.layout.barmode == "stack"
     assert [t.type for t in fig.data] == ["bar", "bar", "bar", "scatter"]
+    assert fig.data[3].mode == "markers"
 
 
 def test_sampling_leaves_out_buckets_without_finished_traces_and_sizes_bars_to_the_bucket() -> None:
