@@ -137,11 +137,10 @@ def render_sampling_alert_controls(app: AppSession) -> None:
             st.error(f"{exc}. Still using {app.settings.slow_ms:,.0f} ms.", icon=":material/error:")
 
         st.markdown("**Alert when**")
-        left, right = st.columns(2)
-        error_pct = left.number_input("Error rate above (%)", value=settings.alert_error_rate * 100, step=1.0,
-                                      format="%.1f", key=state.W_ALERT_ERROR_PCT)
-        p95_ms = right.number_input("p95 latency above (ms)", value=settings.alert_p95_ms, step=100.0,
-                                    format="%.0f", key=state.W_ALERT_P95_MS)
+        error_pct = st.number_input("Error rate above (%)", value=settings.alert_error_rate * 100, step=1.0,
+                                    format="%.1f", key=state.W_ALERT_ERROR_PCT)
+        p95_ms = st.number_input("p95 latency above (ms)", value=settings.alert_p95_ms, step=100.0,
+                                 format="%.0f", key=state.W_ALERT_P95_MS)
         min_requests = st.number_input("Min requests in window", value=settings.alert_min_requests, step=1,
                                        key=state.W_ALERT_MIN_REQUESTS, placeholder="rule defaults",
                                        help=_min_requests_help())
@@ -163,12 +162,12 @@ def _min_requests_help() -> str:
 
 
 @st.fragment(run_every=ALERT_CHECK_S)
-def render_alert_banner(app: AppSession) -> None:
+def render_alert_banner(app: AppSession, link: bool = True) -> None:
     """Evaluate the alert rules and show a banner per firing (error) or pending (warning) rule.
 
     A fragment: it evaluates again every few seconds on its own, so a rule
     that starts firing shows on whichever page is open. The banner names the
-    rule and its value and links to the Alerts page.
+    rule and its value; with `link`, it links to the Alerts page.
     """
     active = [s for s in app.evaluate_alerts() if s.status in ("firing", "pending")]
     for alert in active:
@@ -178,6 +177,6 @@ def render_alert_banner(app: AppSession) -> None:
             st.error(text, icon=":material/notifications_active:")
         else:
             st.warning(text, icon=":material/hourglass_top:")
-    if active:
+    if active and link:
         st.page_link(state.ALERTS_PAGE, label="Open the Alerts page", icon=":material/notifications:",
                      query_params={state.QUERY_SESSION: st.session_state.get(state.SESSION_ID, "")})

@@ -2,8 +2,8 @@
 
 One `AppSession` per browser session holds the TraceStore, MetricsCollector,
 LLMLogger, Tracer, InstrumentedClient and AlertManager, the chat history and
-the last good sidebar settings. Pages get it with `get_app()`; nothing else creates obs
-objects, so every number a page shows comes from these.
+the last good sidebar settings. Pages get it with `get_app()`; nothing else
+creates obs objects, so every number a page shows comes from these.
 
 A page reload starts a new Streamlit session; so that it keeps the data, each
 AppSession is also filed in a process-wide registry under a random id that
@@ -225,9 +225,14 @@ class AppSession:
         keeps the head decision it got when it began.
         """
         with self.lock:
+            current = self.settings
+            if (rate, keep_errors, keep_slow, slow_ms) == (
+                current.sample_rate, current.keep_errors, current.keep_slow, current.slow_ms
+            ):
+                return
             head, tail = _samplers(rate, keep_errors, keep_slow, slow_ms)
             self.tracer.head_sampler, self.tracer.tail_sampler = head, tail
-            self.settings = replace(self.settings, sample_rate=float(rate), keep_errors=bool(keep_errors),
+            self.settings = replace(current, sample_rate=float(rate), keep_errors=bool(keep_errors),
                                     keep_slow=bool(keep_slow), slow_ms=float(slow_ms))
 
     def set_alert_thresholds(self, error_rate: float, p95_ms: float, min_requests: int | None = None) -> None:

@@ -40,7 +40,7 @@ def _rules(app: AppSession) -> None:
 def _states(app: AppSession) -> None:
     states = app.evaluate_alerts()
     st.subheader("Current state")
-    st.markdown("  ".join(f"{sidebar.md_escape(s.name)} {_STATUS_BADGES[s.status]}" for s in states))
+    st.markdown(" · ".join(f"{sidebar.md_escape(s.name)} {_STATUS_BADGES[s.status]}" for s in states))
     st.dataframe(
         alerting.states_frame(states), hide_index=True, key="alerts_states",
         column_config={
@@ -79,7 +79,7 @@ def main() -> None:
     app = state.get_app()
     sidebar.render_connection(app)
     sidebar.render_sampling_alert_controls(app)
-    sidebar.render_alert_banner(app)
+    sidebar.render_alert_banner(app, link=False)
     st.title("Alerts")
     _rules(app)
     interval = None if app.settings.paused else app.settings.refresh_s

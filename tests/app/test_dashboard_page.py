@@ -36,7 +36,7 @@ def test_empty_dashboard_shows_zero_tiles_and_every_chart() -> None:
     assert len(charts) == CHART_COUNT
     assert set(charts) == {"Latency per request", "Latency distribution", "Throughput", "Cumulative cost",
                            "Tokens per request", "Time to first token", "Error rate", "Latency breakdown",
-                           "Sampling"}
+                           "Traces kept and dropped"}
 
 
 def test_recorded_requests_reach_tiles_and_charts() -> None:
