@@ -202,7 +202,10 @@ def cumulative_cost(requests: pd.DataFrame) -> go.Figure:
     fig = go.Figure(go.Scatter(x=requests["time"], y=total, mode="lines+markers", line_shape="hv",
                                name="cost", line={"color": _PROMPT_COLOR},
                                hovertemplate="$%{y:.6f}<extra></extra>"))
-    fig.update_yaxes(tickprefix="$", rangemode="tozero")
+    # Plotly's default SI suffixes read "$150µ" for local-model cents; plain decimals instead.
+    peak = float(total.max()) if len(total) else 0.0
+    digits = 6 if peak < 0.01 else 4 if peak < 10 else 2
+    fig.update_yaxes(tickprefix="$", tickformat=f",.{digits}f", rangemode="tozero")
     return _layout(fig, title, y_title="dollars")
 
 

@@ -131,6 +131,14 @@ def test_throughput_rejects_a_zero_bucket() -> None:
 def test_cumulative_cost_is_a_running_total() -> None:
     fig = charts.cumulative_cost(requests_frame([100.0, 100.0, 100.0]))
     assert [round(v, 6) for v in fig.data[0].y] == [0.001, 0.003, 0.006]
+    # dollars as plain decimals, not SI suffixes ("$6m" would read as millions)
+    assert (fig.layout.yaxis.tickprefix, fig.layout.yaxis.tickformat) == ("$", ",.6f")
+
+
+def test_cumulative_cost_uses_fewer_decimals_for_larger_sums() -> None:
+    frame = requests_frame([100.0, 100.0])
+    frame["cost"] = [2.5, 3.0]
+    assert charts.cumulative_cost(frame).layout.yaxis.tickformat == ",.4f"
 
 
 def test_tokens_per_request_stacks_prompt_and_completion() -> None:
