@@ -19,7 +19,7 @@ webhooks. Firing notifications of one rule are at least `cooldown_s` apart; a
 firing held back by the cooldown is sent when it expires if the rule still
 fires, and a resolve is sent only for a firing that was sent. Evaluation and
 notification never raise into the application: failures are logged and
-counted. The rule and notifier names are importable from here too.
+counted. The rule, event and notifier names are importable from here too.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from obs._validate import is_finite_number
@@ -43,7 +43,7 @@ from obs.alert_rules import (
     parse_rules,
 )
 from obs.clock import SYSTEM_CLOCK, Clock
-from obs.notifiers import CallbackNotifier, LoggerNotifier, Notifier, WebhookNotifier
+from obs.notifiers import AlertEvent, CallbackNotifier, LoggerNotifier, Notifier, WebhookNotifier
 
 if TYPE_CHECKING:
     from obs.log import LLMLogger
@@ -72,7 +72,7 @@ _log = logging.getLogger(__name__)
 AlertStatus = Literal["ok", "pending", "firing", "resolved"]
 
 # ---------------------------------------------------------------------------
-# States, transitions, events
+# States and transitions
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,34 +126,6 @@ class AlertTransition:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of this transition."""
         return asdict(self)
-
-
-@dataclass(frozen=True, slots=True)
-class AlertEvent:
-    """What notifiers receive: a rule started firing or resolved.
-
-    `at` is when this notification was made (epoch s), `since` when the
-    firing began; `message` is a one-line summary for people.
-    """
-
-    rule: str
-    status: Literal["firing", "resolved"]
-    metric: str
-    op: str
-    threshold: float
-    value: float | None
-    window_s: float
-    request_count: int
-    at: float
-    since: float
-    message: str
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON body a webhook receives: every field, `details` last."""
-        body = {f.name: getattr(self, f.name) for f in fields(self)}
-        body["details"] = dict(self.details)
-        return body
 
 
 # ---------------------------------------------------------------------------

@@ -1,10 +1,11 @@
 """Alert notifiers: who hears that an alert rule started firing or resolved.
 
-A notifier is anything with `notify(event)` taking an `AlertEvent`. Three
-ship: `LoggerNotifier` writes to an `LLMLogger`, `CallbackNotifier` calls a
-Python function, and `WebhookNotifier` POSTs JSON from a background thread
-with a timeout and retries. The `AlertManager` catches, logs and counts what
-a notifier raises; the webhook raises nothing and counts its own failures.
+An `AlertEvent` says that a rule started firing or resolved; a notifier is
+anything with `notify(event)` taking one. Three ship: `LoggerNotifier`
+writes to an `LLMLogger`, `CallbackNotifier` calls a Python function, and
+`WebhookNotifier` POSTs JSON from a background thread with a timeout and
+retries. The `AlertManager` catches, logs and counts what a notifier raises;
+the webhook raises nothing and counts its own failures.
 """
 
 from __future__ import annotations
@@ -15,20 +16,48 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import httpx
 
 from obs._validate import is_finite_number
 
 if TYPE_CHECKING:
-    from obs.alerts import AlertEvent
     from obs.log import LLMLogger
 
-__all__ = ["CallbackNotifier", "LoggerNotifier", "Notifier", "WebhookNotifier"]
+__all__ = ["AlertEvent", "CallbackNotifier", "LoggerNotifier", "Notifier", "WebhookNotifier"]
 
 # Notifiers are part of alerting: their warnings keep its logger name.
 _log = logging.getLogger("obs.alerts")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """What notifiers receive: a rule started firing or resolved.
+
+    `at` is when this notification was made (epoch s), `since` when the
+    firing began; `message` is a one-line summary for people.
+    """
+
+    rule: str
+    status: Literal["firing", "resolved"]
+    metric: str
+    op: str
+    threshold: float
+    value: float | None
+    window_s: float
+    request_count: int
+    at: float
+    since: float
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON body a webhook receives: every field, `details` last."""
+        body = {f.name: getattr(self, f.name) for f in fields(self)}
+        body["details"] = dict(self.details)
+        return body
 
 
 @runtime_checkable
