@@ -100,7 +100,7 @@ class MetricsSnapshot:
 
     Latencies and TTFT are milliseconds. Percentiles come from a quantile
     sketch: each is within the collector's `relative_accuracy` (1% by default)
-    relative error of the exact value of rank floor(q*(n-1)); min and max are
+    relative error of the exact value of nearest rank ceil(q*n); min and max are
     exact. Rates are fractions in [0, 1]. `requests_per_second` and
     `tokens_per_second` divide by the seconds from the first to the last
     request timestamp, floored at 1 s. `first_request_at` and
@@ -147,7 +147,7 @@ class MetricsCollector:
     Prices are dollars per 1K tokens; `model_prices[model] = (prompt, completion)`
     overrides them for requests of that exact model name. Percentiles of
     `get_metrics()` are within `relative_accuracy` (default 0.01 = 1%) of the
-    exact value of rank floor(q*(n-1)), as long as the latencies span less than
+    exact value of nearest rank ceil(q*n), as long as the latencies span less than
     `max_bins` bins (a ratio of 10**17 at the defaults); those of `time_series()`
     and `window()` within `series_relative_accuracy` (0.019998 by default, bins
     `series_coarsening` times wider), as long as one bucket's values span less

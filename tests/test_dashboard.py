@@ -140,7 +140,7 @@ def test_full_scene_summary_and_numbers(scene: _Scene) -> None:
     assert data.summary["Total Cost"] == "$0.0090"  # 0.002 + 0.004 + 0 + 0.003
     assert data.summary["Avg Latency"] == "3445ms"  # (80 + 200 + 1500 + 12000) / 4
     assert data.summary["P95 Latency"] == f"{snapshot.p95_latency_ms:.0f}ms"
-    assert snapshot.p95_latency_ms == pytest.approx(1500, rel=0.01)  # rank floor(0.95 * 3) = 2
+    assert snapshot.p95_latency_ms == 12000.0  # nearest rank ceil(0.95 * 4) = 4: the exact maximum
     assert data.summary["Error Rate"] == "25.0%"
     assert data.summary["Cache Hit Rate"] == "25.0%"
     assert data.summary["Throughput"] == "0.25 req/s"  # 4 traces over 16 s

@@ -309,8 +309,8 @@ def test_per_second_buckets(metrics: MetricsCollector) -> None:
     assert (first.requests, first.errors, first.cache_hits) == (2, 1, 1)
     assert (first.prompt_tokens, first.completion_tokens, first.cost) == (2000, 1000, 0.004)
     assert first.avg_latency_ms == 200.0
-    assert first.p50_latency_ms == 100.0  # lower rank of two values; clamped to the exact minimum
-    assert first.p95_latency_ms == 100.0
+    assert first.p50_latency_ms == 100.0  # nearest rank ceil(0.5 * 2) = 1: the exact minimum
+    assert first.p95_latency_ms == 300.0  # nearest rank ceil(0.95 * 2) = 2: the exact maximum
     assert first.p95_ttft_ms == 40.0
     assert series[1].to_dict() == {
         "start": T0 + 3, "requests": 1, "errors": 0, "prompt_tokens": 10, "completion_tokens": 5,

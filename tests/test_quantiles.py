@@ -24,12 +24,25 @@ def _within(estimate: float, exact: float, accuracy: float) -> bool:
 # -- the rank convention -------------------------------------------------------------------------
 
 
-def test_exact_quantile_takes_the_lower_rank() -> None:
+def test_exact_quantile_takes_the_nearest_rank() -> None:
     values = [4.0, 1.0, 3.0, 2.0]
     assert exact_quantile(values, 0.0) == 1.0
-    assert exact_quantile(values, 0.5) == 2.0  # rank floor(0.5 * 3) = 1
-    assert exact_quantile(values, 0.99) == 3.0  # rank floor(2.97) = 2
+    assert exact_quantile(values, 0.25) == 1.0  # 1-based rank ceil(0.25 * 4) = 1
+    assert exact_quantile(values, 0.5) == 2.0  # rank ceil(2.0) = 2
+    assert exact_quantile(values, 0.51) == 3.0  # rank ceil(2.04) = 3
+    assert exact_quantile(values, 0.99) == 4.0  # rank ceil(3.96) = 4
     assert exact_quantile(values, 1.0) == 4.0
+
+
+def test_high_percentiles_of_two_values_are_the_larger() -> None:
+    assert exact_quantile([553.0, 1237.0], 0.95) == 1237.0
+    assert exact_quantile([553.0, 1237.0], 0.5) == 553.0
+
+
+def test_rank_is_not_pushed_up_by_float_rounding() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert 0.07 * 100 > 7  # 7.000000000000001
+    assert exact_quantile(values, 0.07) == 7.0
 
 
 def test_exact_quantile_of_nothing_is_zero_and_q_is_checked() -> None:
