@@ -33,7 +33,7 @@ from obs.client import InstrumentedClient
 from obs.llama.server import start_embedded_server
 
 CALLS = 60
-STREAMS = 15
+STREAMS = 30
 WARMUP = 3
 OVERHEAD_ABS_MS = 1.0
 OVERHEAD_REL = 0.02
@@ -151,7 +151,9 @@ def bench_stream(url: str) -> None:
     raw_rates = [n / (t[0] / 1000.0) for n, t in zip(raw_tokens, raw_times, strict=True)]
     client_rates = [n / (t[0] / 1000.0) for n, t in zip(client_tokens, client_times, strict=True)]
     raw_rate, client_rate = statistics.median(raw_rates), statistics.median(client_rates)
-    ratio = client_rate / raw_rate
+    # As for the chat: both streams of a round share the machine's load at that moment, so the
+    # median of the per-round ratios is the headline; the ratio of medians is shown beside it.
+    ratio = statistics.median(c / r for c, r in zip(client_rates, raw_rates, strict=True))
     tokens = statistics.median(raw_tokens)
     raw_cpu = _median(raw_times, 1) / tokens
     client_cpu = _median(client_times, 1) / tokens
@@ -168,7 +170,8 @@ def bench_stream(url: str) -> None:
     # machine converges to, shown because a busy one makes the measured ratio noisy.
     bound = 1.0 / (1.0 + max(0.0, client_cpu - raw_cpu) * raw_rate / 1000.0)
     print(
-        f"  ratio {ratio:.1%} measured, {bound:.1%} from the extra CPU per token; "
+        f"  ratio {ratio:.1%} (median of per-round ratios; ratio of medians "
+        f"{client_rate / raw_rate:.1%}), {bound:.1%} from the extra CPU per token; "
         f"target >= {STREAM_TARGET:.0%}: {'PASS' if ratio >= STREAM_TARGET else 'FAIL'}"
     )
 
