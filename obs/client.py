@@ -38,6 +38,7 @@ from obs.llama.props import ServerProps, shared_ssl_context
 from obs.llama.responses import ChatCompletion
 from obs.log import LLMLogger
 from obs.metrics import MetricsCollector, MetricsSnapshot
+from obs.sampling import SAMPLER_ENV, sampler_from_env
 from obs.spans import Span
 from obs.store import TraceStore
 from obs.stream import ChatStream
@@ -88,7 +89,9 @@ class InstrumentedClient(_CallRecorder):
     the server's `/props`. `timeout` is seconds per connect/read/write.
 
     With no `tracer`, one is built on the given (or fresh) `store`,
-    `collector` and `logger`, so every client works on its own. `cache_size`
+    `collector` and `logger`, so every client works on its own; its head
+    sampler then follows OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG when
+    they are set (`obs.sampling.sampler_from_env`). `cache_size`
     > 0 turns on an exact-match response cache (LRU, entries live
     `cache_ttl_s` seconds) whose hits skip the server. `capture_content`
     records message contents on spans (GenAI's opt-in content attributes).
@@ -160,7 +163,11 @@ class InstrumentedClient(_CallRecorder):
         self.tracer: Tracer = (
             tracer
             if tracer is not None
-            else Tracer(store=self.store, collector=self.collector, logger=self.logger, clock=self.clock)
+            else Tracer(
+                store=self.store, collector=self.collector, logger=self.logger, clock=self.clock,
+                # As OpenTelemetry SDKs do: OTEL_TRACES_SAMPLER (and _ARG) pick the head sampler.
+                head_sampler=sampler_from_env() if os.environ.get(SAMPLER_ENV, "").strip() else None,
+            )
         )
         self.cache: ResponseCache[ChatCompletion] | None = (
             ResponseCache(cache_size, cache_ttl_s, clock=self.clock) if cache_size else None

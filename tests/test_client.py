@@ -131,6 +131,22 @@ def test_standalone_client_builds_its_own_sinks() -> None:
         assert len(client.logger.get_logs_for_trace(span.trace_id)) == 2
 
 
+def test_standalone_client_samples_as_the_otel_environment_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    with servers.serve(servers.good) as server, InstrumentedClient(server.url) as client:
+        _, span = client.chat(MESSAGES)
+        assert client.tracer.head_sampler.description == "AlwaysOffSampler"
+        assert client.store.get(span.trace_id) is None  # not kept...
+        metrics = client.get_metrics()
+        assert (metrics.request_count, metrics.traces_dropped) == (1, 1)  # ...but counted
+
+
+def test_unknown_otel_sampler_is_refused_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "sometimes")
+    with pytest.raises(ValueError, match="OTEL_TRACES_SAMPLER"):
+        InstrumentedClient("http://127.0.0.1:9")
+
+
 def test_client_uses_the_tracers_sinks() -> None:
     store, collector = TraceStore(), MetricsCollector()
     tracer = Tracer(store=store, collector=collector)
