@@ -40,13 +40,6 @@ GEN_AI_INPUT_MESSAGES = "gen_ai.input.messages"
 GEN_AI_OUTPUT_MESSAGES = "gen_ai.output.messages"
 GEN_AI_SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"
 
-# GenAI metric names and their attribute.
-GEN_AI_CLIENT_OPERATION_DURATION = "gen_ai.client.operation.duration"
-GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
-GEN_AI_CLIENT_TOKEN_USAGE = "gen_ai.client.token.usage"
-GEN_AI_SERVER_TIME_PER_OUTPUT_TOKEN = "gen_ai.server.time_per_output_token"
-GEN_AI_TOKEN_TYPE = "gen_ai.token.type"
-
 # General OpenTelemetry keys.
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
@@ -61,7 +54,6 @@ SERVICE_NAME = "service.name"
 # Values.
 PROVIDER_LLAMA_CPP = "llama.cpp"
 OPERATION_CHAT = "chat"
-OPERATION_TEXT_COMPLETION = "text_completion"
 ERROR_TYPE_OTHER = "_OTHER"
 
 # llama.cpp timings and server facts (no convention exists: one prefix).
