@@ -11,13 +11,12 @@ rather than lose it. The names are importable from `obs.sampling` too.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from obs._validate import check_probability
+from obs._validate import check_probability, is_finite_number
 from obs.traces import Trace
 
 __all__ = [
@@ -93,12 +92,7 @@ class KeepSlow:
 
     def __init__(self, threshold_ms: float) -> None:
         """Keep traces lasting `threshold_ms` or more; it must be finite and >= 0."""
-        if (
-            isinstance(threshold_ms, bool)
-            or not isinstance(threshold_ms, int | float)
-            or not math.isfinite(threshold_ms)
-            or threshold_ms < 0
-        ):
+        if not is_finite_number(threshold_ms) or threshold_ms < 0:
             raise ValueError(
                 f"KeepSlow: threshold_ms must be a finite number >= 0, got {threshold_ms!r}"
             )
