@@ -232,13 +232,10 @@ class Tracer:
                 f"Tracer: parent must be a SpanHandle, TraceHandle or TraceParent, got {cls.__name__}"
             )
         if remote is None:
-            trace_id = self._new_trace_id()
-            parent_span_id = None
-            sampled = True if self.head_sampler is None else self._head_decision(trace_id, None)
+            trace_id, parent_span_id, parent_sampled = self._new_trace_id(), None, None
         else:
-            trace_id = remote.trace_id
-            parent_span_id = remote.span_id
-            sampled = True if self.head_sampler is None else self._head_decision(trace_id, remote.sampled)
+            trace_id, parent_span_id, parent_sampled = remote.trace_id, remote.span_id, remote.sampled
+        sampled = True if self.head_sampler is None else self._head_decision(trace_id, parent_sampled)
         attrs = dict(attributes) if attributes else {}
         # An implicit trace takes its root span's time frame, set once the span has read the clock.
         trace = TraceHandle(
