@@ -93,6 +93,10 @@ class _Call:
             return self.handle.span_id
         return self.fallback.id if self.fallback is not None else None
 
+    def tokens_seen(self) -> int:
+        """How many text deltas arrived: the token count of a stream whose usage never came."""
+        return len(self.gaps) + (self.ttft_ms is not None)
+
 
 class _CallRecorder:
     """The telemetry half of `InstrumentedClient`, which inherits it: spans, metrics and logs of calls.
@@ -118,6 +122,9 @@ class _CallRecorder:
         with self._count_lock:
             self.telemetry_errors += 1
         _log.warning("obs: telemetry failed in %s: %s: %s", where, type(exc).__name__, exc)
+
+    def _latency_ms(self, call: _Call) -> float:
+        return 0.0 if call.t0 is None else max(0.0, self.clock.monotonic_ms() - call.t0)
 
     def _resolve_parent(self, parent: Any) -> Any:
         if parent is not None:
@@ -220,17 +227,16 @@ class _CallRecorder:
         closed_early: bool = False,
     ) -> Span:
         call.ended = True
-        latency_ms = 0.0 if call.t0 is None else max(0.0, self.clock.monotonic_ms() - call.t0)
+        latency_ms = self._latency_ms(call)
         usage = completion.usage
         prompt = usage.prompt_tokens if usage is not None and not cached else 0
         completion_tokens = usage.completion_tokens if usage is not None and not cached else 0
         if usage is None and closed_early:
-            completion_tokens = len(call.gaps) + (1 if call.ttft_ms is not None else 0)
+            completion_tokens = call.tokens_seen()
         attrs: dict[str, Any] = {}
         try:
-            attrs = response_attributes(completion) if not cached else {}
+            attrs = response_attributes(_without_usage(completion) if cached else completion)
             if cached:
-                attrs.update(response_attributes(_without_usage(completion)))
                 attrs[semconv.GEN_AI_USAGE_INPUT_TOKENS] = 0
                 attrs[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = 0
             attrs.update(
@@ -279,13 +285,11 @@ class _CallRecorder:
 
     def _fail(self, call: _Call, error: BaseException, *, status: int | None = None) -> Span:
         call.ended = True
-        latency_ms = 0.0 if call.t0 is None else max(0.0, self.clock.monotonic_ms() - call.t0)
+        latency_ms = self._latency_ms(call)
         partial = call.acc.text
         usage = call.acc.usage
         prompt = usage.prompt_tokens if usage is not None else 0
-        completion_tokens = (
-            usage.completion_tokens if usage is not None else len(call.gaps) + (call.ttft_ms is not None)
-        )
+        completion_tokens = usage.completion_tokens if usage is not None else call.tokens_seen()
         attrs: dict[str, Any] = {}
         try:
             if isinstance(error, LLMServerError):
