@@ -57,7 +57,7 @@ class ResponseCache(Generic[_V]):
         now = self._clock.monotonic_ms()
         with self._lock:
             entry = self._entries.get(key)
-            if entry is not None and self.ttl_s is not None and now - entry[0] > self.ttl_s * 1000.0:
+            if entry is not None and self._expired(entry[0], now):
                 del self._entries[key]
                 entry = None
             if entry is None:
@@ -91,7 +91,10 @@ class ResponseCache(Generic[_V]):
         now = self._clock.monotonic_ms()
         with self._lock:
             entry = self._entries.get(key)  # type: ignore[call-overload]
-            return entry is not None and (self.ttl_s is None or now - entry[0] <= self.ttl_s * 1000.0)
+            return entry is not None and not self._expired(entry[0], now)
+
+    def _expired(self, stored_ms: float, now_ms: float) -> bool:
+        return self.ttl_s is not None and now_ms - stored_ms > self.ttl_s * 1000.0
 
     def __repr__(self) -> str:
         return f"ResponseCache(max_size={self.max_size}, ttl_s={self.ttl_s}, entries={len(self)})"
