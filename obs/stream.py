@@ -208,10 +208,7 @@ class ChatStream:
             error = transport_error(exc, client.base_url, client.timeout, client._api_key)
             self._abort(error)
             raise error from exc
-        except BadResponse as error:
-            self._abort(error)
-            raise
-        except BaseException as exc:
+        except BaseException as exc:  # BadResponse from parse_body, or the application's own
             self._abort(exc)
             raise
         finally:
