@@ -196,7 +196,6 @@ class LLMLogger:
                 # default=str: a value JSON cannot hold is written as its text rather than lost.
                 line = json.dumps(entry.to_dict(), default=str, ensure_ascii=False) + "\n"
             except (TypeError, ValueError) as exc:  # e.g. data that contains itself
-                line = None
                 self._count_write_error("encode", exc)
         with self._lock:
             if len(self._entries) == self._max_entries:
