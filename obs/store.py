@@ -390,9 +390,8 @@ class SqliteTraceStore:
             return removed
 
         with self._lock:
-            self._connection()
             try:
-                removed = self._write(insert)
+                removed = self._write(insert)  # a closed store raises ValueError here, not counted
             except sqlite3.Error as exc:
                 self._write_errors += 1
                 _log.warning("SqliteTraceStore: could not store trace %s: %s", trace.id, exc)
