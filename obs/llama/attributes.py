@@ -9,7 +9,6 @@ derived numbers, all keys from `obs.semconv`).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -17,6 +16,7 @@ from obs import semconv
 from obs._validate import is_finite_number
 from obs.llama.props import ServerProps
 from obs.llama.responses import ChatCompletion, Timings
+from obs.quantiles import exact_quantile
 
 __all__ = [
     "derived_attributes",
@@ -168,20 +168,14 @@ def response_attributes(response: ChatCompletion) -> dict[str, Any]:
     return attrs
 
 
-def _percentile(ordered: Sequence[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default), on sorted data."""
-    position = (len(ordered) - 1) * q
-    low = math.floor(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
 def inter_token_stats(gaps_ms: Sequence[float]) -> tuple[float, float, float] | None:
-    """(mean, p50, p95) of the gaps between streamed tokens in ms; None with no gap."""
+    """(mean, p50, p95) of the gaps between streamed tokens in ms; None with no gap.
+
+    The percentiles are nearest-rank values, as everywhere in obs (`obs.quantiles`).
+    """
     if not gaps_ms:
         return None
-    ordered = sorted(gaps_ms)
-    return sum(ordered) / len(ordered), _percentile(ordered, 0.5), _percentile(ordered, 0.95)
+    return sum(gaps_ms) / len(gaps_ms), exact_quantile(gaps_ms, 0.5), exact_quantile(gaps_ms, 0.95)
 
 
 def derived_attributes(
