@@ -16,7 +16,17 @@ from typing import Any
 
 import pytest
 
-from tests.browser.test_app_in_browser import _PLOTS, ANSWER_CAPTION, CHAT_MESSAGE, PLOT, _open, _send, _shot
+from tests.browser.pages import (
+    ANSWER_CAPTION,
+    CHAT_MESSAGE,
+    PLOT,
+    PLOTS,
+    open_page,
+    send,
+    set_number,
+    shot,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -37,17 +47,6 @@ _LATENCY_CHART = """() => {
 }"""
 
 
-def _wait_idle(page: Any) -> None:
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
-
-
-def _set_number(page: Any, label: str, value: str) -> None:
-    box = page.get_by_role("spinbutton", name=label)
-    box.fill(value)
-    box.press("Enter")
-    _wait_idle(page)
-
-
 def test_a_low_p95_threshold_fires_after_one_answer_and_shows_a_banner(
     page: Any, app_url: str, artifacts: Path,
 ) -> None:
@@ -55,11 +54,11 @@ def test_a_low_p95_threshold_fires_after_one_answer_and_shows_a_banner(
     page.get_by_test_id("stChatInputTextArea").wait_for(timeout=120_000)
     page.get_by_text("Model:").first.wait_for(timeout=60_000)  # the sidebar saw a healthy server
     page.get_by_text("Sampling & alerts").wait_for()
-    _set_number(page, "Max tokens", "24")
-    _set_number(page, "p95 latency above (ms)", str(THRESHOLD_MS))
-    _set_number(page, "Min requests in window", "1")
+    set_number(page, "Max tokens", "24")
+    set_number(page, "p95 latency above (ms)", str(THRESHOLD_MS))
+    set_number(page, "Min requests in window", "1")
     assert page.locator(BANNER).count() == 0
-    _send(page, "Say hello.", 0)
+    send(page, "Say hello.", 0)
     assert page.locator(ANSWER_CAPTION, has_text="latency").count() == 1
     # The banner is a fragment that evaluates the rules every few seconds on its own.
     banner = page.locator(BANNER, has_text="Alert firing: slow_p95_latency")
@@ -68,11 +67,11 @@ def test_a_low_p95_threshold_fires_after_one_answer_and_shows_a_banner(
     assert f"> {THRESHOLD_MS} ms over the last 300 s (1 request)" in text
     assert "p95 latency is" in text
     assert page.get_by_role("link", name="Open the Alerts page").count() == 1
-    _shot(page, artifacts, "alerts-banner")
+    shot(page, artifacts, "alerts-banner")
 
 
 def test_the_latency_chart_draws_the_threshold_and_the_breached_request(page: Any, artifacts: Path) -> None:
-    _open(page, "Dashboard")
+    open_page(page, "Dashboard")
     page.wait_for_function(f"() => document.querySelectorAll('{PLOT}').length >= 9")
     page.locator(BANNER, has_text="Alert firing: slow_p95_latency").wait_for()
     chart = page.evaluate(_LATENCY_CHART)
@@ -82,7 +81,7 @@ def test_the_latency_chart_draws_the_threshold_and_the_breached_request(page: An
                in label for label in chart["labels"]), chart["labels"]
     assert chart["traces"] == ["breached"]
     assert chart["points"] == 1
-    _shot(page, artifacts, "dashboard-alerts")
+    shot(page, artifacts, "dashboard-alerts")
 
 
 def test_the_alerts_page_shows_the_rules_the_firing_state_and_its_history(page: Any, artifacts: Path) -> None:
@@ -96,7 +95,7 @@ def test_the_alerts_page_shows_the_rules_the_firing_state_and_its_history(page: 
     assert page.get_by_text("1 change(s) of state, newest first.").count() == 1
     assert page.get_by_text("No rule has changed state yet.").count() == 0
     page.wait_for_timeout(500)  # let the grids draw
-    _shot(page, artifacts, "alerts")
+    shot(page, artifacts, "alerts")
 
 
 def test_a_zero_sampling_rate_drops_the_next_conversation_and_the_dashboard_counts_it(
@@ -104,7 +103,7 @@ def test_a_zero_sampling_rate_drops_the_next_conversation_and_the_dashboard_coun
 ) -> None:
     from playwright.sync_api import expect
 
-    _open(page, "Chat")
+    open_page(page, "Chat")
     # The first conversation began at 100%: ending it keeps it by head sampling.
     page.get_by_role("button", name="New conversation").click()
     page.wait_for_function(f"() => document.querySelectorAll('{CHAT_MESSAGE}').length === 0")
@@ -112,11 +111,11 @@ def test_a_zero_sampling_rate_drops_the_next_conversation_and_the_dashboard_coun
     slider.focus()
     slider.press("Home")
     expect(slider).to_have_attribute("aria-valuetext", "0%")
-    _wait_idle(page)
-    _send(page, "Say goodbye.", 0)
+    wait_idle(page)
+    send(page, "Say goodbye.", 0)
     page.get_by_role("button", name="New conversation").click()  # ends the second one: dropped
     page.wait_for_function(f"() => document.querySelectorAll('{CHAT_MESSAGE}').length === 0")
-    _open(page, "Dashboard")
+    open_page(page, "Dashboard")
     tiles = {}
     for label in ("Total Requests", "Traces seen", "Kept by head sampling", "Kept by tail rules", "Dropped"):
         tile = page.locator('[data-testid="stMetric"]', has_text=label)
@@ -124,6 +123,6 @@ def test_a_zero_sampling_rate_drops_the_next_conversation_and_the_dashboard_coun
     assert tiles == {"Total Requests": "2", "Traces seen": "2", "Kept by head sampling": "1",
                      "Kept by tail rules": "0", "Dropped": "1"}
     page.get_by_text("Head sampling keeps 0% of new traces").wait_for()
-    plots = {plot["title"]: plot for plot in page.evaluate(_PLOTS)}
+    plots = {plot["title"]: plot for plot in page.evaluate(PLOTS)}
     assert plots["Traces kept and dropped"]["points"] >= 1  # the line of traces seen
-    _shot(page, artifacts, "dashboard-sampling")
+    shot(page, artifacts, "dashboard-sampling")

@@ -18,12 +18,19 @@ import pytest
 
 from tests.app.fake_server import FakeLlamaServer
 from tests.browser.conftest import ROOT
+from tests.browser.pages import (
+    ANSWER_CAPTION,
+    CHAT_MESSAGE,
+    PLOT,
+    PLOTS,
+    open_page,
+    send,
+    set_number,
+    shot,
+)
 
 pytestmark = pytest.mark.browser
 
-CHAT_MESSAGE = '[data-testid="stChatMessage"]'
-ANSWER_CAPTION = f'{CHAT_MESSAGE} [data-testid="stCaptionContainer"]'
-PLOT = ".js-plotly-plot"
 QUESTIONS = ("Write two sentences about the sea.", "Name three colours.")
 XSS_FLAG = "__obsXss"
 PAYLOAD = (
@@ -43,57 +50,16 @@ _WATCH_STREAM = """() => {
   window.__obsObserver = observer;
 }"""
 
-# Title (without the markup Streamlit's theme adds) and number of drawn points or bars of every chart.
-_PLOTS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => ({
-  title: gd.layout && gd.layout.title ? String(gd.layout.title.text).replace(/<[^>]*>/g, '') : null,
-  points: gd.querySelectorAll('.point').length,
-  ticktext: gd.layout && gd.layout.yaxis ? gd.layout.yaxis.ticktext || null : null,
-}))"""
-
-
-def _open(page: Any, name: str) -> None:
-    page.locator('[data-testid="stSidebarNav"] a', has_text=name).click()
-    page.get_by_role("heading", name=name, exact=True).wait_for()
-
-
-def _send(page: Any, text: str, answers_before: int) -> None:
-    box = page.get_by_test_id("stChatInputTextArea")
-    box.fill(text)
-    box.press("Enter")
-    page.locator(ANSWER_CAPTION, has_text="latency").nth(answers_before).wait_for(timeout=120_000)
-
-
-# Streamlit scrolls inside its own container, so a "full page" screenshot needs a viewport that tall.
-_CONTENT_HEIGHT = """() => Math.max(...['stMain', 'stAppViewContainer'].map(id => {
-  const element = document.querySelector(`[data-testid="${id}"]`);
-  return element ? element.scrollHeight : 0;
-}), document.documentElement.scrollHeight)"""
-
-
-def _shot(page: Any, artifacts: Path, name: str) -> Path:
-    path = artifacts / f"{name}.png"
-    size = page.viewport_size
-    height = max(size["height"], page.evaluate(_CONTENT_HEIGHT))
-    page.set_viewport_size({"width": size["width"], "height": height})
-    page.wait_for_timeout(800)  # let charts resize to the new viewport
-    page.screenshot(path=str(path))
-    page.set_viewport_size(size)
-    return path
-
-
 def test_two_chat_messages_stream_answers_with_captions(page: Any, app_url: str, artifacts: Path) -> None:
     page.goto(app_url)
     page.get_by_test_id("stChatInputTextArea").wait_for(timeout=120_000)
     page.get_by_text("Model:").first.wait_for(timeout=60_000)  # the sidebar saw a healthy server
-    max_tokens = page.get_by_role("spinbutton", name="Max tokens")
-    max_tokens.fill("48")  # short answers keep the test quick on a busy machine
-    max_tokens.press("Enter")
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')")
+    set_number(page, "Max tokens", "48")  # short answers keep the test quick on a busy machine
     page.evaluate(_WATCH_STREAM)
-    _send(page, QUESTIONS[0], 0)
+    send(page, QUESTIONS[0], 0)
     lengths = page.evaluate("window.__obsLengths")
     page.evaluate("window.__obsObserver.disconnect()")
-    _send(page, QUESTIONS[1], 1)
+    send(page, QUESTIONS[1], 1)
     messages = page.locator(CHAT_MESSAGE)
     assert messages.count() == 4
     for index in (1, 3):
@@ -104,18 +70,18 @@ def test_two_chat_messages_stream_answers_with_captions(page: Any, app_url: str,
     # The first answer grew through several sizes before it was complete: it streamed.
     assert len(set(lengths)) >= 3, lengths
     assert page.locator('[data-testid="stPageLink-NavLink"]', has_text="Trace").count() == 2
-    _shot(page, artifacts, "chat")
+    shot(page, artifacts, "chat")
 
 
 def test_dashboard_draws_plotly_charts_counting_the_two_requests(page: Any, artifacts: Path) -> None:
-    _open(page, "Dashboard")
+    open_page(page, "Dashboard")
     page.wait_for_function(f"() => document.querySelectorAll('{PLOT}').length >= 9")
     total = page.locator('[data-testid="stMetric"]', has_text="Total Requests")
     assert total.locator('[data-testid="stMetricValue"]').inner_text().strip() == "2"
-    plots = {plot["title"]: plot for plot in page.evaluate(_PLOTS)}
+    plots = {plot["title"]: plot for plot in page.evaluate(PLOTS)}
     assert plots["Latency per request"]["points"] == 2
     assert plots["Tokens per request"]["points"] == 4  # prompt and completion bars of two requests
-    path = _shot(page, artifacts, "dashboard")
+    path = shot(page, artifacts, "dashboard")
     if os.environ.get("OBS_DOCS_SCREENSHOT") == "1":
         docs = ROOT / "docs" / "dashboard.png"
         docs.parent.mkdir(exist_ok=True)
@@ -123,24 +89,24 @@ def test_dashboard_draws_plotly_charts_counting_the_two_requests(page: Any, arti
 
 
 def test_traces_page_shows_the_conversation_waterfall(page: Any, artifacts: Path) -> None:
-    _open(page, "Traces")
+    open_page(page, "Traces")
     page.wait_for_function(f"() => document.querySelectorAll('{PLOT}').length >= 1")
-    plots = page.evaluate(_PLOTS)
+    plots = page.evaluate(PLOTS)
     waterfall = next(plot for plot in plots if plot["title"] == "Waterfall")
     labels = [label.strip("\u00a0") for label in waterfall["ticktext"]]
     assert len([label for label in labels if label.startswith("chat ")]) == 2
     page.get_by_test_id("stDataFrame").first.wait_for()
-    _shot(page, artifacts, "traces")
+    shot(page, artifacts, "traces")
 
 
 def test_logs_page_lists_entries(page: Any, artifacts: Path) -> None:
-    _open(page, "Logs")
+    open_page(page, "Logs")
     page.get_by_test_id("stDataFrame").first.wait_for()
-    _shot(page, artifacts, "logs")
+    shot(page, artifacts, "logs")
 
 
 def test_bad_url_is_refused_and_html_in_a_reply_does_not_run(page: Any, artifacts: Path) -> None:
-    _open(page, "Chat")
+    open_page(page, "Chat")
     url_box = page.get_by_role("textbox", name="llama-server URL")
     url_box.fill("ftp://127.0.0.1:1")
     url_box.press("Enter")
@@ -150,15 +116,15 @@ def test_bad_url_is_refused_and_html_in_a_reply_does_not_run(page: Any, artifact
         url_box.press("Enter")
         page.get_by_text(f"Talking to {fake.url}").wait_for()
         answers = page.locator(ANSWER_CAPTION, has_text="latency").count()
-        _send(page, f'<img src="x" onerror="window.{XSS_FLAG} = \'prompt\'"> what is this?', answers)
+        send(page, f'<img src="x" onerror="window.{XSS_FLAG} = \'prompt\'"> what is this?', answers)
         page.wait_for_timeout(500)  # give any injected handler time to fire
         assert fake.requests, "the app did not call the fake server"
         assert page.evaluate(f"window.{XSS_FLAG}") is None
         last = page.locator(CHAT_MESSAGE).last
         assert last.locator("script, img[onerror]").count() == 0
         assert "Look:" in last.inner_text()
-        _shot(page, artifacts, "html-payload")
-        _open(page, "Traces")
+        shot(page, artifacts, "html-payload")
+        open_page(page, "Traces")
         page.wait_for_function(f"() => document.querySelectorAll('{PLOT}').length >= 1")
         page.wait_for_timeout(500)
         assert page.evaluate(f"window.{XSS_FLAG}") is None
@@ -166,15 +132,15 @@ def test_bad_url_is_refused_and_html_in_a_reply_does_not_run(page: Any, artifact
 
 def test_a_new_conversation_is_a_new_trace_and_a_table_row_selects_it(page: Any, artifacts: Path) -> None:
     with FakeLlamaServer(reply="A short answer.") as fake:
-        _open(page, "Chat")
+        open_page(page, "Chat")
         url_box = page.get_by_role("textbox", name="llama-server URL")
         url_box.fill(fake.url)
         url_box.press("Enter")
         page.get_by_text(f"Talking to {fake.url}").wait_for()
         page.get_by_role("button", name="New conversation").click()
         page.wait_for_function(f"() => document.querySelectorAll('{CHAT_MESSAGE}').length === 0")
-        _send(page, "A new topic.", 0)
-    _open(page, "Traces")
+        send(page, "A new topic.", 0)
+    open_page(page, "Traces")
     page.get_by_text("1 span(s)").wait_for()  # the newest trace, the new conversation, is shown
     table = page.get_by_test_id("stDataFrame").first
     box = table.bounding_box()
@@ -182,4 +148,4 @@ def test_a_new_conversation_is_a_new_trace_and_a_table_row_selects_it(page: Any,
     # Click the second row's selection cell (the grid is a canvas: rows are about 35 px high).
     page.mouse.click(box["x"] + 18, box["y"] + 35 + 35 + 17)
     page.get_by_text("3 span(s)").wait_for()  # the first conversation: three requests
-    _shot(page, artifacts, "traces-selected")
+    shot(page, artifacts, "traces-selected")
