@@ -13,11 +13,12 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import PurePath
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
 import httpx
+
+from obs.llama.props import ServerProps
 
 __all__ = [
     "DEFAULT_SERVER_URL",
@@ -91,16 +92,6 @@ def embedded_allowed(environ: Mapping[str, str] | None = None) -> bool:
     return env.get(EMBEDDED_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def _props_facts(props: Mapping[str, Any]) -> tuple[str | None, int | None, str | None]:
-    raw = props.get("model_alias") or props.get("model_path")
-    model = PurePath(raw).name.removesuffix(".gguf") if isinstance(raw, str) and raw else None
-    settings = props.get("default_generation_settings")
-    n_ctx = settings.get("n_ctx") if isinstance(settings, Mapping) else None
-    n_ctx = n_ctx if isinstance(n_ctx, int) and not isinstance(n_ctx, bool) else None
-    build = props.get("build_info")
-    return model, n_ctx, build if isinstance(build, str) and build else None
-
-
 def check_health(url: str, timeout_s: float = 0.5, *, client: httpx.Client | None = None) -> ServerHealth:
     """Ask `url`/health (and /props once healthy); never raises.
 
@@ -125,8 +116,8 @@ def check_health(url: str, timeout_s: float = 0.5, *, client: httpx.Client | Non
             props = http.get(f"{url}/props", timeout=timeout_s).json()
         except (httpx.HTTPError, ValueError):
             props = {}
-        model, n_ctx, build = _props_facts(props if isinstance(props, Mapping) else {})
-        return ServerHealth(url, "ok", "ready", model, n_ctx, build)
+        facts = ServerProps.from_json(props)
+        return ServerHealth(url, "ok", "ready", facts.model_name, facts.n_ctx, facts.build)
     finally:
         if own:
             http.close()
