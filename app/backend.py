@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from obs.llama.props import ServerProps
+from obs.llama.props import ServerProps, shared_ssl_context
 
 __all__ = [
     "DEFAULT_SERVER_URL",
@@ -100,7 +100,7 @@ def check_health(url: str, timeout_s: float = 0.5, *, client: httpx.Client | Non
     "ok", with the facts left None.
     """
     own = client is None
-    http = client if client is not None else httpx.Client(timeout=timeout_s)
+    http = client if client is not None else httpx.Client(timeout=timeout_s, verify=shared_ssl_context())
     try:
         try:
             response = http.get(f"{url}/health", timeout=timeout_s)
