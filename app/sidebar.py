@@ -19,6 +19,7 @@ __all__ = [
     "ALERT_CHECK_S",
     "HEALTH_EVERY_S",
     "md_escape",
+    "render",
     "render_alert_banner",
     "render_chat_controls",
     "render_connection",
@@ -37,6 +38,15 @@ _MD_SPECIALS = "\\`*_{}[]()<>#+-.!|~:$"
 def md_escape(text: str) -> str:
     """`text` with Markdown's special characters escaped, so it shows exactly as written."""
     return "".join("\\" + ch if ch in _MD_SPECIALS else ch for ch in text)
+
+
+def render(app: AppSession, *, chat_controls: bool = False, alerts_link: bool = True) -> None:
+    """Draw what every page has around its content: server, (chat settings,) sampling, alerts, banner."""
+    render_connection(app)
+    if chat_controls:
+        render_chat_controls(app)
+    render_sampling_alert_controls(app)
+    render_alert_banner(app, link=alerts_link)
 
 
 def render_connection(app: AppSession) -> None:

@@ -77,9 +77,7 @@ def _panel(app: AppSession) -> None:
 def main() -> None:
     """Draw the page."""
     app = state.get_app()
-    sidebar.render_connection(app)
-    sidebar.render_sampling_alert_controls(app)
-    sidebar.render_alert_banner(app, link=False)
+    sidebar.render(app, alerts_link=False)
     st.title("Alerts")
     _rules(app)
     interval = None if app.settings.paused else app.settings.refresh_s

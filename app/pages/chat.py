@@ -62,10 +62,7 @@ def _answer(app: AppSession) -> None:
 def main() -> None:
     """Draw the page."""
     app = state.get_app()
-    sidebar.render_connection(app)
-    sidebar.render_chat_controls(app)
-    sidebar.render_sampling_alert_controls(app)
-    sidebar.render_alert_banner(app)
+    sidebar.render(app, chat_controls=True)
     st.title("Chat")
     st.caption(f"Talking to {sidebar.md_escape(app.settings.server_url)}. Each answer is a request span "
                "in this conversation's trace.")

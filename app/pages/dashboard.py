@@ -90,9 +90,7 @@ def _panel(app: AppSession) -> None:
 def main() -> None:
     """Draw the page."""
     app = state.get_app()
-    sidebar.render_connection(app)
-    sidebar.render_sampling_alert_controls(app)
-    sidebar.render_alert_banner(app)
+    sidebar.render(app)
     st.title("Dashboard")
     _controls(app)
     interval = None if app.settings.paused else app.settings.refresh_s

@@ -43,9 +43,7 @@ def _trace_link(trace_id: str) -> None:
 def main() -> None:
     """Draw the page."""
     app: AppSession = state.get_app()
-    sidebar.render_connection(app)
-    sidebar.render_sampling_alert_controls(app)
-    sidebar.render_alert_banner(app)
+    sidebar.render(app)
     st.title("Logs")
     state.init_widget(state.W_LOG_LEVEL, _ALL)
     state.init_widget(state.W_LOG_TRACE, "")

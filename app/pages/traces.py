@@ -137,9 +137,7 @@ def _downloads(selected: Trace, shown: list[Trace]) -> None:
 def main() -> None:
     """Draw the page."""
     app = state.get_app()
-    sidebar.render_connection(app)
-    sidebar.render_sampling_alert_controls(app)
-    sidebar.render_alert_banner(app)
+    sidebar.render(app)
     st.title("Traces")
     _take_trace_from_link()
     _take_table_selection()
