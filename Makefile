@@ -33,7 +33,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 server: $(STAMP)
-	$(PY) -m obs.llama.server
+	$(PY) -m obs.llm.llama.server
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache tests/artifacts

@@ -1,7 +1,7 @@
 """Alerting on the dashboard: rules from the sidebar settings, the Alerts page's tables, the banner.
 
 The rules are obs's `default_rules()` with the thresholds (and, if set, the
-minimum number of requests) chosen in the sidebar; `obs.alerts.AlertManager`
+minimum number of requests) chosen in the sidebar; `obs.alerting.manager.AlertManager`
 evaluates them. This module only derives rules, chart lines and tables from
 those objects and formats their numbers for people: every value shown comes
 from the manager's states and history.
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 import pandas as pd
 
 from app.charts import Threshold
-from obs.alerts import AlertRule, AlertState, AlertTransition, default_rules
+from obs.alerting.manager import AlertRule, AlertState, AlertTransition, default_rules
 
 __all__ = [
     "CHART_OF_METRIC",

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from obs.llama.props import ServerProps, shared_ssl_context
+from obs.llm.llama.props import ServerProps, shared_ssl_context
 
 __all__ = [
     "DEFAULT_SERVER_URL",

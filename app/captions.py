@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from obs import semconv
-from obs.spans import Span
+from obs.trace.spans import Span
 
 __all__ = ["answer_caption"]
 

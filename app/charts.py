@@ -23,7 +23,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from obs.traces import Trace, span_tree
+from obs.trace.traces import Trace, span_tree
 
 __all__ = [
     "STATUS_COLORS",
@@ -330,7 +330,7 @@ _WATERFALL_COLUMNS = ["span_id", "parent_id", "name", "label", "depth", "start_m
 
 
 def waterfall_frame(trace: Trace) -> pd.DataFrame:
-    """One row per span of `trace` in tree order (`obs.traces.span_tree`), times relative to the trace.
+    """One row per span of `trace` in tree order (`obs.trace.traces.span_tree`), times relative to the trace.
 
     Columns: span_id, parent_id, name, label (name indented by depth), depth,
     start_ms (offset from the trace start), duration_ms (running spans: 0),

@@ -25,15 +25,16 @@ import streamlit as st
 
 from app import alerting, backend
 from app.charts import Threshold
-from obs.alerts import AlertManager, AlertState
-from obs.client import ChatStream, InstrumentedClient
-from obs.llama.server import DEFAULT_HOST, DEFAULT_PORT, port_is_free, start_embedded_server
-from obs.log import LLMLogger
-from obs.metrics import MetricsCollector
-from obs.sampling import KeepSlow, ParentBased, TailSampler, TraceIdRatio
-from obs.store import TraceStore
-from obs.tracer import TraceHandle, Tracer
-from obs.traces import Trace
+from obs.alerting.manager import AlertManager, AlertState
+from obs.llm.client import ChatStream, InstrumentedClient
+from obs.llm.llama.server import DEFAULT_HOST, DEFAULT_PORT, port_is_free, start_embedded_server
+from obs.logs import LLMLogger
+from obs.metrics.collector import MetricsCollector
+from obs.storage.memory import TraceStore
+from obs.trace.sampling.head import ParentBased, TraceIdRatio
+from obs.trace.sampling.tail import KeepSlow, TailSampler
+from obs.trace.tracer import TraceHandle, Tracer
+from obs.trace.traces import Trace
 
 __all__ = [
     "ALERTS_PAGE",

@@ -29,8 +29,8 @@ from collections.abc import Callable
 
 import httpx
 
-from obs.client import InstrumentedClient
-from obs.llama.server import start_embedded_server
+from obs.llm.client import InstrumentedClient
+from obs.llm.llama.server import start_embedded_server
 
 CALLS = 60
 STREAMS = 30

@@ -31,8 +31,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from obs.clock import FakeClock
-from obs.metrics import MetricsCollector
-from obs.quantiles import exact_quantile
+from obs.metrics.collector import MetricsCollector
+from obs.metrics.quantiles import exact_quantile
 
 REQUESTS = 1_000_000
 CALLS_PER_RUN = 50_000

@@ -19,10 +19,12 @@ import time
 from collections.abc import Callable
 
 from obs import semconv
-from obs.sampling import AlwaysOff, AlwaysOn, HeadSampler, ParentBased, TailSampler, TraceIdRatio
-from obs.store import SqliteTraceStore, TraceStore
-from obs.tracer import Tracer
-from obs.traces import Trace
+from obs.storage.memory import TraceStore
+from obs.storage.sqlite import SqliteTraceStore
+from obs.trace.sampling.head import AlwaysOff, AlwaysOn, HeadSampler, ParentBased, TraceIdRatio
+from obs.trace.sampling.tail import TailSampler
+from obs.trace.tracer import Tracer
+from obs.trace.traces import Trace
 
 TRACES_PER_RUN = 2000
 RUNS = 7

@@ -28,9 +28,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from obs import semconv
-from obs.metrics import MetricsCollector
-from obs.store import TraceStore
-from obs.tracer import Tracer
+from obs.metrics.collector import MetricsCollector
+from obs.storage.memory import TraceStore
+from obs.trace.tracer import Tracer
 
 ROUNDS = 15
 PER_ROUND = 2000

@@ -6,7 +6,7 @@ The public API, re-exported from the modules that define it.
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from obs.alerts import (
+from obs.alerting.manager import (
     ALERT_METRICS,
     ALERT_OPS,
     AlertEvent,
@@ -23,23 +23,23 @@ from obs.alerts import (
     load_rules,
     parse_rules,
 )
-from obs.cache import (
-    ResponseCache,
-)
-from obs.client import (
-    BASE_URL_ENV,
-    DEFAULT_BASE_URL,
-    ChatResult,
-    ChatStream,
-    InstrumentedClient,
-)
 from obs.clock import (
     SYSTEM_CLOCK,
     Clock,
     FakeClock,
     SystemClock,
 )
-from obs.errors import (
+from obs.llm.cache import (
+    ResponseCache,
+)
+from obs.llm.client import (
+    BASE_URL_ENV,
+    DEFAULT_BASE_URL,
+    ChatResult,
+    ChatStream,
+    InstrumentedClient,
+)
+from obs.llm.errors import (
     AuthenticationError,
     BadResponse,
     HTTPStatusError,
@@ -49,7 +49,41 @@ from obs.errors import (
     ServerUnavailable,
     StreamInterrupted,
 )
-from obs.ids import (
+from obs.llm.llama.props import (
+    ServerMetrics,
+    ServerProps,
+    check_health,
+    fetch_metrics,
+    fetch_props,
+)
+from obs.llm.llama.responses import (
+    ChatCompletion,
+    Timings,
+    Usage,
+)
+from obs.logs import (
+    LEVELS,
+    LLMLogger,
+    LogEntry,
+    LogLevel,
+    SupportsWrite,
+)
+from obs.metrics.collector import (
+    MetricsCollector,
+    MetricsSnapshot,
+    SamplingDecision,
+    TimeBucket,
+    WindowStats,
+)
+from obs.metrics.quantiles import (
+    LogMapping,
+    QuantileSketch,
+    exact_quantile,
+)
+from obs.storage.base import StoreStats, TraceStoreProtocol
+from obs.storage.memory import TraceStore
+from obs.storage.sqlite import SqliteTraceStore
+from obs.trace.ids import (
     IdGenerator,
     RandomIdGenerator,
     SequentialIdGenerator,
@@ -59,58 +93,29 @@ from obs.ids import (
     is_valid_trace_id,
     parse_traceparent,
 )
-from obs.llama.props import (
-    ServerMetrics,
-    ServerProps,
-    check_health,
-    fetch_metrics,
-    fetch_props,
-)
-from obs.llama.responses import (
-    ChatCompletion,
-    Timings,
-    Usage,
-)
-from obs.log import (
-    LEVELS,
-    LLMLogger,
-    LogEntry,
-    LogLevel,
-    SupportsWrite,
-)
-from obs.metrics import (
-    MetricsCollector,
-    MetricsSnapshot,
-    SamplingDecision,
-    TimeBucket,
-    WindowStats,
-)
-from obs.quantiles import (
-    LogMapping,
-    QuantileSketch,
-    exact_quantile,
-)
-from obs.sampling import (
+from obs.trace.sampling.head import (
     SAMPLER_ARG_ENV,
     SAMPLER_ENV,
     SAMPLER_NAMES,
     AlwaysOff,
     AlwaysOn,
     HeadSampler,
+    ParentBased,
+    TraceIdRatio,
+    sampler_from_env,
+)
+from obs.trace.sampling.tail import (
     KeepErrors,
     KeepMatching,
     KeepPredicate,
     KeepProbability,
     KeepSlow,
-    ParentBased,
     TailRule,
     TailSampler,
-    TraceIdRatio,
-    sampler_from_env,
     trace_duration_ms,
     trace_has_error,
 )
-from obs.spans import (
+from obs.trace.spans import (
     Span,
     SpanEvent,
     SpanKind,
@@ -120,18 +125,13 @@ from obs.spans import (
     end_span,
     set_span_attributes,
 )
-from obs.store import (
-    SqliteTraceStore,
-    StoreStats,
-    TraceStore,
-)
-from obs.tracer import (
+from obs.trace.tracer import (
     SpanHandle,
     TraceHandle,
     Tracer,
     TraceSink,
 )
-from obs.traces import (
+from obs.trace.traces import (
     SpanNode,
     Trace,
     TraceStatus,
@@ -159,7 +159,7 @@ if TYPE_CHECKING:  # loaded on first use: pandas for dashboard data, the server 
         requests_frame,
         traces_frame,
     )
-    from obs.llama.server import (
+    from obs.llm.llama.server import (
         EmbeddedServer,
         EmbeddedServerError,
         find_free_port,
@@ -177,10 +177,10 @@ _LAZY = {
     "latency_histogram": "obs.dashboard",
     "requests_frame": "obs.dashboard",
     "traces_frame": "obs.dashboard",
-    "EmbeddedServer": "obs.llama.server",
-    "EmbeddedServerError": "obs.llama.server",
-    "find_free_port": "obs.llama.server",
-    "start_embedded_server": "obs.llama.server",
+    "EmbeddedServer": "obs.llm.llama.server",
+    "EmbeddedServerError": "obs.llm.llama.server",
+    "find_free_port": "obs.llm.llama.server",
+    "start_embedded_server": "obs.llm.llama.server",
 }
 
 
@@ -280,6 +280,7 @@ __all__ = [
     "TraceSink",
     "TraceStatus",
     "TraceStore",
+    "TraceStoreProtocol",
     "Tracer",
     "Usage",
     "WebhookNotifier",

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 
 from obs import semconv
-from obs.spans import Span
-from obs.traces import Trace
+from obs.trace.spans import Span
+from obs.trace.traces import Trace
 
 if TYPE_CHECKING:
-    from obs.metrics import MetricsCollector, MetricsSnapshot
+    from obs.metrics.collector import MetricsCollector, MetricsSnapshot
 
 __all__ = [
     "LATENCY_BUCKETS",

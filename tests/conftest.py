@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from obs.llama.server import EmbeddedServer, start_embedded_server
+from obs.llm.llama.server import EmbeddedServer, start_embedded_server
 
 
 @pytest.fixture(scope="session")

@@ -22,10 +22,10 @@ from obs.dashboard import (
     requests_frame,
     traces_frame,
 )
-from obs.ids import SequentialIdGenerator
-from obs.metrics import MetricsCollector, TimeBucket
-from obs.spans import Span, create_span, end_span
-from obs.traces import Trace, add_span_to_trace, create_trace, end_trace
+from obs.metrics.collector import MetricsCollector, TimeBucket
+from obs.trace.ids import SequentialIdGenerator
+from obs.trace.spans import Span, create_span, end_span
+from obs.trace.traces import Trace, add_span_to_trace, create_trace, end_trace
 
 T0 = 1_700_000_000_000.0  # epoch ms, on a whole second
 BUCKET_LABELS = ["0-100ms", "100-250ms", "250-500ms", "500ms-1s", "1-2.5s", "2.5-5s", "5-10s", "10s+"]

@@ -31,7 +31,7 @@ def test_unknown_attribute_is_an_attribute_error() -> None:
 
 def test_library_imports_neither_streamlit_nor_plotly_nor_pandas_eagerly() -> None:
     code = (
-        "import sys, obs, obs.client, obs.llama.server, obs.alerts, obs.sampling\n"
+        "import sys, obs, obs.llm.client, obs.llm.llama.server, obs.alerting.manager, obs.trace.tracer\n"
         "print(sorted(m for m in ('streamlit', 'plotly', 'pandas') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -1,6 +1,6 @@
 """Alerts page: the session's alert rules, where each stands now, and every change of state.
 
-Rules, states and history come from the session's `obs.alerts.AlertManager`
+Rules, states and history come from the session's `obs.alerting.manager.AlertManager`
 (`rules`, `evaluate()`, `history`); `app.alerting` only shapes them into
 tables. The thresholds are set in the sidebar. The tables are a fragment that
 re-evaluates and redraws itself at the dashboard's refresh interval.

@@ -12,8 +12,8 @@ import streamlit as st
 
 from app import captions, sidebar, state
 from app.state import AppSession, ChatTurn
-from obs.client import ChatStream
-from obs.errors import LLMServerError
+from obs.llm.client import ChatStream
+from obs.llm.errors import LLMServerError
 
 
 def _trace_link(trace_id: str) -> None:

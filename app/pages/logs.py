@@ -14,7 +14,7 @@ import streamlit as st
 
 from app import sidebar, state
 from app.state import AppSession
-from obs.log import LEVELS, LogEntry
+from obs.logs import LEVELS, LogEntry
 
 _ALL = "all"
 _LIMIT = 2000

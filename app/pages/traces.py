@@ -16,7 +16,7 @@ import streamlit as st
 
 from app import charts, sidebar, state
 from obs.dashboard import traces_frame
-from obs.traces import Trace, span_tree
+from obs.trace.traces import Trace, span_tree
 
 _TABLE_COLUMNS = ["time", "name", "duration_ms", "status", "spans", "prompt_tokens", "completion_tokens",
                   "cost", "trace_id"]

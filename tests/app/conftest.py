@@ -16,7 +16,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from obs import semconv
-from obs.llama.server import EmbeddedServer, find_free_port
+from obs.llm.llama.server import EmbeddedServer, find_free_port
 from tests.app.fake_server import FakeLlamaServer
 
 ROOT = Path(__file__).resolve().parents[2]

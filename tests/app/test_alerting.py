@@ -9,9 +9,9 @@ import pytest
 
 from app import alerting
 from app.charts import Threshold
-from obs.alerts import AlertManager, AlertRule, AlertState, default_rules
+from obs.alerting.manager import AlertManager, AlertRule, AlertState, default_rules
 from obs.clock import FakeClock
-from obs.metrics import MetricsCollector
+from obs.metrics.collector import MetricsCollector
 
 T0_S = 1_700_000_000.0
 

@@ -6,7 +6,7 @@ import pytest
 
 from app import backend
 from app.backend import ServerHealth
-from obs.llama.server import find_free_port
+from obs.llm.llama.server import find_free_port
 from tests.app.fake_server import FakeLlamaServer
 
 

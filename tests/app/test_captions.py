@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from app.captions import answer_caption
 from obs import semconv
-from obs.spans import Span
+from obs.trace.spans import Span
 
 TRACE = "0" * 31 + "1"
 SPAN = "0" * 15 + "1"

@@ -9,9 +9,9 @@ import pytest
 from app import charts
 from app.charts import Threshold
 from obs.clock import FakeClock
-from obs.ids import SequentialIdGenerator
-from obs.spans import create_span, end_span
-from obs.traces import add_span_to_trace, create_trace, end_trace
+from obs.trace.ids import SequentialIdGenerator
+from obs.trace.spans import create_span, end_span
+from obs.trace.traces import add_span_to_trace, create_trace, end_trace
 
 REQUEST_COLUMNS = [
     "time", "trace_id", "span_id", "name", "model", "status", "latency_ms", "ttft_ms", "prompt_tokens",

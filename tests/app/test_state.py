@@ -8,7 +8,7 @@ import pytest
 
 from app.charts import Threshold
 from app.state import AppSession, ChatTurn, Settings, _Registry
-from obs.sampling import AlwaysOff, ParentBased
+from obs.trace.sampling.head import AlwaysOff, ParentBased
 from tests.app.fake_server import FakeLlamaServer
 
 

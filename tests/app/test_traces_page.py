@@ -6,9 +6,9 @@ import plotly.graph_objects as go
 
 from app import state
 from obs.clock import FakeClock
-from obs.ids import SequentialIdGenerator
-from obs.spans import create_span, end_span
-from obs.traces import Trace, add_span_to_trace, create_trace, end_trace
+from obs.trace.ids import SequentialIdGenerator
+from obs.trace.spans import create_span, end_span
+from obs.trace.traces import Trace, add_span_to_trace, create_trace, end_trace
 from tests.app.conftest import open_app
 from tests.app.plotly_spec import figures
 

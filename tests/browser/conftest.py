@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from obs.llama.server import find_free_port
+from obs.llm.llama.server import find_free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "artifacts"

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from obs.client import InstrumentedClient
-from obs.llama.server import EmbeddedServer
+from obs.llm.client import InstrumentedClient
+from obs.llm.llama.server import EmbeddedServer
 
 
 @pytest.fixture

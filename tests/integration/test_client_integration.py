@@ -8,9 +8,9 @@ import uuid
 import pytest
 
 from obs import semconv
-from obs.client import InstrumentedClient
-from obs.llama.props import fetch_metrics
-from obs.llama.server import EmbeddedServer
+from obs.llm.client import InstrumentedClient
+from obs.llm.llama.props import fetch_metrics
+from obs.llm.llama.server import EmbeddedServer
 
 pytestmark = pytest.mark.integration
 

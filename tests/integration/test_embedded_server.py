@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from obs.client import InstrumentedClient
-from obs.errors import AuthenticationError
-from obs.llama.props import check_health, fetch_metrics, fetch_props
-from obs.llama.server import EmbeddedServer, EmbeddedServerError, start_embedded_server
+from obs.llm.client import InstrumentedClient
+from obs.llm.errors import AuthenticationError
+from obs.llm.llama.props import check_health, fetch_metrics, fetch_props
+from obs.llm.llama.server import EmbeddedServer, EmbeddedServerError, start_embedded_server
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,7 @@ def test_api_key_server_and_clean_stop() -> None:
 
 def test_the_child_stops_when_its_parent_dies() -> None:
     code = (
-        "from obs.llama.server import start_embedded_server\n"
+        "from obs.llm.llama.server import start_embedded_server\n"
         "s = start_embedded_server(port=0, parallel=1, ctx=512)\n"
         "print(s.pid, flush=True)\n"
         "import time; time.sleep(120)\n"

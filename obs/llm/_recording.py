@@ -1,0 +1,339 @@
+"""How the client records one chat request: its span, its metrics record and its log entries.
+
+A `_Call` holds one request's telemetry from start to end (span handle,
+times, stream state). `_CallRecorder` is the part of `InstrumentedClient`
+that writes it: the span begins when the request is built and ends exactly
+once, in `_succeed` or `_fail`, which also record the request in the
+collector and log it. A failure while recording is logged and counted in
+`telemetry_errors`, never raised: telemetry never breaks a chat.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from obs import semconv
+from obs.clock import Clock
+from obs.llm.errors import LLMServerError
+from obs.llm.llama.attributes import (
+    derived_attributes,
+    input_messages_json,
+    output_messages_json,
+    request_attributes,
+    response_attributes,
+)
+from obs.llm.llama.props import ServerProps
+from obs.llm.llama.responses import ChatCompletion, StreamAccumulator
+from obs.trace.ids import RandomIdGenerator
+from obs.trace.spans import Span, create_span, end_span, set_span_attributes
+
+if TYPE_CHECKING:
+    from obs.logs import LLMLogger
+    from obs.metrics.collector import MetricsCollector
+    from obs.trace.tracer import SpanHandle, TraceHandle, Tracer
+
+_log = logging.getLogger(__name__)
+_FALLBACK_IDS = RandomIdGenerator()
+
+
+class _Call:
+    """One request's telemetry from start to end: span, times, stream state. Ended exactly once."""
+
+    __slots__ = (
+        "acc",
+        "body",
+        "ended",
+        "fallback",
+        "first_chunk_ms",
+        "gaps",
+        "handle",
+        "key",
+        "last_token",
+        "messages",
+        "model",
+        "span",
+        "stream",
+        "t0",
+        "ttft_ms",
+    )
+
+    def __init__(
+        self, model: str | None, body: dict[str, Any], messages: list[dict[str, Any]], stream: bool
+    ) -> None:
+        self.model = model
+        self.body = body
+        self.messages = messages
+        self.stream = stream
+        self.handle: SpanHandle | None = None
+        self.fallback: Span | None = None
+        self.span: Span | None = None
+        self.key: str | None = None
+        self.t0: float | None = None
+        self.ttft_ms: float | None = None
+        self.first_chunk_ms: float | None = None
+        self.last_token: float | None = None
+        self.gaps: list[float] = []
+        self.acc = StreamAccumulator()
+        self.ended = False
+
+    @property
+    def trace_id(self) -> str | None:
+        if self.handle is not None:
+            return self.handle.trace_id
+        return self.fallback.trace_id if self.fallback is not None else None
+
+    @property
+    def span_id(self) -> str | None:
+        if self.handle is not None:
+            return self.handle.span_id
+        return self.fallback.id if self.fallback is not None else None
+
+    def tokens_seen(self) -> int:
+        """How many text deltas arrived: the token count of a stream whose usage never came."""
+        return len(self.gaps) + (self.ttft_ms is not None)
+
+
+class _CallRecorder:
+    """The telemetry half of `InstrumentedClient`, which inherits it: spans, metrics and logs of calls.
+
+    It reads the client's tracer, collector, logger, clock and settings at
+    each call, so it sees them as they are then.
+    """
+
+    tracer: Tracer
+    collector: MetricsCollector
+    logger: LLMLogger
+    clock: Clock
+    capture_content: bool
+    base_url: str
+    telemetry_errors: int
+    _traces: list[TraceHandle]
+    _traces_lock: threading.Lock
+    _count_lock: threading.Lock
+    _server_address: str
+    _server_port: int
+
+    def _telemetry_error(self, where: str, exc: BaseException) -> None:
+        with self._count_lock:
+            self.telemetry_errors += 1
+        _log.warning("obs: telemetry failed in %s: %s: %s", where, type(exc).__name__, exc)
+
+    def _latency_ms(self, call: _Call) -> float:
+        return 0.0 if call.t0 is None else max(0.0, self.clock.monotonic_ms() - call.t0)
+
+    def _resolve_parent(self, parent: Any) -> Any:
+        if parent is not None:
+            return parent
+        if self.tracer.current_span() is not None or self.tracer.current_trace() is not None:
+            return None  # the tracer finds it in the context
+        with self._traces_lock:
+            for handle in reversed(self._traces):
+                if not handle.ended:
+                    return handle
+        return None
+
+    def _begin_span(self, call: _Call, props: ServerProps | None, parent: Any) -> None:
+        name = f"{semconv.OPERATION_CHAT} {call.model}" if call.model else semconv.OPERATION_CHAT
+        try:
+            attrs = request_attributes(
+                call.body,
+                model=call.model,
+                server_address=self._server_address,
+                server_port=self._server_port,
+                props=props,
+                stream=call.stream,
+            )
+            if self.capture_content:
+                attrs[semconv.GEN_AI_INPUT_MESSAGES] = input_messages_json(call.messages)
+        except Exception as exc:
+            self._telemetry_error("request attributes", exc)
+            attrs = {semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT}
+        try:
+            resolved = self._resolve_parent(parent)
+            call.handle = self.tracer.begin_span(name, attrs, kind="client", parent=resolved)
+            trace = call.handle.trace_handle
+            with self._traces_lock:
+                conversation = trace in self._traces
+            if conversation:
+                call.handle.set_attribute(semconv.GEN_AI_CONVERSATION_ID, trace.trace_id)
+            call.handle.add_event(semconv.EVENT_REQUEST_START)
+        except Exception as exc:
+            if isinstance(exc, ValueError) and parent is not None and call.handle is None:
+                raise  # a bad `parent` argument is the caller's mistake, not a telemetry failure
+            self._telemetry_error("begin span", exc)
+            if call.handle is None:
+                call.fallback = create_span(name, _fallback_trace_id(), attributes=attrs, kind="client")
+        self._log("info", f"{name} request started", call, {"stream": call.stream, "server": self.base_url})
+
+    def _event(self, call: _Call, name: str, attrs: Mapping[str, Any] | None = None) -> None:
+        if call.handle is None:
+            return
+        try:
+            call.handle.add_event(name, attrs)
+        except Exception as exc:
+            self._telemetry_error("span event", exc)
+
+    def _log(self, level: str, message: str, call: _Call, data: Mapping[str, Any]) -> None:
+        try:
+            self.logger.log(level, message, data, trace_id=call.trace_id, span_id=call.span_id)
+        except Exception as exc:
+            self._telemetry_error("logger", exc)
+
+    def _record(
+        self, call: _Call, latency_ms: float, prompt: int, completion: int, *, cached: bool, error: bool
+    ) -> float | None:
+        try:
+            return self.collector.record_request(
+                latency_ms,
+                prompt,
+                completion,
+                cached=cached,
+                error=error,
+                model=call.model,
+                ttft_ms=call.ttft_ms,
+                timestamp=self.clock.time_ms() / 1000.0,
+            )
+        except Exception as exc:
+            self._telemetry_error("metrics", exc)
+            return None
+
+    def _end_span(self, call: _Call, attrs: dict[str, Any], error: BaseException | None) -> Span:
+        span: Span | None = None
+        if call.handle is not None:
+            try:
+                call.handle.set_attributes(attrs)
+                span = call.handle.end(error=error) if error is not None else call.handle.end()
+            except Exception as exc:
+                self._telemetry_error("end span", exc)
+                span = call.handle.span
+        if span is None:
+            base = call.fallback or create_span("chat", _fallback_trace_id(), kind="client")
+            span = end_span(set_span_attributes(base, attrs), error=error)
+        call.span = span
+        return span
+
+    def _succeed(
+        self,
+        call: _Call,
+        completion: ChatCompletion,
+        *,
+        cached: bool = False,
+        status: int | None = None,
+        closed_early: bool = False,
+    ) -> Span:
+        call.ended = True
+        latency_ms = self._latency_ms(call)
+        usage = completion.usage
+        prompt = usage.prompt_tokens if usage is not None and not cached else 0
+        completion_tokens = usage.completion_tokens if usage is not None and not cached else 0
+        if usage is None and closed_early:
+            completion_tokens = call.tokens_seen()
+        attrs: dict[str, Any] = {}
+        try:
+            attrs = response_attributes(_without_usage(completion) if cached else completion)
+            if cached:
+                attrs[semconv.GEN_AI_USAGE_INPUT_TOKENS] = 0
+                attrs[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = 0
+            attrs.update(
+                derived_attributes(
+                    latency_ms,
+                    None if usage is None and not closed_early else completion_tokens,
+                    None if cached else completion.timings,
+                    ttft_ms=call.ttft_ms,
+                    first_chunk_ms=call.first_chunk_ms,
+                    gaps_ms=call.gaps,
+                )
+            )
+            attrs[semconv.OBS_CACHE_HIT] = cached
+            if call.stream:
+                attrs[semconv.OBS_STREAM_CHUNKS] = call.acc.chunks
+            if status is not None:
+                attrs[semconv.HTTP_RESPONSE_STATUS_CODE] = status
+            if closed_early:
+                attrs[semconv.OBS_STREAM_CLOSED_EARLY] = True
+                if self.capture_content:
+                    attrs[semconv.OBS_PARTIAL_OUTPUT] = completion.content
+            if self.capture_content:
+                attrs[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages_json(
+                    completion.content, completion.finish_reason, completion.role
+                )
+        except Exception as exc:
+            self._telemetry_error("response attributes", exc)
+        cost = self._record(call, latency_ms, prompt, completion_tokens, cached=cached, error=False)
+        if cost is not None:
+            attrs[semconv.OBS_COST_USD] = cost
+        span = self._end_span(call, attrs, None)
+        what = "closed early" if closed_early else ("answered from cache" if cached else "finished")
+        self._log(
+            "info",
+            f"{span.name} {what}",
+            call,
+            {
+                "latency_ms": latency_ms,
+                "prompt_tokens": prompt,
+                "completion_tokens": completion_tokens,
+                "cost_usd": cost,
+                "cached": cached,
+            },
+        )
+        return span
+
+    def _fail(self, call: _Call, error: BaseException, *, status: int | None = None) -> Span:
+        call.ended = True
+        latency_ms = self._latency_ms(call)
+        partial = call.acc.text
+        usage = call.acc.usage
+        prompt = usage.prompt_tokens if usage is not None else 0
+        completion_tokens = usage.completion_tokens if usage is not None else call.tokens_seen()
+        attrs: dict[str, Any] = {}
+        try:
+            if isinstance(error, LLMServerError):
+                attrs[semconv.ERROR_TYPE] = error.error_type
+            attrs[semconv.OBS_CACHE_HIT] = False
+            if status is not None:
+                attrs[semconv.HTTP_RESPONSE_STATUS_CODE] = status
+            if call.stream and call.acc.chunks:
+                attrs.update(response_attributes(call.acc.to_completion()))
+                attrs[semconv.OBS_STREAM_CHUNKS] = call.acc.chunks
+            attrs.update(
+                derived_attributes(
+                    latency_ms,
+                    None,
+                    None,
+                    ttft_ms=call.ttft_ms,
+                    first_chunk_ms=call.first_chunk_ms,
+                    gaps_ms=call.gaps,
+                )
+            )
+            if partial and self.capture_content:
+                attrs[semconv.OBS_PARTIAL_OUTPUT] = partial
+                attrs[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages_json(partial, None)
+        except Exception as exc:
+            self._telemetry_error("error attributes", exc)
+        self._record(call, latency_ms, prompt, completion_tokens, cached=False, error=True)
+        span = self._end_span(call, attrs, error)
+        message = str(error) or type(error).__name__
+        self._log(
+            "error",
+            f"{span.name} failed: {message}",
+            call,
+            {
+                "error_type": attrs.get(semconv.ERROR_TYPE, type(error).__name__),
+                "latency_ms": latency_ms,
+                "server": self.base_url,
+                "partial_chars": len(partial),
+            },
+        )
+        return span
+
+
+def _without_usage(completion: ChatCompletion) -> ChatCompletion:
+    return dataclasses.replace(completion, usage=None, timings=None)
+
+
+def _fallback_trace_id() -> str:
+    return _FALLBACK_IDS.trace_id()

@@ -1,0 +1,252 @@
+"""ChatStream: the text deltas of a streamed chat answer, recorded as one span when it ends.
+
+`InstrumentedClient.chat_stream` sends the request and hands back a
+`ChatStream`. Iterating it reads the server-sent events as they arrive,
+timing the first token and the gaps between tokens; the span, the metrics
+record and the log entry are written once, when the stream ends: read to
+`[DONE]`, closed early, or broken (then the text received so far stays on
+the span and iteration raises an `obs.llm.errors` exception).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import httpx
+
+from obs import semconv
+from obs.llm._server_errors import URL_HINT, parse_body, redact, stream_error, transport_error
+from obs.llm.errors import BadResponse, LLMServerError, ServerTimeout, StreamInterrupted
+from obs.llm.llama.responses import DONE, ChatCompletion, ResponseFormatError, StreamError, parse_sse_line
+from obs.trace.spans import Span
+
+if TYPE_CHECKING:
+    from obs.llm._recording import _Call
+    from obs.llm.client import InstrumentedClient
+
+__all__ = ["ChatStream"]
+
+_log = logging.getLogger(__name__)
+
+
+class ChatStream:
+    """The text deltas of a streamed answer, as they arrive; the span is recorded when it ends.
+
+    Iterate it (or hand it to `st.write_stream`). It ends by being read to
+    the server's `[DONE]`, by `close()` (also on leaving a `with` block or
+    when dropped), or by breaking: then iteration raises StreamInterrupted,
+    ServerTimeout, HTTPStatusError or BadResponse, and the text received so
+    far stays on the span. Afterwards `span` is the recorded Span and
+    `response` the assembled ChatCompletion (None if it broke).
+    """
+
+    def __init__(
+        self,
+        client: InstrumentedClient,
+        call: _Call,
+        *,
+        response: httpx.Response | None = None,
+        cached: ChatCompletion | None = None,
+    ) -> None:
+        """Internal: made by `InstrumentedClient.chat_stream`."""
+        self._client = client
+        self._call = call
+        self._response = response
+        self._cached = cached
+        self._lines: Iterator[str] | None = None
+        self._sse = True
+        if response is not None:
+            kind = response.headers.get("content-type", "")
+            self._sse = "event-stream" in kind or not kind
+            self._lines = response.iter_lines()
+        self.response: ChatCompletion | None = None
+        self.error: BaseException | None = None
+
+    @property
+    def span(self) -> Span | None:
+        """The recorded span once the stream has ended, else None."""
+        return self._call.span
+
+    @property
+    def trace_id(self) -> str | None:
+        """The id of the trace this request belongs to."""
+        return self._call.trace_id
+
+    @property
+    def span_id(self) -> str | None:
+        """The id of this request's span."""
+        return self._call.span_id
+
+    @property
+    def text(self) -> str:
+        """The text received so far."""
+        if self._cached is not None:
+            return self._cached.content if self._call.ended else ""
+        return self._call.acc.text
+
+    @property
+    def finished(self) -> bool:
+        """True once the stream has ended one way or another."""
+        return self._call.ended
+
+    def __iter__(self) -> ChatStream:
+        return self
+
+    def __next__(self) -> str:
+        call = self._call
+        if call.ended:
+            raise StopIteration
+        if self._cached is not None:
+            return self._deliver_whole(self._cached, cached=True)
+        if not self._sse:
+            return self._deliver_json()
+        client = self._client
+        clock = client.clock
+        assert self._lines is not None
+        try:
+            for line in self._lines:
+                item = parse_sse_line(line)
+                if item is None:
+                    continue
+                if item is DONE:
+                    self._finish_done()
+                    raise StopIteration
+                if isinstance(item, StreamError):
+                    raise stream_error(item, client.base_url, client._api_key)
+                now = clock.monotonic_ms()
+                assert call.t0 is not None  # set when the request was sent
+                if call.first_chunk_ms is None:
+                    call.first_chunk_ms = now - call.t0
+                delta = call.acc.feed(item)
+                if delta:
+                    if call.last_token is None:
+                        call.ttft_ms = now - call.t0
+                        client._event(call, semconv.EVENT_FIRST_TOKEN)
+                    else:
+                        call.gaps.append(now - call.last_token)
+                    call.last_token = now
+                    return delta
+            raise StreamInterrupted(
+                f"the stream from {client.base_url} ended before [DONE] after {call.acc.chunks} chunks; "
+                "the partial answer is kept on the span",
+                url=client.base_url,
+                partial_text=call.acc.text,
+            )
+        except StopIteration:
+            raise
+        except httpx.TimeoutException:
+            error: BaseException = ServerTimeout(
+                f"llama-server at {client.base_url} stopped sending mid-stream (nothing for "
+                f"{client.timeout:g} s after {call.acc.chunks} chunks): it may be stuck; "
+                "the partial answer is kept on the span",
+                url=client.base_url,
+            )
+        except httpx.HTTPError as exc:
+            detail = redact(str(exc) or type(exc).__name__, client._api_key)
+            error = StreamInterrupted(
+                f"the stream from {client.base_url} was cut after {call.acc.chunks} chunks "
+                f"({detail}); the partial answer is kept on the span",
+                url=client.base_url,
+                partial_text=call.acc.text,
+            )
+        except ResponseFormatError as exc:
+            error = BadResponse(
+                f"the stream from {client.base_url} carried a line that is not a chat chunk "
+                f"({exc}): {URL_HINT}",
+                url=client.base_url,
+            )
+        except LLMServerError as exc:
+            error = exc
+        except BaseException as exc:
+            self._abort(exc)
+            raise
+        self._abort(error)
+        raise error
+
+    def _close_response(self) -> None:
+        if self._response is not None:
+            try:
+                self._response.close()
+            except Exception as exc:  # closing a broken connection may fail again; nothing to save
+                _log.debug("obs: closing a stream response failed: %s", exc)
+
+    def _finish_done(self) -> None:
+        call = self._call
+        client = self._client
+        self._close_response()
+        client._event(call, semconv.EVENT_RESPONSE_RECEIVED, {semconv.HTTP_RESPONSE_STATUS_CODE: 200})
+        completion = call.acc.to_completion()
+        self.response = completion
+        client._cache_put(call, completion)
+        client._succeed(call, completion, status=200)
+
+    def _deliver_whole(self, completion: ChatCompletion, *, cached: bool) -> str:
+        self.response = completion
+        if not cached:
+            self._client._cache_put(self._call, completion)
+        self._client._succeed(self._call, completion, cached=cached, status=None if cached else 200)
+        if not completion.content:
+            raise StopIteration
+        return completion.content
+
+    def _deliver_json(self) -> str:
+        """A server that ignored `stream: true` and sent one JSON body: take it whole."""
+        client = self._client
+        assert self._response is not None
+        try:
+            self._response.read()
+            client._event(
+                self._call, semconv.EVENT_RESPONSE_RECEIVED, {semconv.HTTP_RESPONSE_STATUS_CODE: 200}
+            )
+            completion = parse_body(self._response, client.base_url, client._api_key)
+        except httpx.HTTPError as exc:
+            error = transport_error(exc, client.base_url, client.timeout, client._api_key)
+            self._abort(error)
+            raise error from exc
+        except BaseException as exc:  # BadResponse from parse_body, or the application's own
+            self._abort(exc)
+            raise
+        finally:
+            self._close_response()
+        return self._deliver_whole(completion, cached=False)
+
+    def _abort(self, error: BaseException) -> None:
+        self.error = error
+        self._close_response()
+        if not self._call.ended:
+            self._client._fail(self._call, error, status=200)
+
+    def close(self) -> None:
+        """Stop reading: the connection is closed and the span recorded with what arrived."""
+        call = self._call
+        if call.ended:
+            return
+        self._close_response()
+        completion = self._cached if self._cached is not None else call.acc.to_completion()
+        self.response = completion
+        self._client._succeed(
+            call, completion, cached=self._cached is not None, closed_early=self._cached is None
+        )
+
+    def __enter__(self) -> ChatStream:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        # An exception in the caller's block is the caller's: the request itself ended early.
+        self.close()
+
+    def __del__(self) -> None:
+        # Nothing may escape a finalizer; close() already guards its telemetry.
+        with contextlib.suppress(Exception):
+            self.close()
+
+    def __repr__(self) -> str:
+        state = "ended" if self._call.ended else "open"
+        return f"ChatStream({state}, chunks={self._call.acc.chunks})"
+

@@ -1,0 +1,3 @@
+"""Metrics: the `MetricsCollector` (`collector`), its time series (`timeseries`),
+the quantile sketch behind its percentiles (`quantiles`) and pricing (`_pricing`).
+"""
