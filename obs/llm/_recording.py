@@ -1,9 +1,9 @@
-"""How the client records one chat request: its span, its metrics record and its log entries.
+"""How one chat request is recorded: its span, its metrics record and its log entries.
 
-A `_Call` holds one request's telemetry from start to end (span handle,
-times, stream state). `_CallRecorder` is the part of `InstrumentedClient`
-that writes it: the span begins when the request is built and ends exactly
-once, in `_succeed` or `_fail`, which also record the request in the
+A `Call` holds one request's telemetry from start to end (span handle,
+times, stream state). A `CallRecorder`, owned by the client and handed to
+its streams, writes it: the span begins when the request is built and ends
+exactly once, in `succeed` or `fail`, which also record the request in the
 collector and log it. A failure while recording is logged and counted in
 `telemetry_errors`, never raised: telemetry never breaks a chat.
 """
@@ -40,7 +40,7 @@ _log = logging.getLogger(__name__)
 _FALLBACK_IDS = RandomIdGenerator()
 
 
-class _Call:
+class Call:
     """One request's telemetry from start to end: span, times, stream state. Ended exactly once."""
 
     __slots__ = (
@@ -97,94 +97,144 @@ class _Call:
         return len(self.gaps) + (self.ttft_ms is not None)
 
 
-class _CallRecorder:
-    """The telemetry half of `InstrumentedClient`, which inherits it: spans, metrics and logs of calls.
+class CallRecorder:
+    """Writes the telemetry of calls: their spans, metrics records and log entries.
 
-    It reads the client's tracer, collector, logger, clock and settings at
-    each call, so it sees them as they are then.
+    The client owns one and hands it to its streams. It holds everything
+    recording needs: the tracer, collector, logger and clock, the content
+    setting (`capture_content`, which may be switched at any time), the
+    server's address, port and public URL, the conversations begun with
+    `open_conversation`, and the count of telemetry failures. Thread-safe.
     """
 
-    tracer: Tracer
-    collector: MetricsCollector
-    logger: LLMLogger
-    clock: Clock
-    capture_content: bool
-    base_url: str
-    telemetry_errors: int
-    _traces: list[TraceHandle]
-    _traces_lock: threading.Lock
-    _count_lock: threading.Lock
-    _server_address: str
-    _server_port: int
+    def __init__(
+        self,
+        *,
+        tracer: Tracer,
+        collector: MetricsCollector,
+        logger: LLMLogger,
+        clock: Clock,
+        capture_content: bool,
+        server_url: str,
+        server_address: str,
+        server_port: int,
+    ) -> None:
+        """Keep the sinks and settings; `server_url` is the server's URL already free of secrets."""
+        self.tracer = tracer
+        self.collector = collector
+        self.logger = logger
+        self.clock = clock
+        self.capture_content = capture_content
+        self.server_url = server_url
+        self.server_address = server_address
+        self.server_port = server_port
+        self._conversations: list[TraceHandle] = []
+        self._conversations_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self._telemetry_errors = 0
 
-    def _telemetry_error(self, where: str, exc: BaseException) -> None:
+    @property
+    def telemetry_errors(self) -> int:
+        """How many times recording failed (each logged to the `obs` logger, none raised)."""
+        return self._telemetry_errors
+
+    def telemetry_error(self, where: str, exc: BaseException) -> None:
+        """Count and log a failure inside telemetry; never raises."""
         with self._count_lock:
-            self.telemetry_errors += 1
+            self._telemetry_errors += 1
         _log.warning("obs: telemetry failed in %s: %s: %s", where, type(exc).__name__, exc)
 
-    def _latency_ms(self, call: _Call) -> float:
-        return 0.0 if call.t0 is None else max(0.0, self.clock.monotonic_ms() - call.t0)
+    # -- conversations ----------------------------------------------------------------------------
+
+    def open_conversation(self, handle: TraceHandle) -> None:
+        """Remember a trace that calls made where no span or trace is current will join."""
+        with self._conversations_lock:
+            self._conversations.append(handle)
+
+    def close_conversation(self, current: TraceHandle | None) -> TraceHandle | None:
+        """Forget and return the conversation to end: `current` if it is one, else the latest, else None."""
+        with self._conversations_lock:
+            self._conversations = [t for t in self._conversations if not t.ended]
+            if current is not None and current in self._conversations:
+                handle = current
+            elif self._conversations:
+                handle = self._conversations[-1]
+            else:
+                return None
+            self._conversations.remove(handle)
+        return handle
 
     def _resolve_parent(self, parent: Any) -> Any:
         if parent is not None:
             return parent
         if self.tracer.current_span() is not None or self.tracer.current_trace() is not None:
             return None  # the tracer finds it in the context
-        with self._traces_lock:
-            for handle in reversed(self._traces):
+        with self._conversations_lock:
+            for handle in reversed(self._conversations):
                 if not handle.ended:
                     return handle
         return None
 
-    def _begin_span(self, call: _Call, props: ServerProps | None, parent: Any) -> None:
+    # -- one call ---------------------------------------------------------------------------------
+
+    def latency_ms(self, call: Call) -> float:
+        """Milliseconds since the request was sent (0 before that)."""
+        return 0.0 if call.t0 is None else max(0.0, self.clock.monotonic_ms() - call.t0)
+
+    def begin(self, call: Call, props: ServerProps | None, parent: Any) -> None:
+        """Begin the call's span (under `parent`, the current span or trace, or a conversation) and log it.
+
+        Raises ValueError only for a `parent` that is not a span or trace handle.
+        """
         name = f"{semconv.OPERATION_CHAT} {call.model}" if call.model else semconv.OPERATION_CHAT
         try:
             attrs = request_attributes(
                 call.body,
                 model=call.model,
-                server_address=self._server_address,
-                server_port=self._server_port,
+                server_address=self.server_address,
+                server_port=self.server_port,
                 props=props,
                 stream=call.stream,
             )
             if self.capture_content:
                 attrs[semconv.GEN_AI_INPUT_MESSAGES] = input_messages_json(call.messages)
         except Exception as exc:
-            self._telemetry_error("request attributes", exc)
+            self.telemetry_error("request attributes", exc)
             attrs = {semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT}
         try:
             resolved = self._resolve_parent(parent)
             call.handle = self.tracer.begin_span(name, attrs, kind="client", parent=resolved)
             trace = call.handle.trace_handle
-            with self._traces_lock:
-                conversation = trace in self._traces
+            with self._conversations_lock:
+                conversation = trace in self._conversations
             if conversation:
                 call.handle.set_attribute(semconv.GEN_AI_CONVERSATION_ID, trace.trace_id)
             call.handle.add_event(semconv.EVENT_REQUEST_START)
         except Exception as exc:
             if isinstance(exc, ValueError) and parent is not None and call.handle is None:
                 raise  # a bad `parent` argument is the caller's mistake, not a telemetry failure
-            self._telemetry_error("begin span", exc)
+            self.telemetry_error("begin span", exc)
             if call.handle is None:
                 call.fallback = create_span(name, _fallback_trace_id(), attributes=attrs, kind="client")
-        self._log("info", f"{name} request started", call, {"stream": call.stream, "server": self.base_url})
+        self._log("info", f"{name} request started", call, {"stream": call.stream, "server": self.server_url})
 
-    def _event(self, call: _Call, name: str, attrs: Mapping[str, Any] | None = None) -> None:
+    def event(self, call: Call, name: str, attrs: Mapping[str, Any] | None = None) -> None:
+        """Add an event to the call's span; never raises."""
         if call.handle is None:
             return
         try:
             call.handle.add_event(name, attrs)
         except Exception as exc:
-            self._telemetry_error("span event", exc)
+            self.telemetry_error("span event", exc)
 
-    def _log(self, level: str, message: str, call: _Call, data: Mapping[str, Any]) -> None:
+    def _log(self, level: str, message: str, call: Call, data: Mapping[str, Any]) -> None:
         try:
             self.logger.log(level, message, data, trace_id=call.trace_id, span_id=call.span_id)
         except Exception as exc:
-            self._telemetry_error("logger", exc)
+            self.telemetry_error("logger", exc)
 
     def _record(
-        self, call: _Call, latency_ms: float, prompt: int, completion: int, *, cached: bool, error: bool
+        self, call: Call, latency_ms: float, prompt: int, completion: int, *, cached: bool, error: bool
     ) -> float | None:
         try:
             return self.collector.record_request(
@@ -198,17 +248,17 @@ class _CallRecorder:
                 timestamp=self.clock.time_ms() / 1000.0,
             )
         except Exception as exc:
-            self._telemetry_error("metrics", exc)
+            self.telemetry_error("metrics", exc)
             return None
 
-    def _end_span(self, call: _Call, attrs: dict[str, Any], error: BaseException | None) -> Span:
+    def _end_span(self, call: Call, attrs: dict[str, Any], error: BaseException | None) -> Span:
         span: Span | None = None
         if call.handle is not None:
             try:
                 call.handle.set_attributes(attrs)
                 span = call.handle.end(error=error) if error is not None else call.handle.end()
             except Exception as exc:
-                self._telemetry_error("end span", exc)
+                self.telemetry_error("end span", exc)
                 span = call.handle.span
         if span is None:
             base = call.fallback or create_span("chat", _fallback_trace_id(), kind="client")
@@ -216,17 +266,23 @@ class _CallRecorder:
         call.span = span
         return span
 
-    def _succeed(
+    def succeed(
         self,
-        call: _Call,
+        call: Call,
         completion: ChatCompletion,
         *,
         cached: bool = False,
         status: int | None = None,
         closed_early: bool = False,
     ) -> Span:
+        """End the call as a success with `completion`: span, metrics record and log entry; never raises.
+
+        `cached` marks an answer from the response cache (no tokens spent),
+        `closed_early` a stream the caller stopped reading (`completion` holds
+        what arrived). Returns the recorded span.
+        """
         call.ended = True
-        latency_ms = self._latency_ms(call)
+        latency_ms = self.latency_ms(call)
         usage = completion.usage
         prompt = usage.prompt_tokens if usage is not None and not cached else 0
         completion_tokens = usage.completion_tokens if usage is not None and not cached else 0
@@ -262,7 +318,7 @@ class _CallRecorder:
                     completion.content, completion.finish_reason, completion.role
                 )
         except Exception as exc:
-            self._telemetry_error("response attributes", exc)
+            self.telemetry_error("response attributes", exc)
         cost = self._record(call, latency_ms, prompt, completion_tokens, cached=cached, error=False)
         if cost is not None:
             attrs[semconv.OBS_COST_USD] = cost
@@ -282,9 +338,14 @@ class _CallRecorder:
         )
         return span
 
-    def _fail(self, call: _Call, error: BaseException, *, status: int | None = None) -> Span:
+    def fail(self, call: Call, error: BaseException, *, status: int | None = None) -> Span:
+        """End the call as a failure with `error`: error span, error in the metrics, error log entry.
+
+        The text a stream received before failing stays on the span. Never
+        raises; returns the recorded span.
+        """
         call.ended = True
-        latency_ms = self._latency_ms(call)
+        latency_ms = self.latency_ms(call)
         partial = call.acc.text
         usage = call.acc.usage
         prompt = usage.prompt_tokens if usage is not None else 0
@@ -313,7 +374,7 @@ class _CallRecorder:
                 attrs[semconv.OBS_PARTIAL_OUTPUT] = partial
                 attrs[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages_json(partial, None)
         except Exception as exc:
-            self._telemetry_error("error attributes", exc)
+            self.telemetry_error("error attributes", exc)
         self._record(call, latency_ms, prompt, completion_tokens, cached=False, error=True)
         span = self._end_span(call, attrs, error)
         message = str(error) or type(error).__name__
@@ -324,7 +385,7 @@ class _CallRecorder:
             {
                 "error_type": attrs.get(semconv.ERROR_TYPE, type(error).__name__),
                 "latency_ms": latency_ms,
-                "server": self.base_url,
+                "server": self.server_url,
                 "partial_chars": len(partial),
             },
         )

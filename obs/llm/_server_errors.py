@@ -21,6 +21,7 @@ from obs.llm.errors import (
     ServerLoading,
     ServerTimeout,
     ServerUnavailable,
+    StreamInterrupted,
 )
 from obs.llm.llama.responses import (
     ChatCompletion,
@@ -130,3 +131,73 @@ def stream_error(item: StreamError, url: str, api_key: str | None) -> HTTPStatus
         server_message=said,
         server_error_type=item.type,
     )
+
+
+class ServerErrors:
+    """The errors that calls to one server end in, with its URL, its timeout and its API key bound.
+
+    The client makes one and hands it to its streams, so neither passes the
+    key around: every text from the server or httpx is redacted here.
+    """
+
+    def __init__(self, url: str, timeout: float, api_key: str | None) -> None:
+        """`url` is the server's URL already free of credentials; `api_key` is redacted from every message."""
+        self.url = url
+        self.timeout = timeout
+        self._api_key = api_key
+
+    def redact(self, text: str) -> str:
+        """`text` with the API key replaced by `***`."""
+        return redact(text, self._api_key)
+
+    def transport(self, exc: httpx.HTTPError) -> LLMServerError:
+        """The error for a request that got no HTTP answer: a timeout or a connection failure."""
+        return transport_error(exc, self.url, self.timeout, self._api_key)
+
+    def status(self, response: httpx.Response) -> HTTPStatusError:
+        """The error for an HTTP error status (the response body already read)."""
+        return status_error(response, self.url, self._api_key)
+
+    def parse_body(self, response: httpx.Response) -> ChatCompletion:
+        """The chat completion in a successful response; BadResponse when the body is not one."""
+        return parse_body(response, self.url, self._api_key)
+
+    def stream_event(self, item: StreamError) -> HTTPStatusError:
+        """The error for an error event the server sent mid-stream."""
+        return stream_error(item, self.url, self._api_key)
+
+    def stream_silent(self, chunks: int) -> ServerTimeout:
+        """The error for a stream that stopped sending for longer than the timeout."""
+        return ServerTimeout(
+            f"llama-server at {self.url} stopped sending mid-stream (nothing for "
+            f"{self.timeout:g} s after {chunks} chunks): it may be stuck; "
+            "the partial answer is kept on the span",
+            url=self.url,
+        )
+
+    def stream_ended(self, chunks: int, partial_text: str) -> StreamInterrupted:
+        """The error for a stream whose body ended cleanly but before `[DONE]`."""
+        return StreamInterrupted(
+            f"the stream from {self.url} ended before [DONE] after {chunks} chunks; "
+            "the partial answer is kept on the span",
+            url=self.url,
+            partial_text=partial_text,
+        )
+
+    def stream_cut(self, exc: httpx.HTTPError, chunks: int, partial_text: str) -> StreamInterrupted:
+        """The error for a stream whose connection broke mid-body."""
+        detail = self.redact(str(exc) or type(exc).__name__)
+        return StreamInterrupted(
+            f"the stream from {self.url} was cut after {chunks} chunks "
+            f"({detail}); the partial answer is kept on the span",
+            url=self.url,
+            partial_text=partial_text,
+        )
+
+    def stream_line(self, exc: ResponseFormatError) -> BadResponse:
+        """The error for a stream line that is not a chat chunk."""
+        return BadResponse(
+            f"the stream from {self.url} carried a line that is not a chat chunk "
+            f"({self.redact(str(exc))}): {URL_HINT}",
+            url=self.url,
+        )

@@ -12,8 +12,9 @@ counted in `telemetry_errors`, never raised. The application's own exceptions
 (KeyboardInterrupt, say) are recorded on the span and pass through unchanged.
 
 A streamed answer is an `obs.llm.stream.ChatStream` (importable from here too).
-How one call is recorded (span, metrics, logs) lives in `obs.llm._recording`, the
-errors that failures become in `obs.llm._server_errors`.
+How one call is recorded (span, metrics, logs) lives in `obs.llm._recording`,
+whose `CallRecorder` the client owns and hands to its streams; the errors that
+failures become live in `obs.llm._server_errors`.
 """
 
 from __future__ import annotations
@@ -30,8 +31,8 @@ import httpx
 
 from obs import semconv
 from obs.clock import SYSTEM_CLOCK, Clock
-from obs.llm._recording import _Call, _CallRecorder
-from obs.llm._server_errors import parse_body, status_error, transport_error
+from obs.llm._recording import Call, CallRecorder
+from obs.llm._server_errors import ServerErrors
 from obs.llm.cache import ResponseCache, cache_key
 from obs.llm.errors import BadResponse
 from obs.llm.llama.props import ServerProps, shared_ssl_context
@@ -79,7 +80,7 @@ def _public_url(url: httpx.URL) -> str:
     return str(url.copy_with(username=None, password=None)).rstrip("/")
 
 
-class InstrumentedClient(_CallRecorder):
+class InstrumentedClient:
     """A chat client for llama-server that traces, measures and logs every call.
 
     `base_url` defaults to the LLAMA_SERVER_URL environment variable, else
@@ -144,50 +145,82 @@ class InstrumentedClient(_CallRecorder):
 
         self._url = url
         self.base_url = _public_url(url)
-        self._api_key = api_key
         self.model = model
         self.timeout = float(timeout)
-        self.capture_content = bool(capture_content)
-        self.clock: Clock = (
-            clock if clock is not None else (tracer.clock if tracer is not None else SYSTEM_CLOCK)
-        )
+        clock = clock if clock is not None else (tracer.clock if tracer is not None else SYSTEM_CLOCK)
         if tracer is not None:
             store = store if store is not None else tracer.store
             collector = collector if collector is not None else tracer.collector
             logger = logger if logger is not None else tracer.logger
-        self.collector: MetricsCollector = (
-            collector if collector is not None else MetricsCollector(clock=self.clock)
-        )
+        collector = collector if collector is not None else MetricsCollector(clock=clock)
         self.store = store if store is not None else TraceStore()
-        self.logger: LLMLogger = logger if logger is not None else LLMLogger(clock=self.clock)
-        self.tracer: Tracer = (
-            tracer
-            if tracer is not None
-            else Tracer(
-                store=self.store, collector=self.collector, logger=self.logger, clock=self.clock,
+        logger = logger if logger is not None else LLMLogger(clock=clock)
+        if tracer is None:
+            tracer = Tracer(
+                store=self.store, collector=collector, logger=logger, clock=clock,
                 # As OpenTelemetry SDKs do: OTEL_TRACES_SAMPLER (and _ARG) pick the head sampler.
                 head_sampler=sampler_from_env() if os.environ.get(SAMPLER_ENV, "").strip() else None,
             )
+        self._recorder = CallRecorder(
+            tracer=tracer,
+            collector=collector,
+            logger=logger,
+            clock=clock,
+            capture_content=bool(capture_content),
+            server_url=self.base_url,
+            server_address=url.host,
+            server_port=url.port or (443 if url.scheme == "https" else 80),
         )
+        self._errors = ServerErrors(self.base_url, self.timeout, api_key)
         self.cache: ResponseCache[ChatCompletion] | None = (
-            ResponseCache(cache_size, cache_ttl_s, clock=self.clock) if cache_size else None
+            ResponseCache(cache_size, cache_ttl_s, clock=clock) if cache_size else None
         )
         self._read_props = read_props
         self._props: ServerProps | None = None
         self._props_tried_at: float | None = None
         self._props_lock = threading.Lock()
         self._chat_url = str(url) + "/v1/chat/completions"
-        self._server_address = url.host
-        self._server_port = url.port or (443 if url.scheme == "https" else 80)
         headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self._headers = headers
         self._http = httpx.Client(timeout=httpx.Timeout(self.timeout), verify=shared_ssl_context())
-        self._traces: list[TraceHandle] = []
-        self._traces_lock = threading.Lock()
-        self._count_lock = threading.Lock()
-        self.telemetry_errors = 0
+
+    # -- what the recorder holds ----------------------------------------------------------------
+
+    @property
+    def tracer(self) -> Tracer:
+        """The tracer every call's span is begun on."""
+        return self._recorder.tracer
+
+    @property
+    def collector(self) -> MetricsCollector:
+        """The MetricsCollector every call is recorded in."""
+        return self._recorder.collector
+
+    @property
+    def logger(self) -> LLMLogger:
+        """The LLMLogger every call is logged to."""
+        return self._recorder.logger
+
+    @property
+    def clock(self) -> Clock:
+        """The clock that times every call."""
+        return self._recorder.clock
+
+    @property
+    def capture_content(self) -> bool:
+        """Whether message contents go on spans; may be switched at any time, for the calls after."""
+        return self._recorder.capture_content
+
+    @capture_content.setter
+    def capture_content(self, value: bool) -> None:
+        self._recorder.capture_content = bool(value)
+
+    @property
+    def telemetry_errors(self) -> int:
+        """How many times recording failed (each logged to the `obs` logger, none raised into a chat)."""
+        return self._recorder.telemetry_errors
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -204,27 +237,27 @@ class InstrumentedClient(_CallRecorder):
         call = self._start_call(messages, params, stream=False, parent=parent)
         hit = self._cache_get(call)
         if hit is not None:
-            return ChatResult(hit, self._succeed(call, hit, cached=True))
+            return ChatResult(hit, self._recorder.succeed(call, hit, cached=True))
         response = self._send(
             call,
             lambda: self._http.post(
                 self._chat_url, content=self._payload(call), headers=self._request_headers(call)
             ),
         )
-        self._event(
+        self._recorder.event(
             call, semconv.EVENT_RESPONSE_RECEIVED, {semconv.HTTP_RESPONSE_STATUS_CODE: response.status_code}
         )
         if response.status_code >= 400:
-            error = status_error(response, self.base_url, self._api_key)
-            self._fail(call, error, status=response.status_code)
+            error = self._errors.status(response)
+            self._recorder.fail(call, error, status=response.status_code)
             raise error
         try:
-            completion = parse_body(response, self.base_url, self._api_key)
+            completion = self._errors.parse_body(response)
         except BadResponse as error:
-            self._fail(call, error, status=response.status_code)
+            self._recorder.fail(call, error, status=response.status_code)
             raise
         self._cache_put(call, completion)
-        return ChatResult(completion, self._succeed(call, completion, status=response.status_code))
+        return ChatResult(completion, self._recorder.succeed(call, completion, status=response.status_code))
 
     def chat_stream(
         self, messages: Sequence[Mapping[str, Any]], *, parent: Any = None, **params: Any
@@ -241,13 +274,13 @@ class InstrumentedClient(_CallRecorder):
         call = self._start_call(messages, params, stream=True, parent=parent)
         hit = self._cache_get(call)
         if hit is not None:
-            return ChatStream(self, call, cached=hit)
+            return self._stream(call, cached=hit)
         request = self._http.build_request(
             "POST", self._chat_url, content=self._payload(call), headers=self._request_headers(call)
         )
         response = self._send(call, lambda: self._http.send(request, stream=True))
         if response.status_code >= 400:
-            self._event(
+            self._recorder.event(
                 call,
                 semconv.EVENT_RESPONSE_RECEIVED,
                 {semconv.HTTP_RESPONSE_STATUS_CODE: response.status_code},
@@ -258,10 +291,10 @@ class InstrumentedClient(_CallRecorder):
                 pass  # the status alone is enough to report
             finally:
                 response.close()
-            error = status_error(response, self.base_url, self._api_key)
-            self._fail(call, error, status=response.status_code)
+            error = self._errors.status(response)
+            self._recorder.fail(call, error, status=response.status_code)
             raise error
-        return ChatStream(self, call, response=response)
+        return self._stream(call, response=response)
 
     def start_trace(self, name: str, metadata: Mapping[str, Any] | None = None) -> TraceHandle:
         """Begin a trace (a conversation) that the following chats join until `end_current_trace`.
@@ -270,22 +303,14 @@ class InstrumentedClient(_CallRecorder):
         trace is current (another thread, a later request) join it too.
         """
         handle = self.tracer.begin_trace(name, metadata)
-        with self._traces_lock:
-            self._traces.append(handle)
+        self._recorder.open_conversation(handle)
         return handle
 
     def end_current_trace(self) -> Trace | None:
         """End the trace begun by `start_trace` (the one current here, else the latest); None if none."""
-        current = self.tracer.current_trace()
-        with self._traces_lock:
-            self._traces = [t for t in self._traces if not t.ended]
-            if current is not None and current in self._traces:
-                handle = current
-            elif self._traces:
-                handle = self._traces[-1]
-            else:
-                return None
-            self._traces.remove(handle)
+        handle = self._recorder.close_conversation(self.tracer.current_trace())
+        if handle is None:
+            return None
         return self.tracer.end_trace(handle)
 
     def get_metrics(self) -> MetricsSnapshot:
@@ -362,7 +387,7 @@ class InstrumentedClient(_CallRecorder):
 
     def _start_call(
         self, messages: Sequence[Mapping[str, Any]], params: dict[str, Any], *, stream: bool, parent: Any
-    ) -> _Call:
+    ) -> Call:
         checked = _check_messages(messages)
         body: dict[str, Any] = {"messages": checked}
         model = params.pop("model", None) or self.model
@@ -376,53 +401,65 @@ class InstrumentedClient(_CallRecorder):
             body.pop("stream", None)
         props = self._ensure_props()
         name = model or (props.model_name if props is not None else None)
-        call = _Call(name, body, checked, stream)
-        self._begin_span(call, props, parent)
+        call = Call(name, body, checked, stream)
+        self._recorder.begin(call, props, parent)
         return call
 
-    def _payload(self, call: _Call) -> bytes:
+    def _payload(self, call: Call) -> bytes:
         return json.dumps(call.body, ensure_ascii=False).encode("utf-8")
 
-    def _send(self, call: _Call, send: Callable[[], httpx.Response]) -> httpx.Response:
+    def _send(self, call: Call, send: Callable[[], httpx.Response]) -> httpx.Response:
         """Run `send`; a failure ends the call, an httpx one raised again as an `obs.llm.errors` error."""
         try:
             return send()
         except httpx.HTTPError as exc:
-            error = transport_error(exc, self.base_url, self.timeout, self._api_key)
-            self._fail(call, error)
+            error = self._errors.transport(exc)
+            self._recorder.fail(call, error)
             raise error from exc
         except BaseException as exc:
-            self._fail(call, exc)
+            self._recorder.fail(call, exc)
             raise
 
-    def _request_headers(self, call: _Call) -> dict[str, str]:
+    def _stream(
+        self, call: Call, *, response: httpx.Response | None = None, cached: ChatCompletion | None = None
+    ) -> ChatStream:
+        return ChatStream(
+            self._recorder,
+            call,
+            errors=self._errors,
+            cache_put=self._cache_put,
+            response=response,
+            cached=cached,
+        )
+
+    def _request_headers(self, call: Call) -> dict[str, str]:
         headers = dict(self._headers)
         try:
             if call.handle is not None:
                 headers["traceparent"] = call.handle.traceparent()
         except Exception as exc:  # ids that are not W3C ids: send without the header
-            self._telemetry_error("traceparent", exc)
-        call.t0 = self.clock.monotonic_ms()
+            self._recorder.telemetry_error("traceparent", exc)
+        call.t0 = self._recorder.clock.monotonic_ms()
         return headers
 
     # -- cache ----------------------------------------------------------------------------------
 
-    def _cache_get(self, call: _Call) -> ChatCompletion | None:
+    def _cache_get(self, call: Call) -> ChatCompletion | None:
         if self.cache is None:
             return None
         try:
             shape = {k: v for k, v in call.body.items() if k not in ("stream", "stream_options")}
             call.key = cache_key(shape)
-            call.t0 = self.clock.monotonic_ms()
+            call.t0 = self._recorder.clock.monotonic_ms()
             return self.cache.get(call.key)
         except Exception as exc:
-            self._telemetry_error("response cache", exc)
+            self._recorder.telemetry_error("response cache", exc)
             return None
 
-    def _cache_put(self, call: _Call, completion: ChatCompletion) -> None:
+    def _cache_put(self, call: Call, completion: ChatCompletion) -> None:
         if self.cache is None or call.key is None or completion.finish_reason is None:
             return
         try:
             self.cache.put(call.key, completion)
         except Exception as exc:
-            self._telemetry_error("response cache", exc)
+            self._recorder.telemetry_error("response cache", exc)

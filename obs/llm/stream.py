@@ -12,21 +12,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING
 
 import httpx
 
 from obs import semconv
-from obs.llm._server_errors import URL_HINT, parse_body, redact, stream_error, transport_error
-from obs.llm.errors import BadResponse, LLMServerError, ServerTimeout, StreamInterrupted
+from obs.llm._recording import Call, CallRecorder
+from obs.llm._server_errors import ServerErrors
+from obs.llm.errors import LLMServerError
 from obs.llm.llama.responses import DONE, ChatCompletion, ResponseFormatError, StreamError, parse_sse_line
 from obs.trace.spans import Span
-
-if TYPE_CHECKING:
-    from obs.llm._recording import _Call
-    from obs.llm.client import InstrumentedClient
 
 __all__ = ["ChatStream"]
 
@@ -46,14 +42,23 @@ class ChatStream:
 
     def __init__(
         self,
-        client: InstrumentedClient,
-        call: _Call,
+        recorder: CallRecorder,
+        call: Call,
         *,
+        errors: ServerErrors,
+        cache_put: Callable[[Call, ChatCompletion], None],
         response: httpx.Response | None = None,
         cached: ChatCompletion | None = None,
     ) -> None:
-        """Internal: made by `InstrumentedClient.chat_stream`."""
-        self._client = client
+        """Internal: made by `InstrumentedClient.chat_stream`.
+
+        `recorder` records the call when the stream ends, `errors` builds the
+        (redacted) errors it may end in, and `cache_put` offers a complete
+        answer to the client's response cache.
+        """
+        self._recorder = recorder
+        self._errors = errors
+        self._cache_put = cache_put
         self._call = call
         self._response = response
         self._cached = cached
@@ -104,8 +109,9 @@ class ChatStream:
             return self._deliver_whole(self._cached, cached=True)
         if not self._sse:
             return self._deliver_json()
-        client = self._client
-        clock = client.clock
+        recorder = self._recorder
+        errors = self._errors
+        clock = recorder.clock
         assert self._lines is not None
         try:
             for line in self._lines:
@@ -116,7 +122,7 @@ class ChatStream:
                     self._finish_done()
                     raise StopIteration
                 if isinstance(item, StreamError):
-                    raise stream_error(item, client.base_url, client._api_key)
+                    raise errors.stream_event(item)
                 now = clock.monotonic_ms()
                 assert call.t0 is not None  # set when the request was sent
                 if call.first_chunk_ms is None:
@@ -125,40 +131,20 @@ class ChatStream:
                 if delta:
                     if call.last_token is None:
                         call.ttft_ms = now - call.t0
-                        client._event(call, semconv.EVENT_FIRST_TOKEN)
+                        recorder.event(call, semconv.EVENT_FIRST_TOKEN)
                     else:
                         call.gaps.append(now - call.last_token)
                     call.last_token = now
                     return delta
-            raise StreamInterrupted(
-                f"the stream from {client.base_url} ended before [DONE] after {call.acc.chunks} chunks; "
-                "the partial answer is kept on the span",
-                url=client.base_url,
-                partial_text=call.acc.text,
-            )
+            raise errors.stream_ended(call.acc.chunks, call.acc.text)
         except StopIteration:
             raise
         except httpx.TimeoutException:
-            error: BaseException = ServerTimeout(
-                f"llama-server at {client.base_url} stopped sending mid-stream (nothing for "
-                f"{client.timeout:g} s after {call.acc.chunks} chunks): it may be stuck; "
-                "the partial answer is kept on the span",
-                url=client.base_url,
-            )
+            error: BaseException = errors.stream_silent(call.acc.chunks)
         except httpx.HTTPError as exc:
-            detail = redact(str(exc) or type(exc).__name__, client._api_key)
-            error = StreamInterrupted(
-                f"the stream from {client.base_url} was cut after {call.acc.chunks} chunks "
-                f"({detail}); the partial answer is kept on the span",
-                url=client.base_url,
-                partial_text=call.acc.text,
-            )
+            error = errors.stream_cut(exc, call.acc.chunks, call.acc.text)
         except ResponseFormatError as exc:
-            error = BadResponse(
-                f"the stream from {client.base_url} carried a line that is not a chat chunk "
-                f"({exc}): {URL_HINT}",
-                url=client.base_url,
-            )
+            error = errors.stream_line(exc)
         except LLMServerError as exc:
             error = exc
         except BaseException as exc:
@@ -176,35 +162,33 @@ class ChatStream:
 
     def _finish_done(self) -> None:
         call = self._call
-        client = self._client
         self._close_response()
-        client._event(call, semconv.EVENT_RESPONSE_RECEIVED, {semconv.HTTP_RESPONSE_STATUS_CODE: 200})
+        self._recorder.event(call, semconv.EVENT_RESPONSE_RECEIVED, {semconv.HTTP_RESPONSE_STATUS_CODE: 200})
         completion = call.acc.to_completion()
         self.response = completion
-        client._cache_put(call, completion)
-        client._succeed(call, completion, status=200)
+        self._cache_put(call, completion)
+        self._recorder.succeed(call, completion, status=200)
 
     def _deliver_whole(self, completion: ChatCompletion, *, cached: bool) -> str:
         self.response = completion
         if not cached:
-            self._client._cache_put(self._call, completion)
-        self._client._succeed(self._call, completion, cached=cached, status=None if cached else 200)
+            self._cache_put(self._call, completion)
+        self._recorder.succeed(self._call, completion, cached=cached, status=None if cached else 200)
         if not completion.content:
             raise StopIteration
         return completion.content
 
     def _deliver_json(self) -> str:
         """A server that ignored `stream: true` and sent one JSON body: take it whole."""
-        client = self._client
         assert self._response is not None
         try:
             self._response.read()
-            client._event(
+            self._recorder.event(
                 self._call, semconv.EVENT_RESPONSE_RECEIVED, {semconv.HTTP_RESPONSE_STATUS_CODE: 200}
             )
-            completion = parse_body(self._response, client.base_url, client._api_key)
+            completion = self._errors.parse_body(self._response)
         except httpx.HTTPError as exc:
-            error = transport_error(exc, client.base_url, client.timeout, client._api_key)
+            error = self._errors.transport(exc)
             self._abort(error)
             raise error from exc
         except BaseException as exc:  # BadResponse from parse_body, or the application's own
@@ -218,7 +202,7 @@ class ChatStream:
         self.error = error
         self._close_response()
         if not self._call.ended:
-            self._client._fail(self._call, error, status=200)
+            self._recorder.fail(self._call, error, status=200)
 
     def close(self) -> None:
         """Stop reading: the connection is closed and the span recorded with what arrived."""
@@ -228,7 +212,7 @@ class ChatStream:
         self._close_response()
         completion = self._cached if self._cached is not None else call.acc.to_completion()
         self.response = completion
-        self._client._succeed(
+        self._recorder.succeed(
             call, completion, cached=self._cached is not None, closed_early=self._cached is None
         )
 
