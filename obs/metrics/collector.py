@@ -58,11 +58,39 @@ _ACCURACY_RANGE = (0.0001, 0.5)
 _MAX_RETENTION_S = 31 * 86400
 # Keeps every sum finite and every column in range, far above any real request (prices: _pricing).
 _MAX_TOKENS = 10**12
+# One day: no LLM request lasts longer, and a bound keeps one absurd value from collapsing the
+# sketch's low bins (and with them every percentile of the real requests).
+_MAX_MS = 86_400_000.0
+# Recorded timestamps: epoch seconds from 2000-01-01T00:00:00Z to the clock's now + 1 day. A
+# timestamp in milliseconds (or 1e300) would otherwise stretch the rates, push every real request
+# out of the series and give the dashboard dates it cannot hold.
+_MIN_TIMESTAMP = 946_684_800.0
+_MAX_AHEAD_S = 86_400.0
+_UNITS = (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9))
 
 
 def _check_ms(name: str, value: Any) -> float:
-    """A duration in milliseconds: a finite number >= 0."""
-    return check_real(name, value, 0.0, _INF, "a finite number of milliseconds >= 0")
+    """A duration in milliseconds: a finite number in [0, one day]."""
+    return check_real(
+        name, value, 0.0, _MAX_MS, f"a finite number of milliseconds in [0, {_MAX_MS:.0f}] (at most one day)"
+    )
+
+
+def _check_flag(name: str, value: Any) -> bool:
+    """A yes/no argument: True or False (the ints 1 and 0 too); anything else is a mistake."""
+    if isinstance(value, bool):
+        return value
+    if type(value) is int and value in (0, 1):
+        return bool(value)
+    if type(value).__name__ == "bool_":  # numpy's bool, without importing numpy
+        return bool(value)
+    raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
+def _check_model(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"model must be None or a model name (a str), got {value!r}")
 
 
 def _check_tokens(name: str, value: Any) -> int:
@@ -73,8 +101,36 @@ def _check_tokens(name: str, value: Any) -> int:
 
 
 def _check_timestamp(name: str, value: Any) -> float:
-    """A timestamp: finite epoch seconds >= 0."""
+    """A query bound: finite epoch seconds >= 0."""
     return check_real(name, value, 0.0, _INF, "finite epoch seconds >= 0")
+
+
+def _check_recorded_timestamp(value: Any, now_s: float) -> float:
+    """A timestamp to record: epoch seconds in [2000-01-01, now_s + 1 day], as a float.
+
+    Raises ValueError naming `timestamp` and the range; a value that fits once
+    divided by 1000 (or 1e6, 1e9) is said to look like milliseconds (or micro-,
+    nanoseconds).
+    """
+    hi = now_s + _MAX_AHEAD_S
+    if not isinstance(value, bool) and isinstance(value, numbers.Real):
+        try:
+            stamp = float(value)
+        except OverflowError:  # an int beyond any float
+            stamp = _INF
+        if _MIN_TIMESTAMP <= stamp <= hi:
+            return stamp
+        hint = ""
+        for unit, factor in _UNITS:
+            if _MIN_TIMESTAMP <= stamp / factor <= hi:
+                hint = f": that looks like epoch {unit}; pass seconds ({stamp:.0f} / {factor:.0f})"
+                break
+    else:
+        hint = ""
+    raise ValueError(
+        f"timestamp must be epoch seconds from 2000-01-01 ({_MIN_TIMESTAMP:.0f}) to now + 1 day "
+        f"({hi:.0f}), got {value!r}{hint}"
+    )
 
 
 def _check_accuracy(name: str, value: Any) -> float:
@@ -203,6 +259,7 @@ class MetricsCollector:
             mapping=self._lat_template.mapping.coarsened(self._coarsening),
         )
         self._lock = threading.Lock()
+        self._latest_allowed = -_INF  # set by the first timestamp checked (see _check_recorded)
         self._clear()
 
     def _clear(self) -> None:
@@ -273,6 +330,18 @@ class MetricsCollector:
 
     # -- recording ------------------------------------------------------------------------------
 
+    def _check_recorded(self, value: Any) -> float:
+        """`value` checked by `_check_recorded_timestamp` against the clock read now.
+
+        Also refreshes `_latest_allowed`, the bound the fast path of
+        `record_request` compares with: it only grows with the clock, so a
+        stale one refuses too much, never too little, and a refusal reads the
+        clock again before it is final.
+        """
+        now_s = self._clock.time_ms() / 1000.0
+        self._latest_allowed = now_s + _MAX_AHEAD_S
+        return _check_recorded_timestamp(value, now_s)
+
     def record_request(
         self,
         latency_ms: float,
@@ -287,24 +356,34 @@ class MetricsCollector:
         """Record one finished request and return its cost in dollars.
 
         `latency_ms` and `ttft_ms` (time to first token, None when unknown) are
-        finite milliseconds >= 0; token counts are ints >= 0; `timestamp` is
-        epoch seconds (finite, >= 0), the clock's time when None. Raises
-        ValueError naming the argument and its allowed range, and records
-        nothing, when any argument is invalid.
+        finite milliseconds in [0, 86,400,000] (one day); token counts are ints
+        in [0, 10**12]; `cached` and `error` are True or False (1 and 0 are
+        accepted); `model` is None or a str; `timestamp` is epoch seconds from
+        2000-01-01 to the clock's now + 1 day, the clock's time when None (a
+        timestamp in milliseconds is refused with a message that says so).
+        Raises ValueError naming the argument and its allowed range, and
+        records nothing, when any argument is invalid.
         """
-        # Cheap exact-type checks first; the full checks run only when they fail.
-        if type(latency_ms) is not float or not 0.0 <= latency_ms < _INF:
+        # Cheap exact-type checks first; the full checks run only when they fail. Every check
+        # comes before the first change of state, so a refused call records nothing.
+        if type(latency_ms) is not float or not 0.0 <= latency_ms <= _MAX_MS:
             latency_ms = _check_ms("latency_ms", latency_ms)
         if type(prompt_tokens) is not int or not 0 <= prompt_tokens <= _MAX_TOKENS:
             prompt_tokens = _check_tokens("prompt_tokens", prompt_tokens)
         if type(completion_tokens) is not int or not 0 <= completion_tokens <= _MAX_TOKENS:
             completion_tokens = _check_tokens("completion_tokens", completion_tokens)
-        if ttft_ms is not None and (type(ttft_ms) is not float or not 0.0 <= ttft_ms < _INF):
+        if ttft_ms is not None and (type(ttft_ms) is not float or not 0.0 <= ttft_ms <= _MAX_MS):
             ttft_ms = _check_ms("ttft_ms", ttft_ms)
+        if cached is not False and cached is not True:
+            cached = _check_flag("cached", cached)
+        if error is not False and error is not True:
+            error = _check_flag("error", error)
+        if model is not None and type(model) is not str:
+            model = _check_model(model)
         if timestamp is None:
             timestamp = self._clock.time_ms() / 1000.0
-        elif type(timestamp) is not float or not 0.0 <= timestamp < _INF:
-            timestamp = _check_timestamp("timestamp", timestamp)
+        elif type(timestamp) is not float or not _MIN_TIMESTAMP <= timestamp <= self._latest_allowed:
+            timestamp = self._check_recorded(timestamp)
         prices = self._prices if model is None else self._model_prices.get(model, self._prices)
         units = round((prompt_tokens * prices[0] + completion_tokens * prices[1]) * UNITS_PER_1K)
         # One logarithm per value serves the totals' sketch and, divided down, the series bins.
@@ -375,15 +454,13 @@ class MetricsCollector:
     def record_sampling(self, decision: SamplingDecision, timestamp: float | None = None) -> None:
         """Count one finished trace: kept by head sampling ("head"), by tail rules ("tail"), or "dropped".
 
-        `timestamp` is epoch seconds, the clock's time when None. Raises
-        ValueError for another decision or a bad timestamp.
+        `timestamp` is epoch seconds from 2000-01-01 to the clock's now + 1 day
+        (as for `record_request`), the clock's time when None. Raises
+        ValueError for another decision or a bad timestamp, and counts nothing.
         """
         if decision not in _DECISIONS:
             raise ValueError(f"decision must be one of {_DECISIONS}, got {decision!r}")
-        if timestamp is None:
-            timestamp = self._clock.time_ms() / 1000.0
-        else:
-            timestamp = _check_timestamp("timestamp", timestamp)
+        timestamp = self._clock.time_ms() / 1000.0 if timestamp is None else self._check_recorded(timestamp)
         b = int(timestamp)
         with self._lock:
             self._traces[decision] += 1

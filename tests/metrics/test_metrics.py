@@ -97,7 +97,7 @@ def test_bad_model_prices_are_refused() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"latency_ms": math.nan}, r"latency_ms must be a finite number of milliseconds >= 0"),
+        ({"latency_ms": math.nan}, r"latency_ms must be a finite number of milliseconds in \[0, 86400000\]"),
         ({"latency_ms": -1.0}, "latency_ms"),
         ({"latency_ms": math.inf}, "latency_ms"),
         ({"latency_ms": "5"}, "latency_ms"),
@@ -109,9 +109,9 @@ def test_bad_model_prices_are_refused() -> None:
         ({"prompt_tokens": 10**13}, "prompt_tokens"),
         ({"completion_tokens": math.nan}, "completion_tokens"),
         ({"completion_tokens": "3"}, "completion_tokens"),
-        ({"ttft_ms": math.nan}, "ttft_ms must be a finite number of milliseconds >= 0"),
+        ({"ttft_ms": math.nan}, r"ttft_ms must be a finite number of milliseconds in \[0, 86400000\]"),
         ({"ttft_ms": -0.5}, "ttft_ms"),
-        ({"timestamp": math.nan}, "timestamp must be finite epoch seconds >= 0"),
+        ({"timestamp": math.nan}, r"timestamp must be epoch seconds from 2000-01-01 \(946684800\)"),
         ({"timestamp": -1.0}, "timestamp"),
         ({"timestamp": math.inf}, "timestamp"),
     ],
@@ -510,3 +510,130 @@ def test_deepcopy_is_an_independent_twin(metrics: MetricsCollector) -> None:
     assert metrics.time_series()[1].requests == 1
     assert twin.window(10, now=T0 + 1).request_count == 3
     assert metrics.window(10, now=T0 + 1).request_count == 2
+
+
+# -- bad numbers at the door ---------------------------------------------------------------------
+
+Y2000 = 946_684_800.0  # 2000-01-01T00:00:00Z, the earliest timestamp accepted
+DAY_S = 86_400.0
+
+
+def _state(metrics: MetricsCollector) -> tuple[object, ...]:
+    """Everything a reader can see, to prove that a refused call changed nothing."""
+    return (metrics.get_metrics(), metrics.time_series(1), metrics.time_series(60),
+            metrics.window(3600, now=T0))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("stamp", "words"),
+    [
+        (T0 * 1000, ["timestamp", "epoch seconds", "946684800", "looks like epoch milliseconds", "/ 1000"]),
+        (T0 * 1_000_000, ["timestamp", "looks like epoch microseconds"]),
+        (T0 * 1_000_000_000, ["timestamp", "looks like epoch nanoseconds"]),
+        (1e300, ["timestamp", "epoch seconds", "2000-01-01", "now + 1 day"]),
+        (1.0, ["timestamp", "2000-01-01"]),
+        (Y2000 - 1, ["timestamp"]),
+        (T0 + DAY_S + 1, ["timestamp", "now + 1 day"]),
+        pytest.param(10**400, ["timestamp"], id="int-beyond-float"),
+        ("1700000040", ["timestamp"]),
+    ],
+)
+def test_timestamps_out_of_range_are_refused_with_the_range(
+    metrics: MetricsCollector, stamp: object, words: list[str]
+) -> None:
+    metrics.record_request(5.0, 1, 1, timestamp=T0)
+    before = _state(metrics)
+    with pytest.raises(ValueError) as caught:
+        metrics.record_request(10.0, 1, 1, timestamp=stamp)  # type: ignore[arg-type]
+    for word in words:
+        assert word in str(caught.value)
+    with pytest.raises(ValueError, match="timestamp"):
+        metrics.record_sampling("head", timestamp=stamp)  # type: ignore[arg-type]
+    assert _state(metrics) == before  # nothing half-recorded
+
+
+def test_timestamps_at_the_edges_of_the_range_are_accepted(metrics: MetricsCollector) -> None:
+    metrics.record_request(1.0, 1, 1, timestamp=Y2000)
+    metrics.record_request(1.0, 1, 1, timestamp=int(T0 + DAY_S))
+    metrics.record_sampling("tail", timestamp=T0 + DAY_S)
+    snap = metrics.get_metrics()
+    assert (snap.request_count, snap.first_request_at, snap.last_request_at) == (2, Y2000, T0 + DAY_S)
+    assert snap.traces_kept_tail == 1
+
+
+def test_the_upper_bound_follows_the_clock(metrics: MetricsCollector, clock: FakeClock) -> None:
+    with pytest.raises(ValueError, match="timestamp"):
+        metrics.record_request(1.0, 1, 1, timestamp=T0 + 2 * DAY_S)
+    clock.advance(DAY_S * 1000)
+    metrics.record_request(1.0, 1, 1, timestamp=T0 + 2 * DAY_S)
+    assert metrics.get_metrics().request_count == 1
+
+
+def test_a_millisecond_timestamp_can_no_longer_break_the_dashboard(metrics: MetricsCollector) -> None:
+    from obs.dashboard import generate_dashboard_data
+
+    metrics.record_request(10.0, 1, 1, timestamp=T0)
+    with pytest.raises(ValueError, match="milliseconds"):
+        metrics.record_request(10.0, 1, 1, timestamp=T0 * 1000)
+    with pytest.raises(ValueError, match="timestamp"):
+        metrics.record_request(10.0, 1, 1, timestamp=1e300)
+    data = generate_dashboard_data(metrics, [])
+    assert len(data.timeline) == 1
+    assert metrics.get_metrics().requests_per_second == 1.0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"error": "no"}, ["error must be True or False", "'no'"]),
+        ({"error": None}, ["error must be True or False"]),
+        ({"error": 2}, ["error"]),
+        ({"cached": "yes"}, ["cached must be True or False"]),
+        ({"cached": 0.0}, ["cached"]),
+        ({"model": []}, ["model must be None or a model name (a str)", "[]"]),
+        ({"model": 7}, ["model must be None or a model name"]),
+        ({"latency_ms": 1e300}, ["latency_ms", "86400000", "one day"]),
+        ({"ttft_ms": 1e300}, ["ttft_ms", "86400000"]),
+    ],
+)
+def test_bad_flags_models_and_huge_durations_are_refused(
+    metrics: MetricsCollector, kwargs: dict[str, object], words: list[str]
+) -> None:
+    metrics.record_request(5.0, 1, 1, timestamp=T0)
+    before = _state(metrics)
+    args: dict[str, object] = {"latency_ms": 10.0, "prompt_tokens": 1, "completion_tokens": 1, **kwargs}
+    with pytest.raises(ValueError) as caught:
+        metrics.record_request(**args)  # type: ignore[arg-type]
+    for word in words:
+        assert word in str(caught.value)
+    assert _state(metrics) == before
+
+
+def test_ints_zero_and_one_are_accepted_as_flags(metrics: MetricsCollector) -> None:
+    metrics.record_request(5.0, 1, 1, error=1, cached=0)  # type: ignore[arg-type]
+    snap = metrics.get_metrics()
+    assert (snap.error_count, snap.cache_hits) == (1, 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    latency=st.one_of(st.floats(allow_nan=True), st.integers(), st.text(max_size=3), st.none()),
+    stamp=st.one_of(st.none(), st.floats(allow_nan=True), st.integers(min_value=-(10**20), max_value=10**20)),
+    error=st.one_of(st.booleans(), st.integers(), st.text(max_size=2), st.none()),
+    model=st.one_of(st.none(), st.text(max_size=5), st.lists(st.integers(), max_size=2), st.integers()),
+)
+def test_any_input_is_recorded_whole_or_refused_with_a_value_error(
+    latency: object, stamp: object, error: object, model: object
+) -> None:
+    from obs.dashboard import generate_dashboard_data
+
+    metrics = MetricsCollector(clock=FakeClock(T0 * 1000))
+    metrics.record_request(5.0, 1, 1, timestamp=T0)
+    before = _state(metrics)
+    try:
+        metrics.record_request(latency, 1, 1, error=error, model=model, timestamp=stamp)  # type: ignore[arg-type]
+    except ValueError:
+        assert _state(metrics) == before
+    else:
+        assert metrics.get_metrics().request_count == 2
+    generate_dashboard_data(metrics, [])  # always readable
