@@ -2,9 +2,9 @@
 
 Each trace is one request as the client records it: a root span with an LLM
 child span carrying the usual attributes and three events. The tracer runs
-with a bounded in-memory store (and, in one row, a SQLite store) and a sink
+with a bounded in-memory store (and, in one row, a SQLite store) and an exporter
 that encodes the trace to JSON as an exporter would. A trace that sampling
-drops skips the store and the sink; the head decision itself is timed apart.
+drops skips the store and the exporter; the head decision itself is timed apart.
 Medians of several runs, per trace, in microseconds.
 """
 
@@ -16,11 +16,12 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from obs import semconv
 from obs.storage.memory import TraceStore
 from obs.storage.sqlite import SqliteTraceStore
+from obs.trace.processors import ExportResult, SimpleProcessor
 from obs.trace.sampling.head import AlwaysOff, AlwaysOn, HeadSampler, ParentBased, TraceIdRatio
 from obs.trace.sampling.tail import TailSampler
 from obs.trace.tracer import Tracer
@@ -51,9 +52,20 @@ _RESULT = {
 }
 
 
-def _encode_sink(trace: Trace) -> None:
-    """Stands in for an exporter: every kept trace is encoded once."""
-    json.dumps(trace.to_dict())
+class _EncodingExporter:
+    """Stands in for a real exporter: every kept trace is encoded once."""
+
+    def export(self, traces: Sequence[Trace]) -> ExportResult:
+        for trace in traces:
+            json.dumps(trace.to_dict())
+        return ExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+def _encoding() -> list[SimpleProcessor]:
+    return [SimpleProcessor(_EncodingExporter())]
 
 
 def _one_request(tracer: Tracer) -> None:
@@ -108,15 +120,15 @@ def main() -> None:
         db_path = os.path.join(folder, "traces.db")
         # The SQLite row runs fewer traces: each one is a committed write.
         rows = [
-            ("kept (head AlwaysOn), memory store + JSON sink", TRACES_PER_RUN,
-             lambda: Tracer(store=TraceStore(1000), sinks=[_encode_sink], head_sampler=AlwaysOn())),
-            ("kept (head AlwaysOn), SQLite store + JSON sink", TRACES_PER_RUN // 8,
-             lambda: Tracer(store=SqliteTraceStore(db_path, max_traces=1000), sinks=[_encode_sink],
+            ("kept (head AlwaysOn), memory store + JSON exporter", TRACES_PER_RUN,
+             lambda: Tracer(store=TraceStore(1000), processors=_encoding(), head_sampler=AlwaysOn())),
+            ("kept (head AlwaysOn), SQLite store + JSON exporter", TRACES_PER_RUN // 8,
+             lambda: Tracer(store=SqliteTraceStore(db_path, max_traces=1000), processors=_encoding(),
                             head_sampler=AlwaysOn())),
             ("dropped by head (AlwaysOff)", TRACES_PER_RUN,
-             lambda: Tracer(store=TraceStore(1000), sinks=[_encode_sink], head_sampler=AlwaysOff())),
+             lambda: Tracer(store=TraceStore(1000), processors=_encoding(), head_sampler=AlwaysOff())),
             ("dropped after tail rules (errors, slow)", TRACES_PER_RUN,
-             lambda: Tracer(store=TraceStore(1000), sinks=[_encode_sink], head_sampler=AlwaysOff(),
+             lambda: Tracer(store=TraceStore(1000), processors=_encoding(), head_sampler=AlwaysOff(),
                             tail_sampler=tail)),
             ("no tracing (the same attribute work, no tracer)", TRACES_PER_RUN, None),
         ]

@@ -83,6 +83,8 @@ from obs.metrics.quantiles import (
 from obs.storage.base import StoreStats, TraceStoreProtocol
 from obs.storage.memory import TraceStore
 from obs.storage.sqlite import SqliteTraceStore
+from obs.trace.core import TraceHandle
+from obs.trace.handles import SpanHandle
 from obs.trace.ids import (
     IdGenerator,
     RandomIdGenerator,
@@ -92,6 +94,16 @@ from obs.trace.ids import (
     is_valid_span_id,
     is_valid_trace_id,
     parse_traceparent,
+)
+from obs.trace.processors import (
+    BatchProcessor,
+    ExportResult,
+    InMemoryExporter,
+    ProcessorStats,
+    SimpleProcessor,
+    StoreExporter,
+    TraceExporter,
+    TraceProcessor,
 )
 from obs.trace.sampling.head import (
     SAMPLER_ARG_ENV,
@@ -116,6 +128,7 @@ from obs.trace.sampling.tail import (
     trace_has_error,
 )
 from obs.trace.spans import (
+    FrozenDict,
     Span,
     SpanEvent,
     SpanKind,
@@ -125,12 +138,7 @@ from obs.trace.spans import (
     end_span,
     set_span_attributes,
 )
-from obs.trace.tracer import (
-    SpanHandle,
-    TraceHandle,
-    Tracer,
-    TraceSink,
-)
+from obs.trace.tracer import Tracer
 from obs.trace.traces import (
     SpanNode,
     Trace,
@@ -220,6 +228,7 @@ __all__ = [
     "AlwaysOn",
     "AuthenticationError",
     "BadResponse",
+    "BatchProcessor",
     "CallbackNotifier",
     "ChatCompletion",
     "ChatResult",
@@ -228,10 +237,13 @@ __all__ = [
     "DashboardData",
     "EmbeddedServer",
     "EmbeddedServerError",
+    "ExportResult",
     "FakeClock",
+    "FrozenDict",
     "HTTPStatusError",
     "HeadSampler",
     "IdGenerator",
+    "InMemoryExporter",
     "InstrumentedClient",
     "KeepErrors",
     "KeepMatching",
@@ -248,6 +260,7 @@ __all__ = [
     "MetricsSnapshot",
     "Notifier",
     "ParentBased",
+    "ProcessorStats",
     "QuantileSketch",
     "RandomIdGenerator",
     "ResponseCache",
@@ -258,6 +271,7 @@ __all__ = [
     "ServerProps",
     "ServerTimeout",
     "ServerUnavailable",
+    "SimpleProcessor",
     "Span",
     "SpanEvent",
     "SpanHandle",
@@ -265,6 +279,7 @@ __all__ = [
     "SpanNode",
     "SpanStatus",
     "SqliteTraceStore",
+    "StoreExporter",
     "StoreStats",
     "StreamInterrupted",
     "SupportsWrite",
@@ -274,10 +289,11 @@ __all__ = [
     "TimeBucket",
     "Timings",
     "Trace",
+    "TraceExporter",
     "TraceHandle",
     "TraceIdRatio",
     "TraceParent",
-    "TraceSink",
+    "TraceProcessor",
     "TraceStatus",
     "TraceStore",
     "TraceStoreProtocol",

@@ -2,6 +2,9 @@
 
 Every function here returns a new `Span` and leaves the one it was given
 unchanged, so a span handed to a store or an exporter never changes under it.
+What a span hands out cannot change it either: attributes are a read-only
+mapping (`FrozenDict`) and events a tuple. Equality is by content: the
+monotonic start reading (`start_mono`) takes no part in `==`.
 Times are epoch milliseconds (float); the duration comes from a monotonic
 clock, and `end_time` is `start_time + duration`.
 """
@@ -12,13 +15,14 @@ import math
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from obs import semconv
 from obs.clock import SYSTEM_CLOCK, Clock
 from obs.trace.ids import IdGenerator, RandomIdGenerator, is_valid_span_id, is_valid_trace_id
 
 __all__ = [
+    "FrozenDict",
     "Span",
     "SpanEvent",
     "SpanKind",
@@ -36,13 +40,43 @@ _KINDS = ("internal", "client", "server", "producer", "consumer")
 _DEFAULT_IDS = RandomIdGenerator()
 
 
+class FrozenDict(dict[str, Any]):
+    """A dict that refuses every change: the attributes and metadata of finished spans and traces.
+
+    It reads, compares, prints, pickles and JSON-encodes as the dict it is;
+    every method that would change it raises TypeError saying how to make a
+    changed copy instead.
+    """
+
+    __slots__ = ()
+
+    def _read_only(self, *args: Any, **kwargs: Any) -> NoReturn:
+        """Refuse the change: a finished span's or trace's mappings never change (TypeError)."""
+        raise TypeError(
+            "the attributes and metadata of a finished span or trace are read-only; make a changed "
+            "copy instead ({**mapping, key: value}, set_span_attributes(span, {...}))"
+        )
+
+    __setitem__ = __delitem__ = __ior__ = clear = pop = popitem = setdefault = update = _read_only
+
+    def __reduce__(self) -> tuple[type[FrozenDict], tuple[dict[str, Any]]]:
+        return (FrozenDict, (dict(self),))
+
+    def __copy__(self) -> FrozenDict:
+        return self
+
+
 @dataclass(frozen=True, slots=True)
 class SpanEvent:
-    """Something that happened at one instant during a span."""
+    """Something that happened at one instant during a span (attributes read-only)."""
 
     name: str
     timestamp: float
-    attributes: dict[str, Any] = field(default_factory=dict)
+    attributes: Mapping[str, Any] = field(default_factory=FrozenDict)
+
+    def __post_init__(self) -> None:
+        if type(self.attributes) is not FrozenDict:
+            object.__setattr__(self, "attributes", FrozenDict(self.attributes))
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of this event."""
@@ -54,7 +88,8 @@ class Span:
     """One timed operation: ids, name, times in epoch ms, status, attributes, events.
 
     `end_time` and `duration` are None while the span runs. `start_mono` is the
-    monotonic reading at start (ms), used only to measure the duration.
+    monotonic reading at start (ms), used only to measure the duration and
+    left out of `==`. Attributes come as a read-only mapping, events as a tuple.
     """
 
     id: str
@@ -65,10 +100,17 @@ class Span:
     end_time: float | None = None
     duration: float | None = None
     status: SpanStatus = "running"
-    attributes: dict[str, Any] = field(default_factory=dict)
-    events: list[SpanEvent] = field(default_factory=list)
+    attributes: Mapping[str, Any] = field(default_factory=FrozenDict)
+    events: tuple[SpanEvent, ...] = ()
     kind: SpanKind = "internal"
-    start_mono: float = 0.0
+    start_mono: float = field(default=0.0, compare=False)
+
+    def __post_init__(self) -> None:
+        # Values built by the tracer's handles come frozen already and skip this (see handles.py).
+        if type(self.attributes) is not FrozenDict:
+            object.__setattr__(self, "attributes", FrozenDict(self.attributes))
+        if type(self.events) is not tuple:
+            object.__setattr__(self, "events", tuple(self.events))
 
     @property
     def is_running(self) -> bool:
@@ -104,10 +146,10 @@ class Span:
             duration=None if data.get("duration") is None else float(data["duration"]),
             status=data.get("status", "running"),
             attributes=dict(data.get("attributes") or {}),
-            events=[
+            events=tuple(
                 SpanEvent(e["name"], float(e["timestamp"]), dict(e.get("attributes") or {}))
                 for e in data.get("events") or []
-            ],
+            ),
             kind=data.get("kind", "internal"),
         )
 
@@ -175,7 +217,7 @@ def add_span_event(
     elif not (isinstance(timestamp, int | float) and math.isfinite(timestamp) and timestamp >= 0):
         raise ValueError(f"add_span_event: timestamp must be finite epoch ms >= 0, got {timestamp!r}")
     event = SpanEvent(name, float(timestamp), dict(attributes) if attributes else {})
-    return replace(span, events=[*span.events, event])
+    return replace(span, events=(*span.events, event))
 
 
 def set_span_attributes(span: Span, attrs: Mapping[str, Any]) -> Span:
@@ -191,7 +233,7 @@ def _error_type(error: BaseException | str) -> str:
     return semconv.ERROR_TYPE_OTHER
 
 
-def _error_records(
+def error_records(
     error: BaseException | str, error_type: str | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The span attributes and `exception` event attributes that record `error`.
@@ -238,12 +280,9 @@ def end_span(
     events = span.events
     if error is not None:
         status = "error"
-        error_attrs, event_attrs = _error_records(error, span.attributes.get(semconv.ERROR_TYPE))
+        error_attrs, event_attrs = error_records(error, span.attributes.get(semconv.ERROR_TYPE))
         attributes = {**attributes, **error_attrs}
-        events = [
-            *events,
-            SpanEvent(semconv.EVENT_EXCEPTION, span.start_time + duration, event_attrs),
-        ]
+        events = (*events, SpanEvent(semconv.EVENT_EXCEPTION, span.start_time + duration, event_attrs))
     elif status == "error" and semconv.ERROR_TYPE not in attributes:
         attributes = {**attributes, semconv.ERROR_TYPE: semconv.ERROR_TYPE_OTHER}
     return replace(

@@ -4,72 +4,76 @@
 span current in this context (a `contextvars` variable, so nesting follows
 threads that copy the context and asyncio tasks, which always do). A span
 started with nothing current begins a new trace; when that trace has no
-running span left, it is finished, sampled, and handed to the store, the
-collector and the sinks. `begin_trace` opens an explicit trace (a chat
-conversation, say) that top-level spans join until `end_trace`.
+running span left, it is finished, sampled, and handed to every processor
+(`obs.trace.processors`; the store is one of them) while the collector counts
+the sampling decision. `begin_trace` opens an explicit trace (an agent's
+steps, say) that top-level spans join until `end_trace`.
 
-The handles it hands out (`obs.trace.handles`) are mutable while a span runs;
-ending one produces the immutable `Span` value the rest of obs reads; the
-handle classes are importable from here too. Telemetry never breaks the host:
-failures of the store, sinks, samplers and collector are logged and counted,
-never raised; the application's own exceptions pass through unchanged.
+The handles it hands out (`obs.trace.handles`, `obs.trace.core`) are mutable
+while a span runs; ending one produces the immutable `Span` value the rest
+of obs reads. A tracer with processors flushes them at interpreter exit, so
+a script that ends without `shutdown()` loses nothing. Telemetry never
+breaks the host: failures of processors, samplers and the collector are
+logged and counted, never raised; the application's own exceptions pass
+through unchanged.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextvars
 import functools
 import logging
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import Any, TypeVar
 
 from obs import semconv
 from obs.clock import SYSTEM_CLOCK, Clock, SystemClock
-from obs.trace.handles import SpanHandle, TraceHandle
+from obs.trace.core import TraceHandle, TracerCore, begin_explicit_trace
+from obs.trace.handles import SpanHandle, start_child_span, start_root_span
 from obs.trace.ids import IdGenerator, RandomIdGenerator, TraceParent, parse_traceparent
+from obs.trace.processors import SimpleProcessor, StoreExporter, TraceProcessor, check_timeout
+from obs.trace.sampling.deciders import HeadDecider, TailDecider
 from obs.trace.spans import Span, SpanKind
 from obs.trace.traces import Trace
 
-__all__ = ["SpanHandle", "TraceHandle", "TraceSink", "Tracer"]
+__all__ = ["Tracer"]
 
 _log = logging.getLogger(__name__)
 _DEFAULT_IDS = RandomIdGenerator()
 _KINDS = ("internal", "client", "server", "producer", "consumer")
 _F = TypeVar("_F", bound=Callable[..., Any])
 
-TraceSink = Callable[[Trace], Any]
+# Every tracer that has processors, flushed and shut down at interpreter exit (weakly held).
+_LIVE: weakref.WeakSet[Tracer] = weakref.WeakSet()
+_EXIT_TIMEOUT_S = 10.0
 
 
-# What the tracer needs of samplers (obs.trace.sampling.head has the real ones and richer protocols).
-@runtime_checkable
-class _HeadDecider(Protocol):
-    """Decides when a trace begins whether it is kept."""
-
-    def should_sample(self, trace_id: str, parent_sampled: bool | None = None) -> bool:
-        """True to keep the trace `trace_id`; `parent_sampled` comes from an incoming traceparent."""
-        ...
+def _shutdown_all_at_exit() -> None:
+    for tracer in list(_LIVE):
+        try:
+            tracer.shutdown(_EXIT_TIMEOUT_S)
+        except Exception:  # at exit there is nobody left to raise to
+            _log.exception("obs: a tracer failed to shut down at exit")
 
 
-@runtime_checkable
-class _TailDecider(Protocol):
-    """Decides when a trace ends whether a trace the head sampler let go is kept after all."""
-
-    def should_keep(self, trace: Trace) -> bool:
-        """True to keep the finished `trace`."""
-        ...
+atexit.register(_shutdown_all_at_exit)
 
 
 class Tracer:
     """Makes spans that nest through `contextvars` and turns them into finished traces.
 
     Every finished trace is sampled (head decision at its start, tail decision
-    at its end), and a kept one goes to `store.add(trace)` and then to each
-    sink; `collector.record_sampling(decision)` is called for every trace.
-    Failures there are logged (to Python logging and `logger`) and counted in
-    `sink_errors` / `internal_errors`, never raised. Thread-safe.
+    at its end), and a kept one goes to each processor in order (`store=`
+    is short for a `SimpleProcessor(StoreExporter(store))` placed first);
+    `collector.record_sampling(decision)` is called for every trace, kept or
+    not. Failures there are logged (to Python logging and `logger`) and
+    counted in `processor_errors` / `internal_errors`, never raised. Call
+    `shutdown()` when done (it also runs at interpreter exit). Thread-safe.
     """
 
     def __init__(
@@ -78,20 +82,20 @@ class Tracer:
         store: Any = None,
         collector: Any = None,
         logger: Any = None,
-        sinks: Sequence[TraceSink] = (),
+        processors: Sequence[TraceProcessor] = (),
         clock: Clock = SYSTEM_CLOCK,
         id_generator: IdGenerator = _DEFAULT_IDS,
         service_name: str = "obs",
-        head_sampler: _HeadDecider | None = None,
-        tail_sampler: _TailDecider | None = None,
+        head_sampler: HeadDecider | None = None,
+        tail_sampler: TailDecider | None = None,
     ) -> None:
         """Configure where traces go; raises ValueError naming any argument that cannot work.
 
         store: has `add(trace)`; collector: has `record_sampling(decision, timestamp=None)`;
         logger: has `log(level, message, data=None, trace_id=None, span_id=None)`;
-        sinks: callables taking a Trace; head_sampler: `should_sample(trace_id, parent_sampled)`;
-        tail_sampler: `should_keep(trace)`; service_name: non-empty, recorded in each
-        trace's metadata under `service.name`.
+        processors: TraceProcessors (`on_end`, `force_flush`, `shutdown`); head_sampler:
+        `should_sample(trace_id, parent_sampled)`; tail_sampler: `should_keep(trace)`;
+        service_name: non-empty, recorded in each trace's metadata under `service.name`.
         """
         _require(store, "store", "add", "an object with add(trace), e.g. TraceStore")
         _require(
@@ -107,10 +111,9 @@ class Tracer:
             raise ValueError(f"Tracer: id_generator must have trace_id() and span_id(), got {id_generator!r}")
         if not isinstance(service_name, str) or not service_name:
             raise ValueError(f"Tracer: service_name must be a non-empty string, got {service_name!r}")
-        sinks = tuple(sinks)
-        for sink in sinks:
-            if not callable(sink):
-                raise ValueError(f"Tracer: sinks must be callables taking a Trace, got {sink!r}")
+        processors = tuple(processors)
+        for processor in processors:
+            _check_processor(processor, "processors")
         self.store = store
         self.collector = collector
         self.logger = logger
@@ -118,25 +121,32 @@ class Tracer:
         self.head_sampler = head_sampler
         self.tail_sampler = tail_sampler
         self._clock = clock
-        # Bound once: the hot path reads the clock several times per span. The system clock
-        # is read through the C functions it wraps (raw nanoseconds / 1e6, the same values),
-        # any other clock through its methods (raw milliseconds / 1.0).
-        self._time_ms = clock.time_ms
-        self._mono_ms = clock.monotonic_ms
-        if type(clock) is SystemClock:
-            self._wall_raw, self._mono_raw, self._clock_div = time.time_ns, time.perf_counter_ns, 1e6
-        else:
-            self._wall_raw, self._mono_raw, self._clock_div = clock.time_ms, clock.monotonic_ms, 1.0
-        self._new_span_id = id_generator.span_id
         self._new_trace_id = id_generator.trace_id
-        self._sinks: tuple[TraceSink, ...] = sinks
+        # The system clock is read through the C functions it wraps (raw nanoseconds / 1e6, the
+        # same values; the hot path reads the clock several times per span), any other clock
+        # through its methods (raw milliseconds / 1.0).
+        if type(clock) is SystemClock:
+            wall_raw, mono_raw, div = time.time_ns, time.perf_counter_ns, 1e6
+        else:
+            wall_raw, mono_raw, div = clock.time_ms, clock.monotonic_ms, 1.0
         self._current: contextvars.ContextVar[SpanHandle | TraceHandle | None] = contextvars.ContextVar(
             f"obs_tracer_{id(self):x}", default=None
         )
+        self._core = TracerCore(
+            wall_raw=wall_raw, mono_raw=mono_raw, clock_div=div, time_ms=clock.time_ms,
+            current=self._current, new_span_id=id_generator.span_id,
+            finish=self._finish, late_span=self._late_span,
+        )
+        if store is not None:
+            processors = (SimpleProcessor(StoreExporter(store)), *processors)
+        self._processors: tuple[TraceProcessor, ...] = ()
         self._counts_lock = threading.Lock()
-        self.sink_errors = 0
+        self.processor_errors = 0
         self.internal_errors = 0
         self.dropped_spans = 0
+        self._shut_down = False
+        for processor in processors:
+            self.add_processor(processor)
 
     @property
     def clock(self) -> Clock:
@@ -144,19 +154,57 @@ class Tracer:
         return self._clock
 
     @property
-    def sinks(self) -> tuple[TraceSink, ...]:
-        """The sinks each kept trace is handed to, in order."""
-        return self._sinks
+    def processors(self) -> tuple[TraceProcessor, ...]:
+        """The processors each kept trace is handed to, in order."""
+        return self._processors
 
-    def add_sink(self, sink: TraceSink) -> None:
-        """Hand every kept trace from now on to `sink` as well."""
-        if not callable(sink):
-            raise ValueError(f"Tracer.add_sink: sink must be a callable taking a Trace, got {sink!r}")
-        self._sinks = (*self._sinks, sink)
+    def add_processor(self, processor: TraceProcessor) -> None:
+        """Hand every kept trace from now on to `processor` as well (after those added before).
 
-    def remove_sink(self, sink: TraceSink) -> None:
-        """Stop handing traces to `sink`, compared by equality (so `items.append` works); absent is fine."""
-        self._sinks = tuple(s for s in self._sinks if s != sink)
+        From then on the processor is flushed and shut down with the tracer,
+        at the latest at interpreter exit. ValueError if it lacks `on_end`,
+        `force_flush` or `shutdown`, or if the tracer was shut down.
+        """
+        _check_processor(processor, "add_processor")
+        if self._shut_down:
+            raise ValueError("Tracer.add_processor: this tracer was shut down; make a new Tracer")
+        self._processors = (*self._processors, processor)
+        _LIVE.add(self)
+
+    def force_flush(self, timeout_s: float = 30.0) -> bool:
+        """Ask every processor to export what it holds; True if all finished within `timeout_s` seconds."""
+        timeout = check_timeout("Tracer.force_flush", "timeout_s", timeout_s)
+        return self._each_processor("force_flush", timeout)
+
+    def shutdown(self, timeout_s: float = 30.0) -> bool:
+        """Flush and shut down every processor (once); True if all finished within `timeout_s` seconds.
+
+        Traces that finish afterwards are still counted by the collector but
+        reach no processor. Calling it again returns True at once.
+        """
+        timeout = check_timeout("Tracer.shutdown", "timeout_s", timeout_s)
+        if self._shut_down:
+            return True
+        self._shut_down = True
+        _LIVE.discard(self)
+        done = self._each_processor("shutdown", timeout)
+        self._processors = ()
+        return done
+
+    def _each_processor(self, method: str, timeout_s: float) -> bool:
+        """Call `method(remaining)` on each processor within one deadline; never raises."""
+        deadline = time.monotonic() + timeout_s
+        ok = True
+        for processor in self._processors:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            try:
+                ok = bool(getattr(processor, method)(timeout_s=remaining)) and ok
+            except Exception as exc:
+                ok = False
+                self._processor_error(f"{processor!r}.{method}", exc, None)
+        return ok
 
     # -- starting spans -------------------------------------------------------------------------
 
@@ -174,7 +222,6 @@ class Tracer:
         current it joins the current explicit trace, else it begins a new trace.
         Inside the block it is the current span; it ends when the block exits.
         """
-        # The hot path: a span joining a running trace is made here without helper calls.
         if not name or not isinstance(name, str):
             raise ValueError(f"Tracer: span name must be a non-empty string, got {name!r}")
         if kind not in _KINDS:
@@ -182,23 +229,13 @@ class Tracer:
         if parent is None:
             parent = self._current.get()
         cls = type(parent)
-        if cls is SpanHandle:
-            trace = parent._trace  # type: ignore[union-attr]
-            parent_id = parent._id  # type: ignore[union-attr]
-        elif cls is TraceHandle and not parent._ended:  # type: ignore[union-attr]
-            trace = parent  # type: ignore[assignment]
-            parent_id = trace._parent_span_id
-        else:
-            return self._start_trace(name, attributes, kind, parent)
-        with trace._lock:
-            if trace._ended:
-                seq = -1  # too late to join: the span will be counted as dropped when it ends
-            else:
-                seq = len(trace._spans)
-                trace._spans.append(None)
-                trace._open += 1
-        attrs = dict(attributes) if attributes else {}
-        return SpanHandle(self, trace, seq, self._new_span_id(), parent_id, name, kind, attrs)
+        if cls is SpanHandle or cls is TraceHandle:
+            span = start_child_span(
+                self._core, parent, name, kind, dict(attributes) if attributes else {}  # type: ignore[arg-type]
+            )
+            if span is not None:
+                return span
+        return self._start_trace(name, attributes, kind, parent)  # type: ignore[arg-type]
 
     def begin_span(
         self,
@@ -236,18 +273,10 @@ class Tracer:
         else:
             trace_id, parent_span_id, parent_sampled = remote.trace_id, remote.span_id, remote.sampled
         sampled = True if self.head_sampler is None else self._head_decision(trace_id, parent_sampled)
-        attrs = dict(attributes) if attributes else {}
-        # An implicit trace takes its root span's time frame, set once the span has read the clock.
-        trace = TraceHandle(
-            self, trace_id, name, {semconv.SERVICE_NAME: self.service_name}, 0.0, 0.0,
-            parent_span_id, sampled, False,
+        return start_root_span(
+            self._core, trace_id, parent_span_id, sampled, {semconv.SERVICE_NAME: self.service_name},
+            name, kind, dict(attributes) if attributes else {},
         )
-        trace._open = 1
-        trace._spans.append(None)
-        span = SpanHandle(self, trace, 0, self._new_span_id(), parent_span_id, name, kind, attrs)
-        trace._start_time = span._start_time
-        trace._start_mono = span._start_mono
-        return span
 
     def _head_decision(self, trace_id: str, parent_sampled: bool | None) -> bool:
         """Ask the head sampler; a sampler that fails keeps the trace rather than lose it."""
@@ -299,35 +328,18 @@ class Tracer:
         meta = {semconv.SERVICE_NAME: self.service_name}
         if metadata:
             meta.update(metadata)
-        handle = TraceHandle(
-            self, trace_id, name, meta, self._time_ms(), self._mono_ms(), parent_span_id, sampled, True
-        )
-        handle._prev = self._current.get()
-        self._current.set(handle)
-        return handle
+        return begin_explicit_trace(self._core, trace_id, name, meta, parent_span_id, sampled)
 
     def end_trace(self, handle: TraceHandle) -> Trace:
         """Finish `handle`'s trace with the spans ended in it, hand it on, and return it.
 
-        The trace is sampled and sent to the store and sinks like any other.
+        The trace is sampled and sent to the processors like any other.
         Spans still running are left out (logged); if they end later they are
         counted in `dropped_spans`. Ending a trace twice raises ValueError.
         """
         if not isinstance(handle, TraceHandle):
             raise ValueError(f"end_trace: expected a TraceHandle, got {type(handle).__name__}")
-        with handle._lock:
-            if handle._ended:
-                raise ValueError(f"end_trace: trace {handle._name!r} ({handle._trace_id}) already ended")
-            handle._ended = True
-            running = handle._open
-        if self._current.get() is handle:
-            self._current.set(handle._prev)
-        if running:
-            _log.warning(
-                "obs: trace %r (%s) ended with %d span(s) still running; they are left out",
-                handle._name, handle._trace_id, running,
-            )
-        return self._finish(handle)
+        return handle.end()
 
     @contextmanager
     def activate(self, handle: SpanHandle | TraceHandle) -> Iterator[SpanHandle | TraceHandle]:
@@ -380,15 +392,15 @@ class Tracer:
         """The running trace of the current span or explicit trace, or None."""
         current = self._current.get()
         if type(current) is SpanHandle:
-            return current._trace
-        if type(current) is TraceHandle and not current._ended:
+            return current.trace_handle
+        if type(current) is TraceHandle and not current.ended:
             return current
         return None
 
     def current_trace_id(self) -> str | None:
         """The id of the current span's trace or of the active explicit trace, or None."""
         trace = self.current_trace()
-        return None if trace is None else trace._trace_id
+        return None if trace is None else trace.trace_id
 
     def traceparent(self) -> str | None:
         """The W3C `traceparent` header for the current span, or None when no span is current."""
@@ -403,12 +415,11 @@ class Tracer:
 
     # -- finishing ------------------------------------------------------------------------------
 
-    def _finish(self, handle: TraceHandle) -> Trace:
-        # Called exactly once per trace, after handle._ended was set under its lock: sinks may
-        # take their time or start spans of their own.
-        trace = handle._freeze()
+    def _finish(self, trace: Trace, sampled: bool) -> None:
+        # Called exactly once per trace by its handle, outside any lock: processors may take
+        # their time or start spans of their own.
         decision = "head"
-        if not handle._sampled:
+        if not sampled:
             decision = "dropped"
             if self.tail_sampler is not None:
                 try:
@@ -418,22 +429,16 @@ class Tracer:
                     decision = "tail"
                     self._internal_error("tail sampler failed; keeping the trace", exc, trace.id)
         if decision != "dropped":
-            if self.store is not None:
+            for processor in self._processors:
                 try:
-                    self.store.add(trace)
+                    processor.on_end(trace)
                 except Exception as exc:
-                    self._sink_error("store.add", exc, trace.id)
-            for sink in self._sinks:
-                try:
-                    sink(trace)
-                except Exception as exc:
-                    self._sink_error(repr(sink), exc, trace.id)
+                    self._processor_error(f"{processor!r}.on_end", exc, trace.id)
         if self.collector is not None:
             try:
                 self.collector.record_sampling(decision)
             except Exception as exc:
                 self._internal_error("collector.record_sampling failed", exc, trace.id)
-        return trace
 
     def _late_span(self, span: Span) -> None:
         with self._counts_lock:
@@ -444,10 +449,11 @@ class Tracer:
             None, span.trace_id, span.id,
         )
 
-    def _sink_error(self, where: str, exc: BaseException, trace_id: str) -> None:
+    def _processor_error(self, where: str, exc: BaseException, trace_id: str | None) -> None:
         with self._counts_lock:
-            self.sink_errors += 1
-        self._report("error", f"trace sink {where} failed: {type(exc).__name__}: {exc}", exc, trace_id, None)
+            self.processor_errors += 1
+        message = f"trace processor {where} failed: {type(exc).__name__}: {exc}"
+        self._report("error", message, exc, trace_id, None)
 
     def _internal_error(self, what: str, exc: BaseException, trace_id: str | None) -> None:
         with self._counts_lock:
@@ -465,9 +471,18 @@ class Tracer:
                 _log.exception("obs: logger failed while reporting a tracer problem")
 
     def __repr__(self) -> str:
-        return f"Tracer(service_name={self.service_name!r}, sinks={len(self._sinks)})"
+        return f"Tracer(service_name={self.service_name!r}, processors={len(self._processors)})"
 
 
 def _require(value: Any, argument: str, method: str, allowed: str) -> None:
     if value is not None and not callable(getattr(value, method, None)):
         raise ValueError(f"Tracer: {argument} must be None or {allowed}; got {value!r}")
+
+
+def _check_processor(processor: object, where: str) -> None:
+    missing = [m for m in ("on_end", "force_flush", "shutdown") if not callable(getattr(processor, m, None))]
+    if missing:
+        raise ValueError(
+            f"Tracer: {where} must hold TraceProcessors (on_end, force_flush, shutdown), e.g. "
+            f"SimpleProcessor(exporter) or BatchProcessor(exporter); {processor!r} lacks {', '.join(missing)}"
+        )

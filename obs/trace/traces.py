@@ -1,8 +1,10 @@
 """Traces: the spans of one request flow, with metadata and hierarchy helpers.
 
 Like spans, traces are immutable values: `add_span_to_trace` and `end_trace`
-return new traces. The hierarchy helpers (roots, children, depth, the span
-tree in start order, the critical path) read a trace and never change it.
+return new traces, metadata is a read-only mapping and spans a tuple, and
+equality is by content (the monotonic start reading takes no part). The
+hierarchy helpers (roots, children, depth, the span tree in start order, the
+critical path) read a trace and never change it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any, Literal
 
 from obs.clock import SYSTEM_CLOCK, Clock
 from obs.trace.ids import IdGenerator, RandomIdGenerator, is_valid_trace_id
-from obs.trace.spans import Span
+from obs.trace.spans import FrozenDict, Span
 
 __all__ = [
     "SpanNode",
@@ -38,7 +40,9 @@ _DEFAULT_IDS = RandomIdGenerator()
 class Trace:
     """A request flow: id, name, times in epoch ms, status, metadata and spans.
 
-    `end_time` and `duration` are None until the trace is ended.
+    `end_time` and `duration` are None until the trace is ended. Metadata
+    comes as a read-only mapping, spans as a tuple; `start_mono` (the
+    monotonic start reading) is left out of `==`.
     """
 
     id: str
@@ -47,9 +51,16 @@ class Trace:
     end_time: float | None = None
     duration: float | None = None
     status: TraceStatus = "running"
-    metadata: dict[str, Any] = field(default_factory=dict)
-    spans: list[Span] = field(default_factory=list)
-    start_mono: float = 0.0
+    metadata: Mapping[str, Any] = field(default_factory=FrozenDict)
+    spans: tuple[Span, ...] = ()
+    start_mono: float = field(default=0.0, compare=False)
+
+    def __post_init__(self) -> None:
+        # Traces built by the tracer's handles come frozen already and skip this (see handles.py).
+        if type(self.metadata) is not FrozenDict:
+            object.__setattr__(self, "metadata", FrozenDict(self.metadata))
+        if type(self.spans) is not tuple:
+            object.__setattr__(self, "spans", tuple(self.spans))
 
     def span(self, span_id: str) -> Span | None:
         """The span with id `span_id`, or None."""
@@ -82,7 +93,7 @@ class Trace:
             duration=None if data.get("duration") is None else float(data["duration"]),
             status=data.get("status", "running"),
             metadata=dict(data.get("metadata") or {}),
-            spans=[Span.from_dict(s) for s in data.get("spans") or []],
+            spans=tuple(Span.from_dict(s) for s in data.get("spans") or []),
         )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
 import logging
 import math
@@ -18,7 +19,7 @@ from obs.storage.base import StoreStats
 from obs.storage.memory import TraceStore
 from obs.storage.sqlite import SqliteTraceStore
 from obs.trace.ids import SequentialIdGenerator
-from obs.trace.spans import add_span_event, create_span, end_span
+from obs.trace.spans import add_span_event, create_span, end_span, set_span_attributes
 from obs.trace.traces import Trace, add_span_to_trace, create_trace, end_trace
 
 StoreFactory = Callable[..., TraceStore | SqliteTraceStore]
@@ -381,7 +382,7 @@ def test_sqlite_unencodable_attribute_counts_a_write_error(tmp_path: Path, maker
     trace = maker.trace("loop")
     looped: dict[str, object] = {}
     looped["self"] = looped
-    trace.spans[0].attributes["loop"] = looped
+    trace = dataclasses.replace(trace, spans=(set_span_attributes(trace.spans[0], {"loop": looped}),))
     with SqliteTraceStore(tmp_path / "t.db") as store:
         store.add(trace)
         assert store.write_errors == 1
@@ -390,7 +391,8 @@ def test_sqlite_unencodable_attribute_counts_a_write_error(tmp_path: Path, maker
 
 def test_sqlite_values_json_cannot_hold_are_stored_as_text(tmp_path: Path, maker: _Maker) -> None:
     trace = maker.trace("odd")
-    trace.spans[0].attributes["path"] = Path("models") / "m.gguf"
+    path_attribute = {"path": Path("models") / "m.gguf"}
+    trace = dataclasses.replace(trace, spans=(set_span_attributes(trace.spans[0], path_attribute),))
     with SqliteTraceStore(tmp_path / "t.db") as store:
         store.add(trace)
         got = store.get(trace.id)

@@ -37,6 +37,7 @@ from obs.trace.sampling.tail import (
 from obs.trace.spans import create_span, end_span
 from obs.trace.tracer import Tracer
 from obs.trace.traces import Trace, add_span_to_trace, create_trace, end_trace
+from tests.trace.support import Collected
 
 RATES = [0.0, 1e-12, 0.001, 0.1, 0.25, 1 / 3, 0.5, 0.75, 0.9999, 1.0]
 
@@ -445,9 +446,9 @@ def test_sampling_decides_what_is_stored_never_what_is_counted() -> None:
     clock = FakeClock()
     collector = MetricsCollector(clock=clock)
     store = TraceStore(max_traces=1000)
-    exported: list[Trace] = []
+    exported = Collected()
     head = TraceIdRatio(0.25)
-    tracer = Tracer(store=store, collector=collector, sinks=[exported.append], clock=clock,
+    tracer = Tracer(store=store, collector=collector, processors=[exported], clock=clock,
                     id_generator=_SeededIds(11), head_sampler=head, tail_sampler=TailSampler())
     expected = {"head": 0, "tail": 0, "dropped": 0}
     for index in range(400):

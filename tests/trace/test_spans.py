@@ -45,7 +45,7 @@ def test_create_span_fills_every_field(clock: FakeClock) -> None:
         kind="client",
         start_mono=7.0,
     )
-    assert span.is_running and span.end_time is None and span.duration is None and span.events == []
+    assert span.is_running and span.end_time is None and span.duration is None and span.events == ()
 
 
 def test_create_span_copies_the_attributes(clock: FakeClock) -> None:
@@ -86,8 +86,8 @@ def test_add_span_event_returns_a_new_span(clock: FakeClock) -> None:
     span = make(clock)
     clock.advance(3)
     with_event = add_span_event(span, "first_token", {"n": 1}, clock=clock)
-    assert span.events == []
-    assert with_event.events == [SpanEvent("first_token", T0 + 3, {"n": 1})]
+    assert span.events == ()
+    assert with_event.events == (SpanEvent("first_token", T0 + 3, {"n": 1}),)
     later = add_span_event(with_event, "done", timestamp=T0 + 10)
     assert [e.name for e in later.events] == ["first_token", "done"]
     assert later.events[1].timestamp == T0 + 10 and later.events[1].attributes == {}
@@ -165,7 +165,7 @@ def test_end_span_error_status_without_an_error(clock: FakeClock) -> None:
     ended = end_span(make(clock), status="error", clock=clock)
     assert ended.status == "error"
     assert ended.attributes == {semconv.ERROR_TYPE: semconv.ERROR_TYPE_OTHER}
-    assert ended.events == []
+    assert ended.events == ()
 
 
 def test_end_span_twice_is_refused(clock: FakeClock) -> None:

@@ -1,4 +1,4 @@
-"""Tests for obs.trace.tracer: nesting, explicit traces, threads, asyncio, errors, sinks and sampling."""
+"""Tests for obs.trace.tracer: nesting, explicit traces, threads, asyncio, errors, processors and sampling."""
 
 from __future__ import annotations
 
@@ -11,10 +11,14 @@ import pytest
 
 from obs import semconv
 from obs.clock import FakeClock
+from obs.trace.core import TraceHandle
+from obs.trace.handles import SpanHandle
 from obs.trace.ids import SequentialIdGenerator, TraceParent, parse_traceparent
+from obs.trace.processors import ProcessorStats, SimpleProcessor
 from obs.trace.spans import Span, SpanEvent
-from obs.trace.tracer import SpanHandle, TraceHandle, Tracer
+from obs.trace.tracer import Tracer
 from obs.trace.traces import Trace, span_tree
+from tests.trace.support import Collected
 
 T0 = 1_700_000_000_000.0
 REMOTE_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -98,13 +102,13 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def out() -> list[Trace]:
-    return []
+def out() -> Collected:
+    return Collected()
 
 
 @pytest.fixture
-def tracer(clock: FakeClock, out: list[Trace]) -> Tracer:
-    return Tracer(clock=clock, id_generator=SequentialIdGenerator(), sinks=[out.append])
+def tracer(clock: FakeClock, out: Collected) -> Tracer:
+    return Tracer(clock=clock, id_generator=SequentialIdGenerator(), processors=[out])
 
 
 def shape(trace: Trace) -> list[tuple[str, str | None]]:
@@ -116,7 +120,7 @@ def shape(trace: Trace) -> list[tuple[str, str | None]]:
 # -- nesting -------------------------------------------------------------------------------------
 
 
-def test_nested_spans_become_one_trace(tracer: Tracer, clock: FakeClock, out: list[Trace]) -> None:
+def test_nested_spans_become_one_trace(tracer: Tracer, clock: FakeClock, out: Collected) -> None:
     with tracer.start_span("request", {"user": "u1"}) as root:
         clock.advance(5)
         with tracer.start_span("retrieve") as retrieve:
@@ -149,7 +153,7 @@ def test_nested_spans_become_one_trace(tracer: Tracer, clock: FakeClock, out: li
     assert root.ended and retrieve.ended
 
 
-def test_handles_record_attributes_and_events(tracer: Tracer, clock: FakeClock, out: list[Trace]) -> None:
+def test_handles_record_attributes_and_events(tracer: Tracer, clock: FakeClock, out: Collected) -> None:
     with tracer.start_span("chat", kind="client") as span:
         span.set_attribute(semconv.GEN_AI_REQUEST_MODEL, "smollm2")
         span.set_attributes({semconv.GEN_AI_USAGE_INPUT_TOKENS: 10, semconv.GEN_AI_USAGE_OUTPUT_TOKENS: 3})
@@ -188,7 +192,7 @@ def test_current_span_trace_id_and_traceparent(tracer: Tracer) -> None:
     assert tracer.current_span() is None and tracer.current_trace_id() is None
 
 
-def test_spans_after_a_finished_trace_begin_a_new_one(tracer: Tracer, out: list[Trace]) -> None:
+def test_spans_after_a_finished_trace_begin_a_new_one(tracer: Tracer, out: Collected) -> None:
     with tracer.start_span("a"):
         pass
     with tracer.start_span("b"):
@@ -197,10 +201,9 @@ def test_spans_after_a_finished_trace_begin_a_new_one(tracer: Tracer, out: list[
 
 
 def test_traces_of_different_tracers_do_not_mix(clock: FakeClock) -> None:
-    first: list[Trace] = []
-    second: list[Trace] = []
-    one = Tracer(clock=clock, id_generator=SequentialIdGenerator(), sinks=[first.append])
-    two = Tracer(clock=clock, id_generator=SequentialIdGenerator(start=100), sinks=[second.append])
+    first, second = Collected(), Collected()
+    one = Tracer(clock=clock, id_generator=SequentialIdGenerator(), processors=[first])
+    two = Tracer(clock=clock, id_generator=SequentialIdGenerator(start=100), processors=[second])
     with one.start_span("a"), two.start_span("b"):
         assert two.current_span() is not None and two.current_span().parent_id is None  # type: ignore[union-attr]
     assert [len(t.spans) for t in first] == [1] and [len(t.spans) for t in second] == [1]
@@ -210,7 +213,7 @@ def test_traces_of_different_tracers_do_not_mix(clock: FakeClock) -> None:
 
 
 def test_begin_span_is_not_current_and_can_outlive_its_parent(
-    tracer: Tracer, clock: FakeClock, out: list[Trace]
+    tracer: Tracer, clock: FakeClock, out: Collected
 ) -> None:
     with tracer.start_span("request") as root:
         stream = tracer.begin_span("chat stream", kind="client")
@@ -226,7 +229,7 @@ def test_begin_span_is_not_current_and_can_outlive_its_parent(
     assert trace.duration == 50.0 and trace.end_time == T0 + 50
 
 
-def test_begin_span_with_an_explicit_parent(tracer: Tracer, out: list[Trace]) -> None:
+def test_begin_span_with_an_explicit_parent(tracer: Tracer, out: Collected) -> None:
     root = tracer.begin_span("root")
     child = tracer.begin_span("child", parent=root)
     grandchild = tracer.begin_span("grandchild", parent=child)
@@ -235,7 +238,7 @@ def test_begin_span_with_an_explicit_parent(tracer: Tracer, out: list[Trace]) ->
     assert shape(out[0]) == [("root", None), ("child", "root"), ("grandchild", "child")]
 
 
-def test_activate_makes_a_manual_span_current_without_ending_it(tracer: Tracer, out: list[Trace]) -> None:
+def test_activate_makes_a_manual_span_current_without_ending_it(tracer: Tracer, out: Collected) -> None:
     root = tracer.begin_span("root")
     with tracer.activate(root):
         with tracer.start_span("child"):
@@ -249,7 +252,7 @@ def test_activate_makes_a_manual_span_current_without_ending_it(tracer: Tracer, 
 # -- errors --------------------------------------------------------------------------------------
 
 
-def test_an_exception_ends_the_span_with_error_and_passes_through(tracer: Tracer, out: list[Trace]) -> None:
+def test_an_exception_ends_the_span_with_error_and_passes_through(tracer: Tracer, out: Collected) -> None:
     boom = KeyError("missing")
     with pytest.raises(KeyError) as caught, tracer.start_span("outer"), tracer.start_span("inner"):
         raise boom
@@ -264,7 +267,7 @@ def test_an_exception_ends_the_span_with_error_and_passes_through(tracer: Tracer
     assert tracer.current_span() is None
 
 
-def test_a_caught_error_in_a_child_marks_only_that_child(tracer: Tracer, out: list[Trace]) -> None:
+def test_a_caught_error_in_a_child_marks_only_that_child(tracer: Tracer, out: Collected) -> None:
     with tracer.start_span("outer"):
         try:
             with tracer.start_span("flaky"):
@@ -275,7 +278,7 @@ def test_a_caught_error_in_a_child_marks_only_that_child(tracer: Tracer, out: li
     assert out[0].status == "error"
 
 
-def test_record_error_makes_the_span_end_in_error(tracer: Tracer, clock: FakeClock, out: list[Trace]) -> None:
+def test_record_error_makes_the_span_end_in_error(tracer: Tracer, clock: FakeClock, out: Collected) -> None:
     with tracer.start_span("call") as span:
         clock.advance(3)
         span.record_error("HTTP 503 while loading")
@@ -306,7 +309,7 @@ def test_ending_a_span_twice_is_refused(tracer: Tracer) -> None:
     assert span.span is first
 
 
-def test_ending_inside_the_block_is_not_a_second_end(tracer: Tracer, out: list[Trace]) -> None:
+def test_ending_inside_the_block_is_not_a_second_end(tracer: Tracer, out: Collected) -> None:
     with tracer.start_span("early") as span:
         span.end(status="error")
     assert out[0].spans[0].status == "error"
@@ -319,7 +322,7 @@ def test_writes_after_end_are_ignored(tracer: Tracer) -> None:
     span.set_attributes({"c": 3})
     span.add_event("late")
     span.record_error("late")
-    assert final.attributes == {"a": 1} and final.events == [] and final.status == "success"
+    assert final.attributes == {"a": 1} and final.events == () and final.status == "success"
 
 
 @pytest.mark.parametrize(
@@ -344,7 +347,7 @@ def test_add_event_refuses_an_empty_name(tracer: Tracer) -> None:
 # -- explicit traces -----------------------------------------------------------------------------
 
 
-def test_explicit_trace_gathers_top_level_spans(tracer: Tracer, clock: FakeClock, out: list[Trace]) -> None:
+def test_explicit_trace_gathers_top_level_spans(tracer: Tracer, clock: FakeClock, out: Collected) -> None:
     handle = tracer.begin_trace("conversation", {semconv.GEN_AI_CONVERSATION_ID: "c1"})
     assert tracer.current_trace_id() == handle.trace_id == tid(1)
     assert tracer.current_span() is None
@@ -372,7 +375,7 @@ def test_explicit_trace_gathers_top_level_spans(tracer: Tracer, clock: FakeClock
     assert handle.ended and handle.trace is trace
 
 
-def test_explicit_trace_as_a_context_manager(tracer: Tracer, out: list[Trace]) -> None:
+def test_explicit_trace_as_a_context_manager(tracer: Tracer, out: Collected) -> None:
     with tracer.begin_trace("job") as handle:
         with tracer.start_span("step"):
             pass
@@ -380,7 +383,7 @@ def test_explicit_trace_as_a_context_manager(tracer: Tracer, out: list[Trace]) -
     assert [t.name for t in out] == ["job"] and out[0].status == "success"
     with pytest.raises(ZeroDivisionError), tracer.begin_trace("failing job"):
         1 / 0  # noqa: B018
-    assert out[1].status == "error" and out[1].spans == []
+    assert out[1].status == "error" and out[1].spans == ()
 
 
 def test_ending_an_explicit_trace_twice_is_refused(tracer: Tracer) -> None:
@@ -393,10 +396,10 @@ def test_ending_an_explicit_trace_twice_is_refused(tracer: Tracer) -> None:
 
 
 def test_spans_still_running_when_the_trace_ends_are_left_out_and_counted(
-    clock: FakeClock, out: list[Trace]
+    clock: FakeClock, out: Collected
 ) -> None:
     logger = FakeLogger()
-    tracer = Tracer(clock=clock, id_generator=SequentialIdGenerator(), sinks=[out.append], logger=logger)
+    tracer = Tracer(clock=clock, id_generator=SequentialIdGenerator(), processors=[out], logger=logger)
     handle = tracer.begin_trace("conv")
     done = tracer.begin_span("done")
     late = tracer.begin_span("late")
@@ -419,7 +422,7 @@ def test_a_running_snapshot_of_an_explicit_trace(tracer: Tracer) -> None:
     assert handle.metadata == {semconv.SERVICE_NAME: "obs"}
 
 
-def test_an_explicit_trace_ended_elsewhere_no_longer_gathers_spans(tracer: Tracer, out: list[Trace]) -> None:
+def test_an_explicit_trace_ended_elsewhere_no_longer_gathers_spans(tracer: Tracer, out: Collected) -> None:
     handle = tracer.begin_trace("conv")
     # Ended from another context, so this context still holds the handle.
     contextvars.Context().run(tracer.end_trace, handle)
@@ -429,7 +432,7 @@ def test_an_explicit_trace_ended_elsewhere_no_longer_gathers_spans(tracer: Trace
     assert [(t.name, len(t.spans)) for t in out] == [("conv", 0), ("next", 1)]
 
 
-def test_activate_carries_an_explicit_trace_to_another_context(tracer: Tracer, out: list[Trace]) -> None:
+def test_activate_carries_an_explicit_trace_to_another_context(tracer: Tracer, out: Collected) -> None:
     handle = contextvars.Context().run(tracer.begin_trace, "conv")
     assert tracer.current_trace_id() is None
     with tracer.activate(handle), tracer.start_span("turn"):
@@ -441,7 +444,7 @@ def test_activate_carries_an_explicit_trace_to_another_context(tracer: Tracer, o
 # -- threads -------------------------------------------------------------------------------------
 
 
-def test_threads_with_wrap_all_land_in_one_explicit_trace(tracer: Tracer, out: list[Trace]) -> None:
+def test_threads_with_wrap_all_land_in_one_explicit_trace(tracer: Tracer, out: Collected) -> None:
     threads_n, spans_n = 8, 50
     handle = tracer.begin_trace("fan-out")
 
@@ -466,7 +469,7 @@ def test_threads_with_wrap_all_land_in_one_explicit_trace(tracer: Tracer, out: l
     assert out == [trace] and tracer.dropped_spans == 0
 
 
-def test_threads_in_copied_contexts_nest_under_the_current_span(tracer: Tracer, out: list[Trace]) -> None:
+def test_threads_in_copied_contexts_nest_under_the_current_span(tracer: Tracer, out: Collected) -> None:
     with tracer.start_span("request") as root:
         def work() -> None:
             for _ in range(25):
@@ -502,7 +505,7 @@ def test_threads_with_their_own_traces(clock: FakeClock) -> None:
     assert all(shape(t) == [("request", None), ("chat", "request")] for t in store.traces)
 
 
-def test_a_span_shared_by_threads_ends_exactly_once(tracer: Tracer, out: list[Trace]) -> None:
+def test_a_span_shared_by_threads_ends_exactly_once(tracer: Tracer, out: Collected) -> None:
     span = tracer.begin_span("shared")
     barrier = threading.Barrier(8)
     results: list[str] = []
@@ -530,7 +533,7 @@ def test_a_span_shared_by_threads_ends_exactly_once(tracer: Tracer, out: list[Tr
 # -- asyncio -------------------------------------------------------------------------------------
 
 
-def test_asyncio_tasks_nest_under_the_span_that_made_them(tracer: Tracer, out: list[Trace]) -> None:
+def test_asyncio_tasks_nest_under_the_span_that_made_them(tracer: Tracer, out: Collected) -> None:
     async def step(name: str) -> str:
         with tracer.start_span(name) as span:
             await asyncio.sleep(0)
@@ -558,7 +561,7 @@ def test_asyncio_tasks_nest_under_the_span_that_made_them(tracer: Tracer, out: l
     )
 
 
-def test_asyncio_tasks_without_a_parent_make_separate_traces(tracer: Tracer, out: list[Trace]) -> None:
+def test_asyncio_tasks_without_a_parent_make_separate_traces(tracer: Tracer, out: Collected) -> None:
     async def request(name: str) -> None:
         with tracer.start_span(name):
             await asyncio.sleep(0)
@@ -574,7 +577,7 @@ def test_asyncio_tasks_without_a_parent_make_separate_traces(tracer: Tracer, out
 
 
 def test_a_span_closed_in_another_context_restores_the_previous_one(
-    tracer: Tracer, out: list[Trace]
+    tracer: Tracer, out: Collected
 ) -> None:
     def gen() -> Any:
         with tracer.start_span("inside generator"):
@@ -590,10 +593,29 @@ def test_a_span_closed_in_another_context_restores_the_previous_one(
     assert [(s.name, s.status) for s in out[0].spans] == [("inside generator", "success")]
 
 
-# -- store, collector, sinks ---------------------------------------------------------------------
+# -- store, collector, processors ----------------------------------------------------------------
 
 
-def test_store_then_sinks_then_collector(clock: FakeClock) -> None:
+class RecordingProcessor(Collected):
+    """A Collected that also notes, in a shared list, when it was called and what the store held."""
+
+    def __init__(self, label: str, calls: list[str], store: FakeStore) -> None:
+        super().__init__()
+        self.label, self.calls, self.store = label, calls, store
+
+    def on_end(self, trace: Trace) -> None:
+        self.calls.append(f"{self.label} {len(self.store.traces)}")
+        super().on_end(trace)
+
+
+class BrokenProcessor(Collected):
+    """A processor whose on_end raises."""
+
+    def on_end(self, trace: Trace) -> None:
+        raise RuntimeError("exporter down")
+
+
+def test_store_then_processors_then_collector(clock: FakeClock) -> None:
     calls: list[str] = []
     store = FakeStore()
     collector = FakeCollector()
@@ -602,45 +624,44 @@ def test_store_then_sinks_then_collector(clock: FakeClock) -> None:
         id_generator=SequentialIdGenerator(),
         store=store,
         collector=collector,
-        sinks=[lambda t: calls.append(f"sink1 {len(store.traces)}"), lambda t: calls.append("sink2")],
+        processors=[RecordingProcessor("p1", calls, store), RecordingProcessor("p2", calls, store)],
     )
     clock.advance(2_500)
     with tracer.start_span("r"):
         clock.advance(500)
     assert [t.name for t in store.traces] == ["r"]
-    assert calls == ["sink1 1", "sink2"]
+    assert calls == ["p1 1", "p2 1"]
     assert collector.decisions == [("head", None)]  # counted at the collector's own "now"
 
 
-def test_a_failing_sink_is_logged_and_counted_never_raised(clock: FakeClock) -> None:
-    got: list[Trace] = []
+def test_a_failing_processor_is_logged_and_counted_never_raised(clock: FakeClock) -> None:
+    got = Collected()
     logger = FakeLogger()
     store = FakeStore()
-
-    def broken(trace: Trace) -> None:
-        raise RuntimeError("exporter down")
-
     tracer = Tracer(
         clock=clock,
         id_generator=SequentialIdGenerator(),
         store=store,
         logger=logger,
-        sinks=[broken, got.append],
+        processors=[BrokenProcessor(), got],
     )
     with tracer.start_span("r"):
         pass
-    assert tracer.sink_errors == 1
+    assert tracer.processor_errors == 1
     assert len(got) == 1 and len(store.traces) == 1
     level, message, trace_id, _ = logger.entries[0]
     assert level == "error" and "exporter down" in message and trace_id == tid(1)
 
 
-def test_a_failing_store_is_counted_and_sinks_still_run(clock: FakeClock) -> None:
-    got: list[Trace] = []
-    tracer = Tracer(clock=clock, store=FakeStore(fail=True), sinks=[got.append])
+def test_a_failing_store_is_counted_by_its_processor_and_the_others_still_run(clock: FakeClock) -> None:
+    got = Collected()
+    tracer = Tracer(clock=clock, store=FakeStore(fail=True), processors=[got])
     with tracer.start_span("r"):
         pass
-    assert tracer.sink_errors == 1 and len(got) == 1
+    store_processor = tracer.processors[0]
+    assert isinstance(store_processor, SimpleProcessor)
+    assert store_processor.stats() == ProcessorStats(queued=1, pending=0, exported=0, failed=1, dropped=0)
+    assert tracer.processor_errors == 0 and len(got) == 1
 
 
 def test_a_failing_logger_does_not_fail_the_app(clock: FakeClock) -> None:
@@ -648,28 +669,24 @@ def test_a_failing_logger_does_not_fail_the_app(clock: FakeClock) -> None:
         def log(self, *args: Any, **kwargs: Any) -> None:
             raise OSError("log file gone")
 
-    def broken(trace: Trace) -> None:
-        raise RuntimeError("sink down")
-
-    tracer = Tracer(clock=clock, logger=BrokenLogger(), sinks=[broken])
+    tracer = Tracer(clock=clock, logger=BrokenLogger(), processors=[BrokenProcessor()])
     with tracer.start_span("r"):
         pass
-    assert tracer.sink_errors == 1
+    assert tracer.processor_errors == 1
 
 
-def test_add_and_remove_sinks(tracer: Tracer, out: list[Trace]) -> None:
-    extra: list[Trace] = []
-    tracer.add_sink(extra.append)
+def test_add_processor_hands_on_later_traces_and_refuses_others(tracer: Tracer, out: Collected) -> None:
     with tracer.start_span("a"):
         pass
-    tracer.remove_sink(extra.append)  # a new bound method, equal but not identical: still removed
-    tracer.remove_sink(out.append)
+    extra = Collected()
+    tracer.add_processor(extra)
     with tracer.start_span("b"):
         pass
-    assert [t.name for t in out] == ["a"]
-    assert [t.name for t in extra] == ["a"]
-    with pytest.raises(ValueError, match="sink must be a callable"):
-        tracer.add_sink("not callable")  # type: ignore[arg-type]
+    assert [t.name for t in out] == ["a", "b"]
+    assert [t.name for t in extra] == ["b"]
+    assert tracer.processors == (out, extra)
+    with pytest.raises(ValueError, match="lacks on_end, force_flush, shutdown"):
+        tracer.add_processor("not a processor")  # type: ignore[arg-type]
 
 
 # -- sampling ------------------------------------------------------------------------------------
@@ -677,13 +694,13 @@ def test_add_and_remove_sinks(tracer: Tracer, out: list[Trace]) -> None:
 
 def test_head_sampling_keeps_and_drops(clock: FakeClock) -> None:
     head = HeadByTraceId(keep={tid(2)})
-    store, collector, got = FakeStore(), FakeCollector(), []
+    store, collector, got = FakeStore(), FakeCollector(), Collected()
     tracer = Tracer(
         clock=clock,
         id_generator=SequentialIdGenerator(),
         store=store,
         collector=collector,
-        sinks=[got.append],
+        processors=[got],
         head_sampler=head,
     )
     for name in ("one", "two", "three"):
@@ -757,9 +774,9 @@ def test_an_explicit_trace_is_sampled_once(clock: FakeClock) -> None:
 # -- incoming W3C context ------------------------------------------------------------------------
 
 
-def test_begin_trace_continues_an_incoming_traceparent(clock: FakeClock, out: list[Trace]) -> None:
+def test_begin_trace_continues_an_incoming_traceparent(clock: FakeClock, out: Collected) -> None:
     head = HeadByTraceId()
-    tracer = Tracer(clock=clock, id_generator=SequentialIdGenerator(), head_sampler=head, sinks=[out.append])
+    tracer = Tracer(clock=clock, id_generator=SequentialIdGenerator(), head_sampler=head, processors=[out])
     handle = tracer.begin_trace("handle request", traceparent=f"00-{REMOTE_TRACE}-{REMOTE_SPAN}-01")
     assert handle.trace_id == REMOTE_TRACE and handle.parent_span_id == REMOTE_SPAN and handle.sampled
     with tracer.start_span("work"), tracer.start_span("inner"):
@@ -781,7 +798,7 @@ def test_begin_trace_with_a_parent_context_that_was_not_sampled(clock: FakeClock
     assert head.calls == [(REMOTE_TRACE, False)] and store.traces == []
 
 
-def test_a_root_span_can_continue_a_remote_parent(tracer: Tracer, out: list[Trace]) -> None:
+def test_a_root_span_can_continue_a_remote_parent(tracer: Tracer, out: Collected) -> None:
     remote = TraceParent(REMOTE_TRACE, REMOTE_SPAN)
     with tracer.start_span("server", kind="server", parent=remote), tracer.start_span("inner"):
         pass
@@ -820,7 +837,7 @@ def test_begin_trace_refuses_bad_arguments(tracer: Tracer) -> None:
         ({"store": object()}, "store must be None or an object with add"),
         ({"collector": []}, "collector must be None or an object with record_sampling"),
         ({"logger": "stderr"}, "logger must be None or an object with log"),
-        ({"sinks": [print, 42]}, "sinks must be callables taking a Trace, got 42"),
+        ({"processors": [42]}, "processors must hold TraceProcessors .* 42 lacks on_end"),
         ({"service_name": ""}, "service_name must be a non-empty string"),
         ({"clock": object()}, "clock must have time_ms"),
         ({"id_generator": object()}, "id_generator must have trace_id"),
@@ -833,8 +850,8 @@ def test_tracer_validates_its_configuration(kwargs: dict[str, Any], message: str
         Tracer(**kwargs)
 
 
-def test_service_name_goes_into_each_trace(clock: FakeClock, out: list[Trace]) -> None:
-    tracer = Tracer(clock=clock, service_name="chat-app", sinks=[out.append])
+def test_service_name_goes_into_each_trace(clock: FakeClock, out: Collected) -> None:
+    tracer = Tracer(clock=clock, service_name="chat-app", processors=[out])
     with tracer.begin_trace("conv", {semconv.SERVICE_NAME: "override"}):
         pass
     with tracer.start_span("r"):
@@ -865,15 +882,11 @@ def test_with_the_real_store_collector_logger_and_samplers(clock: FakeClock) -> 
     store = TraceStore(max_traces=10)
     collector = MetricsCollector(clock=clock)
     logger = LLMLogger(clock=clock)
-
-    def broken(trace: Trace) -> None:
-        raise RuntimeError("exporter down")
-
     tracer = Tracer(
         store=store,
         collector=collector,
         logger=logger,
-        sinks=[broken],
+        processors=[BrokenProcessor()],
         clock=clock,
         id_generator=SequentialIdGenerator(),
         head_sampler=AlwaysOff(),
@@ -886,12 +899,12 @@ def test_with_the_real_store_collector_logger_and_samplers(clock: FakeClock) -> 
     assert [t.name for t in store.get_recent()] == ["failing"]
     metrics = collector.get_metrics()
     assert (metrics.traces_kept_head, metrics.traces_kept_tail, metrics.traces_dropped) == (0, 1, 1)
-    assert tracer.sink_errors == 1
+    assert tracer.processor_errors == 1
     (entry,) = logger.get_logs_for_trace(tid(2))
     assert entry.level == "error" and "exporter down" in entry.message
 
 
-def test_a_generator_closed_early_is_not_an_error(tracer: Tracer, out: list[Trace]) -> None:
+def test_a_generator_closed_early_is_not_an_error(tracer: Tracer, out: Collected) -> None:
     def tokens() -> Any:
         with tracer.start_span("stream"):
             yield from ("a", "b", "c")
@@ -903,7 +916,7 @@ def test_a_generator_closed_early_is_not_an_error(tracer: Tracer, out: list[Trac
 
 
 def test_values_the_tracer_builds_equal_the_dataclasses_built_by_keyword(
-    tracer: Tracer, clock: FakeClock, out: list[Trace]
+    tracer: Tracer, clock: FakeClock, out: Collected
 ) -> None:
     # The tracer fills the frozen dataclasses slot by slot; a field out of place would show here.
     with tracer.start_span("op", {"k": "v"}, kind="client") as span:

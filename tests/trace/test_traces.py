@@ -87,7 +87,7 @@ def test_add_span_to_trace_returns_a_new_trace() -> None:
     empty = trace_of()
     one = add_span_to_trace(empty, ROOT)
     two = add_span_to_trace(one, A)
-    assert empty.spans == [] and one.spans == [ROOT] and two.spans == [ROOT, A]
+    assert empty.spans == () and one.spans == (ROOT,) and two.spans == (ROOT, A)
 
 
 def test_add_span_to_trace_replaces_a_span_with_the_same_id(clock: FakeClock) -> None:
@@ -96,8 +96,8 @@ def test_add_span_to_trace_replaces_a_span_with_the_same_id(clock: FakeClock) ->
     clock.advance(5)
     ended = end_span(running, clock=clock)
     replaced = add_span_to_trace(trace, ended)
-    assert replaced.spans == [ended, A]
-    assert trace.spans == [running, A]
+    assert replaced.spans == (ended, A)
+    assert trace.spans == (running, A)
     assert replaced.span(sid(1)) is ended and replaced.span(sid(99)) is None
 
 
