@@ -41,8 +41,22 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from obs._validate import check_real
 from obs.clock import SYSTEM_CLOCK, Clock
+from obs.metrics._checks import (
+    MAX_AHEAD_S,
+    MAX_MS,
+    MAX_RETENTION_S,
+    MAX_TOKENS,
+    MIN_TIMESTAMP,
+    check_accuracy,
+    check_flag,
+    check_int,
+    check_model,
+    check_ms,
+    check_recorded_timestamp,
+    check_timestamp,
+    check_tokens,
+)
 from obs.metrics._pricing import UNITS_PER_1K, UNITS_PER_DOLLAR, check_model_prices, check_price, cost_units
 from obs.metrics.quantiles import QuantileSketch
 from obs.metrics.timeseries import TimeBucket, WindowStats, _Series
@@ -54,102 +68,6 @@ _DECISIONS = ("head", "tail", "dropped")
 _INF = math.inf
 _log = math.log
 _ceil = math.ceil
-_ACCURACY_RANGE = (0.0001, 0.5)
-_MAX_RETENTION_S = 31 * 86400
-# Keeps every sum finite and every column in range, far above any real request (prices: _pricing).
-_MAX_TOKENS = 10**12
-# One day: no LLM request lasts longer, and a bound keeps one absurd value from collapsing the
-# sketch's low bins (and with them every percentile of the real requests).
-_MAX_MS = 86_400_000.0
-# Recorded timestamps: epoch seconds from 2000-01-01T00:00:00Z to the clock's now + 1 day. A
-# timestamp in milliseconds (or 1e300) would otherwise stretch the rates, push every real request
-# out of the series and give the dashboard dates it cannot hold.
-_MIN_TIMESTAMP = 946_684_800.0
-_MAX_AHEAD_S = 86_400.0
-_UNITS = (("milliseconds", 1e3), ("microseconds", 1e6), ("nanoseconds", 1e9))
-
-
-def _check_ms(name: str, value: Any) -> float:
-    """A duration in milliseconds: a finite number in [0, one day]."""
-    return check_real(
-        name, value, 0.0, _MAX_MS, f"a finite number of milliseconds in [0, {_MAX_MS:.0f}] (at most one day)"
-    )
-
-
-def _check_flag(name: str, value: Any) -> bool:
-    """A yes/no argument: True or False (the ints 1 and 0 too); anything else is a mistake."""
-    if isinstance(value, bool):
-        return value
-    if type(value) is int and value in (0, 1):
-        return bool(value)
-    if type(value).__name__ == "bool_":  # numpy's bool, without importing numpy
-        return bool(value)
-    raise ValueError(f"{name} must be True or False, got {value!r}")
-
-
-def _check_model(value: Any) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise ValueError(f"model must be None or a model name (a str), got {value!r}")
-
-
-def _check_tokens(name: str, value: Any) -> int:
-    """A token count: an int in [0, 10**12]."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= _MAX_TOKENS:
-        raise ValueError(f"{name} must be an int in [0, {_MAX_TOKENS}], got {value!r}")
-    return int(value)
-
-
-def _check_timestamp(name: str, value: Any) -> float:
-    """A query bound: finite epoch seconds >= 0."""
-    return check_real(name, value, 0.0, _INF, "finite epoch seconds >= 0")
-
-
-def _check_recorded_timestamp(value: Any, now_s: float) -> float:
-    """A timestamp to record: epoch seconds in [2000-01-01, now_s + 1 day], as a float.
-
-    Raises ValueError naming `timestamp` and the range; a value that fits once
-    divided by 1000 (or 1e6, 1e9) is said to look like milliseconds (or micro-,
-    nanoseconds).
-    """
-    hi = now_s + _MAX_AHEAD_S
-    if not isinstance(value, bool) and isinstance(value, numbers.Real):
-        try:
-            stamp = float(value)
-        except OverflowError:  # an int beyond any float
-            stamp = _INF
-        if _MIN_TIMESTAMP <= stamp <= hi:
-            return stamp
-        hint = ""
-        for unit, factor in _UNITS:
-            if _MIN_TIMESTAMP <= stamp / factor <= hi:
-                hint = f": that looks like epoch {unit}; pass seconds ({stamp:.0f} / {factor:.0f})"
-                break
-    else:
-        hint = ""
-    raise ValueError(
-        f"timestamp must be epoch seconds from 2000-01-01 ({_MIN_TIMESTAMP:.0f}) to now + 1 day "
-        f"({hi:.0f}), got {value!r}{hint}"
-    )
-
-
-def _check_accuracy(name: str, value: Any) -> float:
-    lo, hi = _ACCURACY_RANGE
-    return check_real(name, value, lo, hi, f"a number in [{lo}, {hi}]")
-
-
-def _check_int(name: str, value: Any, lo: int, hi: int, multiple: int = 1) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or not lo <= value <= hi
-        or value % multiple
-    ):
-        extra = f" and a multiple of {multiple}" if multiple > 1 else ""
-        raise ValueError(f"{name} must be an int in [{lo}, {hi}]{extra}, got {value!r}")
-    return value
-
-
 @dataclass(frozen=True, slots=True)
 class MetricsSnapshot:
     """Totals since the collector started or was reset; every number is 0 when empty.
@@ -244,13 +162,13 @@ class MetricsCollector:
         if not isinstance(clock, Clock):
             raise ValueError(f"clock must have time_ms() and monotonic_ms(), got {clock!r}")
         self._clock = clock
-        self._accuracy = _check_accuracy("relative_accuracy", relative_accuracy)
-        self._max_bins = _check_int("max_bins", max_bins, 16, 65536)
-        self._coarsening = _check_int("series_coarsening", series_coarsening, 1, 16)
-        self._series_max_bins = _check_int("series_max_bins", series_max_bins, 16, 65536)
-        self._sec_retention = _check_int("per_second_retention_s", per_second_retention_s, 60, 86400)
-        self._min_retention = _check_int(
-            "per_minute_retention_s", per_minute_retention_s, self._sec_retention, _MAX_RETENTION_S, 60
+        self._accuracy = check_accuracy("relative_accuracy", relative_accuracy)
+        self._max_bins = check_int("max_bins", max_bins, 16, 65536)
+        self._coarsening = check_int("series_coarsening", series_coarsening, 1, 16)
+        self._series_max_bins = check_int("series_max_bins", series_max_bins, 16, 65536)
+        self._sec_retention = check_int("per_second_retention_s", per_second_retention_s, 60, 86400)
+        self._min_retention = check_int(
+            "per_minute_retention_s", per_minute_retention_s, self._sec_retention, MAX_RETENTION_S, 60
         )
         self._lat_template = QuantileSketch(self._accuracy, self._max_bins)
         self._mult = self._lat_template.mapping.multiplier
@@ -322,8 +240,8 @@ class MetricsCollector:
         to 12 decimals. Raises ValueError for a token count that is not an int >= 0.
         """
         units = cost_units(
-            _check_tokens("prompt_tokens", prompt_tokens),
-            _check_tokens("completion_tokens", completion_tokens),
+            check_tokens("prompt_tokens", prompt_tokens),
+            check_tokens("completion_tokens", completion_tokens),
             self.prices_for(model),
         )
         return units / UNITS_PER_DOLLAR
@@ -331,7 +249,7 @@ class MetricsCollector:
     # -- recording ------------------------------------------------------------------------------
 
     def _check_recorded(self, value: Any) -> float:
-        """`value` checked by `_check_recorded_timestamp` against the clock read now.
+        """`value` checked by `check_recorded_timestamp` against the clock read now.
 
         Also refreshes `_latest_allowed`, the bound the fast path of
         `record_request` compares with: it only grows with the clock, so a
@@ -339,8 +257,8 @@ class MetricsCollector:
         clock again before it is final.
         """
         now_s = self._clock.time_ms() / 1000.0
-        self._latest_allowed = now_s + _MAX_AHEAD_S
-        return _check_recorded_timestamp(value, now_s)
+        self._latest_allowed = now_s + MAX_AHEAD_S
+        return check_recorded_timestamp(value, now_s)
 
     def record_request(
         self,
@@ -366,23 +284,23 @@ class MetricsCollector:
         """
         # Cheap exact-type checks first; the full checks run only when they fail. Every check
         # comes before the first change of state, so a refused call records nothing.
-        if type(latency_ms) is not float or not 0.0 <= latency_ms <= _MAX_MS:
-            latency_ms = _check_ms("latency_ms", latency_ms)
-        if type(prompt_tokens) is not int or not 0 <= prompt_tokens <= _MAX_TOKENS:
-            prompt_tokens = _check_tokens("prompt_tokens", prompt_tokens)
-        if type(completion_tokens) is not int or not 0 <= completion_tokens <= _MAX_TOKENS:
-            completion_tokens = _check_tokens("completion_tokens", completion_tokens)
-        if ttft_ms is not None and (type(ttft_ms) is not float or not 0.0 <= ttft_ms <= _MAX_MS):
-            ttft_ms = _check_ms("ttft_ms", ttft_ms)
+        if type(latency_ms) is not float or not 0.0 <= latency_ms <= MAX_MS:
+            latency_ms = check_ms("latency_ms", latency_ms)
+        if type(prompt_tokens) is not int or not 0 <= prompt_tokens <= MAX_TOKENS:
+            prompt_tokens = check_tokens("prompt_tokens", prompt_tokens)
+        if type(completion_tokens) is not int or not 0 <= completion_tokens <= MAX_TOKENS:
+            completion_tokens = check_tokens("completion_tokens", completion_tokens)
+        if ttft_ms is not None and (type(ttft_ms) is not float or not 0.0 <= ttft_ms <= MAX_MS):
+            ttft_ms = check_ms("ttft_ms", ttft_ms)
         if cached is not False and cached is not True:
-            cached = _check_flag("cached", cached)
+            cached = check_flag("cached", cached)
         if error is not False and error is not True:
-            error = _check_flag("error", error)
+            error = check_flag("error", error)
         if model is not None and type(model) is not str:
-            model = _check_model(model)
+            model = check_model(model)
         if timestamp is None:
             timestamp = self._clock.time_ms() / 1000.0
-        elif type(timestamp) is not float or not _MIN_TIMESTAMP <= timestamp <= self._latest_allowed:
+        elif type(timestamp) is not float or not MIN_TIMESTAMP <= timestamp <= self._latest_allowed:
             timestamp = self._check_recorded(timestamp)
         prices = self._prices if model is None else self._model_prices.get(model, self._prices)
         units = round((prompt_tokens * prices[0] + completion_tokens * prices[1]) * UNITS_PER_1K)
@@ -526,8 +444,8 @@ class MetricsCollector:
         """
         if type(bucket_s) is not int or bucket_s not in (1, 60):
             raise ValueError(f"bucket_s must be 1 or 60, got {bucket_s!r}")
-        lo = -_INF if since is None else _check_timestamp("since", since)
-        hi = _INF if until is None else _check_timestamp("until", until)
+        lo = -_INF if since is None else check_timestamp("since", since)
+        hi = _INF if until is None else check_timestamp("until", until)
         with self._lock:
             return self._series.buckets(bucket_s, lo, hi)
 
@@ -549,7 +467,7 @@ class MetricsCollector:
                 f"window_s must be a number in (0, {self._min_retention}] seconds, got {window_s!r}"
             )
         window_s = float(window_s)
-        now = self._clock.time_ms() / 1000.0 if now is None else _check_timestamp("now", now)
+        now = self._clock.time_ms() / 1000.0 if now is None else check_timestamp("now", now)
         end = int(now)
         with self._lock:
             return self._series.window(window_s, end)
