@@ -28,7 +28,10 @@ class StoreStats:
     `added` counts every `add` call that stored a trace (replacements included),
     `replaced` those that replaced a trace with the same id, `evicted` traces
     dropped because the store was full, and `write_errors` adds that failed to
-    reach storage (only a persistent store can fail this way).
+    reach storage. A persistent store also counts the traces it `sanitized`
+    (stored with values it could not hold replaced by marked placeholders) and
+    the rows of its file it found `unreadable` (skipped by every read); the
+    in-memory store keeps the trace objects themselves, so those stay 0.
     """
 
     size: int
@@ -37,6 +40,8 @@ class StoreStats:
     replaced: int
     evicted: int
     write_errors: int = 0
+    sanitized: int = 0
+    unreadable: int = 0
 
 
 def _check_max_traces(owner: str, max_traces: object, default: int) -> int:

@@ -378,15 +378,19 @@ def test_sqlite_locked_file_counts_a_write_error_instead_of_raising(
     store.close()
 
 
-def test_sqlite_unencodable_attribute_counts_a_write_error(tmp_path: Path, maker: _Maker) -> None:
+def test_sqlite_unencodable_attribute_is_replaced_and_counted_not_lost(tmp_path: Path, maker: _Maker) -> None:
     trace = maker.trace("loop")
     looped: dict[str, object] = {}
     looped["self"] = looped
     trace = dataclasses.replace(trace, spans=(set_span_attributes(trace.spans[0], {"loop": looped}),))
     with SqliteTraceStore(tmp_path / "t.db") as store:
         store.add(trace)
-        assert store.write_errors == 1
-        assert len(store) == 0
+        assert store.write_errors == 0
+        assert store.stats().sanitized == 1
+        assert len(store) == 1
+        got = store.get(trace.id)
+    assert got is not None
+    assert "contains itself" in got.spans[0].attributes["loop"]["self"]
 
 
 def test_sqlite_values_json_cannot_hold_are_stored_as_text(tmp_path: Path, maker: _Maker) -> None:

@@ -1,0 +1,162 @@
+"""How a trace becomes a row of the SQLite store, and back.
+
+`storable(trace)` is the trace's `to_dict()` made safe to encode: every
+value JSON can hold, every time a finite number, so that `decode(encode(...))`
+always gives a Trace back. What had to be replaced is marked under
+`REPLACED_KEY` where it happened and listed for the log. `column` makes text
+SQLite can bind (lone surrogates, which UTF-8 cannot hold, become U+FFFD).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from obs._validate import JSON_MAX_DEPTH, json_safe, placeholder, short_repr
+from obs.trace.traces import Trace
+
+__all__ = ["REPLACED_KEY", "column", "decode", "encode", "storable"]
+
+# The attribute (metadata for a trace) that says which values of a span, event or trace were
+# replaced to make it storable, and why.
+REPLACED_KEY = "obs.replaced"
+
+_PLAIN = frozenset({str, float, bool, type(None)})
+_BIG_INT = 10**18  # smaller ints are kept without a closer look
+
+
+def _time(value: Any) -> float | None:
+    """`value` as a finite float, or None when it is not a finite real number."""
+    if type(value) is float:
+        return value if math.isfinite(value) else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+class _Fixer:
+    """Makes one trace's `to_dict()` storable in place, noting what it replaced."""
+
+    def __init__(self) -> None:
+        self.notes: list[str] = []
+
+    def mark(self, container: dict[str, Any], where: str, note: str) -> None:
+        self.notes.append(f"{where}: {note}")
+        earlier = container.get(REPLACED_KEY)
+        container[REPLACED_KEY] = f"{earlier}; {note}" if isinstance(earlier, str) and earlier else note
+
+    def times(self, item: dict[str, Any], marks: dict[str, Any], where: str, fallback: float) -> None:
+        """Start, end and duration of a trace or span: finite numbers (start) or None (end, duration)."""
+        start = _time(item["start_time"])
+        if start is None:
+            instead = "0.0 (1970-01-01)" if where == "trace" else "the trace's start"
+            self.mark(marks, where, f"start_time {short_repr(item['start_time'])} is not a finite number; "
+                                    f"{instead} is stored")  # fmt: skip
+            start = fallback
+        item["start_time"] = start
+        for name in ("end_time", "duration"):
+            value = item[name]
+            if value is not None:
+                number = _time(value)
+                if number is None:
+                    note = f"{name} {short_repr(value)} is not a finite number; None is stored"
+                    self.mark(marks, where, note)
+                item[name] = number
+
+    def mapping(self, container: dict[Any, Any], where: str) -> dict[str, Any]:
+        """Attributes or metadata, with every value JSON can hold (see `obs._validate.json_safe`)."""
+        clean: dict[Any, Any] | None = None
+        for key, value in container.items():
+            plain = type(value) in _PLAIN or (type(value) is int and -_BIG_INT < value < _BIG_INT)
+            if plain and type(key) is str:
+                continue
+            if clean is None:
+                clean = {}
+            # One entry at a time, so the note can name the key; +1 for the entry's own dict.
+            safe, reasons = json_safe({key: value}, max_depth=JSON_MAX_DEPTH + 1)
+            ((safe_key, safe_value),) = safe.items()
+            clean[key] = (safe_key, safe_value, reasons)
+        if clean is None:
+            return container
+        out: dict[str, Any] = {}
+        notes = []
+        for key, value in container.items():
+            if key in clean:
+                safe_key, value, reasons = clean[key]
+                if reasons:
+                    notes.append(f"{short_repr(safe_key, 40)}: {', '.join(dict.fromkeys(reasons))}")
+                key = safe_key if isinstance(safe_key, str) else str(safe_key)
+            out[key] = value
+        for note in notes:
+            self.mark(out, where, note)
+        return out
+
+    def text(self, item: dict[str, Any], name: str, where: str) -> None:
+        """A field that must be text (or None): anything else becomes its text."""
+        value = item[name]
+        if value is None or type(value) is str:
+            return
+        try:
+            item[name] = str(value)
+        except Exception as exc:
+            item[name] = placeholder(f"a {type(value).__name__} whose str() raised {type(exc).__name__}")
+            self.notes.append(f"{where}: {name} {item[name]}")
+
+
+def storable(trace: Trace) -> tuple[dict[str, Any], list[str]]:
+    """`trace.to_dict()` with every value JSON can hold and `Trace.from_dict` reads back.
+
+    Times that are not finite numbers are replaced (a start by the enclosing
+    start, an event time by its span's start, an end or duration by None);
+    attribute and metadata values go through `json_safe` (too deep, circular,
+    unprintable: a placeholder). Each replacement is noted under
+    `REPLACED_KEY` where it happened and returned in the list.
+    """
+    data = trace.to_dict()
+    fix = _Fixer()
+    data["metadata"] = fix.mapping(data["metadata"], "trace")
+    for name in ("id", "name", "status"):
+        fix.text(data, name, "trace")
+    fix.times(data, data["metadata"], "trace", 0.0)
+    for span in data["spans"]:
+        where = f"span {short_repr(span.get('id'), 40)}"
+        span["attributes"] = fix.mapping(span["attributes"], where)
+        for name in ("id", "trace_id", "parent_id", "name", "kind", "status"):
+            fix.text(span, name, where)
+        fix.times(span, span["attributes"], where, data["start_time"])
+        for event in span["events"]:
+            event_where = f"{where} event {short_repr(event.get('name'), 40)}"
+            event["attributes"] = fix.mapping(event["attributes"], event_where)
+            fix.text(event, "name", event_where)
+            stamp = _time(event["timestamp"])
+            if stamp is None:
+                bad = short_repr(event["timestamp"])
+                fix.mark(event["attributes"], event_where,
+                         f"timestamp {bad} is not a finite number; the span's start is stored")  # fmt: skip
+                stamp = span["start_time"]
+            event["timestamp"] = stamp
+    return data, fix.notes
+
+
+def column(value: object) -> str:
+    """Text SQLite can bind: lone surrogates (which UTF-8 cannot hold) become U+FFFD."""
+    text = value if isinstance(value, str) else str(value)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def encode(data: dict[str, Any]) -> str:
+    # ensure_ascii (the default): lone surrogates are written as \udXXX escapes, which read back exactly.
+    return json.dumps(data, separators=(",", ":"))
+
+
+def decode(data: str) -> Trace:
+    return Trace.from_dict(json.loads(data))
