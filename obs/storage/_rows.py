@@ -22,8 +22,17 @@ __all__ = ["REPLACED_KEY", "column", "decode", "encode", "storable"]
 # replaced to make it storable, and why.
 REPLACED_KEY = "obs.replaced"
 
-_PLAIN = frozenset({str, float, bool, type(None)})
-_BIG_INT = 10**18  # smaller ints are kept without a closer look
+# Value types kept without a closer look. An int of more than 4300 digits is one too, which makes
+# `json.dumps` raise: `encode` then retries with `strict`, which checks every int.
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_STR = frozenset({str})
+_BIG_INT = 10**18
+
+Where = tuple[str, ...]  # ("span", id, "event", name): formatted only when a note is made
+
+
+def _place(where: Where) -> str:
+    return " ".join(part if index % 2 == 0 else short_repr(part, 40) for index, part in enumerate(where))
 
 
 def _time(value: Any) -> float | None:
@@ -42,19 +51,20 @@ def _time(value: Any) -> float | None:
 class _Fixer:
     """Makes one trace's `to_dict()` storable in place, noting what it replaced."""
 
-    def __init__(self) -> None:
+    def __init__(self, strict: bool) -> None:
+        self.strict = strict
         self.notes: list[str] = []
 
-    def mark(self, container: dict[str, Any], where: str, note: str) -> None:
-        self.notes.append(f"{where}: {note}")
+    def mark(self, container: dict[str, Any], where: Where, note: str) -> None:
+        self.notes.append(f"{_place(where)}: {note}")
         earlier = container.get(REPLACED_KEY)
         container[REPLACED_KEY] = f"{earlier}; {note}" if isinstance(earlier, str) and earlier else note
 
-    def times(self, item: dict[str, Any], marks: dict[str, Any], where: str, fallback: float) -> None:
+    def times(self, item: dict[str, Any], marks: dict[str, Any], where: Where, fallback: float) -> None:
         """Start, end and duration of a trace or span: finite numbers (start) or None (end, duration)."""
         start = _time(item["start_time"])
         if start is None:
-            instead = "0.0 (1970-01-01)" if where == "trace" else "the trace's start"
+            instead = "0.0 (1970-01-01)" if where[0] == "trace" else "the trace's start"
             self.mark(marks, where, f"start_time {short_repr(item['start_time'])} is not a finite number; "
                                     f"{instead} is stored")  # fmt: skip
             start = fallback
@@ -68,35 +78,37 @@ class _Fixer:
                     self.mark(marks, where, note)
                 item[name] = number
 
-    def mapping(self, container: dict[Any, Any], where: str) -> dict[str, Any]:
+    def _plain(self, key: object, value: object) -> bool:
+        kind = type(value)
+        if type(key) is not str or kind not in _PLAIN:
+            return False
+        return not (self.strict and kind is int and not -_BIG_INT < value < _BIG_INT)  # type: ignore[operator]
+
+    def mapping(self, container: dict[Any, Any], where: Where) -> dict[str, Any]:
         """Attributes or metadata, with every value JSON can hold (see `obs._validate.json_safe`)."""
-        clean: dict[Any, Any] | None = None
-        for key, value in container.items():
-            plain = type(value) in _PLAIN or (type(value) is int and -_BIG_INT < value < _BIG_INT)
-            if plain and type(key) is str:
-                continue
-            if clean is None:
-                clean = {}
-            # One entry at a time, so the note can name the key; +1 for the entry's own dict.
-            safe, reasons = json_safe({key: value}, max_depth=JSON_MAX_DEPTH + 1)
-            ((safe_key, safe_value),) = safe.items()
-            clean[key] = (safe_key, safe_value, reasons)
-        if clean is None:
-            return container
+        if (
+            not self.strict
+            and {type(key) for key in container} <= _STR
+            and {type(value) for value in container.values()} <= _PLAIN
+        ):
+            return container  # the common case, checked without a Python-level loop
         out: dict[str, Any] = {}
         notes = []
         for key, value in container.items():
-            if key in clean:
-                safe_key, value, reasons = clean[key]
-                if reasons:
-                    notes.append(f"{short_repr(safe_key, 40)}: {', '.join(dict.fromkeys(reasons))}")
-                key = safe_key if isinstance(safe_key, str) else str(safe_key)
-            out[key] = value
+            if self._plain(key, value):
+                out[key] = value
+                continue
+            # One entry at a time, so the note can name the key; +1 for the entry's own dict.
+            safe, reasons = json_safe({key: value}, max_depth=JSON_MAX_DEPTH + 1)
+            ((safe_key, safe_value),) = safe.items()
+            if reasons:
+                notes.append(f"{short_repr(safe_key, 40)}: {', '.join(dict.fromkeys(reasons))}")
+            out[safe_key if isinstance(safe_key, str) else str(safe_key)] = safe_value
         for note in notes:
             self.mark(out, where, note)
         return out
 
-    def text(self, item: dict[str, Any], name: str, where: str) -> None:
+    def text(self, item: dict[str, Any], name: str, where: Where) -> None:
         """A field that must be text (or None): anything else becomes its text."""
         value = item[name]
         if value is None or type(value) is str:
@@ -105,32 +117,34 @@ class _Fixer:
             item[name] = str(value)
         except Exception as exc:
             item[name] = placeholder(f"a {type(value).__name__} whose str() raised {type(exc).__name__}")
-            self.notes.append(f"{where}: {name} {item[name]}")
+            self.notes.append(f"{_place(where)}: {name} {item[name]}")
 
 
-def storable(trace: Trace) -> tuple[dict[str, Any], list[str]]:
+def storable(trace: Trace, *, strict: bool = False) -> tuple[dict[str, Any], list[str]]:
     """`trace.to_dict()` with every value JSON can hold and `Trace.from_dict` reads back.
 
     Times that are not finite numbers are replaced (a start by the enclosing
     start, an event time by its span's start, an end or duration by None);
     attribute and metadata values go through `json_safe` (too deep, circular,
     unprintable: a placeholder). Each replacement is noted under
-    `REPLACED_KEY` where it happened and returned in the list.
+    `REPLACED_KEY` where it happened and returned in the list. Without
+    `strict`, ints are not checked for size (see `encode`).
     """
     data = trace.to_dict()
-    fix = _Fixer()
-    data["metadata"] = fix.mapping(data["metadata"], "trace")
+    fix = _Fixer(strict)
+    here: Where = ("trace",)
+    data["metadata"] = fix.mapping(data["metadata"], here)
     for name in ("id", "name", "status"):
-        fix.text(data, name, "trace")
-    fix.times(data, data["metadata"], "trace", 0.0)
+        fix.text(data, name, here)
+    fix.times(data, data["metadata"], here, 0.0)
     for span in data["spans"]:
-        where = f"span {short_repr(span.get('id'), 40)}"
+        where: Where = ("span", span["id"])
         span["attributes"] = fix.mapping(span["attributes"], where)
         for name in ("id", "trace_id", "parent_id", "name", "kind", "status"):
             fix.text(span, name, where)
         fix.times(span, span["attributes"], where, data["start_time"])
         for event in span["events"]:
-            event_where = f"{where} event {short_repr(event.get('name'), 40)}"
+            event_where: Where = (*where, "event", event["name"])
             event["attributes"] = fix.mapping(event["attributes"], event_where)
             fix.text(event, "name", event_where)
             stamp = _time(event["timestamp"])
@@ -153,10 +167,21 @@ def column(value: object) -> str:
     return text
 
 
-def encode(data: dict[str, Any]) -> str:
-    # ensure_ascii (the default): lone surrogates are written as \udXXX escapes, which read back exactly.
-    return json.dumps(data, separators=(",", ":"))
+def encode(trace: Trace) -> tuple[str, dict[str, Any], list[str]]:
+    """The JSON text of `storable(trace)`, that dict and its notes.
+
+    ensure_ascii (json's default) writes lone surrogates as `\\udXXX` escapes,
+    which read back exactly. Raises only for a Trace whose fields are not
+    what they claim to be (`to_dict` fails).
+    """
+    data, notes = storable(trace)
+    try:
+        return json.dumps(data, separators=(",", ":")), data, notes
+    except ValueError:  # an int too long to write as text: check every int this time
+        data, notes = storable(trace, strict=True)
+        return json.dumps(data, separators=(",", ":")), data, notes
 
 
 def decode(data: str) -> Trace:
+    """The Trace a row's JSON text holds; raises (even RecursionError) when it cannot be decoded."""
     return Trace.from_dict(json.loads(data))

@@ -2,7 +2,7 @@
 
 `SqliteTraceStore` has the shape of `obs.storage.base.TraceStoreProtocol`.
 Each trace is one row; a failed write is logged and counted, never raised.
-A trace is made storable before it is written (`_rows.storable`), so every row
+A trace is made storable before it is written (`_rows.encode`), so every row
 can be read back; a row that cannot be decoded anyway (written by something
 else) is skipped and counted when read, never fatal to the read.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from obs._validate import short_repr
-from obs.storage._rows import REPLACED_KEY, column, decode, encode, storable
+from obs.storage._rows import REPLACED_KEY, column, decode, encode
 from obs.storage.base import (
     StoreStats,
     TracePredicate,
@@ -268,8 +268,7 @@ class SqliteTraceStore:
         """
         _check_trace("SqliteTraceStore", trace)
         try:
-            data, notes = storable(trace)
-            encoded = encode(data)
+            encoded, data, notes = encode(trace)
         except Exception as exc:  # a Trace built by hand with fields that are not what they claim
             with self._lock:
                 self._write_errors += 1
