@@ -5,7 +5,12 @@ a message, a dict of data and, when known, the trace and span it belongs to.
 Entries are kept in memory, bounded (the oldest go first), and may also be
 written as JSON lines to a stream or an appended file. A sink that fails is
 counted in `write_errors` and logged through the standard `logging` module;
-it never raises into the code that logged.
+it never raises into the code that logged. Data JSON cannot hold (nested
+deeper than 64 levels, containing itself, an object whose `str()` fails) is
+replaced by a marked placeholder, in the entry and in the line, and counted
+in `sanitized`. Every line is valid JSON: NaN and the infinities are written
+as the strings "NaN", "Infinity" and "-Infinity", and lone surrogates as
+`\\udXXX` escapes.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
+from obs._validate import JSON_MAX_DEPTH, json_safe, placeholder
 from obs.clock import SYSTEM_CLOCK, Clock
 
 __all__ = ["LEVELS", "LLMLogger", "LogEntry", "LogLevel", "SupportsWrite"]
@@ -30,6 +36,8 @@ LogLevel = Literal["debug", "info", "warn", "error"]
 LEVELS: tuple[LogLevel, ...] = ("debug", "info", "warn", "error")
 _RANK = {level: rank for rank, level in enumerate(LEVELS)}
 _ALIASES = {"warning": "warn"}
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_STR = frozenset({str})
 
 
 class SupportsWrite(Protocol):
@@ -75,6 +83,53 @@ class LogEntry:
         }
 
 
+def _text(value: object) -> str:
+    """`str(value)`, or a placeholder when that raises."""
+    try:
+        return str(value)
+    except Exception as exc:
+        return placeholder(f"a {type(value).__name__} whose str() raised {type(exc).__name__}")
+
+
+def _safe_payload(data: object) -> tuple[dict[str, Any], list[str]]:
+    """The entry's data dict, with what JSON cannot hold replaced, and the replacements made."""
+    if data is None:
+        return {}, []
+    if isinstance(data, Mapping):
+        try:
+            payload = dict(data)
+        except Exception as exc:  # a mapping that cannot be read
+            reason = f"a {type(data).__name__} that could not be read ({type(exc).__name__})"
+            return {"value": placeholder(reason)}, [reason]
+    else:
+        payload = {"value": data}
+    # The common case (text keys, plain values) is checked by types, without a walk.
+    if {type(key) for key in payload} <= _STR and {type(value) for value in payload.values()} <= _PLAIN:
+        return payload, []
+    safe, reasons = json_safe(payload, max_depth=JSON_MAX_DEPTH + 1)
+    return safe, reasons
+
+
+def _json_line(entry: LogEntry) -> tuple[str, list[str]]:
+    """One line of valid JSON for `entry`, ending in a newline, and any replacement it needed."""
+    record = entry.to_dict()
+    reasons: list[str] = []
+    try:
+        # default=str: a value JSON cannot hold is written as its text rather than lost.
+        line = json.dumps(record, default=str, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # NaN or an infinity (or an int too long for text): spell them as JSON can
+        safe, reasons = json_safe(record, finite=True)
+        line = json.dumps(safe, ensure_ascii=False, allow_nan=False)
+    if not line.isascii():
+        try:
+            line.encode("utf-8")
+        except UnicodeEncodeError:
+            # Lone surrogates (only ever inside JSON strings) become \udXXX escapes: still valid
+            # JSON, read back exactly, and writable to any UTF-8 file.
+            line = line.encode("utf-8", "backslashreplace").decode("utf-8")
+    return line + "\n", reasons
+
+
 class LLMLogger:
     """Structured, bounded, thread-safe logs that can be tied to traces and spans.
 
@@ -116,6 +171,7 @@ class LLMLogger:
         self._lock = threading.Lock()
         self._entries: deque[LogEntry] = deque(maxlen=max_entries)
         self._write_errors = 0
+        self._sanitized = 0
         self._dropped = 0
         self._file: IO[str] | None = None
         self._path = None if path is None else Path(path)
@@ -151,6 +207,12 @@ class LLMLogger:
             return self._write_errors
 
     @property
+    def sanitized(self) -> int:
+        """How many entries had data JSON cannot hold replaced by placeholders (see `log`)."""
+        with self._lock:
+            return self._sanitized
+
+    @property
     def dropped(self) -> int:
         """How many entries were pushed out of memory by the bound."""
         with self._lock:
@@ -170,22 +232,22 @@ class LLMLogger:
     ) -> LogEntry | None:
         """Record an entry; return it, or None if `level` is below `min_level`.
 
-        Raises ValueError for an unknown level. Data that is not a mapping is
-        kept as `{"value": data}`; a message that is not a string is converted.
+        Raises ValueError for an unknown level, and nothing else. Data that is
+        not a mapping is kept as `{"value": data}`; a message that is not a
+        string is converted. Data JSON cannot hold is replaced by marked
+        placeholders (see the module docstring), counted in `sanitized` and
+        reported through `logging`, so the entry can always be written and read.
         """
         canonical = _normalize_level(level)
         if _RANK[canonical] < _RANK[self._min_level]:
             return None
-        if data is None:
-            payload: dict[str, Any] = {}
-        elif isinstance(data, Mapping):
-            payload = dict(data)
-        else:
-            payload = {"value": data}
+        payload, reasons = _safe_payload(data)
+        if reasons:
+            self._count_sanitized(reasons)
         entry = LogEntry(
             timestamp=self._clock.time_ms(),
             level=canonical,
-            message=message if isinstance(message, str) else str(message),
+            message=message if type(message) is str else _text(message),
             data=payload,
             trace_id=trace_id,
             span_id=span_id,
@@ -193,10 +255,12 @@ class LLMLogger:
         line = None
         if self._stream is not None or self._file is not None:
             try:
-                # default=str: a value JSON cannot hold is written as its text rather than lost.
-                line = json.dumps(entry.to_dict(), default=str, ensure_ascii=False) + "\n"
-            except (TypeError, ValueError) as exc:  # e.g. data that contains itself
+                line, late = _json_line(entry)
+            except Exception as exc:  # not expected once the payload is safe; never raised anyway
                 self._count_write_error("encode", exc)
+            else:
+                if late and not reasons:
+                    self._count_sanitized(late)
         with self._lock:
             if len(self._entries) == self._max_entries:
                 self._dropped += 1
@@ -205,6 +269,14 @@ class LLMLogger:
             if line is not None:
                 self._write_locked(line)
         return entry
+
+    def _count_sanitized(self, reasons: list[str]) -> None:
+        with self._lock:
+            self._sanitized += 1
+            first = self._sanitized == 1
+        # Only the first is a warning, as for write errors: a caller doing it in a loop would flood.
+        level = logging.WARNING if first else logging.DEBUG
+        _log.log(level, "LLMLogger: log data replaced by placeholders: %s", "; ".join(dict.fromkeys(reasons)))
 
     def _count_write_error(self, where: str, exc: BaseException) -> None:
         with self._lock:

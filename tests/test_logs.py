@@ -6,8 +6,10 @@ import doctest
 import io
 import json
 import logging
+import math
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -238,15 +240,18 @@ def test_full_disk_file_is_counted_never_raised(clock: FakeClock) -> None:
         assert len(logger) == 2
 
 
-def test_unencodable_data_is_counted_and_kept_in_memory(clock: FakeClock) -> None:
+def test_data_that_contains_itself_is_written_with_a_placeholder_and_counted(clock: FakeClock) -> None:
     stream = io.StringIO()
     logger = LLMLogger(stream=stream, clock=clock)
-    looped: dict[str, object] = {}
+    looped: dict[str, object] = {"name": "loop"}
     looped["self"] = looped
-    entry = logger.info("loop", {"loop": looped})
+    entry = logger.info("loop", {"loop": looped, "n": 1})
     assert entry is not None
-    assert logger.write_errors == 1
-    assert stream.getvalue() == ""
+    assert logger.write_errors == 0 and logger.sanitized == 1
+    written = _strict_json(stream.getvalue())["data"]
+    assert written["n"] == 1 and written["loop"]["name"] == "loop"
+    assert "contains itself" in written["loop"]["self"]
+    assert entry.data == written  # what is kept in memory is what was written
     assert len(logger) == 1
 
 
@@ -311,3 +316,86 @@ def test_docstring_examples_run() -> None:
     result = doctest.testmod(obs.logs)
     assert result.attempted > 0
     assert result.failed == 0
+
+
+# -- values JSON cannot hold ---------------------------------------------------------------------
+
+
+def _strict_json(line: str) -> Any:
+    """Parse one JSON line as any standard reader would: NaN and Infinity are not JSON."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"{constant} is not valid JSON")
+
+    (only,) = line.splitlines()
+    return json.loads(only, parse_constant=refuse)
+
+
+def _nested(depth: int) -> list[Any]:
+    root: list[Any] = []
+    current = root
+    for _ in range(depth):
+        child: list[Any] = []
+        current.append(child)
+        current = child
+    return root
+
+
+def test_nan_and_infinities_are_written_as_json_strings(clock: FakeClock) -> None:
+    stream = io.StringIO()
+    logger = LLMLogger(stream=stream, clock=clock)
+    entry = logger.info("ratios", {"x": math.nan, "y": math.inf, "z": [-math.inf, 1.5]})
+    written = _strict_json(stream.getvalue())
+    assert written["data"] == {"x": "NaN", "y": "Infinity", "z": ["-Infinity", 1.5]}
+    assert logger.write_errors == 0 and logger.sanitized == 0  # a faithful spelling, not a loss
+    assert entry is not None and math.isnan(entry.data["x"])  # the entry itself keeps the float
+
+
+def test_100000_deep_data_is_cut_with_a_placeholder_never_raised(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = io.StringIO()
+    logger = LLMLogger(stream=stream, clock=clock)
+    with caplog.at_level(logging.WARNING, logger="obs.logs"):
+        entry = logger.error("deep", {"deep": _nested(100_000), "kept": "yes"})
+    assert entry is not None
+    written = _strict_json(stream.getvalue())["data"]
+    assert written["kept"] == "yes" and "nested deeper than" in json.dumps(written["deep"])
+    assert json.dumps(entry.data) == json.dumps(written)  # readers of the entry cannot choke either
+    assert logger.sanitized == 1 and logger.write_errors == 0
+    assert "replaced" in caplog.text
+
+
+def test_deep_data_without_a_sink_is_made_safe_in_memory(clock: FakeClock) -> None:
+    logger = LLMLogger(clock=clock)
+    entry = logger.info("deep", {"deep": _nested(100_000)})
+    assert entry is not None
+    json.dumps(entry.data)  # what the logs page does with it
+    assert logger.sanitized == 1
+
+
+def test_lone_surrogates_reach_the_file_as_valid_json(tmp_path: Path, clock: FakeClock) -> None:
+    path = tmp_path / "obs.jsonl"
+    with LLMLogger(path=path, clock=clock) as logger:
+        logger.info("half a pair \udc80", {"text": "\ud800 alone", "\udfff key": 1, "fine": "é ✓"})
+        assert logger.write_errors == 0 and logger.sanitized == 0
+    written = _strict_json(path.read_text(encoding="utf-8"))
+    assert written["message"] == "half a pair \udc80"
+    assert written["data"] == {"text": "\ud800 alone", "\udfff key": 1, "fine": "é ✓"}
+
+
+def test_values_whose_text_fails_are_placeholders(clock: FakeClock) -> None:
+    class Unprintable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+        __repr__ = __str__
+
+    stream = io.StringIO()
+    logger = LLMLogger(stream=stream, clock=clock)
+    entry = logger.warn(Unprintable(), {"odd": Unprintable(), (1, 2): "tuple key", "big": 10**5000})  # type: ignore[arg-type]
+    assert entry is not None
+    written = _strict_json(stream.getvalue())
+    assert "Unprintable" in written["message"] and "Unprintable" in written["data"]["odd"]
+    assert written["data"]["(1, 2)"] == "tuple key" and "5001 digits" in written["data"]["big"]
+    assert logger.sanitized == 1 and logger.write_errors == 0
