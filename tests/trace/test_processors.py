@@ -97,6 +97,21 @@ def _traced(tracer: Tracer, names: Sequence[str]) -> None:
             pass
 
 
+def _trace_from_threads(tracer: Tracer, *, threads: int, per_thread: int) -> None:
+    """End `threads * per_thread` one-span traces, from `threads` threads at once."""
+
+    def work() -> None:
+        for _ in range(per_thread):
+            with tracer.start_span("t"):
+                pass
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+
+
 # -- the seam ------------------------------------------------------------------------------------
 
 
@@ -207,16 +222,7 @@ def test_batch_processor_exports_exactly_every_trace_from_8_threads(clock: FakeC
     )
     tracer = Tracer(clock=clock, id_generator=SequentialIdGenerator(), processors=[processor])
 
-    def work() -> None:
-        for _ in range(5_000):
-            with tracer.start_span("t"):
-                pass
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _trace_from_threads(tracer, threads=8, per_thread=5_000)
     assert processor.force_flush(timeout_s=GUARD_S) is True
     stats = processor.stats()
     assert stats == ProcessorStats(queued=40_000, pending=0, exported=40_000, failed=0, dropped=0)
@@ -231,16 +237,7 @@ def test_batch_processor_with_a_small_queue_drops_and_counts_the_rest(clock: Fak
     )
     tracer = Tracer(clock=clock, id_generator=SequentialIdGenerator(), processors=[processor])
 
-    def work() -> None:
-        for _ in range(5_000):
-            with tracer.start_span("t"):
-                pass
-
-    threads = [threading.Thread(target=work) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _trace_from_threads(tracer, threads=8, per_thread=5_000)
     exporter.gate.set()
     assert processor.shutdown(timeout_s=GUARD_S) is True
     stats = processor.stats()
