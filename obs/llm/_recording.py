@@ -6,6 +6,10 @@ its streams, writes it: the span begins when the request is built and ends
 exactly once, in `succeed` or `fail`, which also record the request in the
 collector and log it. A failure while recording is logged and counted in
 `telemetry_errors`, never raised: telemetry never breaks a chat.
+
+Whatever it records passes its `Redactor` first (span names, every string
+attribute, log and warning texts), and message content, when captured, is
+cut to `max_content_chars` per attribute with `obs.content.truncated` set.
 """
 
 from __future__ import annotations
@@ -18,8 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from obs import semconv
 from obs.clock import Clock
+from obs.llm._redaction import Redactor
 from obs.llm.errors import LLMServerError
 from obs.llm.llama.attributes import (
+    CONTENT_TRUNCATED,
+    ContentBudget,
     derived_attributes,
     input_messages_json,
     output_messages_json,
@@ -27,14 +34,16 @@ from obs.llm.llama.attributes import (
     response_attributes,
 )
 from obs.llm.llama.props import ServerProps
-from obs.llm.llama.responses import ChatCompletion, StreamAccumulator
+from obs.llm.llama.responses import ChatCompletion, StreamAccumulator, Usage
 from obs.trace.ids import RandomIdGenerator
 from obs.trace.spans import Span, create_span, end_span, set_span_attributes
 
 if TYPE_CHECKING:
     from obs.logs import LLMLogger
     from obs.metrics.collector import MetricsCollector
-    from obs.trace.tracer import SpanHandle, TraceHandle, Tracer
+    from obs.trace.core import TraceHandle
+    from obs.trace.handles import SpanHandle
+    from obs.trace.tracer import Tracer
 
 _log = logging.getLogger(__name__)
 _FALLBACK_IDS = RandomIdGenerator()
@@ -102,9 +111,10 @@ class CallRecorder:
 
     The client owns one and hands it to its streams. It holds everything
     recording needs: the tracer, collector, logger and clock, the content
-    setting (`capture_content`, which may be switched at any time), the
-    server's address, port and public URL, the conversations begun with
-    `open_conversation`, and the count of telemetry failures. Thread-safe.
+    settings (`capture_content`, which may be switched at any time, and
+    `max_content_chars`), the redactor, the server's address, port and
+    public URL, the conversations begun with `open_conversation`, and the
+    count of telemetry failures. Thread-safe.
     """
 
     def __init__(
@@ -115,6 +125,8 @@ class CallRecorder:
         logger: LLMLogger,
         clock: Clock,
         capture_content: bool,
+        max_content_chars: int,
+        redact: Redactor,
         server_url: str,
         server_address: str,
         server_port: int,
@@ -125,6 +137,8 @@ class CallRecorder:
         self.logger = logger
         self.clock = clock
         self.capture_content = capture_content
+        self.max_content_chars = max_content_chars
+        self.redact = redact
         self.server_url = server_url
         self.server_address = server_address
         self.server_port = server_port
@@ -142,7 +156,7 @@ class CallRecorder:
         """Count and log a failure inside telemetry; never raises."""
         with self._count_lock:
             self._telemetry_errors += 1
-        _log.warning("obs: telemetry failed in %s: %s: %s", where, type(exc).__name__, exc)
+        _log.warning("obs: telemetry failed in %s: %s: %s", where, type(exc).__name__, self.redact(str(exc)))
 
     # -- conversations ----------------------------------------------------------------------------
 
@@ -186,7 +200,7 @@ class CallRecorder:
 
         Raises ValueError only for a `parent` that is not a span or trace handle.
         """
-        name = f"{semconv.OPERATION_CHAT} {call.model}" if call.model else semconv.OPERATION_CHAT
+        name = self._span_name(call)
         try:
             attrs = request_attributes(
                 call.body,
@@ -197,7 +211,11 @@ class CallRecorder:
                 stream=call.stream,
             )
             if self.capture_content:
-                attrs[semconv.GEN_AI_INPUT_MESSAGES] = input_messages_json(call.messages)
+                budget = ContentBudget(self.max_content_chars)
+                attrs[semconv.GEN_AI_INPUT_MESSAGES] = input_messages_json(call.messages, budget)
+                if budget.truncated:
+                    attrs[CONTENT_TRUNCATED] = True
+            attrs = self.redact.attributes(attrs)
         except Exception as exc:
             self.telemetry_error("request attributes", exc)
             attrs = {semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT}
@@ -251,8 +269,42 @@ class CallRecorder:
             self.telemetry_error("metrics", exc)
             return None
 
+    def _content_attributes(
+        self, attrs: dict[str, Any], completion: ChatCompletion, *, partial: bool
+    ) -> None:
+        """The answer's text on the span, each attribute cut to `max_content_chars`."""
+        output = ContentBudget(self.max_content_chars)
+        attrs[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages_json(
+            completion.content, completion.finish_reason, completion.role, output
+        )
+        truncated = output.truncated
+        if partial:
+            kept = ContentBudget(self.max_content_chars)
+            attrs[semconv.OBS_PARTIAL_OUTPUT] = kept.take(completion.content)
+            truncated = truncated or kept.truncated
+        if truncated:
+            attrs[CONTENT_TRUNCATED] = True
+
+    def _span_name(self, call: Call) -> str:
+        # The model name may come from the server's /props: redacted like everything it says.
+        return self.redact(f"{semconv.OPERATION_CHAT} {call.model}" if call.model else semconv.OPERATION_CHAT)
+
+    def _warn_usage(self, call: Call, usage: Usage) -> None:
+        fields = ", ".join(usage.invalid)
+        self._log(
+            "warning",
+            f"{self._span_name(call)}: the server reported usage out of range ({fields}); counted as 0",
+            call,
+            {"invalid": list(usage.invalid)},
+        )
+
     def _end_span(self, call: Call, attrs: dict[str, Any], error: BaseException | None) -> Span:
         span: Span | None = None
+        try:
+            attrs = self.redact.attributes(attrs)
+        except Exception as exc:
+            self.telemetry_error("redaction", exc)
+            attrs = {}
         if call.handle is not None:
             try:
                 call.handle.set_attributes(attrs)
@@ -311,14 +363,12 @@ class CallRecorder:
                 attrs[semconv.HTTP_RESPONSE_STATUS_CODE] = status
             if closed_early:
                 attrs[semconv.OBS_STREAM_CLOSED_EARLY] = True
-                if self.capture_content:
-                    attrs[semconv.OBS_PARTIAL_OUTPUT] = completion.content
             if self.capture_content:
-                attrs[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages_json(
-                    completion.content, completion.finish_reason, completion.role
-                )
+                self._content_attributes(attrs, completion, partial=closed_early)
         except Exception as exc:
             self.telemetry_error("response attributes", exc)
+        if usage is not None and usage.invalid and not cached:
+            self._warn_usage(call, usage)
         cost = self._record(call, latency_ms, prompt, completion_tokens, cached=cached, error=False)
         if cost is not None:
             attrs[semconv.OBS_COST_USD] = cost
@@ -371,13 +421,15 @@ class CallRecorder:
                 )
             )
             if partial and self.capture_content:
-                attrs[semconv.OBS_PARTIAL_OUTPUT] = partial
-                attrs[semconv.GEN_AI_OUTPUT_MESSAGES] = output_messages_json(partial, None)
+                so_far = ChatCompletion(id=None, model=None, content=partial)
+                self._content_attributes(attrs, so_far, partial=True)
         except Exception as exc:
             self.telemetry_error("error attributes", exc)
+        if usage is not None and usage.invalid:
+            self._warn_usage(call, usage)
         self._record(call, latency_ms, prompt, completion_tokens, cached=False, error=True)
         span = self._end_span(call, attrs, error)
-        message = str(error) or type(error).__name__
+        message = self.redact(str(error)) or type(error).__name__
         self._log(
             "error",
             f"{span.name} failed: {message}",

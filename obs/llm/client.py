@@ -10,6 +10,10 @@ what to do, and the span, the metrics and the logs record them too.
 The telemetry never breaks a chat: a failure while recording is logged and
 counted in `telemetry_errors`, never raised. The application's own exceptions
 (KeyboardInterrupt, say) are recorded on the span and pass through unchanged.
+Every call is held to limits (`obs.llm._limits`): a timeout per read, a
+deadline per call, a longest gap between stream events and a byte cap. No
+secret (the API key, URL credentials, query values) reaches anything recorded
+(`obs.llm._redaction`).
 
 A streamed answer is an `obs.llm.stream.ChatStream` (importable from here too).
 How one call is recorded (span, metrics, logs) lives in `obs.llm._recording`,
@@ -19,19 +23,35 @@ failures become live in `obs.llm._server_errors`.
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 import httpx
 
 from obs import semconv
 from obs.clock import SYSTEM_CLOCK, Clock
+from obs.llm._config import (
+    BASE_URL_ENV,
+    CAPTURE_CONTENT_ENV,
+    DEFAULT_BASE_URL,
+    Endpoint,
+    capture_content_from_env,
+    check_count,
+)
+from obs.llm._limits import (
+    DEFAULT_DEADLINE_S,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    Budget,
+    DeadlinePassed,
+    Limits,
+    read_body,
+)
+from obs.llm._props import PropsReader
 from obs.llm._recording import Call, CallRecorder
+from obs.llm._redaction import Redactor
+from obs.llm._request import build_body, check_messages, encode_body
 from obs.llm._server_errors import ServerErrors
 from obs.llm.cache import ResponseCache, cache_key
 from obs.llm.errors import BadResponse
@@ -41,17 +61,24 @@ from obs.llm.stream import ChatStream
 from obs.logs import LLMLogger
 from obs.metrics.collector import MetricsCollector, MetricsSnapshot
 from obs.storage.memory import TraceStore
-from obs.trace.sampling.head import SAMPLER_ENV, sampler_from_env
+from obs.trace.core import TraceHandle
+from obs.trace.sampling.head import SAMPLER_ENV, HeadSampler, sampler_from_env
 from obs.trace.spans import Span
-from obs.trace.tracer import TraceHandle, Tracer
+from obs.trace.tracer import Tracer
 from obs.trace.traces import Trace
 
-__all__ = ["BASE_URL_ENV", "DEFAULT_BASE_URL", "ChatResult", "ChatStream", "InstrumentedClient"]
+__all__ = [
+    "BASE_URL_ENV",
+    "CAPTURE_CONTENT_ENV",
+    "DEFAULT_BASE_URL",
+    "ChatResult",
+    "ChatStream",
+    "InstrumentedClient",
+]
 
-DEFAULT_BASE_URL = "http://127.0.0.1:8033"
-BASE_URL_ENV = "LLAMA_SERVER_URL"
-_PROPS_RETRY_MS = 30_000.0
-_PROPS_TIMEOUT_S = 5.0
+DEFAULT_MAX_CONTENT_CHARS = 65_536
+# An error body is quoted, not parsed whole: this much of it is enough.
+_ERROR_BODY_BYTES = 64 * 1024
 
 
 class ChatResult(NamedTuple):
@@ -61,41 +88,41 @@ class ChatResult(NamedTuple):
     span: Span
 
 
-def _check_messages(messages: Any) -> list[dict[str, Any]]:
-    if isinstance(messages, str | bytes) or not isinstance(messages, Sequence) or not messages:
-        raise ValueError(
-            "messages must be a non-empty list of {'role': ..., 'content': ...} dicts, "
-            f"got {type(messages).__name__}"
-        )
-    checked = []
-    for index, message in enumerate(messages):
-        if not isinstance(message, Mapping) or not isinstance(message.get("role"), str):
-            raise ValueError(f"messages[{index}] must be a dict with a 'role' string, got {message!r}"[:200])
-        checked.append(dict(message))
-    return checked
-
-
-def _public_url(url: httpx.URL) -> str:
-    """The URL without user info, so credentials in it never reach a message."""
-    return str(url.copy_with(username=None, password=None)).rstrip("/")
+def _sampler_from_env() -> HeadSampler | None:
+    # As OpenTelemetry SDKs do: OTEL_TRACES_SAMPLER (and _ARG) pick the head sampler, and an
+    # unknown one is logged and replaced by the default, never fatal.
+    return sampler_from_env(strict=False) if os.environ.get(SAMPLER_ENV, "").strip() else None
 
 
 class InstrumentedClient:
     """A chat client for llama-server that traces, measures and logs every call.
 
     `base_url` defaults to the LLAMA_SERVER_URL environment variable, else
-    http://127.0.0.1:8033. `api_key` is sent as a Bearer token and never
-    recorded anywhere. `model` is sent when given (llama-server ignores it,
-    other OpenAI-compatible servers need it); otherwise the name comes from
-    the server's `/props`. `timeout` is seconds per connect/read/write.
+    http://127.0.0.1:8033; its user info and query string are sent with every
+    request but shown (in `base_url`, messages, spans and logs) without user
+    info and with every query value as `***`. `api_key` is sent as a Bearer
+    token and never recorded anywhere, not even when a server echoes it.
+    `model` is sent when given (llama-server ignores it, other
+    OpenAI-compatible servers need it); otherwise the name comes from the
+    server's `/props`.
+
+    Limits: `timeout` is seconds per connect/read/write; `deadline_s` bounds a
+    whole call, streams included (None: no deadline); `stream_idle_timeout_s`
+    is the longest a stream may go without an event, keep-alive comments
+    aside (None: the timeout); `max_response_bytes` caps an answer's size.
+    Past a limit the call ends in ServerTimeout or BadResponse, recorded like
+    any failure.
 
     With no `tracer`, one is built on the given (or fresh) `store`,
     `collector` and `logger`, so every client works on its own; its head
     sampler then follows OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG when
-    they are set (`obs.trace.sampling.head.sampler_from_env`). `cache_size`
-    > 0 turns on an exact-match response cache (LRU, entries live
-    `cache_ttl_s` seconds) whose hits skip the server. `capture_content`
-    records message contents on spans (GenAI's opt-in content attributes).
+    they are set (`obs.trace.sampling.head.sampler_from_env`; an unknown
+    sampler is logged and the default used). `cache_size` > 0 turns on an
+    exact-match response cache (LRU, entries live `cache_ttl_s` seconds)
+    whose hits skip the server. `capture_content` records message contents
+    on spans (GenAI's opt-in content attributes), each cut to
+    `max_content_chars`; when not given it follows
+    OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT (default off).
     Thread-safe.
     """
 
@@ -110,43 +137,35 @@ class InstrumentedClient:
         store: TraceStore | Any = None,
         logger: LLMLogger | None = None,
         tracer: Tracer | None = None,
-        capture_content: bool = True,
+        capture_content: bool | None = None,
         cache_size: int = 0,
         cache_ttl_s: float | None = 300.0,
         read_props: bool = True,
         clock: Clock | None = None,
+        deadline_s: float | None = DEFAULT_DEADLINE_S,
+        stream_idle_timeout_s: float | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_content_chars: int = DEFAULT_MAX_CONTENT_CHARS,
     ) -> None:
         """Validate the configuration (ValueError names the bad argument) and open a connection pool."""
-        raw_url = base_url if base_url is not None else os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-        if not isinstance(raw_url, str) or not raw_url.strip():
-            raise ValueError(f"base_url must be an http(s) URL such as {DEFAULT_BASE_URL}, got {raw_url!r}")
-        try:
-            url = httpx.URL(raw_url.strip().rstrip("/"))
-        except (httpx.InvalidURL, TypeError) as exc:
-            raise ValueError(f"base_url {raw_url!r} is not a valid URL: {exc}") from None
-        if url.scheme not in ("http", "https") or not url.host:
-            raise ValueError(
-                f"base_url must be an http(s) URL with a host, such as {DEFAULT_BASE_URL}, got {raw_url!r}"
-            )
+        endpoint = Endpoint.parse(base_url)
         if api_key is not None and (not isinstance(api_key, str) or not api_key):
             raise ValueError("api_key must be None or a non-empty string")
         if model is not None and (not isinstance(model, str) or not model):
             raise ValueError(f"model must be None or a non-empty string, got {model!r}")
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, int | float)
-            or not (timeout > 0 and math.isfinite(timeout))
-        ):
-            raise ValueError(f"timeout must be seconds > 0, got {timeout!r}")
-        if isinstance(cache_size, bool) or not isinstance(cache_size, int) or cache_size < 0:
-            raise ValueError(f"cache_size must be an int >= 0 (0 = no response cache), got {cache_size!r}")
+        limits = Limits.validated(timeout, deadline_s, stream_idle_timeout_s, max_response_bytes)
+        check_count("max_content_chars", max_content_chars, 1, "message characters per span attribute")
+        check_count("cache_size", cache_size, 0, "0 = no response cache")
+        if capture_content is None:
+            capture_content = capture_content_from_env()
         if tracer is not None and not isinstance(tracer, Tracer):
             raise ValueError(f"tracer must be an obs.Tracer or None, got {type(tracer).__name__}")
 
-        self._url = url
-        self.base_url = _public_url(url)
+        self._root = endpoint.root
+        self.base_url = endpoint.shown
         self.model = model
-        self.timeout = float(timeout)
+        self._limits = limits
+        redactor = Redactor([api_key, *endpoint.secrets])
         clock = clock if clock is not None else (tracer.clock if tracer is not None else SYSTEM_CLOCK)
         if tracer is not None:
             store = store if store is not None else tracer.store
@@ -158,8 +177,7 @@ class InstrumentedClient:
         if tracer is None:
             tracer = Tracer(
                 store=self.store, collector=collector, logger=logger, clock=clock,
-                # As OpenTelemetry SDKs do: OTEL_TRACES_SAMPLER (and _ARG) pick the head sampler.
-                head_sampler=sampler_from_env() if os.environ.get(SAMPLER_ENV, "").strip() else None,
+                head_sampler=_sampler_from_env(),
             )
         self._recorder = CallRecorder(
             tracer=tracer,
@@ -167,26 +185,33 @@ class InstrumentedClient:
             logger=logger,
             clock=clock,
             capture_content=bool(capture_content),
+            max_content_chars=max_content_chars,
+            redact=redactor,
             server_url=self.base_url,
-            server_address=url.host,
-            server_port=url.port or (443 if url.scheme == "https" else 80),
+            server_address=endpoint.address,
+            server_port=endpoint.port,
         )
-        self._errors = ServerErrors(self.base_url, self.timeout, api_key)
+        self._errors = ServerErrors(self.base_url, limits, redactor, api_key_given=api_key is not None)
         self.cache: ResponseCache[ChatCompletion] | None = (
             ResponseCache(cache_size, cache_ttl_s, clock=clock) if cache_size else None
         )
-        self._read_props = read_props
-        self._props: ServerProps | None = None
-        self._props_tried_at: float | None = None
-        self._props_lock = threading.Lock()
-        self._chat_url = str(url) + "/v1/chat/completions"
+        self._chat_url = self._root + "/v1/chat/completions"
         headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
         if api_key:
             headers["Authorization"] = f"Bearer {api_key}"
         self._headers = headers
-        self._http = httpx.Client(timeout=httpx.Timeout(self.timeout), verify=shared_ssl_context())
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(limits.timeout_s), verify=shared_ssl_context(), params=endpoint.params
+        )
+        self._read_props = read_props
+        self._props = PropsReader(self._http, self._root + "/props", headers, limits, clock)
 
     # -- what the recorder holds ----------------------------------------------------------------
+
+    @property
+    def timeout(self) -> float:
+        """Seconds allowed for each connect, read or write."""
+        return self._limits.timeout_s
 
     @property
     def tracer(self) -> Tracer:
@@ -231,33 +256,39 @@ class InstrumentedClient:
         top_p, model, ...). `parent` (a SpanHandle or TraceHandle) places the
         span explicitly; by default it nests under the current span or trace,
         else the trace begun with `start_trace`, else a trace of its own.
-        Raises an `obs.llm.errors.LLMServerError` subclass when the server fails;
-        ValueError for malformed messages.
+        Raises an `obs.llm.errors.LLMServerError` subclass when the server fails
+        or a limit is passed; ValueError for malformed messages and for a body
+        that cannot be sent as JSON (that call is recorded as failed).
         """
         call = self._start_call(messages, params, stream=False, parent=parent)
+        payload = self._encode(call)
         hit = self._cache_get(call)
         if hit is not None:
             return ChatResult(hit, self._recorder.succeed(call, hit, cached=True))
-        response = self._send(
-            call,
-            lambda: self._http.post(
-                self._chat_url, content=self._payload(call), headers=self._request_headers(call)
-            ),
-        )
-        self._recorder.event(
-            call, semconv.EVENT_RESPONSE_RECEIVED, {semconv.HTTP_RESPONSE_STATUS_CODE: response.status_code}
-        )
-        if response.status_code >= 400:
-            error = self._errors.status(response)
-            self._recorder.fail(call, error, status=response.status_code)
-            raise error
+        budget, response = self._open(call, payload, stream=False)
+        status = response.status_code
+        if status >= 400:
+            self._fail_status(call, budget, response)
         try:
-            completion = self._errors.parse_body(response)
+            body = read_body(response, budget, self._limits.max_response_bytes)
+        except BaseException as exc:
+            error = self._errors.reading(exc, budget) or exc
+            self._recorder.fail(call, error, status=status)
+            if error is exc:
+                raise
+            raise error from None
+        finally:
+            response.close()
+        self._received(call, status)
+        try:
+            completion = self._errors.completion(
+                body, response.headers.get("content-type"), response.charset_encoding
+            )
         except BadResponse as error:
-            self._recorder.fail(call, error, status=response.status_code)
+            self._recorder.fail(call, error, status=status)
             raise
         self._cache_put(call, completion)
-        return ChatResult(completion, self._recorder.succeed(call, completion, status=response.status_code))
+        return ChatResult(completion, self._recorder.succeed(call, completion, status=status))
 
     def chat_stream(
         self, messages: Sequence[Mapping[str, Any]], *, parent: Any = None, **params: Any
@@ -270,31 +301,17 @@ class InstrumentedClient:
         (then iteration raises StreamInterrupted or ServerTimeout and the
         text received so far stays on the span). Usage is requested with
         `stream_options.include_usage` unless `stream_options` is given.
+        ValueError as for `chat`.
         """
         call = self._start_call(messages, params, stream=True, parent=parent)
+        payload = self._encode(call)
         hit = self._cache_get(call)
         if hit is not None:
             return self._stream(call, cached=hit)
-        request = self._http.build_request(
-            "POST", self._chat_url, content=self._payload(call), headers=self._request_headers(call)
-        )
-        response = self._send(call, lambda: self._http.send(request, stream=True))
+        budget, response = self._open(call, payload, stream=True)
         if response.status_code >= 400:
-            self._recorder.event(
-                call,
-                semconv.EVENT_RESPONSE_RECEIVED,
-                {semconv.HTTP_RESPONSE_STATUS_CODE: response.status_code},
-            )
-            try:
-                response.read()
-            except httpx.HTTPError:
-                pass  # the status alone is enough to report
-            finally:
-                response.close()
-            error = self._errors.status(response)
-            self._recorder.fail(call, error, status=response.status_code)
-            raise error
-        return self._stream(call, response=response)
+            self._fail_status(call, budget, response)
+        return self._stream(call, budget=budget, response=response)
 
     def start_trace(self, name: str, metadata: Mapping[str, Any] | None = None) -> TraceHandle:
         """Begin a trace (a conversation) that the following chats join until `end_current_trace`.
@@ -338,21 +355,11 @@ class InstrumentedClient:
     @property
     def server_props(self) -> ServerProps | None:
         """What `/props` said (read once, on the first request), or None if not read."""
-        return self._props
+        return self._props.props
 
     def refresh_props(self) -> ServerProps | None:
         """Read `/props` now (model name, context size, build); None if the server does not say."""
-        self._props_tried_at = self.clock.monotonic_ms()
-        try:
-            response = self._http.get(
-                str(self._url) + "/props", headers=self._headers, timeout=min(self.timeout, _PROPS_TIMEOUT_S)
-            )
-            data = response.json() if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
-            data = None
-        if isinstance(data, Mapping):
-            self._props = ServerProps.from_json(data)
-        return self._props
+        return self._props.read()
 
     def close(self) -> None:
         """Close the connection pool; the client cannot send afterwards."""
@@ -371,63 +378,81 @@ class InstrumentedClient:
 
     # -- request building -----------------------------------------------------------------------
 
-    def _ensure_props(self) -> ServerProps | None:
-        if not self._read_props or self._props is not None:
-            return self._props
-        tried = self._props_tried_at
-        if tried is not None and self.clock.monotonic_ms() - tried < _PROPS_RETRY_MS:
-            return None
-        with self._props_lock:
-            if self._props is None and (
-                self._props_tried_at is None
-                or self.clock.monotonic_ms() - self._props_tried_at >= _PROPS_RETRY_MS
-            ):
-                self.refresh_props()
-        return self._props
-
     def _start_call(
         self, messages: Sequence[Mapping[str, Any]], params: dict[str, Any], *, stream: bool, parent: Any
     ) -> Call:
-        checked = _check_messages(messages)
-        body: dict[str, Any] = {"messages": checked}
+        checked = check_messages(messages)
         model = params.pop("model", None) or self.model
-        if model:
-            body["model"] = model
-        body.update(params)
-        if stream:
-            body["stream"] = True
-            body.setdefault("stream_options", {"include_usage": True})
-        else:
-            body.pop("stream", None)
-        props = self._ensure_props()
+        body = build_body(checked, params, model=model, stream=stream)
+        props = self._props.get() if self._read_props else self._props.props
         name = model or (props.model_name if props is not None else None)
         call = Call(name, body, checked, stream)
         self._recorder.begin(call, props, parent)
         return call
 
-    def _payload(self, call: Call) -> bytes:
-        return json.dumps(call.body, ensure_ascii=False).encode("utf-8")
-
-    def _send(self, call: Call, send: Callable[[], httpx.Response]) -> httpx.Response:
-        """Run `send`; a failure ends the call, an httpx one raised again as an `obs.llm.errors` error."""
+    def _encode(self, call: Call) -> bytes:
+        """The body's bytes; a body that cannot be sent ends the call (recorded) with a ValueError."""
         try:
-            return send()
+            return encode_body(call.body)
+        except ValueError as error:
+            self._recorder.fail(call, error)
+            raise
+
+    def _open(self, call: Call, payload: bytes, *, stream: bool) -> tuple[Budget, httpx.Response]:
+        """Send the request and return its budget and response (body unread); a failure ends the call."""
+        budget = self._limits.start()
+        try:
+            request = self._http.build_request(
+                "POST",
+                self._chat_url,
+                content=payload,
+                headers=self._request_headers(call),
+                timeout=budget.timeout(stream=stream),
+            )
+            return budget, self._http.send(request, stream=True)
         except httpx.HTTPError as exc:
-            error = self._errors.transport(exc)
+            error = self._errors.transport(exc, budget, stream=stream)
             self._recorder.fail(call, error)
             raise error from exc
         except BaseException as exc:
             self._recorder.fail(call, exc)
             raise
 
+    def _received(self, call: Call, status: int) -> None:
+        attrs = {semconv.HTTP_RESPONSE_STATUS_CODE: status}
+        self._recorder.event(call, semconv.EVENT_RESPONSE_RECEIVED, attrs)
+
+    def _fail_status(self, call: Call, budget: Budget, response: httpx.Response) -> NoReturn:
+        """End the call with the error its HTTP error status means, and raise it."""
+        status = response.status_code
+        self._received(call, status)
+        try:
+            body = read_body(response, budget, _ERROR_BODY_BYTES, truncate=True)
+        except (httpx.HTTPError, DeadlinePassed):
+            body = b""  # the status alone is enough to report
+        except BaseException as exc:
+            self._recorder.fail(call, exc, status=status)
+            raise
+        finally:
+            response.close()
+        error = self._errors.status(status, body, response.charset_encoding)
+        self._recorder.fail(call, error, status=status)
+        raise error
+
     def _stream(
-        self, call: Call, *, response: httpx.Response | None = None, cached: ChatCompletion | None = None
+        self,
+        call: Call,
+        *,
+        budget: Budget | None = None,
+        response: httpx.Response | None = None,
+        cached: ChatCompletion | None = None,
     ) -> ChatStream:
         return ChatStream(
             self._recorder,
             call,
             errors=self._errors,
             cache_put=self._cache_put,
+            budget=budget,
             response=response,
             cached=cached,
         )

@@ -4,7 +4,8 @@ Every error the InstrumentedClient raises for a server problem is an
 `LLMServerError`. Each message says what happened and what to do about it,
 and `error_type` is the value recorded as the span's `error.type` attribute
 (the class name, or the HTTP status code for HTTP errors). No message ever
-carries the API key: the client redacts it before building one.
+carries a secret: the client redacts the API key, URL credentials and query
+values (whole or in part) before building one.
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ class ServerUnavailable(LLMServerError):
 
 
 class ServerTimeout(LLMServerError):
-    """The server took longer than the client's timeout (connecting, or between bytes)."""
+    """The server was too slow: past the timeout (connecting, or between bytes), the call's
+    deadline, or the longest a stream may go without an event."""
 
 
 class BadResponse(LLMServerError):
-    """The server answered, but not with a chat completion this client can read."""
+    """The server answered, but not with a chat completion this client can read (or one too large)."""
 
 
 class StreamInterrupted(LLMServerError):

@@ -5,7 +5,10 @@
 timing the first token and the gaps between tokens; the span, the metrics
 record and the log entry are written once, when the stream ends: read to
 `[DONE]`, closed early, or broken (then the text received so far stays on
-the span and iteration raises an `obs.llm.errors` exception).
+the span and iteration raises an `obs.llm.errors` exception). The stream is
+held to the client's limits: its deadline, the longest it may wait for an
+event (`: ping` comments and partial lines are not events), and the most
+bytes it may bring.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from types import TracebackType
 import httpx
 
 from obs import semconv
+from obs.llm._limits import Budget, LineSplitter, TooLarge, read_body
 from obs.llm._recording import Call, CallRecorder
 from obs.llm._server_errors import ServerErrors
 from obs.llm.errors import LLMServerError
@@ -47,14 +51,16 @@ class ChatStream:
         *,
         errors: ServerErrors,
         cache_put: Callable[[Call, ChatCompletion], None],
+        budget: Budget | None = None,
         response: httpx.Response | None = None,
         cached: ChatCompletion | None = None,
     ) -> None:
         """Internal: made by `InstrumentedClient.chat_stream`.
 
         `recorder` records the call when the stream ends, `errors` builds the
-        (redacted) errors it may end in, and `cache_put` offers a complete
-        answer to the client's response cache.
+        (redacted) errors it may end in, `cache_put` offers a complete answer
+        to the client's response cache, and `budget` holds `response` to the
+        call's deadline, idle timeout and byte cap.
         """
         self._recorder = recorder
         self._errors = errors
@@ -62,12 +68,13 @@ class ChatStream:
         self._call = call
         self._response = response
         self._cached = cached
-        self._lines: Iterator[str] | None = None
+        self._budget = budget
+        self._lines: Iterator[str | None] | None = None
         self._sse = True
         if response is not None:
             kind = response.headers.get("content-type", "")
             self._sse = "event-stream" in kind or not kind
-            self._lines = response.iter_lines()
+            self._lines = self._read_lines(response, errors.limits.max_response_bytes)
         self.response: ChatCompletion | None = None
         self.error: BaseException | None = None
 
@@ -112,12 +119,24 @@ class ChatStream:
         recorder = self._recorder
         errors = self._errors
         clock = recorder.clock
-        assert self._lines is not None
+        budget = self._budget
+        assert self._lines is not None and budget is not None
+        idle_s = errors.limits.stream_idle_timeout_s
+        # Only time spent waiting here counts as idle: the caller's own time between reads does not.
+        waiting_since = budget.now()
         try:
             for line in self._lines:
-                item = parse_sse_line(line)
+                try:
+                    item = None if line is None else parse_sse_line(line)
+                except ResponseFormatError:
+                    raise errors.stream_line(line or "") from None
+                if item is not DONE and budget.expired():
+                    raise errors.deadline("mid-stream", chunks=call.acc.chunks)
                 if item is None:
+                    if budget.now() - waiting_since > idle_s:
+                        raise errors.stream_idle(call.acc.chunks)
                     continue
+                waiting_since = budget.now()
                 if item is DONE:
                     self._finish_done()
                     raise StopIteration
@@ -140,11 +159,11 @@ class ChatStream:
         except StopIteration:
             raise
         except httpx.TimeoutException:
-            error: BaseException = errors.stream_silent(call.acc.chunks)
+            error: BaseException = errors.stream_silent(call.acc.chunks, budget)
         except httpx.HTTPError as exc:
             error = errors.stream_cut(exc, call.acc.chunks, call.acc.text)
-        except ResponseFormatError as exc:
-            error = errors.stream_line(exc)
+        except TooLarge as exc:
+            error = errors.too_large(exc.limit, stream=True)
         except LLMServerError as exc:
             error = exc
         except BaseException as exc:
@@ -152,6 +171,15 @@ class ChatStream:
             raise
         self._abort(error)
         raise error
+
+    @staticmethod
+    def _read_lines(response: httpx.Response, limit: int) -> Iterator[str | None]:
+        """The stream's lines as they arrive, and None after each piece of bytes (to check the time)."""
+        splitter = LineSplitter(limit)
+        for chunk in response.iter_bytes():
+            yield from splitter.feed(chunk)
+            yield None
+        yield from splitter.close()
 
     def _close_response(self) -> None:
         if self._response is not None:
@@ -180,20 +208,21 @@ class ChatStream:
 
     def _deliver_json(self) -> str:
         """A server that ignored `stream: true` and sent one JSON body: take it whole."""
-        assert self._response is not None
+        response, budget, errors = self._response, self._budget, self._errors
+        assert response is not None and budget is not None
         try:
-            self._response.read()
+            body = read_body(response, budget, errors.limits.max_response_bytes)
             self._recorder.event(
                 self._call, semconv.EVENT_RESPONSE_RECEIVED, {semconv.HTTP_RESPONSE_STATUS_CODE: 200}
             )
-            completion = self._errors.parse_body(self._response)
-        except httpx.HTTPError as exc:
-            error = self._errors.transport(exc)
+            kind = response.headers.get("content-type")
+            completion = errors.completion(body, kind, response.charset_encoding)
+        except BaseException as exc:  # BadResponse from the body, a read failure, or the application's own
+            error = errors.reading(exc, budget) or exc
             self._abort(error)
-            raise error from exc
-        except BaseException as exc:  # BadResponse from parse_body, or the application's own
-            self._abort(exc)
-            raise
+            if error is exc:
+                raise
+            raise error from None
         finally:
             self._close_response()
         return self._deliver_whole(completion, cached=False)

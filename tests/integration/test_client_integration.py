@@ -102,6 +102,7 @@ def test_multi_turn_conversation_reuses_the_prompt_cache(client: InstrumentedCli
 
 
 def test_concurrent_calls_land_in_their_own_traces(client: InstrumentedClient) -> None:
+    client.capture_content = True  # content is opt-in; this test tells the workers apart by it
     barrier = threading.Barrier(4)
     roots: dict[int, str] = {}
     failures: list[BaseException] = []

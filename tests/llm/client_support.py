@@ -54,7 +54,11 @@ class Rig:
 
 
 def make_rig(base_url: str, **kwargs: Any) -> Rig:
-    """A client on `base_url` with a FakeClock (durations are exactly 0) and ids counting from 1."""
+    """A client on `base_url` with a FakeClock (durations are exactly 0) and ids counting from 1.
+
+    Message content is captured unless the test says otherwise, whatever the environment says.
+    """
+    kwargs.setdefault("capture_content", True)
     clock = FakeClock()
     store = TraceStore()
     collector = MetricsCollector(clock=clock)

@@ -6,7 +6,9 @@ tests exercise the client's real HTTP path (no mocks of httpx). Use as
 cover the failures the client must survive: a refused connection, HTTP
 errors with llama-server's error JSON, 503 while loading, 401, a non-JSON
 body, JSON without choices, a stream cut before `[DONE]`, a stream that
-hangs, and a slow answer.
+hangs, and a slow answer; and the hostile ones: servers that echo the API
+key back, report impossible token counts, trickle their answer a byte at a
+time, keep a stream alive with comments only, or answer far too much.
 """
 
 from __future__ import annotations
@@ -363,3 +365,163 @@ def error_in_stream(handler: Handler) -> None:
 def echo_secret(handler: Handler) -> None:
     """A careless server that puts the Authorization header it got into its error message."""
     handler.send_json(500, llama_error(500, f"cannot use {handler.headers.get('Authorization')}", "x"))
+
+
+# -- hostile servers ------------------------------------------------------------------------------
+
+
+def _authorization(handler: Handler) -> str:
+    return handler.headers.get("Authorization") or "no Authorization header"
+
+
+def echo_secret_everywhere(handler: Handler) -> None:
+    """A server that puts the Authorization header it got into every field it answers with.
+
+    `/props` names the model after it; a streamed answer carries it in the
+    response id, the model, the fingerprint and the text; a plain answer too.
+    """
+    secret = _authorization(handler)
+    if handler.path == "/props":
+        props = {"model_alias": secret, "model_path": f"/m/{secret}.gguf", "build_info": secret}
+        handler.send_json(200, props)
+        return
+    if handler.wants_stream:
+        handler.start_stream()
+        for line in stream_lines((f"you sent {secret}", " ok")):
+            payload = line.removeprefix("data: ")
+            if payload != "[DONE]":
+                data = json.loads(payload)
+                data.update(id=secret, model=secret, system_fingerprint=secret)
+                line = "data: " + json.dumps(data)
+            handler.send_event(line)
+        handler.end_stream()
+        return
+    body = completion_body(f"you sent {secret}", model=secret)
+    body["id"] = secret
+    handler.send_json(200, body)
+
+
+def echo_secret_in_stream_line(handler: Handler) -> None:
+    """A stream whose second line is `data: ` and the Authorization header: not a chat chunk."""
+    handler.start_stream()
+    handler.send_event(stream_lines()[1])
+    handler.send_event(f"data: {_authorization(handler)}")
+    handler.end_stream()
+
+
+def echo_secret_as_json_key(handler: Handler) -> None:
+    """200 with a JSON object whose only key is the Authorization header (no choices)."""
+    handler.send_json(200, {_authorization(handler): 1})
+
+
+def echo_secret_in_text(status: int, *, at: int = 100) -> Behaviour:
+    """`status` with a text body that has the Authorization header at offset `at` (so a snippet cuts it)."""
+
+    def behaviour(handler: Handler) -> None:
+        text = "x" * at + _authorization(handler) + " is what you sent"
+        handler.send_raw(status, text.encode())
+
+    return behaviour
+
+
+def usage_out_of_range(usage: dict[str, Any]) -> Behaviour:
+    """A healthy server whose answers (streamed or not) report `usage` as given."""
+
+    def behaviour(handler: Handler) -> None:
+        if handler.path == "/props":
+            good(handler)
+        elif handler.wants_stream:
+            handler.start_stream()
+            for line in stream_lines():
+                if '"usage"' in line:
+                    data = json.loads(line.removeprefix("data: "))
+                    data["usage"] = usage
+                    line = "data: " + json.dumps(data)
+                handler.send_event(line)
+            handler.end_stream()
+        else:
+            body = completion_body()
+            body["usage"] = usage
+            handler.send_json(200, body)
+
+    return behaviour
+
+
+def trickle(interval_s: float = 0.5) -> Behaviour:
+    """A server that sends a complete answer one byte every `interval_s` (streamed or not).
+
+    Each byte comes well within any read timeout, so only a deadline ends
+    the wait. Stops when the server stops.
+    """
+
+    def behaviour(handler: Handler) -> None:
+        if handler.wants_stream:
+            body = "".join(line + "\n\n" for line in stream_lines()).encode()
+            handler.send_response(200)
+            handler.send_header("Content-Type", "text/event-stream")
+        else:
+            body = json.dumps(completion_body()).encode()
+            handler.send_response(200)
+            handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(body)))
+        handler.end_headers()
+        for i in range(len(body)):
+            handler.wfile.write(body[i : i + 1])
+            handler.wfile.flush()
+            if handler.server.state.release.wait(interval_s):
+                return
+
+    return behaviour
+
+
+def pings_only(interval_s: float = 0.1, *, after: int = 1) -> Behaviour:
+    """A stream that sends `after` content chunks and then only `: ping` comments, forever."""
+
+    def behaviour(handler: Handler) -> None:
+        handler.start_stream()
+        for line in stream_lines()[: 1 + after]:
+            handler.send_event(line)
+        while not handler.server.state.release.wait(interval_s):
+            handler.send_event(": ping")
+
+    return behaviour
+
+
+def huge_answer(size: int, *, stream: bool, chunked: bool = True) -> Behaviour:
+    """An answer with about `size` characters of text, streamed in 4 KiB deltas or as one JSON body.
+
+    chunked=False sends a plain body with its Content-Length; chunked=True
+    sends it chunked, so the client cannot know its size in advance.
+    """
+
+    def behaviour(handler: Handler) -> None:
+        if handler.path == "/props":
+            good(handler)
+            return
+        if stream:
+            piece = "y" * 4096
+            handler.start_stream()
+            handler.send_event(stream_lines()[0])
+            for _ in range(size // len(piece)):
+                handler.send_event(_chunk({"content": piece}))
+            handler.send_event(_chunk({}, "stop"))
+            handler.send_event("data: [DONE]")
+            handler.end_stream()
+            return
+        body = json.dumps(completion_body("y" * size)).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        if chunked:
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.end_headers()
+            for start in range(0, len(body), 65536):
+                part = body[start : start + 65536]
+                handler.wfile.write(f"{len(part):x}\r\n".encode() + part + b"\r\n")
+            handler.wfile.write(b"0\r\n\r\n")
+        else:
+            handler.send_header("Content-Length", str(len(body)))
+            handler.end_headers()
+            handler.wfile.write(body)
+        handler.wfile.flush()
+
+    return behaviour

@@ -3,7 +3,8 @@
 Pure functions: the InstrumentedClient hands in the request body, the parsed
 answer and the times it measured, and gets back the attribute dicts it puts
 on the span (OpenTelemetry GenAI names plus llama.cpp timings and obs's own
-derived numbers, all keys from `obs.semconv`).
+derived numbers). Message content is clipped to a `ContentBudget` when one
+is given, keeping the JSON valid.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from obs.llm.llama.responses import ChatCompletion, Timings
 from obs.metrics.quantiles import exact_quantile
 
 __all__ = [
+    "CONTENT_TRUNCATED",
+    "USAGE_INVALID",
+    "ContentBudget",
     "derived_attributes",
     "input_messages_json",
     "inter_token_stats",
@@ -27,6 +31,10 @@ __all__ = [
     "response_attributes",
     "timings_attributes",
 ]
+
+# obs's own markers, with no OpenTelemetry convention: content cut at the cap, usage out of range.
+CONTENT_TRUNCATED = "obs.content.truncated"
+USAGE_INVALID = "obs.usage.invalid"
 
 # Request body key -> GenAI attribute; types are checked so a bad value never lands on a span.
 _NUMBER_PARAMS = {
@@ -89,33 +97,83 @@ def request_attributes(
     return attrs
 
 
-def _parts(content: Any) -> list[dict[str, Any]]:
+class ContentBudget:
+    """How much message content one attribute may still take; notes whether any was cut.
+
+    Each message and part also costs a few characters, so a history of many
+    empty messages is bounded too.
+    """
+
+    __slots__ = ("left", "truncated")
+
+    _PER_ITEM = 16
+
+    def __init__(self, max_chars: int) -> None:
+        """Allow `max_chars` characters in all."""
+        self.left = max_chars
+        self.truncated = False
+
+    def take(self, text: str) -> str:
+        """As much of `text` as the budget allows (all of it, or its start)."""
+        if len(text) <= self.left:
+            self.left -= len(text)
+            return text
+        self.truncated = True
+        kept = text[: self.left]
+        self.left = 0
+        return kept
+
+    def item(self) -> bool:
+        """Charge one message or part; False (and truncated) once nothing is left for it."""
+        if self.left < self._PER_ITEM:
+            self.truncated = True
+            self.left = 0
+            return False
+        self.left -= self._PER_ITEM
+        return True
+
+
+def _parts(content: Any, budget: ContentBudget | None) -> list[dict[str, Any]]:
     if content is None:
         return []
     if isinstance(content, str):
-        return [{"type": "text", "content": content}]
-    if isinstance(content, list):
-        parts = []
-        for part in content:
-            if isinstance(part, Mapping) and part.get("type") == "text":
-                parts.append({"type": "text", "content": str(part.get("text", ""))})
-            elif isinstance(part, Mapping):
-                parts.append({"type": str(part.get("type", "unknown"))})
-        return parts
-    return [{"type": "text", "content": str(content)}]
+        content = [{"type": "text", "text": content}]
+    elif not isinstance(content, list):
+        content = [{"type": "text", "text": str(content)}]
+    parts = []
+    for part in content:
+        if not isinstance(part, Mapping):
+            continue
+        if budget is not None and not budget.item():
+            break
+        if part.get("type") == "text":
+            text = str(part.get("text", ""))
+            parts.append({"type": "text", "content": budget.take(text) if budget is not None else text})
+        else:
+            parts.append({"type": str(part.get("type", "unknown"))})
+    return parts
 
 
-def input_messages_json(messages: Sequence[Mapping[str, Any]]) -> str:
-    """`gen_ai.input.messages`: the chat history in GenAI's JSON shape (role + typed parts)."""
-    return json.dumps(
-        [{"role": str(m.get("role", "user")), "parts": _parts(m.get("content"))} for m in messages],
-        ensure_ascii=False,
-    )
+def input_messages_json(
+    messages: Sequence[Mapping[str, Any]], budget: ContentBudget | None = None
+) -> str:
+    """`gen_ai.input.messages`: the chat history in GenAI's JSON shape (role + typed parts).
+
+    With a `budget`, message texts past it are cut and later messages left out.
+    """
+    shaped = []
+    for m in messages:
+        if budget is not None and not budget.item():
+            break
+        shaped.append({"role": str(m.get("role", "user")), "parts": _parts(m.get("content"), budget)})
+    return json.dumps(shaped, ensure_ascii=False)
 
 
-def output_messages_json(content: str, finish_reason: str | None, role: str = "assistant") -> str:
-    """`gen_ai.output.messages`: the answer in GenAI's JSON shape."""
-    message: dict[str, Any] = {"role": role, "parts": _parts(content)}
+def output_messages_json(
+    content: str, finish_reason: str | None, role: str = "assistant", budget: ContentBudget | None = None
+) -> str:
+    """`gen_ai.output.messages`: the answer in GenAI's JSON shape, its text cut to the `budget` if given."""
+    message: dict[str, Any] = {"role": role, "parts": _parts(content, budget)}
     if finish_reason:
         message["finish_reason"] = finish_reason
     return json.dumps([message], ensure_ascii=False)
@@ -157,8 +215,13 @@ def response_attributes(response: ChatCompletion) -> dict[str, Any]:
         attrs[semconv.GEN_AI_RESPONSE_FINISH_REASONS] = list(response.finish_reasons)
     usage = response.usage
     if usage is not None:
-        attrs[semconv.GEN_AI_USAGE_INPUT_TOKENS] = usage.prompt_tokens
-        attrs[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.completion_tokens
+        # A count the server sent out of range is unknown: left off, and the fields named.
+        if "prompt_tokens" not in usage.invalid:
+            attrs[semconv.GEN_AI_USAGE_INPUT_TOKENS] = usage.prompt_tokens
+        if "completion_tokens" not in usage.invalid:
+            attrs[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.completion_tokens
+        if usage.invalid:
+            attrs[USAGE_INVALID] = list(usage.invalid)
     cached = usage.cached_tokens if usage is not None else None
     if cached is None and response.timings is not None:
         cached = response.timings.cache_n

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 __all__ = [
     "DONE",
+    "MAX_TOKEN_COUNT",
     "ChatCompletion",
     "ResponseFormatError",
     "StreamAccumulator",
@@ -66,30 +67,58 @@ def _float(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+# The largest token count taken as real; the metrics collector refuses more.
+MAX_TOKEN_COUNT = 10**12
+
+
+def _count(value: Any) -> int | None:
+    """A token count in [0, MAX_TOKEN_COUNT], or None when `value` is not one."""
+    count = _int(value)
+    return count if count is not None and 0 <= count <= MAX_TOKEN_COUNT else None
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts as the server reports them; `cached_tokens` is None when not reported."""
+    """Token counts as the server reports them; `cached_tokens` is None when not reported.
+
+    `invalid` names the fields the server sent out of range (negative, over
+    10**12, or not an integer): those count as 0 (`cached_tokens` as None)
+    and are left off the span's usage attributes.
+    """
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     cached_tokens: int | None = None
+    invalid: tuple[str, ...] = ()
 
     @classmethod
     def from_json(cls, data: Any) -> Usage | None:
         """Read an OpenAI `usage` object; None if it is absent or has no token counts."""
         if not isinstance(data, Mapping):
             return None
-        prompt = _int(data.get("prompt_tokens"))
-        completion = _int(data.get("completion_tokens"))
-        if prompt is None and completion is None:
+        raw_prompt, raw_completion = data.get("prompt_tokens"), data.get("completion_tokens")
+        if raw_prompt is None and raw_completion is None:
             return None
-        prompt = max(prompt or 0, 0)
-        completion = max(completion or 0, 0)
-        total = _int(data.get("total_tokens"))
         details = data.get("prompt_tokens_details")
-        cached = _int(details.get("cached_tokens")) if isinstance(details, Mapping) else None
-        return cls(prompt, completion, total if total is not None else prompt + completion, cached)
+        raw = {
+            "prompt_tokens": raw_prompt,
+            "completion_tokens": raw_completion,
+            "total_tokens": data.get("total_tokens"),
+            "cached_tokens": details.get("cached_tokens") if isinstance(details, Mapping) else None,
+        }
+        counts = {name: _count(value) for name, value in raw.items()}
+        invalid = tuple(name for name, value in raw.items() if value is not None and counts[name] is None)
+        prompt = counts["prompt_tokens"] or 0
+        completion = counts["completion_tokens"] or 0
+        total = counts["total_tokens"]
+        return cls(
+            prompt,
+            completion,
+            total if total is not None else prompt + completion,
+            counts["cached_tokens"],
+            invalid,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,7 +121,13 @@ def test_usage_and_timings_from_odd_json() -> None:
     assert Usage.from_json(None) is None
     assert Usage.from_json({}) is None
     assert Usage.from_json({"prompt_tokens": 3}) == Usage(3, 0, 3, None)
-    assert Usage.from_json({"prompt_tokens": True, "completion_tokens": 2.0}) == Usage(0, 2, 2, None)
+    assert Usage.from_json({"prompt_tokens": True, "completion_tokens": 2.0}) == Usage(
+        0, 2, 2, None, invalid=("prompt_tokens",)
+    )
+    assert Usage.from_json(
+        {"prompt_tokens": -1, "completion_tokens": 10**13, "total_tokens": 1.5, "prompt_tokens_details": {}}
+    ) == Usage(0, 0, 0, None, invalid=("prompt_tokens", "completion_tokens", "total_tokens"))
+    assert Usage.from_json({"prompt_tokens": 10**12, "completion_tokens": 0}) == Usage(10**12, 0, 10**12)
     assert Timings.from_json({"prompt_ms": 1.0}) is None
     assert Timings.from_json({"prompt_ms": float("nan"), "predicted_ms": 1.0}) is None
     drafted = Timings.from_json(
