@@ -34,6 +34,7 @@ from obs.llm.cache import (
 )
 from obs.llm.client import (
     BASE_URL_ENV,
+    CAPTURE_CONTENT_ENV,
     DEFAULT_BASE_URL,
     ChatResult,
     ChatStream,
@@ -208,6 +209,7 @@ __all__ = [
     "ALERT_METRICS",
     "ALERT_OPS",
     "BASE_URL_ENV",
+    "CAPTURE_CONTENT_ENV",
     "DEFAULT_BASE_URL",
     "LATENCY_BUCKETS",
     "LEVELS",
