@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 import reprlib
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import SplitResult, parse_qsl, quote, urlsplit, urlunsplit
 
 
 def is_finite_number(value: object) -> bool:
@@ -170,3 +172,60 @@ def json_safe(value: Any, *, max_depth: int = JSON_MAX_DEPTH, finite: bool = Fal
     except Exception as exc:  # e.g. a mapping whose items() raises
         reason = f"a {type(value).__name__} that could not be read ({type(exc).__name__})"
         return walk.replace(reason), walk.reasons
+
+
+# -- URLs shown to people ------------------------------------------------------------------------
+
+URL_MASK = "***"
+# A path segment this long, of letters and digits (and - _), with both, reads as a token: the
+# secret of many webhook URLs (Slack, Discord, Teams) is in the path, not the query.
+_TOKEN_SEGMENT = re.compile(r"(?=[\w-]*\d)(?=[\w-]*[A-Za-z])[\w-]{16,}", re.ASCII)
+_MIN_SECRET = 4  # shorter parts are not searched for in texts (a `v=2` would mask every "2")
+
+
+def _split_url(url: str) -> SplitResult | None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (a bad port raises only when it is read)
+    except ValueError:
+        return None
+    return parts
+
+
+def redact_url(url: str) -> str:
+    """`url` as it may be shown in messages, reprs and logs: its secrets replaced by `***`.
+
+    User info and fragment are dropped, every query value and every path
+    segment that looks like a token (16+ letters and digits, with both) is
+    masked: `https://u:p@hooks.example/services/T0/AbC123dEf456GhI789?key=s`
+    shows as `https://hooks.example/services/T0/***?key=***`. Text that does
+    not parse as a URL is masked whole.
+    """
+    parts = _split_url(url) if isinstance(url, str) else None
+    if parts is None or not parts.scheme or not parts.hostname:
+        return URL_MASK
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    netloc = host if parts.port is None else f"{host}:{parts.port}"
+    path = "/".join(URL_MASK if _TOKEN_SEGMENT.fullmatch(s) else s for s in parts.path.split("/"))
+    query = "&".join(f"{name}={URL_MASK}" for name, _ in parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit((parts.scheme, netloc, path, query, ""))
+
+
+def url_secrets(url: str) -> list[str]:
+    """The secrets `redact_url` hides, to be removed from texts that may quote the URL (longest first)."""
+    parts = _split_url(url) if isinstance(url, str) else None
+    if parts is None:
+        return []
+    found = [parts.username or "", parts.password or "", parts.fragment]
+    found += [value for _, value in parse_qsl(parts.query, keep_blank_values=True)]
+    found += [s for s in parts.path.split("/") if _TOKEN_SEGMENT.fullmatch(s)]
+    found += [quote(s, safe="") for s in found]  # as they appear inside the URL itself
+    return sorted({s for s in found if len(s) >= _MIN_SECRET}, key=len, reverse=True)
+
+
+def redact_text(text: str, url: str) -> str:
+    """`text` with `url` shown as `redact_url(url)` and each of its secrets replaced by `***`."""
+    text = text.replace(url, redact_url(url)) if url else text
+    for secret in url_secrets(url):
+        text = text.replace(secret, URL_MASK)
+    return text
