@@ -14,7 +14,7 @@ import pytest
 from obs.llm.client import InstrumentedClient
 from obs.llm.errors import AuthenticationError
 from obs.llm.llama.props import check_health, fetch_metrics, fetch_props
-from obs.llm.llama.server import EmbeddedServer, EmbeddedServerError, start_embedded_server
+from obs.llm.llama.server import EmbeddedServer, EmbeddedServerError, find_free_port, start_embedded_server
 
 pytestmark = pytest.mark.integration
 
@@ -88,3 +88,28 @@ def test_the_child_stops_when_its_parent_dies() -> None:
         if parent.poll() is None:
             parent.kill()
             parent.wait()
+
+
+def _time_wait_ports() -> set[int]:
+    """Local ports of loopback TCP sockets in TIME-WAIT (state 06 in /proc/net/tcp)."""
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "06":
+            ports.add(int(fields[1].split(":")[1], 16))
+    return ports
+
+
+def test_restarts_at_once_on_the_same_port_while_it_is_in_time_wait() -> None:
+    port = find_free_port()
+    # The server stops first (the inner context ends first) and closes the kept-alive connection
+    # itself: its side of that connection then waits in TIME-WAIT on the server's port.
+    with httpx.Client() as http, start_embedded_server(port=port, parallel=1, ctx=512) as server:
+        assert http.get(server.url + "/health").status_code == 200
+    deadline = time.monotonic() + 10
+    while port not in _time_wait_ports():
+        assert time.monotonic() < deadline, "the stopped server left no TIME-WAIT behind"
+        time.sleep(0.05)
+    with start_embedded_server(port=port, parallel=1, ctx=512) as again:  # at once, same port
+        assert httpx.get(again.url + "/health").json() == {"status": "ok"}
+    assert again.exit_status == 0

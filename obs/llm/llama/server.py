@@ -106,9 +106,20 @@ class ServerConfig:
 
 
 def port_is_free(host: str, port: int) -> bool:
-    """True if nothing listens on `host:port` and it can be bound right now."""
+    """True if nothing listens on `host:port`, so a server may listen there right now.
+
+    A port whose last server has just stopped is free, even while connections
+    that server closed wait in TIME-WAIT on it for a minute: servers, llama.cpp's
+    among them, bind with SO_REUSEADDR, and so does this probe, which refuses
+    only a port a socket is listening on (or holds exclusively).
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        if os.name == "nt":
+            # Windows' SO_REUSEADDR would even let the probe share a port in use; this one refuses.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_EXCLUSIVEADDRUSE, 1)
+        else:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError:

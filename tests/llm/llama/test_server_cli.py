@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,56 @@ def test_api_validates_before_starting_anything(tmp_path: Path) -> None:
         start_embedded_server(ctx=1)
     with pytest.raises(FileNotFoundError, match="model file not found"):
         start_embedded_server(tmp_path / "missing.gguf", port=0)
+
+
+def _time_wait_ports() -> set[int]:
+    """Local ports of loopback TCP sockets in TIME-WAIT (state 06 in /proc/net/tcp)."""
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "06":
+            ports.add(int(fields[1].split(":")[1], 16))
+    return ports
+
+
+def _leave_in_time_wait() -> int:
+    """A port whose listener is gone but whose server side of a connection is in TIME-WAIT.
+
+    That is what a server that closed its clients' connections itself leaves behind for
+    a minute after it stops; servers (llama.cpp's too) bind with SO_REUSEADDR and may
+    listen there again at once.
+    """
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = int(listener.getsockname()[1])
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    accepted.close()  # the server side closes first: it is the one that waits
+    assert client.recv(1) == b""
+    client.close()
+    listener.close()
+    deadline = time.monotonic() + 5
+    while port not in _time_wait_ports():
+        assert time.monotonic() < deadline, "the server side never reached TIME-WAIT"
+        time.sleep(0.01)
+    return port
+
+
+def test_a_port_in_time_wait_is_free() -> None:
+    port = _leave_in_time_wait()
+    assert port_is_free("127.0.0.1", port)
+    with socket.socket() as holder:  # a new server there: taken again
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        assert not port_is_free("127.0.0.1", port)
+
+
+def test_a_listener_on_every_interface_makes_the_loopback_port_taken() -> None:
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.bind(("0.0.0.0", 0))
+        holder.listen()
+        assert not port_is_free("127.0.0.1", holder.getsockname()[1])
