@@ -12,6 +12,9 @@ GEN_AI_OPERATION_NAME = "gen_ai.operation.name"
 GEN_AI_PROVIDER_NAME = "gen_ai.provider.name"
 GEN_AI_CONVERSATION_ID = "gen_ai.conversation.id"
 
+# Grouping chat turns: Phoenix (and OpenInference) read `session.id`; set with the GenAI key.
+SESSION_ID = "session.id"
+
 # Request parameters.
 GEN_AI_REQUEST_MODEL = "gen_ai.request.model"
 GEN_AI_REQUEST_TEMPERATURE = "gen_ai.request.temperature"
@@ -81,10 +84,21 @@ OBS_INTER_TOKEN_MEAN_MS = "obs.inter_token_latency.mean_ms"
 OBS_INTER_TOKEN_P50_MS = "obs.inter_token_latency.p50_ms"
 OBS_INTER_TOKEN_P95_MS = "obs.inter_token_latency.p95_ms"
 OBS_CACHE_HIT = "obs.cache_hit"
-OBS_COST_USD = "obs.cost_usd"
+OBS_COST_USD = "obs.cost.usd"
+OBS_COST_PRICING = "obs.cost.pricing"
 OBS_STREAM_CHUNKS = "obs.stream.chunks"
 OBS_PARTIAL_OUTPUT = "obs.partial_output"
 OBS_STREAM_CLOSED_EARLY = "obs.stream.closed_early"
+# Markers: message content cut at its cap; usage fields the server sent out of range.
+OBS_CONTENT_TRUNCATED = "obs.content.truncated"
+OBS_USAGE_INVALID = "obs.usage.invalid"
+
+# Values of `obs.cost.pricing`: how a request's cost was reached.
+PRICING_TOKENS = "tokens"  # per-1K-token prices
+PRICING_COMPUTE = "compute"  # dollars per hour of server time (llama.cpp's prompt_ms + predicted_ms)
+PRICING_FREE = "free"  # the model's price is zero: $0 on purpose
+PRICING_CACHE = "cache"  # answered from the response cache: no tokens, no server time
+PRICING_UNKNOWN = "unknown"  # priced by compute, but the server reported no timings
 
 # Span event names.
 EVENT_REQUEST_START = "request_start"

@@ -25,7 +25,6 @@ from obs.clock import Clock
 from obs.llm._redaction import Redactor
 from obs.llm.errors import LLMServerError
 from obs.llm.llama.attributes import (
-    CONTENT_TRUNCATED,
     ContentBudget,
     derived_attributes,
     input_messages_json,
@@ -214,7 +213,7 @@ class CallRecorder:
                 budget = ContentBudget(self.max_content_chars)
                 attrs[semconv.GEN_AI_INPUT_MESSAGES] = input_messages_json(call.messages, budget)
                 if budget.truncated:
-                    attrs[CONTENT_TRUNCATED] = True
+                    attrs[semconv.OBS_CONTENT_TRUNCATED] = True
             attrs = self.redact.attributes(attrs)
         except Exception as exc:
             self.telemetry_error("request attributes", exc)
@@ -283,7 +282,7 @@ class CallRecorder:
             attrs[semconv.OBS_PARTIAL_OUTPUT] = kept.take(completion.content)
             truncated = truncated or kept.truncated
         if truncated:
-            attrs[CONTENT_TRUNCATED] = True
+            attrs[semconv.OBS_CONTENT_TRUNCATED] = True
 
     def _span_name(self, call: Call) -> str:
         # The model name may come from the server's /props: redacted like everything it says.

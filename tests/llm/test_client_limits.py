@@ -14,7 +14,6 @@ import pytest
 
 from obs import semconv
 from obs.llm.errors import BadResponse, LLMServerError, ServerTimeout
-from obs.llm.llama.attributes import CONTENT_TRUNCATED
 from tests.llm import servers
 from tests.llm.client_support import MESSAGES, Rig, make_rig
 
@@ -124,7 +123,7 @@ def test_captured_content_is_cut_at_the_cap_and_marked() -> None:
         response, span = rig.client.chat(question)
     assert len(response.content) == 8192  # the application gets the whole answer
     attrs = span.attributes
-    assert attrs[CONTENT_TRUNCATED] is True
+    assert attrs[semconv.OBS_CONTENT_TRUNCATED] is True
     sent = _content(attrs[semconv.GEN_AI_INPUT_MESSAGES])
     assert sent.startswith("s" * 300 + "q") and len(sent) <= 1000
     assert len(attrs[semconv.GEN_AI_INPUT_MESSAGES]) <= 1200  # still valid JSON, overhead included
@@ -136,7 +135,7 @@ def test_content_within_the_cap_is_not_marked() -> None:
     with servers.serve(servers.good) as server:
         rig = make_rig(server.url, capture_content=True)
         _, span = rig.client.chat(MESSAGES)
-    assert CONTENT_TRUNCATED not in span.attributes
+    assert semconv.OBS_CONTENT_TRUNCATED not in span.attributes
     assert _content(span.attributes[semconv.GEN_AI_OUTPUT_MESSAGES]) == servers.CONTENT
 
 

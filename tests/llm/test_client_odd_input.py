@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from obs import semconv
-from obs.llm.llama.attributes import USAGE_INVALID
 from tests.llm import servers
 from tests.llm.client_support import MESSAGES, make_rig
 
@@ -92,7 +91,7 @@ def test_usage_out_of_range_is_counted_as_zero_marked_and_logged(stream: bool, c
             assert rig.client.chat(MESSAGES).response.content == servers.CONTENT
     span = rig.only_span()
     assert span.status == "success"
-    assert span.attributes[USAGE_INVALID] == invalid
+    assert span.attributes[semconv.OBS_USAGE_INVALID] == invalid
     if "prompt_tokens" in invalid:
         assert semconv.GEN_AI_USAGE_INPUT_TOKENS not in span.attributes
     else:

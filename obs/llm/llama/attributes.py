@@ -20,8 +20,6 @@ from obs.llm.llama.responses import ChatCompletion, Timings
 from obs.metrics.quantiles import exact_quantile
 
 __all__ = [
-    "CONTENT_TRUNCATED",
-    "USAGE_INVALID",
     "ContentBudget",
     "derived_attributes",
     "input_messages_json",
@@ -31,10 +29,6 @@ __all__ = [
     "response_attributes",
     "timings_attributes",
 ]
-
-# obs's own markers, with no OpenTelemetry convention: content cut at the cap, usage out of range.
-CONTENT_TRUNCATED = "obs.content.truncated"
-USAGE_INVALID = "obs.usage.invalid"
 
 # Request body key -> GenAI attribute; types are checked so a bad value never lands on a span.
 _NUMBER_PARAMS = {
@@ -221,7 +215,7 @@ def response_attributes(response: ChatCompletion) -> dict[str, Any]:
         if "completion_tokens" not in usage.invalid:
             attrs[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = usage.completion_tokens
         if usage.invalid:
-            attrs[USAGE_INVALID] = list(usage.invalid)
+            attrs[semconv.OBS_USAGE_INVALID] = list(usage.invalid)
     cached = usage.cached_tokens if usage is not None else None
     if cached is None and response.timings is not None:
         cached = response.timings.cache_n
