@@ -4,7 +4,9 @@
 what requests are sent to (user info included: httpx sends it as Basic
 auth; the query string rides on every request) apart from how the URL is
 shown (`obs.llm._redaction.public_url`) and the secrets it carries.
-`capture_content_from_env` reads OpenTelemetry's opt-in for message content.
+`capture_content_from_env` reads OpenTelemetry's opt-in for message content,
+and `wire_sinks` completes the tracer, store, collector, logger and clock a
+client was given.
 """
 
 from __future__ import annotations
@@ -12,11 +14,17 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 
+from obs.clock import SYSTEM_CLOCK, Clock
 from obs.llm._redaction import public_url, url_secrets
+from obs.logs import LLMLogger
+from obs.metrics.collector import MetricsCollector
+from obs.storage.memory import TraceStore
+from obs.trace.sampling.head import SAMPLER_ENV, HeadSampler, sampler_from_env
+from obs.trace.tracer import Tracer
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8033"
 BASE_URL_ENV = "LLAMA_SERVER_URL"
@@ -87,3 +95,43 @@ def check_count(name: str, value: Any, minimum: int, meaning: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum} ({meaning}), got {value!r}")
     return value
+
+
+class Sinks(NamedTuple):
+    """Where a client's calls are recorded, and the clock that times them."""
+
+    tracer: Tracer
+    store: Any
+    collector: MetricsCollector
+    logger: LLMLogger
+    clock: Clock
+
+
+def _sampler_from_env() -> HeadSampler | None:
+    # As OpenTelemetry SDKs do: OTEL_TRACES_SAMPLER (and _ARG) pick the head sampler, and an
+    # unknown one is logged and replaced by the default, never fatal.
+    return sampler_from_env(strict=False) if os.environ.get(SAMPLER_ENV, "").strip() else None
+
+
+def wire_sinks(
+    tracer: Tracer | None, store: Any, collector: MetricsCollector | None, logger: LLMLogger | None,
+    clock: Clock | None,
+) -> Sinks:
+    """Fill in what was not given: from `tracer` when there is one, else fresh objects.
+
+    A fresh tracer records into the given (or fresh) store, collector and
+    logger, with the head sampler OTEL_TRACES_SAMPLER names when it is set.
+    """
+    clock = clock if clock is not None else (tracer.clock if tracer is not None else SYSTEM_CLOCK)
+    if tracer is not None:
+        store = store if store is not None else tracer.store
+        collector = collector if collector is not None else tracer.collector
+        logger = logger if logger is not None else tracer.logger
+    collector = collector if collector is not None else MetricsCollector(clock=clock)
+    store = store if store is not None else TraceStore()
+    logger = logger if logger is not None else LLMLogger(clock=clock)
+    if tracer is None:
+        tracer = Tracer(
+            store=store, collector=collector, logger=logger, clock=clock, head_sampler=_sampler_from_env()
+        )
+    return Sinks(tracer, store, collector, logger, clock)

@@ -112,8 +112,8 @@ class CallRecorder:
     recording needs: the tracer, collector, logger and clock, the content
     settings (`capture_content`, which may be switched at any time, and
     `max_content_chars`), the redactor, the server's address, port and
-    public URL, the conversations begun with `open_conversation`, and the
-    count of telemetry failures. Thread-safe.
+    public URL, the traces begun with `open_trace`, and the count of
+    telemetry failures. Thread-safe.
     """
 
     def __init__(
@@ -141,8 +141,8 @@ class CallRecorder:
         self.server_url = server_url
         self.server_address = server_address
         self.server_port = server_port
-        self._conversations: list[TraceHandle] = []
-        self._conversations_lock = threading.Lock()
+        self._traces: list[TraceHandle] = []
+        self._traces_lock = threading.Lock()
         self._count_lock = threading.Lock()
         self._telemetry_errors = 0
 
@@ -157,36 +157,22 @@ class CallRecorder:
             self._telemetry_errors += 1
         _log.warning("obs: telemetry failed in %s: %s: %s", where, type(exc).__name__, self.redact(str(exc)))
 
-    # -- conversations ----------------------------------------------------------------------------
+    # -- traces begun by the client -------------------------------------------------------------
 
-    def open_conversation(self, handle: TraceHandle) -> None:
-        """Remember a trace that calls made where no span or trace is current will join."""
-        with self._conversations_lock:
-            self._conversations.append(handle)
+    def open_trace(self, handle: TraceHandle) -> None:
+        """Remember a trace begun by `InstrumentedClient.start_trace`, so `close_trace` may end it."""
+        with self._traces_lock:
+            self._traces = [t for t in self._traces if not t.ended]
+            self._traces.append(handle)
 
-    def close_conversation(self, current: TraceHandle | None) -> TraceHandle | None:
-        """Forget and return the conversation to end: `current` if it is one, else the latest, else None."""
-        with self._conversations_lock:
-            self._conversations = [t for t in self._conversations if not t.ended]
-            if current is not None and current in self._conversations:
-                handle = current
-            elif self._conversations:
-                handle = self._conversations[-1]
-            else:
+    def close_trace(self, current: TraceHandle | None) -> TraceHandle | None:
+        """Forget and return `current` if it is a running trace begun by the client; else None."""
+        with self._traces_lock:
+            self._traces = [t for t in self._traces if not t.ended]
+            if current is None or current not in self._traces:
                 return None
-            self._conversations.remove(handle)
-        return handle
-
-    def _resolve_parent(self, parent: Any) -> Any:
-        if parent is not None:
-            return parent
-        if self.tracer.current_span() is not None or self.tracer.current_trace() is not None:
-            return None  # the tracer finds it in the context
-        with self._conversations_lock:
-            for handle in reversed(self._conversations):
-                if not handle.ended:
-                    return handle
-        return None
+            self._traces.remove(current)
+        return current
 
     # -- one call ---------------------------------------------------------------------------------
 
@@ -194,10 +180,14 @@ class CallRecorder:
         """Milliseconds since the request was sent (0 before that)."""
         return 0.0 if call.t0 is None else max(0.0, self.clock.monotonic_ms() - call.t0)
 
-    def begin(self, call: Call, props: ServerProps | None, parent: Any) -> None:
-        """Begin the call's span (under `parent`, the current span or trace, or a conversation) and log it.
+    def begin(
+        self, call: Call, props: ServerProps | None, parent: Any, conversation_id: str | None = None
+    ) -> None:
+        """Begin the call's span (under `parent`, else the span or trace current here) and log it.
 
-        Raises ValueError only for a `parent` that is not a span or trace handle.
+        `conversation_id` goes on the span as `gen_ai.conversation.id` and
+        `session.id`. Raises ValueError only for a `parent` that is not a span
+        or trace handle.
         """
         name = self._span_name(call)
         try:
@@ -218,14 +208,11 @@ class CallRecorder:
         except Exception as exc:
             self.telemetry_error("request attributes", exc)
             attrs = {semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT}
+        if conversation_id is not None:
+            shown = self.redact(conversation_id)
+            attrs[semconv.GEN_AI_CONVERSATION_ID] = attrs[semconv.SESSION_ID] = shown
         try:
-            resolved = self._resolve_parent(parent)
-            call.handle = self.tracer.begin_span(name, attrs, kind="client", parent=resolved)
-            trace = call.handle.trace_handle
-            with self._conversations_lock:
-                conversation = trace in self._conversations
-            if conversation:
-                call.handle.set_attribute(semconv.GEN_AI_CONVERSATION_ID, trace.trace_id)
+            call.handle = self.tracer.begin_span(name, attrs, kind="client", parent=parent)
             call.handle.add_event(semconv.EVENT_REQUEST_START)
         except Exception as exc:
             if isinstance(exc, ValueError) and parent is not None and call.handle is None:

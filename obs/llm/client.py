@@ -23,15 +23,15 @@ failures become live in `obs.llm._server_errors`.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, NamedTuple, NoReturn
 
 import httpx
 
 from obs import semconv
-from obs.clock import SYSTEM_CLOCK, Clock
+from obs.clock import Clock
 from obs.llm._config import (
     BASE_URL_ENV,
     CAPTURE_CONTENT_ENV,
@@ -39,6 +39,7 @@ from obs.llm._config import (
     Endpoint,
     capture_content_from_env,
     check_count,
+    wire_sinks,
 )
 from obs.llm._limits import (
     DEFAULT_DEADLINE_S,
@@ -53,7 +54,9 @@ from obs.llm._recording import Call, CallRecorder
 from obs.llm._redaction import Redactor
 from obs.llm._request import build_body, check_messages, encode_body
 from obs.llm._server_errors import ServerErrors
+from obs.llm._summary import metrics_summary
 from obs.llm.cache import ResponseCache, cache_key
+from obs.llm.conversation import Conversation, check_conversation_id, conversation, current_conversation_id
 from obs.llm.errors import BadResponse
 from obs.llm.llama.props import ServerProps, shared_ssl_context
 from obs.llm.llama.responses import ChatCompletion
@@ -62,7 +65,6 @@ from obs.logs import LLMLogger
 from obs.metrics.collector import MetricsCollector, MetricsSnapshot
 from obs.storage.memory import TraceStore
 from obs.trace.core import TraceHandle
-from obs.trace.sampling.head import SAMPLER_ENV, HeadSampler, sampler_from_env
 from obs.trace.spans import Span
 from obs.trace.tracer import Tracer
 from obs.trace.traces import Trace
@@ -86,12 +88,6 @@ class ChatResult(NamedTuple):
 
     response: ChatCompletion
     span: Span
-
-
-def _sampler_from_env() -> HeadSampler | None:
-    # As OpenTelemetry SDKs do: OTEL_TRACES_SAMPLER (and _ARG) pick the head sampler, and an
-    # unknown one is logged and replaced by the default, never fatal.
-    return sampler_from_env(strict=False) if os.environ.get(SAMPLER_ENV, "").strip() else None
 
 
 class InstrumentedClient:
@@ -166,19 +162,7 @@ class InstrumentedClient:
         self.model = model
         self._limits = limits
         redactor = Redactor([api_key, *endpoint.secrets])
-        clock = clock if clock is not None else (tracer.clock if tracer is not None else SYSTEM_CLOCK)
-        if tracer is not None:
-            store = store if store is not None else tracer.store
-            collector = collector if collector is not None else tracer.collector
-            logger = logger if logger is not None else tracer.logger
-        collector = collector if collector is not None else MetricsCollector(clock=clock)
-        self.store = store if store is not None else TraceStore()
-        logger = logger if logger is not None else LLMLogger(clock=clock)
-        if tracer is None:
-            tracer = Tracer(
-                store=self.store, collector=collector, logger=logger, clock=clock,
-                head_sampler=_sampler_from_env(),
-            )
+        tracer, self.store, collector, logger, clock = wire_sinks(tracer, store, collector, logger, clock)
         self._recorder = CallRecorder(
             tracer=tracer,
             collector=collector,
@@ -249,18 +233,26 @@ class InstrumentedClient:
 
     # -- public API -----------------------------------------------------------------------------
 
-    def chat(self, messages: Sequence[Mapping[str, Any]], *, parent: Any = None, **params: Any) -> ChatResult:
+    def chat(
+        self, messages: Sequence[Mapping[str, Any]], *, parent: Any = None,
+        conversation_id: str | None = None, **params: Any,
+    ) -> ChatResult:
         """Send one chat request and return `(response, span)` once the whole answer is in.
 
         `params` go into the request body (temperature, max_tokens, seed, stop,
         top_p, model, ...). `parent` (a SpanHandle or TraceHandle) places the
-        span explicitly; by default it nests under the current span or trace,
-        else the trace begun with `start_trace`, else a trace of its own.
+        span explicitly; by default it nests under the span or trace current
+        in this context, else it is a trace of its own. `conversation_id`
+        (else the id of the `conversation` active here, if any) goes on the
+        span as `gen_ai.conversation.id` and `session.id`.
         Raises an `obs.llm.errors.LLMServerError` subclass when the server fails
-        or a limit is passed; ValueError for malformed messages and for a body
-        that cannot be sent as JSON (that call is recorded as failed).
+        or a limit is passed; ValueError for malformed messages or conversation
+        id (nothing recorded) and for a body that cannot be sent as JSON (that
+        call is recorded as failed).
         """
-        call = self._start_call(messages, params, stream=False, parent=parent)
+        call = self._start_call(
+            messages, params, stream=False, parent=parent, conversation_id=conversation_id
+        )
         payload = self._encode(call)
         hit = self._cache_get(call)
         if hit is not None:
@@ -291,7 +283,8 @@ class InstrumentedClient:
         return ChatResult(completion, self._recorder.succeed(call, completion, status=status))
 
     def chat_stream(
-        self, messages: Sequence[Mapping[str, Any]], *, parent: Any = None, **params: Any
+        self, messages: Sequence[Mapping[str, Any]], *, parent: Any = None,
+        conversation_id: str | None = None, **params: Any,
     ) -> ChatStream:
         """Send a streamed chat request; iterate the returned ChatStream for text deltas.
 
@@ -301,9 +294,9 @@ class InstrumentedClient:
         (then iteration raises StreamInterrupted or ServerTimeout and the
         text received so far stays on the span). Usage is requested with
         `stream_options.include_usage` unless `stream_options` is given.
-        ValueError as for `chat`.
+        `parent`, `conversation_id` and ValueError as for `chat`.
         """
-        call = self._start_call(messages, params, stream=True, parent=parent)
+        call = self._start_call(messages, params, stream=True, parent=parent, conversation_id=conversation_id)
         payload = self._encode(call)
         hit = self._cache_get(call)
         if hit is not None:
@@ -314,21 +307,40 @@ class InstrumentedClient:
         return self._stream(call, budget=budget, response=response)
 
     def start_trace(self, name: str, metadata: Mapping[str, Any] | None = None) -> TraceHandle:
-        """Begin a trace (a conversation) that the following chats join until `end_current_trace`.
+        """Begin a trace that groups the following calls (an agent's steps) until `end_current_trace`.
 
-        It is active in the current context; chats made where no span or
-        trace is current (another thread, a later request) join it too.
+        It is active in this context only, as OpenTelemetry's context is: in
+        asyncio tasks and copied contexts made from here, not in another
+        thread or in a request served in a context of its own (those calls
+        get traces of their own). Carry it elsewhere with `parent=handle` or
+        `client.tracer.activate(handle)`. For chat turns, which are traces of
+        their own, see `conversation`.
         """
         handle = self.tracer.begin_trace(name, metadata)
-        self._recorder.open_conversation(handle)
+        self._recorder.open_trace(handle)
         return handle
 
     def end_current_trace(self) -> Trace | None:
-        """End the trace begun by `start_trace` (the one current here, else the latest); None if none."""
-        handle = self._recorder.close_conversation(self.tracer.current_trace())
+        """End the trace begun by `start_trace` that is current here and return it; None if there is none.
+
+        A trace begun in another context is ended with `handle.end()`.
+        """
+        handle = self._recorder.close_trace(self.tracer.current_trace())
         if handle is None:
             return None
         return self.tracer.end_trace(handle)
+
+    def conversation(self, id: str | None = None) -> AbstractContextManager[Conversation]:
+        """`with client.conversation() as conv:` groups the chats made in the block as one conversation.
+
+        Each chat stays a trace of its own, sampled and stored when its answer
+        is in; every one carries `gen_ai.conversation.id` and `session.id` =
+        `conv.id` (new when `id` is None; give an id to continue a
+        conversation in a later request). Active in this context as
+        `start_trace` is; `conv.turn()` adds a root span per turn. ValueError
+        for an id that is not 1 to 256 printable characters.
+        """
+        return conversation(self.tracer, id)
 
     def get_metrics(self) -> MetricsSnapshot:
         """The collector's totals now (requests, tokens, cost, latency percentiles, ...)."""
@@ -336,21 +348,7 @@ class InstrumentedClient:
 
     def get_metrics_summary(self) -> str:
         """A readable multi-line summary of the metrics so far."""
-        m = self.collector.get_metrics()
-        lookups = m.cache_hits + m.cache_misses
-        return "\n".join(
-            [
-                f"Requests: {m.request_count} (errors: {m.error_count}, {m.error_rate:.1%})",
-                f"Tokens: {m.total_tokens:,} "
-                f"(prompt {m.prompt_tokens:,}, completion {m.completion_tokens:,})",
-                f"Cost: ${m.total_cost:.4f}",
-                f"Latency: avg {m.avg_latency_ms:.0f} ms, p50 {m.p50_latency_ms:.0f} ms, "
-                f"p95 {m.p95_latency_ms:.0f} ms, p99 {m.p99_latency_ms:.0f} ms",
-                f"Time to first token: avg {m.avg_ttft_ms:.0f} ms, p95 {m.p95_ttft_ms:.0f} ms",
-                f"Cache: {m.cache_hits} hits of {lookups} ({m.cache_hit_rate:.1%})",
-                f"Throughput: {m.requests_per_second:.2f} req/s, {m.tokens_per_second:.1f} tokens/s",
-            ]
-        )
+        return metrics_summary(self.collector.get_metrics())
 
     @property
     def server_props(self) -> ServerProps | None:
@@ -379,15 +377,20 @@ class InstrumentedClient:
     # -- request building -----------------------------------------------------------------------
 
     def _start_call(
-        self, messages: Sequence[Mapping[str, Any]], params: dict[str, Any], *, stream: bool, parent: Any
+        self, messages: Sequence[Mapping[str, Any]], params: dict[str, Any], *, stream: bool, parent: Any,
+        conversation_id: str | None,
     ) -> Call:
         checked = check_messages(messages)
+        if conversation_id is None:
+            conversation_id = current_conversation_id()
+        else:
+            conversation_id = check_conversation_id(conversation_id)
         model = params.pop("model", None) or self.model
         body = build_body(checked, params, model=model, stream=stream)
         props = self._props.get() if self._read_props else self._props.props
         name = model or (props.model_name if props is not None else None)
         call = Call(name, body, checked, stream)
-        self._recorder.begin(call, props, parent)
+        self._recorder.begin(call, props, parent, conversation_id)
         return call
 
     def _encode(self, call: Call) -> bytes:

@@ -83,17 +83,18 @@ def test_stream_gives_the_same_tokens_and_a_time_to_first_token(client: Instrume
 
 def test_multi_turn_conversation_reuses_the_prompt_cache(client: InstrumentedClient) -> None:
     messages = _question("Tell me about cats.")
-    handle = client.start_trace("conversation")
     spans = []
-    for follow_up in ("And dogs?", "And birds?", "And fish?"):
-        response, span = client.chat(messages, **PARAMS)
-        spans.append(span)
-        messages = [*messages, {"role": "assistant", "content": response.content}]
-        messages.append({"role": "user", "content": follow_up})
-    trace = client.end_current_trace()
-    assert trace is not None and trace.id == handle.trace_id
-    assert [s.id for s in trace.spans] == [s.id for s in spans]
-    assert {s.attributes[semconv.GEN_AI_CONVERSATION_ID] for s in spans} == {trace.id}
+    with client.conversation() as conversation:
+        for follow_up in ("And dogs?", "And birds?", "And fish?"):
+            response, span = client.chat(messages, **PARAMS)
+            spans.append(span)
+            # Each turn is a trace of its own, stored as soon as its answer is in.
+            assert client.store.get(span.trace_id) is not None
+            messages = [*messages, {"role": "assistant", "content": response.content}]
+            messages.append({"role": "user", "content": follow_up})
+    assert len({s.trace_id for s in spans}) == 3
+    assert {s.attributes[semconv.GEN_AI_CONVERSATION_ID] for s in spans} == {conversation.id}
+    assert {s.attributes[semconv.SESSION_ID] for s in spans} == {conversation.id}
     cache_n = [s.attributes[semconv.LLAMA_CPP_TIMINGS_CACHE_N] for s in spans]
     ratios = [s.attributes[semconv.LLAMA_CPP_PROMPT_CACHE_RATIO] for s in spans]
     assert cache_n[0] < cache_n[1] < cache_n[2], cache_n

@@ -284,10 +284,10 @@ def test_requests_without_a_trace_get_one_each() -> None:
     assert semconv.GEN_AI_CONVERSATION_ID not in first.attributes
 
 
-def test_a_conversation_trace_gathers_its_chats() -> None:
+def test_a_trace_begun_with_start_trace_gathers_its_chats() -> None:
     with servers.serve(servers.good) as server:
         rig = make_rig(server.url)
-        handle = rig.client.start_trace("conversation", {"user": "ann"})
+        handle = rig.client.start_trace("agent", {"user": "ann"})
         _, first = rig.client.chat(MESSAGES)
         _, second = rig.client.chat(MESSAGES)
         assert len(rig.store) == 0  # nothing is finished until the conversation ends
@@ -295,28 +295,15 @@ def test_a_conversation_trace_gathers_its_chats() -> None:
         assert rig.client.end_current_trace() is None
         _, after = rig.client.chat(MESSAGES)
     assert trace is not None and trace.id == handle.trace_id
-    assert trace.name == "conversation" and trace.metadata["user"] == "ann"
+    assert trace.name == "agent" and trace.metadata["user"] == "ann"
     assert [s.id for s in trace.spans] == [first.id, second.id]
-    assert first.attributes[semconv.GEN_AI_CONVERSATION_ID] == trace.id
+    # A trace is not a conversation: conversations are ids over traces (tests/llm/test_conversation.py).
+    assert semconv.GEN_AI_CONVERSATION_ID not in first.attributes
     assert after.trace_id != trace.id
     assert len(rig.store) == 2
-    # Each request carried its own span as the traceparent parent, in the conversation's trace.
+    # Each request carried its own span as the traceparent parent, in the trace begun here.
     chat_requests = [r for r in server.requests if r.path == "/v1/chat/completions"]
     assert chat_requests[0].headers["traceparent"] == format_traceparent(trace.id, first.id)
-
-
-def test_conversation_started_elsewhere_is_joined_from_another_thread() -> None:
-    import threading
-
-    with servers.serve(servers.good) as server:
-        rig = make_rig(server.url)
-        handle = rig.client.start_trace("conversation")
-        spans = []
-        worker = threading.Thread(target=lambda: spans.append(rig.client.chat(MESSAGES).span))
-        worker.start()
-        worker.join()
-        trace = rig.client.end_current_trace()
-    assert trace is not None and spans[0].trace_id == handle.trace_id == trace.id
 
 
 def test_chat_nests_under_the_current_span_and_explicit_parent() -> None:
