@@ -25,10 +25,11 @@ more than 65,535 requests of one minute land in a single 4%-wide latency bin).
 Retention counts back from the newest timestamp recorded: older requests
 still count in the totals, just not in the series.
 
-Prices are dollars per 1,000 tokens. A request costs
+Prices are dollars per 1,000 tokens, or dollars per hour of server time (a
+compute price, for local models: see `obs.metrics._pricing`). By tokens a request costs
 `(prompt_tokens * prompt_price + completion_tokens * completion_price) / 1000`,
 rounded to 12 decimals (1e-12 dollars), so 1000 prompt and 500 completion tokens at
-0.001/0.002 cost exactly 0.002.
+0.001/0.002 cost exactly 0.002. `cost_by_model()` tells each model's cost and how it was priced.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ from obs.metrics._checks import (
     check_timestamp,
     check_tokens,
 )
-from obs.metrics._pricing import UNITS_PER_1K, UNITS_PER_DOLLAR, check_model_prices, check_price, cost_units
+from obs.metrics._pricing import UNITS_PER_DOLLAR, CostTally, PriceBook, PricingMethods
 from obs.metrics.quantiles import QuantileSketch
 from obs.metrics.timeseries import TimeBucket, WindowStats, _Series
 
@@ -115,11 +116,13 @@ class MetricsSnapshot:
         return asdict(self)
 
 
-class MetricsCollector:
+class MetricsCollector(PricingMethods):
     """Counts, tokens, cost, latency percentiles and time series of LLM requests; thread-safe.
 
     Prices are dollars per 1K tokens; `model_prices[model] = (prompt, completion)`
-    overrides them for requests of that exact model name. Percentiles of
+    overrides them for requests of that exact model name. A compute price,
+    dollars per hour of the server time llama.cpp reports, replaces them by
+    default (`compute_price_per_hour`) or per model (`model_compute_prices`). Percentiles of
     `get_metrics()` are within `relative_accuracy` (default 0.01 = 1%) of the
     exact value of nearest rank ceil(q*n), as long as the latencies span less than
     `max_bins` bins (a ratio of 10**17 at the defaults); those of `time_series()`
@@ -138,6 +141,8 @@ class MetricsCollector:
         completion_token_cost: float = 0.002,
         model_prices: Mapping[str, tuple[float, float]] | None = None,
         *,
+        compute_price_per_hour: float | None = None,
+        model_compute_prices: Mapping[str, float] | None = None,
         clock: Clock = SYSTEM_CLOCK,
         relative_accuracy: float = 0.01,
         max_bins: int = 2048,
@@ -148,17 +153,17 @@ class MetricsCollector:
     ) -> None:
         """Build a collector; see the class docstring for what each argument means.
 
-        Ranges: prices in [0, 1e6]; `relative_accuracy` in [0.0001, 0.5];
+        Ranges: prices in [0, 1e6] (a model in both `model_prices` and
+        `model_compute_prices` is refused); `relative_accuracy` in [0.0001, 0.5];
         `series_coarsening` an int in [1, 16]; `max_bins` and
         `series_max_bins` ints in [16, 65536]; `per_second_retention_s` an int in
         [60, 86400]; `per_minute_retention_s` a multiple of 60 from
         `per_second_retention_s` to 31 days.
         """
-        self._prices = (
-            check_price("prompt_token_cost", prompt_token_cost),
-            check_price("completion_token_cost", completion_token_cost),
+        self._book = PriceBook(
+            prompt_token_cost, completion_token_cost, model_prices, compute_price_per_hour,
+            model_compute_prices,
         )
-        self._model_prices = check_model_prices(model_prices)
         if not isinstance(clock, Clock):
             raise ValueError(f"clock must have time_ms() and monotonic_ms(), got {clock!r}")
         self._clock = clock
@@ -188,6 +193,7 @@ class MetricsCollector:
         self._prompt = 0
         self._completion = 0
         self._cost = 0
+        self._costs = CostTally()
         self._lat = self._lat_template.copy()
         self._ttft = self._lat_template.copy()
         self._first = _INF
@@ -207,44 +213,8 @@ class MetricsCollector:
         """The relative error bound of the percentiles of `time_series()` and `window()`."""
         return self._series_template.relative_accuracy
 
-    # -- prices ---------------------------------------------------------------------------------
-
-    def set_prices(
-        self, prompt_token_cost: float, completion_token_cost: float, model: str | None = None
-    ) -> None:
-        """Set the prices (dollars per 1K tokens) for `model`, or the default ones when None.
-
-        Applies to requests recorded from now on. Raises ValueError for a
-        negative, NaN or infinite price.
-        """
-        prices = (
-            check_price("prompt_token_cost", prompt_token_cost),
-            check_price("completion_token_cost", completion_token_cost),
-        )
-        with self._lock:
-            if model is None:
-                self._prices = prices
-            else:
-                self._model_prices[model] = prices
-
-    def prices_for(self, model: str | None = None) -> tuple[float, float]:
-        """The (prompt, completion) prices per 1K tokens that apply to `model`."""
-        if model is None:
-            return self._prices
-        return self._model_prices.get(model, self._prices)
-
-    def cost_for(self, prompt_tokens: int, completion_tokens: int, model: str | None = None) -> float:
-        """The cost in dollars of a request with these token counts under `model`'s prices.
-
-        `(prompt * prompt_price + completion * completion_price) / 1000`, rounded
-        to 12 decimals. Raises ValueError for a token count that is not an int >= 0.
-        """
-        units = cost_units(
-            check_tokens("prompt_tokens", prompt_tokens),
-            check_tokens("completion_tokens", completion_tokens),
-            self.prices_for(model),
-        )
-        return units / UNITS_PER_DOLLAR
+    # -- prices: set_prices, set_compute_price, prices_for, price_for, cost_for and cost_by_model
+    # come from PricingMethods (obs.metrics._pricing).
 
     # -- recording ------------------------------------------------------------------------------
 
@@ -270,8 +240,13 @@ class MetricsCollector:
         model: str | None = None,
         ttft_ms: float | None = None,
         timestamp: float | None = None,
+        server_ms: float | None = None,
     ) -> float:
         """Record one finished request and return its cost in dollars.
+
+        `server_ms` is the time the server spent on it, what compute prices
+        apply to (llama.cpp's `prompt_ms + predicted_ms`; None when unknown),
+        in the same range as `latency_ms`.
 
         `latency_ms` and `ttft_ms` (time to first token, None when unknown) are
         finite milliseconds in [0, 86,400,000] (one day); token counts are ints
@@ -302,8 +277,10 @@ class MetricsCollector:
             timestamp = self._clock.time_ms() / 1000.0
         elif type(timestamp) is not float or not MIN_TIMESTAMP <= timestamp <= self._latest_allowed:
             timestamp = self._check_recorded(timestamp)
-        prices = self._prices if model is None else self._model_prices.get(model, self._prices)
-        units = round((prompt_tokens * prices[0] + completion_tokens * prices[1]) * UNITS_PER_1K)
+        if server_ms is not None and (type(server_ms) is not float or not 0.0 <= server_ms <= MAX_MS):
+            server_ms = check_ms("server_ms", server_ms)
+        price = self._book.price_for(model)
+        units, pricing = price.charge(prompt_tokens, completion_tokens, server_ms, cached)
         # One logarithm per value serves the totals' sketch and, divided down, the series bins.
         mult = self._mult
         k = self._coarsening
@@ -319,6 +296,7 @@ class MetricsCollector:
             self._prompt += prompt_tokens
             self._completion += completion_tokens
             self._cost += units
+            self._costs.add(model, units, pricing, server_ms)
             if timestamp < self._first:
                 self._first = timestamp
             if timestamp > self._last:
@@ -491,4 +469,4 @@ class MetricsCollector:
             return twin
 
     def __repr__(self) -> str:
-        return f"MetricsCollector(requests={self._count}, prices={self._prices!r})"
+        return f"MetricsCollector(requests={self._count}, prices={self._book!r})"
