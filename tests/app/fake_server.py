@@ -18,15 +18,18 @@ from typing import Any
 class FakeLlamaServer:
     """A real HTTP server on 127.0.0.1 whose answers are set through attributes.
 
-    `reply` is the assistant text; `health_status` the /health HTTP status;
+    `reply` is the assistant text; `chunk_delay_s` the pause before each
+    streamed chunk (a slow model); `health_status` the /health HTTP status;
     `fail_status` makes chat completions fail with that status and llama-server's
-    error JSON. `requests` collects the JSON bodies received.
+    error JSON carrying `fail_message`. `requests` collects the JSON bodies received.
     """
 
     def __init__(self, reply: str = "Hello from the fake server.") -> None:
         self.reply = reply
         self.health_status = 200
+        self.chunk_delay_s = 0.0
         self.fail_status: int | None = None
+        self.fail_message = "the fake server failed on purpose"
         self.model = "fake-model"
         self.requests: list[dict[str, Any]] = []
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -114,7 +117,7 @@ class FakeLlamaServer:
                 fake.requests.append(body)
                 if fake.fail_status is not None:
                     self._json(fake.fail_status, {"error": {"code": fake.fail_status,
-                                                            "message": "the fake server failed on purpose",
+                                                            "message": fake.fail_message,
                                                             "type": "server_error"}})
                     return
                 answer = fake._completion(bool(body.get("stream")))
@@ -130,6 +133,8 @@ class FakeLlamaServer:
                 self.send_header("Connection", "close")
                 self.end_headers()
                 for chunk in answer:
+                    if fake.chunk_delay_s:
+                        time.sleep(fake.chunk_delay_s)
                     self.wfile.write(chunk)
                     self.wfile.flush()
                 self.close_connection = True

@@ -3,12 +3,15 @@
 The browser is the system's `/usr/bin/chromium` (Playwright's own download
 is never used). Without it the tests skip, except when `CI` is set: then a
 missing browser fails the run. The app is started with
-`python -m streamlit run streamlit_app.py` as a user would, pointed at a
-dead URL so that it starts its own embedded llama-server.
+`python -m streamlit run streamlit_app.py` as a user would (`run_app`);
+`app_url` points it at a dead URL so that it starts its own embedded
+llama-server. `browser` gives separate contexts: separate people, each with
+their own cookies.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -54,26 +57,26 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The dashboard served by `streamlit run` on a free port; stopped after the module."""
+@contextlib.contextmanager
+def run_app(log_dir: Path, env: dict[str, str], args: tuple[str, ...] = (),
+            name: str = "streamlit") -> Iterator[str]:
+    """Serve the dashboard with `streamlit run` on a free loopback port; yield its URL, stop it after.
+
+    `env` is added to this process's environment; `args` go after the
+    script name (Streamlit options). The app's output is copied to
+    tests/artifacts/<name>.log when it stops.
+    """
     _need_browser()
     port = find_free_port()
-    log_path = tmp_path_factory.mktemp("streamlit") / "app.log"
-    env = dict(os.environ)
-    env.update({
-        # Nothing answers here, so the app starts the embedded server, as `make run` does on a fresh machine.
-        "LLAMA_SERVER_URL": f"http://127.0.0.1:{find_free_port()}",
-        "OBS_EMBEDDED_SERVER": "1",
-        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
-    })
+    log_path = log_dir / "app.log"
+    full_env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", **env}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
              "--server.headless", "true", "--server.address", "127.0.0.1",
              # Edits to the sources while the tests run must not rerun the app under them.
-             "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+             "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal", *args],
+            cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -98,7 +101,17 @@ def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.kill()
             process.wait()
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        shutil.copy(log_path, ARTIFACTS / "streamlit.log")
+        shutil.copy(log_path, ARTIFACTS / f"{name}.log")
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The dashboard served by `streamlit run` on a free port; stopped after the module."""
+    # Nothing answers at LLAMA_SERVER_URL, so the app starts the embedded server, as `make run` does on
+    # a fresh machine.
+    env = {"LLAMA_SERVER_URL": f"http://127.0.0.1:{find_free_port()}", "OBS_EMBEDDED_SERVER": "1"}
+    with run_app(tmp_path_factory.mktemp("streamlit"), env) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +131,18 @@ def page(app_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[obj
             yield tab
         finally:
             context.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    """A Chromium browser; each `browser.new_context()` is another person, with cookies of their own."""
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                              args=CHROMIUM_FLAGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
