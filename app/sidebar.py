@@ -179,6 +179,7 @@ def render_alert_banner(app: AppSession, link: bool = True) -> None:
     that starts firing shows on whichever page is open. The banner names the
     rule and its value; with `link`, it links to the Alerts page.
     """
+    state.keep_alive()  # an open page keeps its session from being pushed out of the registry
     active = [s for s in app.evaluate_alerts() if s.status in ("firing", "pending")]
     for alert in active:
         head, detail = alerting.banner_text(alert)

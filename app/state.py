@@ -6,18 +6,22 @@ the last good sidebar settings. Pages get it with `get_app()`; nothing else
 creates obs objects, so every number a page shows comes from these.
 
 A page reload starts a new Streamlit session; so that it keeps the data, each
-AppSession is also filed in a process-wide registry under a random id that
-rides in the URL (`?session=...`). The embedded llama-server is a process-wide
+AppSession is also filed in a process-wide registry (`app.sessions`) under
+the browser that made it and a random id that rides in the URL
+(`?session=...`). The id alone opens nothing: only the same browser (its
+secret XSRF cookie) finds the session again, so a shared link can neither
+show the sender's data nor pull the receiver into the sender's session.
+The embedded llama-server is a process-wide
 resource too: started at most once per app process (`st.cache_resource`) when
 no server answers at the configured URL, and stopped when the process exits.
 """
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
-from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -25,15 +29,17 @@ import streamlit as st
 
 from app import alerting, backend
 from app.charts import Threshold
+from app.sessions import SessionRegistry, browser_owner
 from obs.alerting.manager import AlertManager, AlertState
 from obs.llm.client import ChatStream, InstrumentedClient
 from obs.llm.llama.server import DEFAULT_HOST, DEFAULT_PORT, port_is_free, start_embedded_server
 from obs.logs import LLMLogger
 from obs.metrics.collector import MetricsCollector
 from obs.storage.memory import TraceStore
+from obs.trace.core import TraceHandle
 from obs.trace.sampling.head import ParentBased, TraceIdRatio
 from obs.trace.sampling.tail import KeepSlow, TailSampler
-from obs.trace.tracer import TraceHandle, Tracer
+from obs.trace.tracer import Tracer
 from obs.trace.traces import Trace
 
 __all__ = [
@@ -50,9 +56,13 @@ __all__ = [
     "AppSession",
     "ChatTurn",
     "Settings",
+    "browser_owner_id",
     "get_app",
     "init_widget",
+    "keep_alive",
 ]
+
+_log = logging.getLogger(__name__)
 
 # Page scripts, relative to streamlit_app.py (st.navigation and st.page_link take these).
 CHAT_PAGE = "app/pages/chat.py"
@@ -69,6 +79,7 @@ QUERY_TRACE = "trace"
 # proposals until validated into AppSession.settings.
 APP = "obs_app"
 SESSION_ID = "obs_session_id"
+OWNER = "obs_owner"
 SELECTED_TRACE = "obs_selected_trace"
 TRACE_TABLE_IDS = "obs_trace_table_ids"
 TRACE_TABLE_PICK = "obs_trace_table_pick"
@@ -97,7 +108,6 @@ W_ALERT_ERROR_PCT = "w_alert_error_pct"
 W_ALERT_P95_MS = "w_alert_p95_ms"
 W_ALERT_MIN_REQUESTS = "w_alert_min_requests"
 
-_MAX_SESSIONS = 64
 _STORE_SIZE = 1000
 
 
@@ -133,13 +143,18 @@ class Settings:
 
 @dataclass(slots=True)
 class ChatTurn:
-    """One message of the chat history as shown: text, and for answers the caption and trace."""
+    """One message of the chat history as shown: text, and for answers the caption and trace.
+
+    `pending` is True while an answer is still arriving (its `content` is
+    the text so far).
+    """
 
     role: Literal["user", "assistant"]
     content: str
     caption: str | None = None
     trace_id: str | None = None
     error: str | None = None
+    pending: bool = False
 
 
 @dataclass(eq=False)
@@ -270,6 +285,16 @@ class AppSession:
         with self.lock:
             self.messages.append(turn)
 
+    def history(self) -> list[ChatTurn]:
+        """Copies of the chat history's turns, as they stand now (an answer may still be arriving)."""
+        with self.lock:
+            return [replace(turn) for turn in self.messages]
+
+    def answering(self) -> bool:
+        """True while an answer is still arriving."""
+        with self.lock:
+            return any(turn.pending for turn in self.messages)
+
     def request_messages(self) -> list[dict[str, str]]:
         """The chat so far as OpenAI messages: the system prompt, then every turn that has text."""
         with self.lock:
@@ -348,35 +373,27 @@ def _samplers(rate: float, keep_errors: bool, keep_slow: bool,
                                                         slow_threshold_ms=slow_ms if keep_slow else None)
 
 
-class _Registry:
-    """AppSessions by session id, the most recently used kept (bounded)."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._lock = threading.Lock()
-        self._sessions: OrderedDict[str, AppSession] = OrderedDict()
-
-    def get(self, sid: str) -> AppSession | None:
-        with self._lock:
-            app = self._sessions.get(sid)
-            if app is not None:
-                self._sessions.move_to_end(sid)
-            return app
-
-    def put(self, sid: str, app: AppSession) -> None:
-        with self._lock:
-            self._sessions[sid] = app
-            while len(self._sessions) > self._size:
-                self._sessions.popitem(last=False)
-
-    def __iter__(self) -> Iterator[AppSession]:
-        with self._lock:
-            return iter(list(self._sessions.values()))
+@st.cache_resource(show_spinner=False)
+def _registry() -> SessionRegistry[AppSession]:
+    return SessionRegistry()
 
 
 @st.cache_resource(show_spinner=False)
-def _registry() -> _Registry:
-    return _Registry(_MAX_SESSIONS)
+def _owner_key() -> bytes:
+    # Lives only in this process: owner ids mean nothing outside it.
+    return secrets.token_bytes(32)
+
+
+def _cookies() -> Mapping[str, str]:
+    return st.context.cookies
+
+
+def browser_owner_id() -> str | None:
+    """An id of the browser this page runs in (from its XSRF cookie), or None when it sent none."""
+    try:
+        return browser_owner(_cookies(), _owner_key())
+    except Exception:  # no cookies to read (a bare script run): the session is simply not filed
+        return None
 
 
 @st.cache_resource(show_spinner="Starting the embedded llama-server...")
@@ -403,28 +420,47 @@ def _initial_server() -> tuple[str, str]:
 
 
 def get_app() -> AppSession:
-    """The AppSession of this browser session: found by the session id in the URL, else created.
+    """The AppSession of this browser session: this browser's session named in the URL, else a new one.
 
-    Creating one picks the server (configured URL, else the embedded server)
-    and may take a few seconds the first time the embedded server starts.
+    The URL's `?session=` id is looked up only among the sessions of this
+    browser (its XSRF cookie), so a link from someone else starts a fresh
+    session rather than opening theirs. Creating one picks the server
+    (configured URL, else the embedded server) and may take a few seconds the
+    first time the embedded server starts.
     """
     app = st.session_state.get(APP)
     sid = st.session_state.get(SESSION_ID)
     if app is None:
+        owner = browser_owner_id()
         wanted = st.query_params.get(QUERY_SESSION)
-        app = _registry().get(wanted) if wanted else None
+        app = _registry().get(owner, wanted) if owner and wanted else None
         if app is not None:
             sid = wanted
         else:
+            if wanted:
+                st.toast("That session is not open in this browser: this is a new one.",
+                         icon=":material/lock:")
             url, how = _initial_server()
             app = AppSession(Settings(server_url=url), connection_note=how)
             sid = secrets.token_urlsafe(12)
-            _registry().put(sid, app)
+            if owner is not None and not _registry().put(owner, sid, app):
+                _log.warning("session registry full of active browsers: this session will not survive "
+                             "a reload")
         st.session_state[APP] = app
         st.session_state[SESSION_ID] = sid
+        st.session_state[OWNER] = owner
+    else:
+        keep_alive()
     if st.query_params.get(QUERY_SESSION) != sid:
         st.query_params[QUERY_SESSION] = sid
     return app
+
+
+def keep_alive() -> None:
+    """Mark this page's session as in use, so that room for newcomers is never made from it."""
+    owner, sid = st.session_state.get(OWNER), st.session_state.get(SESSION_ID)
+    if owner and sid:
+        _registry().touch(owner, sid)
 
 
 def init_widget(key: str, value: Any) -> None:

@@ -1,4 +1,5 @@
-"""AppTest of the router and the per-session state: every page runs, a reload keeps the session's data."""
+"""AppTest of the router and the per-session state: every page runs, a reload in the same browser keeps the
+session's data, and a session link opens nothing in another browser."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from app import state
 from tests.app.conftest import APP_SCRIPT, RUN_TIMEOUT_S, open_app, record_request
+from tests.app.test_sessions import xsrf_cookie
 
 PAGES = [state.CHAT_PAGE, state.DASHBOARD_PAGE, state.TRACES_PAGE, state.LOGS_PAGE, state.ALERTS_PAGE]
 
@@ -27,17 +29,55 @@ def test_the_session_id_rides_in_the_url() -> None:
     assert at.query_params[state.QUERY_SESSION] == sid
 
 
-def test_a_reload_with_the_session_id_finds_the_same_data() -> None:
+def _as_browser(monkeypatch: pytest.MonkeyPatch, token: bytes) -> None:
+    """The next runs come from the browser whose XSRF token is `token` (a fresh mask each time, as sent)."""
+    monkeypatch.setattr(state, "_cookies", lambda: xsrf_cookie(token))
+
+
+def _reload(sid: str) -> AppTest:
+    at = AppTest.from_file(str(APP_SCRIPT), default_timeout=RUN_TIMEOUT_S)
+    at.query_params[state.QUERY_SESSION] = sid
+    at.run()
+    return at
+
+
+def test_a_reload_in_the_same_browser_finds_the_same_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    _as_browser(monkeypatch, b"alice's browser!")
     first = open_app()
     app = first.session_state[state.APP]
     record_request(app, latency_ms=50.0)
-    reload = AppTest.from_file(str(APP_SCRIPT), default_timeout=RUN_TIMEOUT_S)
-    reload.query_params[state.QUERY_SESSION] = first.session_state[state.SESSION_ID]
-    reload.run()
+    reload = _reload(first.session_state[state.SESSION_ID])
     assert reload.session_state[state.APP] is app
     reload.switch_page(state.DASHBOARD_PAGE).run()
     tiles = {m.label: m.value for m in reload.metric}
     assert tiles["Total Requests"] == "1"
+
+
+def test_a_session_link_opened_in_another_browser_starts_a_fresh_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _as_browser(monkeypatch, b"alice's browser!")
+    alice = open_app()
+    app, sid = alice.session_state[state.APP], alice.session_state[state.SESSION_ID]
+    record_request(app, latency_ms=50.0)
+    _as_browser(monkeypatch, b"bob's own browser")
+    bob = _reload(sid)
+    assert bob.session_state[state.APP] is not app
+    assert bob.session_state[state.SESSION_ID] != sid
+    assert bob.query_params[state.QUERY_SESSION] == bob.session_state[state.SESSION_ID]
+    assert bob.session_state[state.APP].collector.get_metrics().request_count == 0
+    assert "not open in this browser" in bob.toast[0].value
+    # Alice's link still opens Alice's session, for Alice.
+    _as_browser(monkeypatch, b"alice's browser!")
+    assert _reload(sid).session_state[state.APP] is app
+
+
+def test_without_a_browser_secret_a_session_id_opens_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    _as_browser(monkeypatch, b"alice's browser!")
+    alice = open_app()
+    monkeypatch.setattr(state, "_cookies", dict)
+    stranger = _reload(alice.session_state[state.SESSION_ID])
+    assert stranger.session_state[state.APP] is not alice.session_state[state.APP]
 
 
 def test_an_unknown_session_id_gets_a_fresh_session() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from app.charts import Threshold
-from app.state import AppSession, ChatTurn, Settings, _Registry
+from app.state import AppSession, ChatTurn, Settings
 from obs.trace.sampling.head import AlwaysOff, ParentBased
 from tests.app.fake_server import FakeLlamaServer
 
@@ -113,17 +113,6 @@ def test_thresholds_are_read_as_copies() -> None:
     assert app.chart_thresholds("latency_ms") == [Threshold(500.0, "alert")]
 
 
-def test_registry_keeps_the_most_recently_used_sessions() -> None:
-    registry = _Registry(2)
-    a, b, c = (_session("http://127.0.0.1:9") for _ in range(3))
-    registry.put("a", a)
-    registry.put("b", b)
-    assert registry.get("a") is a  # now the most recent
-    registry.put("c", c)
-    assert registry.get("b") is None
-    assert registry.get("a") is a and registry.get("c") is c
-
-
 def test_sampling_settings_become_the_tracers_samplers() -> None:
     app = _session("http://127.0.0.1:9")
     assert isinstance(app.tracer.head_sampler, ParentBased)
@@ -189,3 +178,4 @@ def test_a_rule_fires_logs_and_keeps_its_state_when_its_threshold_moves() -> Non
     assert app.alerts.state("slow_p95_latency").status == "firing"  # kept: same name
     app.set_alert_thresholds(0.05, 1000.0, min_requests=1)
     assert app.evaluate_alerts()[1].status == "resolved"
+
