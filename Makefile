@@ -20,6 +20,7 @@ $(STAMP): $(PY) requirements.txt requirements-dev.txt requirements-model.txt
 install: $(STAMP)
 
 run: $(STAMP)
+	$(PY) -m app.access
 	$(PY) -m streamlit run streamlit_app.py
 
 test: $(STAMP)

@@ -1,10 +1,11 @@
-"""obs dashboard entry point: page config and navigation only."""
+"""obs dashboard entry point: page config, the access check, and navigation."""
 
 import streamlit as st
 
-from app import state
+from app import access, state
 
 st.set_page_config(page_title="obs", page_icon="🔭", layout="wide")
+access.require_access()
 st.navigation([
     st.Page(state.CHAT_PAGE, title="Chat", icon=":material/chat:", default=True),
     st.Page(state.DASHBOARD_PAGE, title="Dashboard", icon=":material/monitoring:"),

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from streamlit import config
 from streamlit.testing.v1 import AppTest
 
 from obs import semconv
@@ -22,6 +23,16 @@ from tests.app.fake_server import FakeLlamaServer
 ROOT = Path(__file__).resolve().parents[2]
 APP_SCRIPT = ROOT / "streamlit_app.py"
 RUN_TIMEOUT_S = 60
+
+
+@pytest.fixture(autouse=True)
+def _served_on_loopback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """AppTests see the bind address of .streamlit/config.toml (127.0.0.1) wherever pytest runs from."""
+    monkeypatch.delenv("OBS_ACCESS_TOKEN", raising=False)
+    previous = config.get_option("server.address")
+    config.set_option("server.address", "127.0.0.1")
+    yield
+    config.set_option("server.address", previous)
 
 
 @pytest.fixture(autouse=True)
