@@ -33,7 +33,7 @@ from obs.llm.llama.attributes import (
     response_attributes,
 )
 from obs.llm.llama.props import ServerProps
-from obs.llm.llama.responses import ChatCompletion, StreamAccumulator, Usage
+from obs.llm.llama.responses import ChatCompletion, StreamAccumulator, Timings, Usage
 from obs.trace.ids import RandomIdGenerator
 from obs.trace.spans import Span, create_span, end_span, set_span_attributes
 
@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger(__name__)
 _FALLBACK_IDS = RandomIdGenerator()
+_MAX_SERVER_MS = 86_400_000.0
 
 
 class Call:
@@ -238,10 +239,26 @@ class CallRecorder:
             self.telemetry_error("logger", exc)
 
     def _record(
-        self, call: Call, latency_ms: float, prompt: int, completion: int, *, cached: bool, error: bool
+        self,
+        call: Call,
+        attrs: dict[str, Any],
+        latency_ms: float,
+        prompt: int,
+        completion: int,
+        *,
+        cached: bool,
+        error: bool,
+        timings: Timings | None = None,
     ) -> float | None:
+        """Record the call in the collector; put its cost and how it was priced in `attrs`.
+
+        The cost stays off the span when the collector cannot price the call
+        (it failed, or the price is per hour of server time and the server
+        reported none: `obs.cost.pricing` = "unknown").
+        """
+        server_ms = _server_ms(timings)
         try:
-            return self.collector.record_request(
+            cost = self.collector.record_request(
                 latency_ms,
                 prompt,
                 completion,
@@ -250,10 +267,23 @@ class CallRecorder:
                 model=call.model,
                 ttft_ms=call.ttft_ms,
                 timestamp=self.clock.time_ms() / 1000.0,
+                server_ms=server_ms,
             )
         except Exception as exc:
             self.telemetry_error("metrics", exc)
             return None
+        try:
+            price_for = getattr(self.collector, "price_for", None)
+            if price_for is not None:
+                # The price in effect now: the one record_request applied unless it changed in between.
+                pricing = price_for(call.model).charge(prompt, completion, server_ms, cached)[1]
+                attrs[semconv.OBS_COST_PRICING] = pricing
+                if pricing == semconv.PRICING_UNKNOWN:
+                    return cost
+            attrs[semconv.OBS_COST_USD] = cost
+        except Exception as exc:
+            self.telemetry_error("pricing", exc)
+        return cost
 
     def _content_attributes(
         self, attrs: dict[str, Any], completion: ChatCompletion, *, partial: bool
@@ -355,9 +385,10 @@ class CallRecorder:
             self.telemetry_error("response attributes", exc)
         if usage is not None and usage.invalid and not cached:
             self._warn_usage(call, usage)
-        cost = self._record(call, latency_ms, prompt, completion_tokens, cached=cached, error=False)
-        if cost is not None:
-            attrs[semconv.OBS_COST_USD] = cost
+        cost = self._record(
+            call, attrs, latency_ms, prompt, completion_tokens, cached=cached, error=False,
+            timings=None if cached else completion.timings,
+        )
         span = self._end_span(call, attrs, None)
         what = "closed early" if closed_early else ("answered from cache" if cached else "finished")
         self._log(
@@ -369,6 +400,7 @@ class CallRecorder:
                 "prompt_tokens": prompt,
                 "completion_tokens": completion_tokens,
                 "cost_usd": cost,
+                "pricing": attrs.get(semconv.OBS_COST_PRICING),
                 "cached": cached,
             },
         )
@@ -413,7 +445,7 @@ class CallRecorder:
             self.telemetry_error("error attributes", exc)
         if usage is not None and usage.invalid:
             self._warn_usage(call, usage)
-        self._record(call, latency_ms, prompt, completion_tokens, cached=False, error=True)
+        self._record(call, attrs, latency_ms, prompt, completion_tokens, cached=False, error=True)
         span = self._end_span(call, attrs, error)
         message = self.redact(str(error)) or type(error).__name__
         self._log(
@@ -432,6 +464,17 @@ class CallRecorder:
 
 def _without_usage(completion: ChatCompletion) -> ChatCompletion:
     return dataclasses.replace(completion, usage=None, timings=None)
+
+
+def _server_ms(timings: Timings | None) -> float | None:
+    """llama.cpp's time on the request (prompt + generation), None when unknown or out of range."""
+    if timings is None:
+        return None
+    ms = timings.prompt_ms + timings.predicted_ms
+    # A server's numbers are not trusted: beyond what the collector takes (one day), the time is unknown.
+    if timings.prompt_ms < 0.0 or timings.predicted_ms < 0.0 or ms > _MAX_SERVER_MS:
+        return None
+    return ms
 
 
 def _fallback_trace_id() -> str:

@@ -59,6 +59,30 @@ def test_chat_tokens_timings_and_metrics_match_the_server(
     assert client.store.get(span.trace_id) is not None
 
 
+def test_a_compute_price_is_applied_to_the_real_servers_timings(client: InstrumentedClient) -> None:
+    client.collector.set_compute_price(3.6)  # dollars per hour of server time: $0.000001 per ms
+    response, span = client.chat(_question("Name a fruit."), **PARAMS)
+    stream = client.chat_stream(_question("Name a tree."), **PARAMS)
+    list(stream)
+    assert response.timings is not None and stream.response is not None
+    assert stream.response.timings is not None and stream.span is not None
+    server_ms = [response.timings.prompt_ms + response.timings.predicted_ms]
+    server_ms.append(stream.response.timings.prompt_ms + stream.response.timings.predicted_ms)
+    costs = []
+    for ms, recorded in zip(server_ms, (span, stream.span), strict=True):
+        attrs = recorded.attributes
+        timed = attrs[semconv.LLAMA_CPP_TIMINGS_PROMPT_MS] + attrs[semconv.LLAMA_CPP_TIMINGS_PREDICTED_MS]
+        assert ms == timed
+        assert attrs[semconv.OBS_COST_PRICING] == "compute"
+        assert attrs[semconv.OBS_COST_USD] == pytest.approx(ms / 1_000_000, abs=1e-12) and ms > 0
+        costs.append(attrs[semconv.OBS_COST_USD])
+    assert client.get_metrics().total_cost == pytest.approx(sum(costs), abs=1e-12)
+    (model_cost,) = client.collector.cost_by_model().values()
+    assert (model_cost.requests, model_cost.pricing) == (2, "compute")
+    assert model_cost.cost_usd == pytest.approx(sum(costs), abs=1e-12)
+    assert model_cost.server_ms == pytest.approx(sum(server_ms))
+
+
 def test_stream_gives_the_same_tokens_and_a_time_to_first_token(client: InstrumentedClient) -> None:
     # ignore_eos: the answer runs to max_tokens, so there are gaps between tokens to measure
     stream = client.chat_stream(_question("Count to five."), **PARAMS, ignore_eos=True)

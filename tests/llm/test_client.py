@@ -77,6 +77,7 @@ def test_chat_records_a_complete_genai_span() -> None:
         semconv.OBS_NON_MODEL_MS: 0.0,
         semconv.OBS_CACHE_HIT: False,
         semconv.OBS_COST_USD: cost,
+        semconv.OBS_COST_PRICING: "tokens",
         semconv.HTTP_RESPONSE_STATUS_CODE: 200,
     }
     assert [e.name for e in span.events] == ["request_start", "response_received"]
