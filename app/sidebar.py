@@ -1,14 +1,18 @@
-"""The sidebar and the alert banner: what every page draws around its own content.
+"""The sidebar and the alert banner: what every page has around its own content.
 
-Every page shows the server connection and health, the sampling and alert
-settings, and a banner while an alert rule fires; the chat page adds the chat
-settings. Each input is a proposal: it is validated (by `app.backend` or by
+The entry point (streamlit_app.py) draws them before running the page, so
+each sidebar field is one widget on every page and keeps its value across
+page switches. Every page shows the server connection and health, the
+sampling and alert settings, and a banner while an alert rule fires; the
+chat page adds the chat settings. Each input is a proposal: it is validated (by `app.backend` or by
 the obs object that will use it) before it reaches `AppSession.settings`. A
 bad value shows an inline error naming the value still in use, which stays
 in force.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import streamlit as st
 
@@ -41,7 +45,11 @@ def md_escape(text: str) -> str:
 
 
 def render(app: AppSession, *, chat_controls: bool = False, alerts_link: bool = True) -> None:
-    """Draw what every page has around its content: server, (chat settings,) sampling, alerts, banner."""
+    """Draw what every page has around its content: server, (chat settings,) sampling, alerts, banner.
+
+    Call it from the entry point, not from a page: a widget drawn by a page is
+    another widget on the next page, and its value would be lost.
+    """
     render_connection(app)
     if chat_controls:
         render_chat_controls(app)
@@ -86,48 +94,69 @@ def _health_panel(url: str) -> None:
         st.caption(md_escape(health.detail))
 
 
+_CHAT_KEYS = (state.W_SYSTEM_PROMPT, state.W_TEMPERATURE, state.W_MAX_TOKENS, state.W_PROMPT_PRICE,
+              state.W_COMPLETION_PRICE, state.W_CAPTURE)
+
+
 def render_chat_controls(app: AppSession) -> None:
-    """Draw the chat settings: system prompt, sampling, prices, content capture, new conversation."""
+    """Draw the chat settings: system prompt, sampling, prices, content capture, new conversation.
+
+    Each change is applied by a callback as well, which Streamlit runs at the
+    start of the next run whatever page that run draws: a setting changed
+    just before leaving the Chat page is kept, though the next page has no
+    chat settings to apply it.
+    """
     settings = app.settings
+    apply = {"on_change": _chat_settings_changed, "args": (app,)}
     with st.sidebar:
         st.subheader("Chat settings")
-        state.init_widget(state.W_SYSTEM_PROMPT, settings.system_prompt)
-        state.init_widget(state.W_TEMPERATURE, settings.temperature)
-        state.init_widget(state.W_MAX_TOKENS, settings.max_tokens)
-        state.init_widget(state.W_PROMPT_PRICE, settings.prompt_price)
-        state.init_widget(state.W_COMPLETION_PRICE, settings.completion_price)
-        state.init_widget(state.W_CAPTURE, settings.capture_content)
-        system_prompt = st.text_area("System prompt", key=state.W_SYSTEM_PROMPT, height=90)
-        temperature = st.slider("Temperature", 0.0, 2.0, step=0.05, key=state.W_TEMPERATURE)
-        max_tokens = st.number_input("Max tokens", min_value=1, max_value=8192, step=32,
-                                     key=state.W_MAX_TOKENS)
-        app.update(system_prompt=system_prompt, temperature=float(temperature), max_tokens=int(max_tokens))
-
+        for key, value in zip(_CHAT_KEYS, (settings.system_prompt, settings.temperature, settings.max_tokens,
+                                           settings.prompt_price, settings.completion_price,
+                                           settings.capture_content), strict=True):
+            state.init_widget(key, value)
+        st.text_area("System prompt", key=state.W_SYSTEM_PROMPT, height=90, **apply)
+        st.slider("Temperature", 0.0, 2.0, step=0.05, key=state.W_TEMPERATURE, **apply)
+        st.number_input("Max tokens", min_value=1, max_value=8192, step=32, key=state.W_MAX_TOKENS, **apply)
         st.markdown("**Prices** (dollars per 1K tokens)")
         left, right = st.columns(2)
-        prompt_price = left.number_input("Prompt", step=0.0005, format="%.4f", key=state.W_PROMPT_PRICE)
-        completion_price = right.number_input("Completion", step=0.0005, format="%.4f",
-                                              key=state.W_COMPLETION_PRICE)
+        left.number_input("Prompt", step=0.0005, format="%.4f", key=state.W_PROMPT_PRICE, **apply)
+        right.number_input("Completion", step=0.0005, format="%.4f", key=state.W_COMPLETION_PRICE, **apply)
+        st.toggle("Capture message contents", key=state.W_CAPTURE, **apply,
+                  help="Record prompts and answers on the spans (OpenTelemetry opt-in content).")
         try:
-            app.set_prices(prompt_price, completion_price)
+            _apply_chat_settings(app)
         except ValueError as exc:
             kept = app.settings
             st.error(f"{exc}. Still using ${kept.prompt_price:.4f} / ${kept.completion_price:.4f}.",
                      icon=":material/error:")
-
-        capture = st.toggle("Capture message contents", key=state.W_CAPTURE,
-                            help="Record prompts and answers on the spans (OpenTelemetry opt-in content).")
-        app.update(capture_content=bool(capture))
         st.button("New conversation", icon=":material/add_comment:", on_click=app.new_conversation,
                   help="End this conversation's trace and start a new one.", width="stretch")
+
+
+def _chat_settings_changed(app: AppSession) -> None:
+    # A bad price keeps the last good prices; the sidebar says why when it draws the prices.
+    with contextlib.suppress(ValueError):
+        _apply_chat_settings(app)
+
+
+def _apply_chat_settings(app: AppSession) -> None:
+    # Reads the widgets' values from session state, so it works in a callback (before anything is
+    # drawn) and after drawing alike. A bad price raises the collector's ValueError, changing no price.
+    values = st.session_state
+    settings = app.settings
+    app.update(system_prompt=str(values.get(state.W_SYSTEM_PROMPT, settings.system_prompt)),
+               temperature=float(values.get(state.W_TEMPERATURE, settings.temperature)),
+               max_tokens=int(values.get(state.W_MAX_TOKENS, settings.max_tokens)),
+               capture_content=bool(values.get(state.W_CAPTURE, settings.capture_content)))
+    app.set_prices(values.get(state.W_PROMPT_PRICE, settings.prompt_price),
+                   values.get(state.W_COMPLETION_PRICE, settings.completion_price))
 
 
 def render_sampling_alert_controls(app: AppSession) -> None:
     """Draw the sampling rate, tail-sampling toggles and alert thresholds, and apply the good values."""
     settings = app.settings
-    # Seeded with `value=` (the last good setting) rather than init_widget: these widgets are on
-    # every page, and a page switch brings a new widget under the same key that must start from
-    # the setting, not from an empty default.
+    # `value=` (the last good setting) only seeds a widget when it is first drawn: drawn by the
+    # entry point, it stays the same widget on every page afterwards.
     with st.sidebar:
         st.subheader("Sampling & alerts")
         percent = st.slider(

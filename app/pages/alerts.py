@@ -77,7 +77,6 @@ def _panel(app: AppSession) -> None:
 def main() -> None:
     """Draw the page."""
     app = state.get_app()
-    sidebar.render(app, alerts_link=False)
     st.title("Alerts")
     _rules(app)
     interval = None if app.settings.paused else app.settings.refresh_s

@@ -62,7 +62,6 @@ def _answer(app: AppSession) -> None:
 def main() -> None:
     """Draw the page."""
     app = state.get_app()
-    sidebar.render(app, chat_controls=True)
     st.title("Chat")
     st.caption(f"Talking to {sidebar.md_escape(app.settings.server_url)}. Each answer is a request span "
                "in this conversation's trace.")

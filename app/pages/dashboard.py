@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import charts, sidebar, state
+from app import charts, state
 from app.state import AppSession
 from obs.dashboard import generate_dashboard_data
 
@@ -90,7 +90,6 @@ def _panel(app: AppSession) -> None:
 def main() -> None:
     """Draw the page."""
     app = state.get_app()
-    sidebar.render(app)
     st.title("Dashboard")
     _controls(app)
     interval = None if app.settings.paused else app.settings.refresh_s

@@ -12,7 +12,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app import sidebar, state
+from app import state
 from app.state import AppSession
 from obs.logs import LEVELS, LogEntry
 
@@ -43,7 +43,6 @@ def _trace_link(trace_id: str) -> None:
 def main() -> None:
     """Draw the page."""
     app: AppSession = state.get_app()
-    sidebar.render(app)
     st.title("Logs")
     state.init_widget(state.W_LOG_LEVEL, _ALL)
     state.init_widget(state.W_LOG_TRACE, "")

@@ -137,7 +137,6 @@ def _downloads(selected: Trace, shown: list[Trace]) -> None:
 def main() -> None:
     """Draw the page."""
     app = state.get_app()
-    sidebar.render(app)
     st.title("Traces")
     _take_trace_from_link()
     _take_table_selection()
