@@ -1,19 +1,27 @@
 """Chat page: talk to the model; every answer streams in and becomes a span of the conversation trace.
 
 Under each answer a caption shows what obs measured for that request, with a
-link to its trace. A server error shows the client's message and leaves the
-chat usable. Text from the user and the model is drawn as Markdown with HTML
-disabled, so markup in an answer is shown, never run.
+link to its trace. A server error shows the client's message, escaped so it
+reads exactly as sent, and leaves the chat usable. Text from the user and
+the model is untrusted: it is drawn as Markdown with HTML off and every
+image made inert (`app.untrusted`), so nothing in it makes the browser fetch
+anything; fenced code is drawn as code. An answer still arriving when the
+page's run stops (the user went to another page, or changed a setting) keeps
+arriving in the background and lands in the history; the page shows it
+growing until it is complete (`app.answers`), and the chat input waits for it.
 """
 
 from __future__ import annotations
 
 import streamlit as st
 
-from app import captions, sidebar, state
+from app import answers, sidebar, state, untrusted
 from app.state import AppSession, ChatTurn
 from obs.llm.client import ChatStream
 from obs.llm.errors import LLMServerError
+
+_CURSOR = " ▌"
+_POLL_S = 0.5
 
 
 def _trace_link(trace_id: str) -> None:
@@ -24,39 +32,65 @@ def _trace_link(trace_id: str) -> None:
     )
 
 
+def _draw_text(text: str) -> None:
+    for block in untrusted.markdown_blocks(text):
+        if block.kind == "code":
+            st.code(block.text, language=block.language)
+        else:
+            st.markdown(block.text, unsafe_allow_html=False)
+
+
+def _draw_footer(turn: ChatTurn) -> None:
+    if turn.error:
+        st.error(sidebar.md_escape(turn.error), icon=":material/error:")
+    if turn.caption:
+        st.caption(sidebar.md_escape(turn.caption))
+    if turn.trace_id:
+        _trace_link(turn.trace_id)
+
+
 def _show_turn(turn: ChatTurn) -> None:
     with st.chat_message(turn.role):
         if turn.content:
-            st.markdown(turn.content, unsafe_allow_html=False)
-        if turn.error:
-            st.error(turn.error, icon=":material/error:")
-        if turn.caption:
-            st.caption(sidebar.md_escape(turn.caption))
-        if turn.trace_id:
-            _trace_link(turn.trace_id)
+            _draw_text(turn.content + (_CURSOR if turn.pending else ""))
+        if turn.pending:
+            st.caption("The answer is still arriving…")
+        _draw_footer(turn)
+
+
+def _arriving(app: AppSession) -> None:
+    # A fragment that redraws the answers still arriving; once none is, the whole page reruns
+    # to draw them finished and to open the chat input again.
+    arriving = [turn for turn in app.history() if turn.pending]
+    if not arriving:
+        st.rerun()
+    for turn in arriving:
+        _show_turn(turn)
 
 
 def _answer(app: AppSession) -> None:
     with st.chat_message("assistant"):
+        body = st.empty()
+        turn = answers.begin(app)
         stream: ChatStream | None = None
-        error: str | None = None
-        text = ""
         try:
             stream = app.stream_reply()
-            written = st.write_stream(stream)
-            text = written if isinstance(written, str) else stream.text
+            for _ in stream:
+                answers.note_progress(app, turn, stream)
+                with body.container():
+                    _draw_text(turn.content + _CURSOR)
+            answers.finish(app, turn, stream)
         except LLMServerError as exc:
-            error = str(exc)
-            text = stream.text if stream is not None else ""
-            st.error(error, icon=":material/error:")
-        span = stream.span if stream is not None else None
-        caption = captions.answer_caption(span) if span is not None and error is None else None
-        trace_id = span.trace_id if span is not None else app.conversation_id()
-        app.add_turn(ChatTurn("assistant", text, caption=caption, trace_id=trace_id, error=error))
-        if caption:
-            st.caption(sidebar.md_escape(caption))
-        if trace_id:
-            _trace_link(trace_id)
+            answers.finish(app, turn, stream, error=str(exc))
+        except BaseException:
+            # Streamlit stopped this run (the user left the page or changed a setting): the answer
+            # goes on without the page, into the history.
+            answers.finish_later(app, turn, stream)
+            raise
+        with body.container():
+            if turn.content:
+                _draw_text(turn.content)
+        _draw_footer(turn)
 
 
 def main() -> None:
@@ -65,9 +99,15 @@ def main() -> None:
     st.title("Chat")
     st.caption(f"Talking to {sidebar.md_escape(app.settings.server_url)}. Each answer is a request span "
                "in this conversation's trace.")
-    for turn in list(app.messages):
-        _show_turn(turn)
-    prompt = st.chat_input("Ask the model something")
+    history = app.history()
+    for turn in history:
+        if not turn.pending:
+            _show_turn(turn)
+    arriving = any(turn.pending for turn in history)
+    if arriving:
+        st.fragment(run_every=_POLL_S)(_arriving)(app)
+    prompt = st.chat_input("Waiting for the answer…" if arriving else "Ask the model something",
+                           disabled=arriving)
     if prompt:
         app.add_turn(ChatTurn("user", prompt))
         _show_turn(ChatTurn("user", prompt))

@@ -67,7 +67,7 @@ def test_server_down_shows_the_client_message_and_the_chat_stays_usable(dead_url
     at.chat_input[0].set_value("Hello?").run()
     assert not at.exception
     assert len(at.error) == 1
-    assert dead_url in at.error[0].value  # the client's message names the server it could not reach
+    assert dead_url in plain(at.error[0].value)  # the client's message names the server it could not reach
     assert len(at.chat_input) == 1
     app = at.session_state[state.APP]
     assert app.collector.get_metrics().error_count == 1
@@ -156,3 +156,18 @@ def test_chat_with_the_real_model_streams_answers_into_one_conversation_trace(re
     assert stored is not None and stored.status == "success"
     assert len(stored.spans) == 2
     assert app.conversation_id() is None
+
+
+def test_images_in_a_reply_and_in_a_server_error_are_inert(fake_server: FakeLlamaServer) -> None:
+    fake_server.reply = "Look ![x](http://127.0.0.1:9/track.png?leak=1) here:\n```rust\nlet v = vec![1];\n```"
+    at = open_app()
+    at.chat_input[0].set_value("a picture?").run()
+    answer = _answers(at)[0]
+    assert [m.value for m in answer.markdown] == ["Look !\\[x](http://127.0.0.1:9/track.png?leak=1) here:"]
+    assert [(c.value, c.language) for c in answer.code] == [("let v = vec![1];", "rust")]
+    fake_server.fail_status = 500
+    fake_server.fail_message = "overloaded ![x](http://127.0.0.1:9/error.png?leak=1)"
+    at.chat_input[0].set_value("again?").run()
+    (error,) = at.error
+    assert "![" not in error.value
+    assert "overloaded ![x](http://127.0.0.1:9/error.png?leak=1)" in plain(error.value)
