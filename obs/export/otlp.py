@@ -36,7 +36,7 @@ from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
-from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Status
+from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans, Status
 from opentelemetry.proto.trace.v1.trace_pb2 import Span as PbSpan
 
 from obs import semconv
@@ -85,22 +85,20 @@ def to_otlp(
             f"{{'service.name': 'chat-api'}}, or None; got {type(resource).__name__}"
         )
     scope = InstrumentationScope(name=SCOPE_NAME, version=scope_version())
-    resource_spans: list[ResourceSpans] = []
+    message = ExportTraceServiceRequest()
     current: str | None = None
-    spans: list[PbSpan] = []
+    spans: Any = None
     for trace in traces:
         ended = ended_spans(trace)
         if not ended:
             continue
         service = service_name(trace, resource)
         if service != current:
-            if spans:
-                resource_spans.append(_resource_spans(current, resource, scope, spans))  # type: ignore[arg-type]
-            current, spans = service, []
+            current = service
+            # Spans are built in place (`add`), not built and then copied into the message.
+            spans = _resource_spans(message, service, resource, scope).spans
         _encode_trace(trace, ended, spans)
-    if spans:
-        resource_spans.append(_resource_spans(current, resource, scope, spans))  # type: ignore[arg-type]
-    return ExportTraceServiceRequest(resource_spans=resource_spans)
+    return message
 
 
 def to_otlp_json(
@@ -131,17 +129,17 @@ def _ids_to_hex(item: dict[str, Any]) -> None:
 
 
 def _resource_spans(
-    service: str, resource: Mapping[str, Any] | None, scope: InstrumentationScope, spans: list[PbSpan]
-) -> ResourceSpans:
+    message: ExportTraceServiceRequest, service: str, resource: Mapping[str, Any] | None,
+    scope: InstrumentationScope,
+) -> ScopeSpans:
+    """A new ResourceSpans at the end of `message` for `service`; its one ScopeSpans."""
     attributes = dict(resource) if resource else {}
     attributes[semconv.SERVICE_NAME] = service
-    return ResourceSpans(
-        resource=Resource(attributes=_key_values(attributes)),
-        scope_spans=[ScopeSpans(scope=scope, spans=spans)],
-    )
+    added = message.resource_spans.add(resource=Resource(attributes=_key_values(attributes)))
+    return added.scope_spans.add(scope=scope)
 
 
-def _encode_trace(trace: Trace, ended: list[Span], out: list[PbSpan]) -> None:
+def _encode_trace(trace: Trace, ended: list[Span], out: Any) -> None:
     extras = trace_extras(trace, ended)
     carrier = derived_root(ended) if extras else None
     ids = {span.id for span in ended}
@@ -156,12 +154,13 @@ def _encode_trace(trace: Trace, ended: list[Span], out: list[PbSpan]) -> None:
         more = extras if span is carrier else None
         try:
             try:
-                out.append(_span(span, tid, ids, more, clean=False))
+                _span(out, span, tid, ids, more, clean=False)
             except _BadSpan:
                 raise
             except (ValueError, TypeError, UnicodeError):
-                # A string that is not valid UTF-8 (a lone surrogate): send it repaired.
-                out.append(_span(span, tid, ids, more, clean=True))
+                # A string that is not valid UTF-8 (a lone surrogate): send it repaired. A failed
+                # `add` leaves nothing behind.
+                _span(out, span, tid, ids, more, clean=True)
         except _BadSpan as exc:
             raise ValueError(str(exc)) from None
 
@@ -193,8 +192,9 @@ def _time(ms: Any, what: str, span: Span) -> int:
 
 
 def _span(
-    span: Span, trace_id: bytes, ids: set[str], extras: dict[str, Any] | None, *, clean: bool
-) -> PbSpan:
+    out: Any, span: Span, trace_id: bytes, ids: set[str], extras: dict[str, Any] | None, *, clean: bool
+) -> None:
+    """Add `span` to `out` (a repeated Span field) as OTLP."""
     text = clean_text if clean else str
     value = _any_clean if clean else _any
     attributes = [KeyValue(key=text(k), value=value(v)) for k, v in span.attributes.items()]
@@ -229,7 +229,7 @@ def _span(
     if span_id is None:
         raise _BadSpan(f"to_otlp: span {span.name!r} has span id {span.id!r}: it must be 16 hex characters, "
                        "not all zeros")
-    return PbSpan(
+    out.add(
         trace_id=trace_id,
         span_id=span_id,
         parent_span_id=parent_bytes,
