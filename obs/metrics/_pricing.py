@@ -59,6 +59,11 @@ PRICINGS = (
     semconv.PRICING_CACHE,
     semconv.PRICING_UNKNOWN,
 )
+_COMPUTE, _FREE, _CACHE, _UNKNOWN = (
+    semconv.PRICING_COMPUTE, semconv.PRICING_FREE, semconv.PRICING_CACHE, semconv.PRICING_UNKNOWN
+)
+# The column of each way of pricing in a CostTally row (after requests, units and server ms).
+_COLUMN = {way: 3 + i for i, way in enumerate(PRICINGS)}
 # Model names kept apart in the per-model costs; the requests of any further name share one entry.
 MAX_MODELS = 1000
 OTHER_MODELS = "(other models)"
@@ -109,13 +114,17 @@ class ModelPrice:
     prompt_per_1k: float = 0.0
     completion_per_1k: float = 0.0
     per_hour: float = 0.0
+    # Worked out once: `charge` runs for every request recorded.
+    free: bool = field(init=False, repr=False, compare=False)
+    _compute: bool = field(init=False, repr=False, compare=False)
+    _kind: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def free(self) -> bool:
-        """True when the price is zero: the model's requests cost nothing on purpose."""
-        if self.pricing == semconv.PRICING_COMPUTE:
-            return self.per_hour == 0.0
-        return self.prompt_per_1k == 0.0 and self.completion_per_1k == 0.0
+    def __post_init__(self) -> None:
+        compute = self.pricing == _COMPUTE
+        free = self.per_hour == 0.0 if compute else self.prompt_per_1k == 0.0 == self.completion_per_1k
+        object.__setattr__(self, "free", free)  # True: the model's requests cost nothing on purpose
+        object.__setattr__(self, "_compute", compute)
+        object.__setattr__(self, "_kind", _FREE if free else self.pricing)
 
     def charge(
         self, prompt_tokens: int, completion_tokens: int, server_ms: float | None, cached: bool
@@ -125,19 +134,16 @@ class ModelPrice:
         By compute the cost is `server_ms / 3,600,000 * per_hour`, and 0 when
         `server_ms` is None; by tokens the token counts times their prices.
         """
-        if self.pricing == semconv.PRICING_COMPUTE:
-            units = 0 if server_ms is None else round(server_ms * self.per_hour * UNITS_PER_MS_HOUR)
-            if self.per_hour == 0.0:
-                kind = semconv.PRICING_FREE
-            elif server_ms is None and not cached:
-                kind = semconv.PRICING_UNKNOWN
-            else:
-                kind = semconv.PRICING_COMPUTE
+        if cached:
+            kind = _CACHE
+        elif server_ms is None and self._compute and not self.free:
+            kind = _UNKNOWN
         else:
-            dollars_per_1k = prompt_tokens * self.prompt_per_1k + completion_tokens * self.completion_per_1k
-            units = round(dollars_per_1k * UNITS_PER_1K)
-            kind = semconv.PRICING_FREE if self.free else semconv.PRICING_TOKENS
-        return units, semconv.PRICING_CACHE if cached else kind
+            kind = self._kind
+        if self._compute:
+            return (0 if server_ms is None else round(server_ms * self.per_hour * UNITS_PER_MS_HOUR)), kind
+        dollars_per_1k = prompt_tokens * self.prompt_per_1k + completion_tokens * self.completion_per_1k
+        return round(dollars_per_1k * UNITS_PER_1K), kind
 
 
 class PriceBook:
@@ -188,11 +194,11 @@ class PriceBook:
         models = {m: ModelPrice(semconv.PRICING_TOKENS, *p) for m, p in self._model_tokens.items()}
         for model, per_hour in self._model_compute.items():
             models[model] = ModelPrice(semconv.PRICING_COMPUTE, per_hour=per_hour)
-        self._table = (default, models)
+        self.table = (default, models)  # read whole by price_for and the collector's record_request
 
     def price_for(self, model: str | None) -> ModelPrice:
         """How requests of `model` are priced now (the default pricing for None or an unlisted model)."""
-        default, models = self._table
+        default, models = self.table
         return default if model is None else models.get(model, default)
 
     def token_prices(self, model: str | None) -> tuple[float, float]:
@@ -227,7 +233,7 @@ class PriceBook:
         self._resolve()
 
     def __repr__(self) -> str:
-        default = self._table[0]
+        default = self.table[0]
         if default.pricing == semconv.PRICING_COMPUTE:
             return f"${default.per_hour:g}/h of server time"
         return f"({default.prompt_per_1k!r}, {default.completion_per_1k!r}) per 1K tokens"
@@ -291,7 +297,7 @@ class CostTally:
         row[1] += units
         if server_ms is not None:
             row[2] += server_ms
-        row[3 + PRICINGS.index(pricing)] += 1
+        row[_COLUMN[pricing]] += 1
 
     def snapshot(self) -> dict[str | None, ModelCost]:
         """Each model's `ModelCost`, in the order the models were first seen."""
