@@ -16,8 +16,9 @@ not retry, runs out of attempts, or would pass the deadline:
 
 `sleep`, `random` and `monotonic` (the clock the deadline is kept on) are
 injectable so tests are exact; the default sleep returns early when the
-sender is closed. Secrets (header values, the URL's
-user info and query values) are masked in every message this module makes.
+sender is closed. Secrets (header values of 4 characters or more, the URL's
+user info and query values) are masked in every message this module makes,
+whole, escaped, or cut short.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ __all__ = ["RETRY_STATUSES", "HttpSender", "PostOutcome", "retry_after_s"]
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _MAX_BODY = 64 * 1024  # of an answer, read for its error message or partial success
+_MIN_SECRET = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +137,8 @@ class HttpSender:
         self.initial_backoff_s = initial_backoff_s
         self.max_backoff_s = max_backoff_s
         self._headers = {"user-agent": user_agent, **headers}
-        self.redact = Redactor([*headers.values(), *url_secrets(url)])
+        # Values of 1-3 characters are no secret and would mask every "1" or "ok" in a message.
+        self.redact = Redactor([v for v in headers.values() if len(v) >= _MIN_SECRET] + url_secrets(url))
         self._closed = threading.Event()
         self._sleep = sleep if sleep is not None else self._closed.wait
         self._random = random

@@ -275,3 +275,10 @@ def test_the_zipkin_endpoint_comes_from_the_variable_and_a_down_zipkin_fails_qui
         ZipkinExporter("ftp://zipkin", env={})
     with pytest.raises(ValueError, match="ZipkinExporter: timeout_s"):
         ZipkinExporter(timeout_s=0, env={})
+
+
+def test_short_header_values_do_not_mask_the_message() -> None:
+    with receive(Reply(401, b"denied", {"Content-Type": "text/plain"})) as receiver:
+        exporter = _exporter(receiver.url, headers={"x-version": "1", "authorization": SECRET})
+        assert exporter.export(sample_traces()) is ExportResult.FAILURE
+    assert exporter.stats().last_error == "HTTP 401: denied"
