@@ -155,7 +155,7 @@ from obs.trace.traces import (
     span_tree,
 )
 
-if TYPE_CHECKING:  # loaded on first use: pandas for dashboard data, the server launcher
+if TYPE_CHECKING:  # loaded on first use: pandas for dashboard data, protobuf for export, the server launcher
     from obs.dashboard import (
         LATENCY_BUCKETS,
         REQUEST_COLUMNS,
@@ -168,6 +168,13 @@ if TYPE_CHECKING:  # loaded on first use: pandas for dashboard data, the server 
         requests_frame,
         traces_frame,
     )
+    from obs.export.exporters import ExporterStats, OtlpHttpExporter, ZipkinExporter
+    from obs.export.files import write_traces
+    from obs.export.jaeger import to_jaeger
+    from obs.export.otlp import to_otlp, to_otlp_json
+    from obs.export.otlp_decode import from_otlp
+    from obs.export.prometheus import to_prometheus
+    from obs.export.zipkin import to_zipkin
     from obs.llm.llama.server import (
         EmbeddedServer,
         EmbeddedServerError,
@@ -176,6 +183,16 @@ if TYPE_CHECKING:  # loaded on first use: pandas for dashboard data, the server 
     )
 
 _LAZY = {
+    "ExporterStats": "obs.export.exporters",
+    "OtlpHttpExporter": "obs.export.exporters",
+    "ZipkinExporter": "obs.export.exporters",
+    "write_traces": "obs.export.files",
+    "to_jaeger": "obs.export.jaeger",
+    "to_otlp": "obs.export.otlp",
+    "to_otlp_json": "obs.export.otlp",
+    "from_otlp": "obs.export.otlp_decode",
+    "to_prometheus": "obs.export.prometheus",
+    "to_zipkin": "obs.export.zipkin",
     "DashboardData": "obs.dashboard",
     "LATENCY_BUCKETS": "obs.dashboard",
     "REQUEST_COLUMNS": "obs.dashboard",
@@ -194,7 +211,7 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    """Import the dashboard-data names (which need pandas) on first use."""
+    """Import the dashboard-data (pandas), export (protobuf) and launcher names on first use."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'obs' has no attribute {name!r}")
@@ -240,6 +257,7 @@ __all__ = [
     "EmbeddedServer",
     "EmbeddedServerError",
     "ExportResult",
+    "ExporterStats",
     "FakeClock",
     "FrozenDict",
     "HTTPStatusError",
@@ -261,6 +279,7 @@ __all__ = [
     "MetricsCollector",
     "MetricsSnapshot",
     "Notifier",
+    "OtlpHttpExporter",
     "ParentBased",
     "ProcessorStats",
     "QuantileSketch",
@@ -303,6 +322,7 @@ __all__ = [
     "Usage",
     "WebhookNotifier",
     "WindowStats",
+    "ZipkinExporter",
     "add_span_event",
     "add_span_to_trace",
     "check_health",
@@ -319,6 +339,7 @@ __all__ = [
     "fetch_props",
     "find_free_port",
     "format_traceparent",
+    "from_otlp",
     "generate_dashboard_data",
     "is_llm_span",
     "is_valid_span_id",
@@ -334,7 +355,13 @@ __all__ = [
     "span_depth",
     "span_tree",
     "start_embedded_server",
+    "to_jaeger",
+    "to_otlp",
+    "to_otlp_json",
+    "to_prometheus",
+    "to_zipkin",
     "trace_duration_ms",
     "trace_has_error",
     "traces_frame",
+    "write_traces",
 ]

@@ -78,15 +78,20 @@ def new_span(
     kind: SpanKind,
     start_mono: float,
 ) -> Span:
-    """An ended Span (end time = start + duration) owning frozen copies of `attributes` and `events`."""
+    """An ended Span owning frozen copies of `attributes` and `events`.
+
+    The end time is start + duration, and the duration stored is end - start, so the two agree
+    to the last bit however the sum rounds (an exporter sending start and end loses nothing).
+    """
+    end_time = start_time + duration
     span = _new(Span)
     _set_span_id(span, span_id)
     _set_span_trace_id(span, trace_id)
     _set_span_parent_id(span, parent_id)
     _set_span_name(span, name)
     _set_span_start_time(span, start_time)
-    _set_span_end_time(span, start_time + duration)
-    _set_span_duration(span, duration)
+    _set_span_end_time(span, end_time)
+    _set_span_duration(span, end_time - start_time)
     _set_span_status(span, status)
     _set_span_attributes(span, FrozenDict(attributes))
     _set_span_events(span, tuple(events))

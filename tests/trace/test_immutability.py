@@ -106,3 +106,18 @@ def test_a_trace_read_back_from_sqlite_equals_the_one_written(finished: Trace, t
         store.add(finished)
     with SqliteTraceStore(tmp_path / "traces.db") as reopened:
         assert reopened.get(finished.id) == finished
+
+
+def test_with_the_real_clock_duration_is_exactly_end_minus_start_and_otlp_round_trips() -> None:
+    from obs.export.otlp import to_otlp
+    from obs.export.otlp_decode import from_otlp
+
+    out = Collected()
+    tracer = Tracer(processors=[out])  # the system clock: sums of floats that round
+    for i in range(200):
+        with tracer.start_span(f"t{i}"), tracer.start_span("child"):
+            pass
+    for trace in out:
+        for span in trace.spans:
+            assert span.duration == span.end_time - span.start_time  # type: ignore[operator]
+    assert from_otlp(to_otlp(list(out))) == list(out)
