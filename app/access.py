@@ -39,7 +39,6 @@ __all__ = [
 ACCESS_TOKEN_ENV = "OBS_ACCESS_TOKEN"
 MIN_TOKEN_LENGTH = 16
 _MAKE_TOKEN = "`python -c 'import secrets; print(secrets.token_urlsafe(24))'`"
-_GRANTED = "obs_access_granted"
 _ADDRESS_ENV = "STREAMLIT_SERVER_ADDRESS"
 _MAX_GRANTED_BROWSERS = 1024
 
@@ -126,7 +125,7 @@ def require_access() -> None:
     Misconfigured (served wide without a token): the reason, nothing else.
     Token required: a password field until the right token is given.
     """
-    from app import state  # the sessions' browser ids; imported here so `python -m app.access` stays light
+    from app import state  # keys and browser ids; imported here so `python -m app.access` need not load obs
 
     try:
         token = required_token(st.get_option("server.address"))
@@ -135,21 +134,21 @@ def require_access() -> None:
         reason = str(exc)
         st.error(f"{reason[:1].upper()}{reason[1:]}.", icon=":material/lock:")
         st.stop()
-    if token is None or st.session_state.get(_GRANTED):
+    if token is None or st.session_state.get(state.ACCESS_GRANTED):
         return
     granted = _granted()
     owner = state.browser_owner_id()
     if owner is not None and owner in granted:
-        st.session_state[_GRANTED] = True
+        st.session_state[state.ACCESS_GRANTED] = True
         return
     st.title("obs")
     st.caption("Give this dashboard's access token to open it.")
-    with st.form("obs_access"):
-        given = st.text_input("Access token", type="password")
+    with st.form(f"{state.W_ACCESS_TOKEN}_form"):
+        given = st.text_input("Access token", type="password", key=state.W_ACCESS_TOKEN)
         submitted = st.form_submit_button("Open", icon=":material/lock_open:")
     if submitted:
         if token_matches(given, token):
-            st.session_state[_GRANTED] = True
+            st.session_state[state.ACCESS_GRANTED] = True
             if owner is not None:
                 granted.add(owner)
             st.rerun()
