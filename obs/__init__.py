@@ -40,6 +40,7 @@ from obs.llm.client import (
     ChatStream,
     InstrumentedClient,
 )
+from obs.llm.conversation import Conversation, conversation_attributes, current_conversation_id
 from obs.llm.errors import (
     AuthenticationError,
     BadResponse,
@@ -69,6 +70,7 @@ from obs.logs import (
     LogLevel,
     SupportsWrite,
 )
+from obs.metrics._pricing import ModelCost, ModelPrice
 from obs.metrics.collector import (
     MetricsCollector,
     MetricsSnapshot,
@@ -253,6 +255,7 @@ __all__ = [
     "ChatResult",
     "ChatStream",
     "Clock",
+    "Conversation",
     "DashboardData",
     "EmbeddedServer",
     "EmbeddedServerError",
@@ -278,6 +281,8 @@ __all__ = [
     "LoggerNotifier",
     "MetricsCollector",
     "MetricsSnapshot",
+    "ModelCost",
+    "ModelPrice",
     "Notifier",
     "OtlpHttpExporter",
     "ParentBased",
@@ -327,10 +332,12 @@ __all__ = [
     "add_span_to_trace",
     "check_health",
     "children_of",
+    "conversation_attributes",
     "create_span",
     "create_trace",
     "critical_path",
     "critical_path_duration",
+    "current_conversation_id",
     "default_rules",
     "end_span",
     "end_trace",

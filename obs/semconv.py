@@ -92,6 +92,16 @@ OBS_STREAM_CLOSED_EARLY = "obs.stream.closed_early"
 # Markers: message content cut at its cap; usage fields the server sent out of range.
 OBS_CONTENT_TRUNCATED = "obs.content.truncated"
 OBS_USAGE_INVALID = "obs.usage.invalid"
+# Where a store noted the values it replaced with placeholders (a span's attribute, a trace's metadata).
+OBS_REPLACED = "obs.replaced"
+# An explicit trace's own name, times, status and metadata, carried on its root span by exporters
+# (OTLP has no trace object) only when the spans alone do not say them.
+OBS_TRACE_PREFIX = "obs.trace."
+OBS_TRACE_NAME = "obs.trace.name"
+OBS_TRACE_START_TIME_UNIX_NANO = "obs.trace.start_time_unix_nano"
+OBS_TRACE_END_TIME_UNIX_NANO = "obs.trace.end_time_unix_nano"
+OBS_TRACE_STATUS = "obs.trace.status"
+OBS_TRACE_METADATA_PREFIX = "obs.trace.metadata."
 
 # Values of `obs.cost.pricing`: how a request's cost was reached.
 PRICING_TOKENS = "tokens"  # per-1K-token prices

@@ -52,12 +52,12 @@ SCOPE_NAME = "obs"
 # What OpenTelemetry SDKs call a service that did not name itself.
 DEFAULT_SERVICE_NAME = "unknown_service"
 
-TRACE_PREFIX = "obs.trace."
-TRACE_NAME_KEY = "obs.trace.name"
-TRACE_START_KEY = "obs.trace.start_time_unix_nano"
-TRACE_END_KEY = "obs.trace.end_time_unix_nano"
-TRACE_STATUS_KEY = "obs.trace.status"
-TRACE_METADATA_PREFIX = "obs.trace.metadata."
+TRACE_PREFIX = semconv.OBS_TRACE_PREFIX
+TRACE_NAME_KEY = semconv.OBS_TRACE_NAME
+TRACE_START_KEY = semconv.OBS_TRACE_START_TIME_UNIX_NANO
+TRACE_END_KEY = semconv.OBS_TRACE_END_TIME_UNIX_NANO
+TRACE_STATUS_KEY = semconv.OBS_TRACE_STATUS
+TRACE_METADATA_PREFIX = semconv.OBS_TRACE_METADATA_PREFIX
 
 
 def scope_version() -> str:

@@ -13,6 +13,7 @@ import json
 import math
 from typing import Any
 
+from obs import semconv
 from obs._validate import JSON_MAX_DEPTH, json_safe, placeholder, short_repr
 from obs.trace.traces import Trace
 
@@ -20,7 +21,7 @@ __all__ = ["REPLACED_KEY", "column", "decode", "encode", "storable"]
 
 # The attribute (metadata for a trace) that says which values of a span, event or trace were
 # replaced to make it storable, and why.
-REPLACED_KEY = "obs.replaced"
+REPLACED_KEY = semconv.OBS_REPLACED
 
 # Value types kept without a closer look. An int of more than 4300 digits is one too, which makes
 # `json.dumps` raise: `encode` then retries with `strict`, which checks every int.
