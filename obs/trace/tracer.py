@@ -362,22 +362,19 @@ class Tracer:
                 self._current.set(previous)
 
     def wrap(self, fn: _F) -> _F:
-        """Return `fn` bound to the span or trace current now, for running in another thread.
+        """Return `fn` bound to the context of now, for running in another thread.
 
-        Threads start with an empty context; a wrapped function makes the
-        captured span (or trace) current while it runs, so spans it starts
-        nest where the caller was.
+        Threads start with an empty context; a wrapped function runs in a copy
+        of the context captured here (a fresh copy per call, so calls on
+        several threads at once do not share one), so spans it starts nest
+        where the caller was, and every other context value (an active
+        conversation, another tracer's span) comes along too.
         """
-        captured = self._current.get()
-        var = self._current
+        captured = contextvars.copy_context()
 
         @functools.wraps(fn)
         def run(*args: Any, **kwargs: Any) -> Any:
-            token = var.set(captured)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                var.reset(token)
+            return captured.copy().run(fn, *args, **kwargs)
 
         return run  # type: ignore[return-value]
 

@@ -953,3 +953,29 @@ def test_values_the_tracer_builds_equal_the_dataclasses_built_by_keyword(
     assert type(trace) is Trace and type(trace.spans[0]) is Span
     assert type(trace.spans[0].events[0]) is SpanEvent
     assert trace.spans[0].to_dict() == expected_span.to_dict()
+
+
+def test_wrap_carries_the_whole_context_into_threads_including_an_active_conversation() -> None:
+    import contextvars
+
+    other: contextvars.ContextVar[str] = contextvars.ContextVar("other", default="unset")
+    out = Collected()
+    tracer = Tracer(processors=[out])
+    seen: list[str] = []
+
+    def work(part: int) -> None:
+        seen.append(other.get())
+        with tracer.start_span(f"part {part}"):
+            pass
+
+    with tracer.start_span("fan-out"):
+        other.set("from the caller")
+        wrapped = tracer.wrap(work)
+        threads = [threading.Thread(target=wrapped, args=(i,)) for i in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert seen == ["from the caller"] * 4
+    (trace,) = out
+    assert sorted(s.name for s in trace.spans) == ["fan-out", "part 0", "part 1", "part 2", "part 3"]
