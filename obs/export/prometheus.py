@@ -17,8 +17,8 @@ line before its samples:
 
 Names follow OpenTelemetry's Prometheus rules: base units (`_seconds`),
 counters end in `_total`, a unit in braces (`{token}`) is dropped, dots
-become underscores, no colons. Histograms use the GenAI bucket boundaries
-(see `obs.export.histograms` for how exact each one is), buckets increasing
+become underscores, no colons. Histograms use the GenAI bucket boundaries,
+counted exactly by the collector (see `obs.metrics.histograms`), buckets increasing
 and ending with `le="+Inf"` equal to `_count`, then `_sum`. The text ends
 with a newline. Serve it as `CONTENT_TYPE`. A pure function of one
 consistent read of the collector.

@@ -59,6 +59,7 @@ from obs.metrics._checks import (
     check_tokens,
 )
 from obs.metrics._pricing import UNITS_PER_DOLLAR, CostTally, PriceBook, PricingMethods
+from obs.metrics.histograms import GenAIHistograms, Histogram
 from obs.metrics.quantiles import QuantileSketch
 from obs.metrics.timeseries import TimeBucket, WindowStats, _Series
 
@@ -196,6 +197,7 @@ class MetricsCollector(PricingMethods):
         self._costs = CostTally()
         self._lat = self._lat_template.copy()
         self._ttft = self._lat_template.copy()
+        self._hist = GenAIHistograms()
         self._first = _INF
         self._last = -_INF
         self._traces = {"head": 0, "tail": 0, "dropped": 0}
@@ -297,6 +299,7 @@ class MetricsCollector(PricingMethods):
             self._completion += completion_tokens
             self._cost += units
             self._costs.add(model, units, pricing, server_ms)
+            self._hist.add(latency_ms, ttft_ms, prompt_tokens, completion_tokens)
             if timestamp < self._first:
                 self._first = timestamp
             if timestamp > self._last:
@@ -409,6 +412,15 @@ class MetricsCollector(PricingMethods):
                 first_request_at=self._first if n else None,
                 last_request_at=self._last if n else None,
             )
+
+    def genai_histograms(self) -> dict[str, Histogram]:
+        """Exact counts at the GenAI bucket boundaries, read at one instant (see obs.metrics.histograms).
+
+        Keys: `duration` and `ttft` (seconds), `input_tokens`, `output_tokens`;
+        every request counts in all but `ttft`, which counts those with a time to first token.
+        """
+        with self._lock:
+            return self._hist.snapshot()
 
     def time_series(
         self, bucket_s: int = 1, since: float | None = None, until: float | None = None
