@@ -1,41 +1,58 @@
 """Alerting on the dashboard: rules from the sidebar settings, the Alerts page's tables, the banner.
 
 The rules are obs's `default_rules()` with the thresholds (and, if set, the
-minimum number of requests) chosen in the sidebar; `obs.alerting.manager.AlertManager`
-evaluates them. This module only derives rules, chart lines and tables from
-those objects and formats their numbers for people: every value shown comes
-from the manager's states and history.
+minimum number of requests) chosen in the sidebar; each session's
+`obs.alerting.manager.AlertManager` holds them, and one
+`obs.alerting.evaluator.AlertEvaluator` per app process evaluates every
+session's manager in the background, every `OBS_ALERT_INTERVAL_S` seconds
+(default 5), whether a page is open or not; firing and resolving also go to
+the webhook at `OBS_ALERT_WEBHOOK_URL`, when set. This module only derives
+rules, chart lines and tables from those objects and formats their numbers
+for people: every value shown comes from the manager's states and history.
 
 Pure: no streamlit, no clock, no network (the banner itself is drawn by
-`app.sidebar.render_alert_banner`), so everything here is tested directly.
+`app.sidebar.render_alert_banner`; the environment is passed in), so
+everything here is tested directly.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
 
 from app.charts import Threshold
+from obs.alerting.evaluator import MAX_INTERVAL_S, MIN_INTERVAL_S
 from obs.alerting.manager import AlertRule, AlertState, AlertTransition, default_rules
 
 __all__ = [
     "CHART_OF_METRIC",
+    "DEFAULT_INTERVAL_S",
     "ERROR_RATE_METRIC",
+    "INTERVAL_ENV",
     "P95_LATENCY_METRIC",
+    "WEBHOOK_ENV",
     "banner_text",
     "chart_thresholds",
     "dashboard_rules",
+    "evaluation_text",
     "format_metric",
     "history_frame",
+    "interval_from_env",
+    "notification_text",
     "rules_frame",
     "states_frame",
+    "webhook_url_from_env",
 ]
 
 ERROR_RATE_METRIC = "error_rate"
 P95_LATENCY_METRIC = "p95_latency_ms"
+INTERVAL_ENV = "OBS_ALERT_INTERVAL_S"
+WEBHOOK_ENV = "OBS_ALERT_WEBHOOK_URL"
+DEFAULT_INTERVAL_S = 5.0
 
 # Which dashboard chart (see AppSession.thresholds) shows a rule's threshold, by the rule's metric.
 CHART_OF_METRIC: dict[str, str] = {
@@ -84,6 +101,65 @@ def dashboard_rules(error_rate: float, p95_ms: float, min_requests: int | None =
             changes["min_requests"] = min_requests
         rules.append(dataclasses.replace(rule, **changes))
     return rules
+
+
+def interval_from_env(environ: Mapping[str, str]) -> float:
+    """Seconds between background evaluations: `OBS_ALERT_INTERVAL_S`, or 5 when unset or blank.
+
+    Raises ValueError naming the variable, its value and the accepted range
+    for anything but a number of seconds from 0.05 to 86,400.
+    """
+    raw = environ.get(INTERVAL_ENV, "").strip()
+    if not raw:
+        return DEFAULT_INTERVAL_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and MIN_INTERVAL_S <= value <= MAX_INTERVAL_S):
+        raise ValueError(f"{INTERVAL_ENV} must be a number of seconds from {MIN_INTERVAL_S:g} to "
+                         f"{MAX_INTERVAL_S:,.0f}, got {raw!r}: set it to e.g. 5, or unset it for the "
+                         f"default ({DEFAULT_INTERVAL_S:g} s)")
+    return value
+
+
+def webhook_url_from_env(environ: Mapping[str, str]) -> str | None:
+    """The URL in `OBS_ALERT_WEBHOOK_URL` (firing and resolving are POSTed there), or None when unset.
+
+    Not checked here: `obs.alerting.notifiers.WebhookNotifier` refuses a
+    URL that is not http(s).
+    """
+    return environ.get(WEBHOOK_ENV, "").strip() or None
+
+
+def evaluation_text(interval_s: float, last_pass_at: float | None, now: float) -> str:
+    """What the Alerts page says about the background evaluation: how often, and when it last ran.
+
+    `last_pass_at` (None before the first pass) and `now` are epoch seconds.
+    """
+    text = (f"Rules are evaluated in the background every {interval_s:g} s, whether a page is open or "
+            "not.")
+    if last_pass_at is None:
+        return text + " The first evaluation is due within one interval."
+    ago = max(0.0, now - last_pass_at)
+    stamp = time.strftime("%H:%M:%S", time.gmtime(last_pass_at))
+    return text + f" Last evaluated at {stamp} UTC ({ago:.0f} s ago)."
+
+
+def notification_text(webhook_url: str | None, sent: int = 0, failures: int = 0,
+                      last_error: str | None = None, problem: str | None = None) -> str:
+    """Where firing and resolving go: the Logs page always, and the webhook (its shown URL) when set.
+
+    `problem` says why a configured webhook is not in use; `sent`, `failures`
+    and `last_error` come from the webhook notifier.
+    """
+    text = "Firing and resolving are written to the Logs page"
+    if webhook_url is None:
+        note = f" {problem}." if problem else f" Set {WEBHOOK_ENV} to have them POSTed as JSON as well."
+        return text + "." + note
+    text += f" and POSTed to {webhook_url} ({sent} sent, {failures} failed"
+    text += f"; last failure: {last_error})." if failures and last_error else ")."
+    return text
 
 
 def format_metric(metric: str, value: float | None) -> str:

@@ -14,11 +14,18 @@ show the sender's data nor pull the receiver into the sender's session.
 The embedded llama-server is a process-wide
 resource too: started at most once per app process (`st.cache_resource`) when
 no server answers at the configured URL, and stopped when the process exits.
+So is the alert evaluator (`alert_evaluator()`): one thread per process that
+evaluates every live session's alert rules in the background, whether a page
+is open or not, and the webhook their firing and resolving are POSTed to
+(`alert_webhook()`, from `OBS_ALERT_WEBHOOK_URL`). Pages read alert states
+and history; they do not evaluate.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import secrets
 import threading
 from collections.abc import Mapping
@@ -30,7 +37,8 @@ import streamlit as st
 from app import alerting, backend
 from app.charts import Threshold
 from app.sessions import SessionRegistry, browser_owner
-from obs.alerting.manager import AlertManager, AlertState
+from obs.alerting.evaluator import AlertEvaluator
+from obs.alerting.manager import AlertManager, AlertState, Notifier, WebhookNotifier
 from obs.llm.client import ChatStream, InstrumentedClient
 from obs.llm.llama.server import DEFAULT_HOST, DEFAULT_PORT, port_is_free, start_embedded_server
 from obs.logs import LLMLogger
@@ -56,6 +64,8 @@ __all__ = [
     "AppSession",
     "ChatTurn",
     "Settings",
+    "alert_evaluator",
+    "alert_webhook",
     "browser_owner_id",
     "get_app",
     "init_widget",
@@ -168,8 +178,9 @@ class AppSession:
     the first message and ended by `new_conversation`; it survives a change
     of server. The tracer's head and tail samplers follow the sampling
     settings (`set_sampling`). `alerts` watches the collector with obs's
-    default rules at the settings' thresholds (`set_alert_thresholds`) and
-    logs to `logger`; `thresholds` maps a chart name ("latency_ms",
+    default rules at the settings' thresholds (`set_alert_thresholds`),
+    logs to `logger` and tells `notifiers` (the process's webhook, if any);
+    the process's alert evaluator evaluates it. `thresholds` maps a chart name ("latency_ms",
     "ttft_ms", "error_rate") to the lines drawn on it, derived from those rules.
     """
 
@@ -181,6 +192,7 @@ class AppSession:
     messages: list[ChatTurn] = field(default_factory=list)
     thresholds: dict[str, list[Threshold]] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    notifiers: tuple[Notifier, ...] = ()
     tracer: Tracer = field(init=False)
     client: InstrumentedClient = field(init=False)
     alerts: AlertManager = field(init=False)
@@ -196,7 +208,7 @@ class AppSession:
             settings.sample_rate, settings.keep_errors, settings.keep_slow, settings.slow_ms)
         rules = alerting.dashboard_rules(settings.alert_error_rate, settings.alert_p95_ms,
                                          settings.alert_min_requests)
-        self.alerts = AlertManager(self.collector, rules, logger=self.logger)
+        self.alerts = AlertManager(self.collector, rules, self.notifiers, logger=self.logger)
         self.thresholds.update(alerting.chart_thresholds(rules))
 
     def _make_client(self, url: str) -> InstrumentedClient:
@@ -278,9 +290,15 @@ class AppSession:
         """Evaluate the alert rules now (or at `now`, epoch s) and return every rule's state.
 
         Firing and resolving are logged to the session's logger; failures of
-        evaluation are logged and counted by the manager, never raised.
+        evaluation are logged and counted by the manager, never raised. The
+        process's alert evaluator does this in the background; pages read
+        `alert_states()` instead.
         """
         return self.alerts.evaluate(now)
+
+    def alert_states(self) -> list[AlertState]:
+        """Every rule's state as the last evaluation left it (the background evaluator's, usually)."""
+        return self.alerts.states()
 
     def add_turn(self, turn: ChatTurn) -> None:
         """Append a message to the chat history."""
@@ -398,6 +416,46 @@ def browser_owner_id() -> str | None:
         return None
 
 
+@st.cache_resource(show_spinner=False)
+def alert_evaluator() -> AlertEvaluator:
+    """The process's alert evaluator: one thread evaluating every live session's rules, started once.
+
+    Its interval is `OBS_ALERT_INTERVAL_S` (seconds, default 5); a bad value
+    is logged and the default used. Sessions are held weakly: one nothing
+    else holds any more is no longer evaluated.
+    """
+    try:
+        interval = alerting.interval_from_env(os.environ)
+    except ValueError as exc:
+        _log.warning("%s; evaluating alerts every %g s", exc, alerting.DEFAULT_INTERVAL_S)
+        interval = alerting.DEFAULT_INTERVAL_S
+    evaluator = AlertEvaluator(interval_s=interval)
+    evaluator.start()
+    atexit.register(evaluator.stop, 1.0)
+    return evaluator
+
+
+@st.cache_resource(show_spinner=False)
+def _webhook_for(url: str) -> tuple[WebhookNotifier | None, str]:
+    try:
+        hook = WebhookNotifier(url)
+    except ValueError as exc:
+        _log.warning("%s ignored: %s", alerting.WEBHOOK_ENV, exc)
+        return None, f"{alerting.WEBHOOK_ENV} ignored: {exc}"
+    atexit.register(hook.close, 2.0)  # deliver what is queued before the process ends
+    return hook, ""
+
+
+def alert_webhook() -> tuple[WebhookNotifier | None, str]:
+    """The webhook at `OBS_ALERT_WEBHOOK_URL` (one per URL per process), and why not when it is unusable.
+
+    (None, "") when the variable is unset; (None, the reason) for a URL the
+    notifier refuses.
+    """
+    url = alerting.webhook_url_from_env(os.environ)
+    return _webhook_for(url) if url else (None, "")
+
+
 @st.cache_resource(show_spinner="Starting the embedded llama-server...")
 def _embedded_server() -> Any:
     # The default port when free, so `make run` serves where the docs say; any free port otherwise.
@@ -443,11 +501,14 @@ def get_app() -> AppSession:
                 st.toast("That session is not open in this browser: this is a new one.",
                          icon=":material/lock:")
             url, how = _initial_server()
-            app = AppSession(Settings(server_url=url), connection_note=how)
+            hook, _ = alert_webhook()
+            app = AppSession(Settings(server_url=url), connection_note=how,
+                             notifiers=(hook,) if hook is not None else ())
             sid = secrets.token_urlsafe(12)
             if owner is not None and not _registry().put(owner, sid, app):
                 _log.warning("session registry full of active browsers: this session will not survive "
                              "a reload")
+        alert_evaluator().watch(app.alerts)
         st.session_state[APP] = app
         st.session_state[SESSION_ID] = sid
         st.session_state[OWNER] = owner

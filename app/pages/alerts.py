@@ -1,17 +1,24 @@
-"""Alerts page: the session's alert rules, where each stands now, and every change of state.
+"""Alerts page: the session's alert rules, where each stands now, every change of state, and where
+notifications go.
 
 Rules, states and history come from the session's `obs.alerting.manager.AlertManager`
-(`rules`, `evaluate()`, `history`); `app.alerting` only shapes them into
-tables. The thresholds are set in the sidebar. The tables are a fragment that
-re-evaluates and redraws itself at the dashboard's refresh interval.
+(`rules`, `states()`, `history`), which the process's alert evaluator
+evaluates in the background whether a page is open or not: the page reads,
+it never evaluates, so an alert that fired while no tab was open is here
+when one opens. `app.alerting` only shapes them into tables. The thresholds
+are set in the sidebar. The tables are a fragment that redraws itself at the
+dashboard's refresh interval.
 """
 
 from __future__ import annotations
+
+import time
 
 import streamlit as st
 
 from app import alerting, sidebar, state
 from app.state import AppSession
+from obs.alerting.manager import WebhookNotifier
 
 _STATUS_BADGES = {"ok": ":green-badge[ok]", "pending": ":orange-badge[pending]",
                   "firing": ":red-badge[firing]", "resolved": ":blue-badge[resolved]"}
@@ -34,12 +41,14 @@ def _rules(app: AppSession) -> None:
     )
     st.caption("Thresholds and the minimum number of requests are set in the sidebar. A rule fires once "
                "its value has breached the threshold for its 'For' time, and resolves once the value is "
-               "back past 'Clears at'. Firing and resolving are written to the Logs page.")
+               "back past 'Clears at'.")
 
 
 def _states(app: AppSession) -> None:
-    states = app.evaluate_alerts()
+    states = app.alert_states()
+    evaluator = state.alert_evaluator()
     st.subheader("Current state")
+    st.caption(alerting.evaluation_text(evaluator.interval_s, evaluator.last_pass_at, time.time()))
     st.markdown(" · ".join(f"{sidebar.md_escape(s.name)} {_STATUS_BADGES[s.status]}" for s in states))
     st.dataframe(
         alerting.states_frame(states), hide_index=True, key="alerts_states",
@@ -69,9 +78,20 @@ def _history(app: AppSession) -> None:
     )
 
 
+def _notifications(app: AppSession) -> None:
+    st.subheader("Notifications")
+    hook = next((n for n in app.alerts.notifiers if isinstance(n, WebhookNotifier)), None)
+    if hook is None:
+        text = alerting.notification_text(None, problem=state.alert_webhook()[1] or None)
+    else:
+        text = alerting.notification_text(hook.url, hook.sent, hook.failures, hook.last_error)
+    st.caption(sidebar.md_escape(text))
+
+
 def _panel(app: AppSession) -> None:
     _states(app)
     _history(app)
+    _notifications(app)
 
 
 def main() -> None:

@@ -60,7 +60,6 @@ def _sampling(app: AppSession, timeline: pd.DataFrame) -> None:
 
 
 def _panel(app: AppSession) -> None:
-    app.evaluate_alerts()  # the banner checks every few seconds; this keeps states as fresh as the charts
     data = generate_dashboard_data(app.collector, app.traces(), bucket_s=app.settings.bucket_s)
     tiles = list(data.summary.items())
     for row in (tiles[:4], tiles[4:]):

@@ -1,17 +1,25 @@
-"""Tests of app.alerting: rules from the sidebar's thresholds, chart lines, the banner line and the tables."""
+"""Tests of app.alerting: rules from the sidebar's thresholds, chart lines, the banner line and the tables;
+and of the app's background evaluation: rules fire, and the webhook hears of it, with no page drawing."""
 
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable
+from typing import Any
 
 import pandas as pd
 import pytest
 
-from app import alerting
+from app import alerting, state
 from app.charts import Threshold
 from obs.alerting.manager import AlertManager, AlertRule, AlertState, default_rules
 from obs.clock import FakeClock
+from obs.llm.errors import LLMServerError
 from obs.metrics.collector import MetricsCollector
+from tests.app.conftest import open_app, plain
+from tests.app.fake_server import FakeLlamaServer
+from tests.llm.servers import Handler, serve
 
 T0_S = 1_700_000_000.0
 
@@ -144,3 +152,91 @@ def test_states_and_history_frames_follow_the_manager(manager) -> None:
     assert list(history["time"]) == [pd.Timestamp(T0_S + 10, unit="s", tz="UTC"),
                                      pd.Timestamp(T0_S, unit="s", tz="UTC")]
     assert list(history["requests"]) == [1, 1]
+
+
+# -- the background evaluator of the app process ----------------------------------------------------
+
+@pytest.mark.parametrize(("raw", "seconds"),
+                         [(None, 5.0), ("", 5.0), ("  ", 5.0), ("2.5", 2.5), ("60", 60.0)])
+def test_the_evaluation_interval_comes_from_the_environment(raw: str | None, seconds: float) -> None:
+    environ = {} if raw is None else {alerting.INTERVAL_ENV: raw}
+    assert alerting.interval_from_env(environ) == seconds
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "0.01", "86401", "nan", "inf", "five"])
+def test_a_bad_evaluation_interval_is_refused_naming_the_variable_and_range(raw: str) -> None:
+    with pytest.raises(ValueError, match=r"OBS_ALERT_INTERVAL_S must be a number of seconds from 0.05 to "
+                                         r"86,400, got '.*': set it to e.g. 5"):
+        alerting.interval_from_env({alerting.INTERVAL_ENV: raw})
+
+
+def test_the_webhook_url_comes_from_the_environment() -> None:
+    assert alerting.webhook_url_from_env({}) is None
+    assert alerting.webhook_url_from_env({alerting.WEBHOOK_ENV: "  "}) is None
+    assert alerting.webhook_url_from_env({alerting.WEBHOOK_ENV: " http://h/a "}) == "http://h/a"
+
+
+def test_the_evaluation_and_notification_lines_say_how_often_and_where() -> None:
+    assert alerting.evaluation_text(5.0, None, T0_S) == (
+        "Rules are evaluated in the background every 5 s, whether a page is open or not. "
+        "The first evaluation is due within one interval.")
+    assert alerting.evaluation_text(2.5, T0_S, T0_S + 3) == (
+        "Rules are evaluated in the background every 2.5 s, whether a page is open or not. "
+        "Last evaluated at 22:13:20 UTC (3 s ago).")
+    assert alerting.notification_text(None) == (
+        "Firing and resolving are written to the Logs page. Set OBS_ALERT_WEBHOOK_URL to have them "
+        "POSTed as JSON as well.")
+    assert alerting.notification_text(None, problem="OBS_ALERT_WEBHOOK_URL ignored: bad") == (
+        "Firing and resolving are written to the Logs page. OBS_ALERT_WEBHOOK_URL ignored: bad.")
+    assert alerting.notification_text("http://h/a", 2, 0) == (
+        "Firing and resolving are written to the Logs page and POSTed to http://h/a (2 sent, 0 failed).")
+    assert alerting.notification_text("http://h/a", 2, 1, "HTTP 500") == (
+        "Firing and resolving are written to the Logs page and POSTed to http://h/a (2 sent, 1 failed; "
+        "last failure: HTTP 500).")
+
+
+def _until(condition: Callable[[], Any], timeout_s: float = 60.0) -> Any:
+    """Poll `condition` until it is truthy (returned) or `timeout_s` passes (AssertionError)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s} s")
+        time.sleep(0.05)
+
+
+def _accept(handler: Handler) -> None:
+    handler.send_json(200, {})
+
+
+def test_with_no_page_drawing_failing_requests_fire_the_rule_and_the_webhook_hears_it(
+    fake_server: FakeLlamaServer, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with serve(_accept) as hook:
+        monkeypatch.setenv(alerting.WEBHOOK_ENV, f"{hook.url}/alerts")
+        at = open_app(state.ALERTS_PAGE)
+        at.sidebar.number_input(key=state.W_ALERT_MIN_REQUESTS).set_value(1).run()
+        app = at.session_state[state.APP]
+        assert [s.status for s in app.alert_states()] == ["ok", "ok"]
+        fake_server.fail_status = 500
+        for _ in range(2):
+            with pytest.raises(LLMServerError):
+                app.client.chat([{"role": "user", "content": "Hello?"}])
+        # From here on no page draws: only the app's background evaluator can fire the rule.
+        posts = _until(lambda: [r for r in hook.requests if r.method == "POST"])
+        body = posts[0].json
+    assert posts[0].path == "/alerts"
+    assert (body["rule"], body["status"], body["value"], body["request_count"]) == (
+        "high_error_rate", "firing", 1.0, 2)
+    assert [(t.rule, t.from_status, t.to_status) for t in app.alerts.history] == [
+        ("high_error_rate", "ok", "firing")]
+    firing = app.logger.get_logs(level="warn")
+    assert any("alert high_error_rate firing" in entry.message for entry in firing)
+    # A page opened now shows what fired while none was drawing.
+    at.run()
+    _, states, _ = [frame.value for frame in at.dataframe]
+    assert list(states["status"]) == ["firing", "ok"]
+    assert "1 change(s) of state, newest first." in [c.value for c in at.caption]
+    assert any(f"POSTed to {hook.url}/alerts (1 sent, 0 failed)" in plain(c.value) for c in at.caption)

@@ -1,9 +1,12 @@
-"""AppTest of the Alerts page: the session's rules, their current states and the history of changes."""
+"""AppTest of the Alerts page: the session's rules, their current states, the history of changes, and how
+rules are evaluated and where notifications go."""
 
 from __future__ import annotations
 
-from app import state
-from tests.app.conftest import open_app, record_request
+import pytest
+
+from app import alerting, state
+from tests.app.conftest import open_app, plain, record_request
 
 
 def _tables(at) -> list:
@@ -49,10 +52,37 @@ def test_states_and_history_follow_the_rules_newest_first() -> None:
          "condition": "p95_latency_ms > 200 ms"},
     ]
     at.sidebar.number_input(key=state.W_ALERT_P95_MS).set_value(1000.0).run()
+    # The page reads states, it does not evaluate: two passes of the app's evaluator (as it makes in the
+    # background) resolve the rule, then return it to ok; the page shows where they left it.
+    evaluator = state.alert_evaluator()
+    evaluator.evaluate_all()
+    evaluator.evaluate_all()
+    at.run()
     _, states, history = _tables(at)
     assert states["status"][1] == "ok"
-    # The banner's evaluation resolves the rule; the page's own, just after, returns it to ok.
     assert list(zip(history["from_status"], history["to_status"], strict=True)) == [
         ("resolved", "ok"), ("firing", "resolved"), ("ok", "firing")]
     assert list(history["value"]) == ["350 ms"] * 3
     assert history["time"].is_monotonic_decreasing
+
+
+def test_the_page_says_how_often_rules_are_evaluated_and_where_notifications_go(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(alerting.WEBHOOK_ENV, "ftp://example.invalid/hook")
+    at = open_app(state.ALERTS_PAGE)
+    evaluator = state.alert_evaluator()
+    captions = [plain(c.value) for c in at.caption]
+    assert any(f"Rules are evaluated in the background every {evaluator.interval_s:g} s, whether a page is "
+               "open or not." in c for c in captions), captions
+    assert any(c.startswith("Firing and resolving are written to the Logs page. OBS_ALERT_WEBHOOK_URL "
+                            "ignored: WebhookNotifier: url must be an http:// or https:// URL")
+               for c in captions), captions
+    assert at.session_state[state.APP].alerts.notifiers[1:] == ()  # only the session's logger
+
+
+def test_without_a_webhook_the_page_says_how_to_set_one() -> None:
+    at = open_app(state.ALERTS_PAGE)
+    assert "Notifications" in [h.value for h in at.subheader]
+    assert ("Firing and resolving are written to the Logs page. Set OBS_ALERT_WEBHOOK_URL to have them "
+            "POSTed as JSON as well.") in [plain(c.value) for c in at.caption]
