@@ -1,26 +1,34 @@
-"""The SQLite trace store: finished traces in a file, kept across restarts.
+"""The SQLite trace store: traces, log entries and alert transitions in one file, shared by processes.
 
 `SqliteTraceStore` has the shape of `obs.storage.base.TraceStoreProtocol`.
-Each trace is one row; a failed write is logged and counted, never raised.
-A trace is made storable before it is written (`_rows.encode`), so every row
-can be read back; a row that cannot be decoded anyway (written by something
-else) is skipped and counted when read, never fatal to the read.
+Each trace is a row of `traces` and one row per span in `spans` (see
+`obs.storage.schema`); `add_many` writes a batch in one transaction, so a
+trace is all there or absent, and several threads and processes may write
+one file at once (WAL, busy timeout). A failed write is logged and counted,
+never raised. A trace is made storable before it is written
+(`obs.storage._rows.storable`), so every row can be read back; a row that
+cannot be decoded anyway (written by something else) is skipped and counted
+when read, never fatal to the read. The dashboard's queries are in
+`obs.storage.queries`; retention in `obs.storage.retention`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
-import math
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
 
-from obs._validate import short_repr
-from obs.storage._rows import REPLACED_KEY, column, decode, encode
+from obs._validate import json_safe, short_repr
+from obs.alerting.manager import AlertTransition
+from obs.logs import LEVELS, LogEntry
+from obs.storage._columns import SPAN_READ, EncodedTrace, decode_trace, encode_trace
+from obs.storage._database import Database
+from obs.storage._rows import REPLACED_KEY, column
+from obs.storage._writes import delete_traces, insert_trace
 from obs.storage.base import (
     StoreStats,
     TracePredicate,
@@ -29,165 +37,126 @@ from obs.storage.base import (
     _check_threshold,
     _check_trace,
 )
+from obs.storage.results import FileInfo, RetentionPolicy, RetentionReport
+from obs.storage.retention import RetentionThread, apply_retention, read_policy, write_policy
+from obs.storage.schema import SCHEMA_VERSION
 from obs.trace.traces import Trace
 
-__all__ = ["REPLACED_KEY", "SqliteTraceStore"]
+__all__ = ["FROM_FILE", "REPLACED_KEY", "SqliteTraceStore"]
 
 _log = logging.getLogger(__name__)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS traces (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL,
-    start_time REAL NOT NULL,
-    end_time REAL,
-    duration REAL,
-    status TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS traces_start_time ON traces (start_time);
-CREATE INDEX IF NOT EXISTS traces_duration ON traces (duration);
-CREATE INDEX IF NOT EXISTS traces_status ON traces (status);
-CREATE INDEX IF NOT EXISTS traces_name ON traces (name);
-"""
-
-# Primary SQLite result codes (the low byte of an extended code) and what to tell the user.
-_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
-_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 10, 11, 13, 14, 26
-_SQLITE_READONLY_DIRECTORY = 1544
+_UNBOUNDED = 2**63 - 1
+_IN_CHUNK = 500
+_TABLES = ("spans", "traces", "rollup", "rollup_bins", "sessions", "logs", "alert_transitions")
 
 
-def _open_error(path: Path, exc: sqlite3.Error, timeout_s: float) -> ValueError:
-    """A ValueError that names the cause of `exc` for the file at `path`, with what to do about it."""
-    return _refusal(path, getattr(exc, "sqlite_errorcode", None) or 0, str(exc), timeout_s)
+class _FromFile:
+    """The default of `SqliteTraceStore(max_traces=...)`: the file's retention settings bound the traces."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "FROM_FILE"
 
 
-def _refusal(path: Path, extended: int, detail: str, timeout_s: float) -> ValueError:
-    code = extended & 0xFF
-    directory = path.parent
-    if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
-        advice = (f"is locked by another connection or program (still locked after waiting "
-                  f"timeout_s={timeout_s:g} s): close what holds it, or pass a larger timeout_s")  # fmt: skip
-    elif extended == _SQLITE_READONLY_DIRECTORY or (
-        code in (_SQLITE_READONLY, _SQLITE_CANTOPEN) and not os.access(directory, os.W_OK)
+FROM_FILE: Final = _FromFile()
+
+
+def _check_timeout(timeout_s: object) -> float:
+    if (
+        isinstance(timeout_s, bool)
+        or not isinstance(timeout_s, int | float)
+        or not (timeout_s > 0 and timeout_s != float("inf"))
     ):
-        advice = (f"is in directory {str(directory)!r}, which is read-only: SQLite creates its "
-                  "journal files (-wal, -shm) beside the database; choose a writable directory "
-                  "or make this one writable")  # fmt: skip
-    elif code == _SQLITE_READONLY:
-        advice = "is read-only: make it writable (chmod u+w) or choose another path"
-    elif code == _SQLITE_PERM or (
-        code == _SQLITE_CANTOPEN and path.exists() and not os.access(path, os.R_OK)
-    ):
-        advice = "cannot be read (permission denied): fix its permissions or choose another path"
-    elif code == _SQLITE_NOTADB:
-        advice = "is not a SQLite database: choose another path or delete it"
-    elif code == _SQLITE_CORRUPT:
-        advice = ("is damaged (a corrupt SQLite database): move it aside to keep it for inspection, "
-                  "or choose another path")  # fmt: skip
-    elif code == _SQLITE_FULL:
-        advice = "cannot grow: the disk is full; free some space or choose another path"
-    elif code == _SQLITE_IOERR:
-        advice = "cannot be read or written (an I/O error): check the disk, or choose another path"
-    else:
-        advice = "cannot be opened: check the path and its permissions, or choose another path"
-    return ValueError(f"SqliteTraceStore: {str(path)!r} {advice} ({detail})")
+        raise ValueError(f"SqliteTraceStore: timeout_s must be a finite number > 0, got {timeout_s!r}")
+    return float(timeout_s)
+
+
+def _json_text(value: Any) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        safe, _ = json_safe(value)
+        return json.dumps(safe, separators=(",", ":"))
 
 
 class SqliteTraceStore:
-    """Finished traces in a SQLite file: the `TraceStore` interface, kept across restarts.
+    """Finished traces (and log entries, alert transitions) in a SQLite file, kept across restarts.
 
-    Each trace is one row: its `Trace.to_dict()` as JSON plus indexed columns
-    (id, start_time, duration, status, name) that the queries filter on.
-    Reopening the same file finds the traces stored before. One connection
-    shared behind a lock makes it thread-safe. A failed write is logged and
-    counted in `write_errors`, never raised, so a full disk cannot break the
-    application that is being traced. Call `close()` (or use `with`) when done.
+    Reopening the file finds what was stored before; other processes may
+    write the same file at the same time. Thread-safe. A failed write is
+    logged and counted in `write_errors`, never raised, so a full disk cannot
+    break the application being traced. Call `close()` (or use `with`).
 
-    `max_traces` bounds the rows; opening a file that holds more than the bound
-    evicts the oldest at once. The row count is read inside each write's
-    transaction, so several stores on one file still keep the bound.
+    With `max_traces` an int, each write keeps at most that many traces,
+    evicting the oldest insertions at once (and opening a file that holds
+    more trims it); the count is read inside the write's transaction, so
+    several stores on one file keep the bound. With `FROM_FILE` (the default),
+    the file's retention settings (`retention`, kept in the file: 7 days and
+    100,000 traces unless changed) apply, by `apply_retention()` or the
+    background thread of `start_retention()`. `path` ":memory:" keeps
+    everything in memory (no file).
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], max_traces: int = 10000, *, timeout_s: float = 5.0
+        self, path: str | os.PathLike[str], max_traces: int | _FromFile = FROM_FILE, *, timeout_s: float = 5.0
     ) -> None:
-        """Open (or create) the SQLite database at `path`, keeping at most `max_traces` traces.
+        """Open (or create, with permissions 0600) the database at `path`.
 
-        `timeout_s` is how long a write waits for another connection's lock on
-        the file before it gives up (and is counted in `write_errors`).
-        Raises ValueError if `max_traces` is not an int >= 1, `timeout_s` not a
-        finite number > 0, the directory of `path` does not exist, or the file at
-        `path` is not a SQLite database.
+        `timeout_s` is how long a write waits for another connection's lock
+        before it gives up (and is counted in `write_errors`). Raises
+        ValueError if `max_traces` is not None or an int >= 1, `timeout_s`
+        not a finite number > 0, or the file cannot be used: a missing
+        directory, a directory as path, a read-only file or directory, a
+        file that is damaged, no SQLite database, another program's database
+        or of a newer schema version (such files are never written to).
         """
-        self._max = _check_max_traces("SqliteTraceStore", max_traces, 10000)
-        if (
-            isinstance(timeout_s, bool)
-            or not isinstance(timeout_s, int | float)
-            or not math.isfinite(timeout_s)
-            or timeout_s <= 0
-        ):
-            raise ValueError(f"SqliteTraceStore: timeout_s must be a finite number > 0, got {timeout_s!r}")
-        self._path = Path(path)
-        directory = self._path.parent
-        if not directory.is_dir():
-            raise ValueError(
-                f"SqliteTraceStore: path {str(self._path)!r} is in directory {str(directory)!r}, "
-                "which does not exist: create the directory or choose another path"
-            )
-        if self._path.is_dir():
-            raise ValueError(f"SqliteTraceStore: path {str(self._path)!r} is a directory: give a file path")
+        self._max = (
+            None if max_traces is FROM_FILE else _check_max_traces("SqliteTraceStore", max_traces, 100_000)
+        )
+        self._db = Database(path, _check_timeout(timeout_s), "SqliteTraceStore")
         self._lock = threading.Lock()
-        self._added = 0
-        self._replaced = 0
-        self._evicted = 0
-        self._write_errors = 0
-        self._sanitized = 0
+        self._added = self._replaced = self._evicted = 0
+        self._write_errors = self._sanitized = 0
         self._unreadable: set[int] = set()  # seq of the rows found undecodable
-        try:
-            # isolation_level=None: transactions are begun and ended explicitly in _write.
-            self._conn: sqlite3.Connection | None = sqlite3.connect(
-                self._path, timeout=float(timeout_s), check_same_thread=False, isolation_level=None
-            )
-        except sqlite3.Error as exc:
-            raise _open_error(self._path, exc, timeout_s) from exc
-        try:
-            self._conn.executescript(_SCHEMA)
-            # WAL with synchronous=NORMAL: a commit does not wait for fsync, yet the file stays
-            # consistent after a crash (the last few traces may be lost, never the database).
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._write(lambda conn: 0)  # trims a file written under a larger bound
-        except sqlite3.Error as exc:
-            self._conn.close()
-            self._conn = None
-            raise _open_error(self._path, exc, timeout_s) from exc
-        if not os.access(self._path, os.W_OK):
-            # A database already in WAL mode opens read-only without a word; every add would fail.
-            self._conn.close()
-            self._conn = None
-            raise _refusal(self._path, _SQLITE_READONLY, "the file is not writable", timeout_s)
+        self._retention: RetentionThread | None = None
+        if self._max is not None:
+            try:
+                with self._db.write() as conn:
+                    self._evict(conn)  # trims a file written under a larger bound
+            except sqlite3.Error as exc:
+                self._db.close()
+                raise ValueError(f"SqliteTraceStore: {self.path!r} cannot be trimmed: {exc}") from exc
+
+    # -- what the store is --------------------------------------------------------------------------
 
     @property
-    def path(self) -> Path:
-        """The database file."""
-        return self._path
+    def path(self) -> str:
+        """The database file (":memory:" for none)."""
+        return str(self._db.path)
+
+    @property
+    def opened_as(self) -> str:
+        """What opening did to the file: "opened", "created" or "migrated" (from the one-table layout)."""
+        return self._db.outcome
 
     @property
     def max_traces(self) -> int:
-        """The bound this store was made with."""
-        return self._max
+        """The bound on traces: `max_traces` if given, else the file's retention count (2**63-1 if none)."""
+        if self._max is not None:
+            return self._max
+        limit = self.retention.max_traces
+        return _UNBOUNDED if limit is None else limit
 
     @property
     def evicted(self) -> int:
-        """How many traces this store object dropped because the file was full."""
+        """How many traces this store object dropped because of `max_traces`."""
         with self._lock:
             return self._evicted
 
     @property
     def write_errors(self) -> int:
-        """How many `add` calls failed to write (logged, not raised)."""
+        """How many traces (or log entries, transitions) failed to be written (logged, not raised)."""
         with self._lock:
             return self._write_errors
 
@@ -203,59 +172,42 @@ class SqliteTraceStore:
         with self._lock:
             return len(self._unreadable)
 
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise ValueError(f"SqliteTraceStore({str(self._path)!r}) is closed")
-        return self._conn
+    def database(self) -> Database:
+        """The connections to the file (for `obs.storage.queries` and `obs.storage.retention`)."""
+        return self._db
 
-    def _count_locked(self) -> int:
-        return int(self._connection().execute("SELECT COUNT(*) FROM traces").fetchone()[0])
+    # -- writing traces -----------------------------------------------------------------------------
 
-    def _write(self, change: Callable[[sqlite3.Connection], int]) -> int:
-        """Run `change`, then evict beyond the bound, in one transaction; return `change`'s result.
+    def _evict(self, conn: sqlite3.Connection) -> int:
+        if self._max is None:
+            return 0
+        count = conn.execute("SELECT n FROM counters WHERE name = 'traces'").fetchone()[0]
+        excess = count - self._max
+        if excess <= 0:
+            return 0
+        ids = [row[0] for row in conn.execute("SELECT id FROM traces ORDER BY seq LIMIT ?", (excess,))]
+        removed = delete_traces(conn, ids)
+        self._evicted += removed
+        return removed
 
-        Rolls back and re-raises on failure. Call with the lock held (or from __init__).
-        """
-        conn = self._connection()
-        conn.execute("BEGIN IMMEDIATE")
+    def _encode(self, trace: Trace) -> EncodedTrace | None:
         try:
-            result = change(conn)
-            excess = self._count_locked() - self._max
-            if excess > 0:
-                conn.execute(
-                    "DELETE FROM traces WHERE seq IN (SELECT seq FROM traces ORDER BY seq LIMIT ?)",
-                    (excess,),
-                )
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        self._evicted += max(0, excess)
-        return result
-
-    def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[Trace]:
-        """The traces of the rows (seq, id, data) `sql` selects; an undecodable row is skipped and counted."""
-        with self._lock:
-            rows = self._connection().execute(sql, params).fetchall()
-        traces = []
-        for seq, trace_id, data in rows:
-            try:
-                traces.append(decode(data))
-            except Exception as exc:  # RecursionError too: one bad row must not make the file unreadable
-                self._skip(seq, trace_id, exc)
-        return traces
-
-    def _skip(self, seq: int, trace_id: object, exc: BaseException) -> None:
-        with self._lock:
-            new = seq not in self._unreadable
-            self._unreadable.add(seq)
-        if new:  # once per row, however often it is read
-            _log.warning("SqliteTraceStore: row %s (trace %s) of %s cannot be decoded and is skipped: %s",
-                         seq, short_repr(trace_id, 100), self._path, short_repr(exc, 200))  # fmt: skip
+            encoded = encode_trace(trace)
+        except Exception as exc:  # a Trace built by hand with fields that are not what they claim
+            with self._lock:
+                self._write_errors += 1
+            _log.warning("SqliteTraceStore: could not encode trace %s: %s",
+                         short_repr(trace.id), short_repr(exc))  # fmt: skip
+            return None
+        if encoded.notes:
+            with self._lock:
+                self._sanitized += 1
+            _log.warning("SqliteTraceStore: trace %s stored with values replaced: %s",
+                         encoded.trace_id, "; ".join(encoded.notes))  # fmt: skip
+        return encoded
 
     def add(self, trace: Trace) -> None:
-        """Store `trace` as the newest; replace a stored trace with the same id; evict the oldest.
+        """Store `trace` as the newest; replace a stored trace with the same id; evict beyond `max_traces`.
 
         Never raises for what the trace holds: a value JSON cannot hold (a
         container nested deeper than 64 levels or inside itself, an object
@@ -267,43 +219,125 @@ class SqliteTraceStore:
         closed. A storage failure is logged and counted in `write_errors` instead.
         """
         _check_trace("SqliteTraceStore", trace)
+        self.add_many((trace,))
+
+    def add_many(self, traces: Sequence[Trace]) -> int:
+        """Store `traces` in one transaction (all or none); return how many were stored.
+
+        What `add` promises holds for each trace; a trace that cannot be
+        encoded is left out and counted. If the transaction fails (a locked
+        or full disk), none is stored, each is counted in `write_errors` and
+        the failure logged, never raised. Raises TypeError if an item is not
+        a Trace, ValueError if the store is closed.
+        """
+        for trace in traces:
+            _check_trace("SqliteTraceStore", trace)
+        encoded = [e for e in (self._encode(trace) for trace in traces) if e is not None]
+        if not encoded:
+            return 0
+        replaced = 0
         try:
-            encoded, data, notes = encode(trace)
-        except Exception as exc:  # a Trace built by hand with fields that are not what they claim
+            with self._db.write() as conn:  # a closed store raises ValueError here, not counted
+                for item in encoded:
+                    replaced += insert_trace(conn, item)
+                self._evict(conn)
+        except sqlite3.Error as exc:
             with self._lock:
-                self._write_errors += 1
-            _log.warning(
-                "SqliteTraceStore: could not encode trace %s: %s", short_repr(trace.id), short_repr(exc)
-            )
-            return
-        if notes:
-            with self._lock:
-                self._sanitized += 1
-            _log.warning("SqliteTraceStore: trace %s stored with values replaced: %s",
-                         data["id"], "; ".join(notes))  # fmt: skip
-        row = (
-            column(data["id"]), column(data["name"]), data["start_time"], data["end_time"],
-            data["duration"], column(data["status"]), encoded,
+                self._write_errors += len(encoded)
+            shown = encoded[0].trace_id
+            if len(encoded) > 1:
+                shown += f" and {len(encoded) - 1} more"
+            _log.warning("SqliteTraceStore: could not store trace %s: %s", shown, exc)
+            return 0
+        with self._lock:
+            self._added += len(encoded)
+            self._replaced += replaced
+        return len(encoded)
+
+    # -- writing logs and alert transitions ---------------------------------------------------------
+
+    def add_logs(self, entries: Iterable[LogEntry], service: str | None = None) -> int:
+        """Store log entries (`obs.logs.LogEntry`) in one transaction, tagged with `service`; return how many.
+
+        Data JSON cannot hold is stored as marked text. A failure is logged
+        and counted in `write_errors`, never raised (ValueError if closed).
+        """
+        rows = []
+        for entry in entries:
+            level = entry.level if entry.level in LEVELS else "info"
+            rows.append((
+                float(entry.timestamp), level, LEVELS.index(level), column(entry.message),
+                _json_text(dict(entry.data)), None if entry.trace_id is None else column(entry.trace_id),
+                None if entry.span_id is None else column(entry.span_id), service,
+            ))  # fmt: skip
+        return self._insert_rows(
+            "INSERT INTO logs (timestamp, level, rank, message, data, trace_id, span_id, service) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows, "log entries",
         )  # fmt: skip
 
-        def insert(conn: sqlite3.Connection) -> int:
-            removed = conn.execute("DELETE FROM traces WHERE id = ?", (row[0],)).rowcount
-            conn.execute(
-                "INSERT INTO traces (id, name, start_time, end_time, duration, status, data) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                row,
-            )
-            return removed
+    def add_alert_transitions(
+        self, transitions: Iterable[AlertTransition], service: str | None = None
+    ) -> int:
+        """Store alert state changes (`obs.alerting.AlertTransition`) in one transaction; return how many.
 
-        with self._lock:
+        A failure is logged and counted in `write_errors`, never raised (ValueError if closed).
+        """
+        rows = [
+            (float(t.at), column(t.rule), t.from_status, t.to_status, t.value, float(t.threshold),
+             column(t.metric), t.op, int(t.request_count), service)
+            for t in transitions
+        ]  # fmt: skip
+        return self._insert_rows(
+            "INSERT INTO alert_transitions (at, rule, from_status, to_status, value, threshold, metric, op, "
+            "request_count, service) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows, "alert transitions",
+        )  # fmt: skip
+
+    def _insert_rows(self, sql: str, rows: list[tuple[Any, ...]], what: str) -> int:
+        if not rows:
+            return 0
+        try:
+            with self._db.write() as conn:
+                conn.executemany(sql, rows)
+        except sqlite3.Error as exc:
+            with self._lock:
+                self._write_errors += len(rows)
+            _log.warning("SqliteTraceStore: could not store %d %s: %s", len(rows), what, exc)
+            return 0
+        return len(rows)
+
+    # -- reading traces -----------------------------------------------------------------------------
+
+    def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[Trace]:
+        """The traces of the rows (seq, id, data) `sql` selects; an undecodable row is skipped and counted."""
+        with self._db.read() as conn:
+            rows = conn.execute(sql, params).fetchall()
+            spans = self._spans_of(conn, [row[1] for row in rows])
+        traces = []
+        for seq, trace_id, data in rows:
             try:
-                removed = self._write(insert)  # a closed store raises ValueError here, not counted
-            except sqlite3.Error as exc:
-                self._write_errors += 1
-                _log.warning("SqliteTraceStore: could not store trace %s: %s", row[0], exc)
-                return
-            self._added += 1
-            self._replaced += removed
+                traces.append(decode_trace(data, spans.get(trace_id, ())))
+            except Exception as exc:  # RecursionError too: one bad row must not make the file unreadable
+                self._skip(seq, trace_id, exc)
+        return traces
+
+    @staticmethod
+    def _spans_of(conn: sqlite3.Connection, trace_ids: Sequence[str]) -> dict[str, list[tuple[Any, ...]]]:
+        spans: dict[str, list[tuple[Any, ...]]] = {}
+        for start in range(0, len(trace_ids), _IN_CHUNK):
+            chunk = tuple(trace_ids[start : start + _IN_CHUNK])
+            marks = ", ".join("?" * len(chunk))
+            sql = f"SELECT {SPAN_READ} FROM spans WHERE trace_id IN ({marks}) ORDER BY trace_id, position"
+            for row in conn.execute(sql, chunk):
+                spans.setdefault(row[0], []).append(row)
+        return spans
+
+    def _skip(self, seq: int, trace_id: object, exc: BaseException) -> None:
+        with self._lock:
+            new = seq not in self._unreadable
+            self._unreadable.add(seq)
+        if new:  # once per row, however often it is read
+            _log.warning("SqliteTraceStore: row %s (trace %s) of %s cannot be decoded and is skipped: %s",
+                         seq, short_repr(trace_id, 100), self.path, short_repr(exc, 200))  # fmt: skip
 
     def get(self, trace_id: str) -> Trace | None:
         """The trace with id `trace_id`, or None if it is not stored (or cannot be decoded)."""
@@ -316,13 +350,12 @@ class SqliteTraceStore:
         """True if a trace with this id is stored."""
         if not isinstance(trace_id, str):
             return False
-        with self._lock:
-            found = self._connection().execute("SELECT 1 FROM traces WHERE id = ?", (column(trace_id),))
-            row = found.fetchone()
+        with self._db.read() as conn:
+            row = conn.execute("SELECT 1 FROM traces WHERE id = ?", (column(trace_id),)).fetchone()
         return row is not None
 
     def all(self) -> list[Trace]:
-        """Every stored trace, oldest first."""
+        """Every stored trace, oldest insertion first."""
         return self._fetch("SELECT seq, id, data FROM traces ORDER BY seq")
 
     def get_recent(self, n: int | None = None) -> list[Trace]:
@@ -355,28 +388,101 @@ class SqliteTraceStore:
 
     def __len__(self) -> int:
         """How many traces are stored in the file."""
-        with self._lock:
-            return self._count_locked()
-
-    def clear(self) -> None:
-        """Remove every stored trace from the file (counters are kept)."""
-        with self._lock:
-            self._connection().execute("DELETE FROM traces")
+        with self._db.read() as conn:
+            return int(conn.execute("SELECT n FROM counters WHERE name = 'traces'").fetchone()[0])
 
     def stats(self) -> StoreStats:
         """Size of the file and counters of this store object, read at one instant."""
+        size = len(self)
         with self._lock:
             return StoreStats(
-                self._count_locked(), self._max, self._added, self._replaced, self._evicted,
+                size, self.max_traces, self._added, self._replaced, self._evicted,
                 self._write_errors, self._sanitized, len(self._unreadable),
-            )
+            )  # fmt: skip
+
+    # -- retention, clearing, the file --------------------------------------------------------------
+
+    @property
+    def retention(self) -> RetentionPolicy:
+        """The retention settings kept in the file (the defaults until `set_retention` changes them)."""
+        with self._db.read() as conn:
+            return read_policy(conn)
+
+    def set_retention(self, policy: RetentionPolicy) -> None:
+        """Keep `policy` in the file: every store on it applies it from its next retention pass.
+
+        Raises ValueError if `policy` is not a RetentionPolicy or the store is
+        closed, sqlite3.Error if the file cannot be written.
+        """
+        if not isinstance(policy, RetentionPolicy):
+            raise ValueError(f"set_retention: policy must be a RetentionPolicy, got {type(policy).__name__}")
+        with self._db.write() as conn:
+            write_policy(conn, policy)
+
+    def apply_retention(self, now_ms: float | None = None) -> RetentionReport:
+        """Remove what the file's retention settings no longer keep, a few hundred rows per transaction.
+
+        Traces (with their spans) older than `max_age_s` or beyond the newest
+        `max_traces` by start time, log entries and alert transitions older
+        than `max_age_s`, log entries beyond the newest `max_log_entries`.
+        `now_ms` (epoch ms) defaults to the system clock. Writers wait at most
+        one short transaction. Raises sqlite3.Error if the file cannot be
+        written, ValueError if closed.
+        """
+        return apply_retention(self._db, now_ms)
+
+    def start_retention(self, interval_s: float = 60.0) -> RetentionThread:
+        """Apply retention now and every `interval_s` seconds on a background thread, until `close()`.
+
+        Failures are logged and counted on the thread, never raised. Calling
+        it again returns the running thread. ValueError if `interval_s` is
+        not a finite number > 0.
+        """
+        with self._lock:
+            if self._retention is None or not self._retention.running:
+                self._retention = RetentionThread(self.apply_retention, interval_s)
+            return self._retention
+
+    def clear(self, *, vacuum: bool = False) -> None:
+        """Remove every trace, span, log entry and alert transition from the file (counters are kept).
+
+        One transaction. With `vacuum`, the file is then rewritten so that the
+        deleted text no longer lies in its free pages; that waits for other
+        writers and is skipped (logged) if they hold the file longer than the
+        busy timeout. Raises ValueError if closed, sqlite3.Error if the file
+        cannot be written.
+        """
+        with self._db.write() as conn:
+            for table in _TABLES:
+                conn.execute(f"DELETE FROM {table}")
+            conn.execute("UPDATE counters SET n = 0")
+        if vacuum:
+            try:
+                self._db.vacuum()
+            except sqlite3.Error as exc:
+                _log.warning("SqliteTraceStore: %s was cleared but not vacuumed: %s", self.path, exc)
+
+    def file_info(self) -> FileInfo:
+        """Where the file is, its size (with -wal and -shm), what it holds and its retention settings."""
+        with self._db.read() as conn:
+            counts = dict(conn.execute("SELECT name, n FROM counters").fetchall())
+            oldest, newest = conn.execute("SELECT MIN(start_time), MAX(start_time) FROM traces").fetchone()
+            policy = read_policy(conn)
+        return FileInfo(
+            path=self.path, size_bytes=self._db.size_bytes(), trace_count=int(counts.get("traces", 0)),
+            request_count=int(counts.get("requests", 0)), log_count=int(counts.get("logs", 0)),
+            oldest_trace_at=None if oldest is None else oldest / 1000.0,
+            newest_trace_at=None if newest is None else newest / 1000.0,
+            retention=policy, schema_version=SCHEMA_VERSION,
+        )  # fmt: skip
 
     def close(self) -> None:
-        """Close the database; any later call other than `close` raises ValueError."""
+        """Stop the retention thread and close the database; later calls (but `close`) raise ValueError."""
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            thread, self._retention = self._retention, None
+        if thread is not None:
+            thread.stop()
+        self._db.close()
 
     def __enter__(self) -> SqliteTraceStore:
         """Use the store in a `with` block that closes it."""
@@ -387,4 +493,5 @@ class SqliteTraceStore:
         self.close()
 
     def __repr__(self) -> str:
-        return f"SqliteTraceStore({str(self._path)!r}, max_traces={self._max})"
+        bound = "" if self._max is None else f", max_traces={self._max}"
+        return f"SqliteTraceStore({self.path!r}{bound})"

@@ -1,0 +1,266 @@
+"""How a trace becomes one `traces` row and one `spans` row per span, and back.
+
+`encode_trace` first makes the trace storable (`obs.storage._rows.storable`:
+every value JSON can hold, every time finite), then reads the columns the
+dashboard filters and sums on out of the span attributes: service, model,
+conversation, whether the span is an LLM request (it has
+`gen_ai.operation.name`), tokens, cost, time to first token, latency and
+cache hit, with the request's minute and latency/TTFT bins for the rollup.
+Text columns are what SQLite can bind (`column`); a span field whose exact
+text differs (a lone surrogate) is kept in `exact` as JSON, so `decode_trace`
+gives back exactly what was stored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from obs import semconv
+from obs.metrics.quantiles import LogMapping
+from obs.storage._rows import column, storable
+from obs.trace.traces import Trace
+
+__all__ = [
+    "BINS",
+    "COST_UNITS_PER_USD",
+    "SPAN_COLUMNS",
+    "TRACE_COLUMNS",
+    "ZERO_BIN",
+    "EncodedTrace",
+    "bin_of",
+    "bin_value",
+    "decode_trace",
+    "encode_trace",
+    "minute_of",
+]
+
+# Latency and TTFT histograms of the rollup: the bins of the MetricsCollector's time series
+# (1% bins joined in pairs: every value read back is within 2% of the values of its bin).
+BINS = LogMapping(0.01).coarsened(2)
+ZERO_BIN = -(2**31)  # the bin of exact zeros, read back as 0.0
+# Cost is summed as integer picodollars, as the MetricsCollector does: exact sums, exact removals.
+COST_UNITS_PER_USD = 10**12
+_MAX_UNITS = 2**62
+PREVIEW_CHARS = 300
+
+TRACE_COLUMNS = (
+    "id", "name", "start_time", "end_time", "duration", "status", "data", "service", "conversation_id",
+    "model", "span_count", "requests", "input_tokens", "output_tokens", "cost_units", "input_preview",
+    "output_preview",
+)  # fmt: skip
+SPAN_COLUMNS = (
+    "trace_id", "position", "span_id", "parent_id", "name", "kind", "start_time", "end_time", "duration",
+    "status", "service", "model", "conversation_id", "request", "error", "input_tokens", "output_tokens",
+    "cost", "cost_units", "ttft_ms", "latency_ms", "server_ms", "cache_hit", "minute", "latency_bin",
+    "ttft_bin", "attributes", "events", "exact",
+)  # fmt: skip
+_HEADER = ("id", "name", "start_time", "end_time", "duration", "status", "metadata")
+_SPAN_TEXT = ("id", "parent_id", "name", "kind", "status")
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedTrace:
+    """One trace as rows: the `traces` row, the `spans` rows, and what had to be replaced."""
+
+    trace_id: str
+    trace_row: tuple[Any, ...]
+    span_rows: list[tuple[Any, ...]]
+    notes: list[str]
+
+
+def minute_of(ms: float) -> int:
+    """The minute (since the epoch) that epoch time `ms` falls in."""
+    return math.floor(ms / 60_000.0)
+
+
+def bin_of(value: float | None) -> int | None:
+    """The rollup bin of a latency or TTFT in ms (None stays None)."""
+    if value is None:
+        return None
+    if value <= 0.0:
+        return ZERO_BIN
+    return BINS.index(value)
+
+
+def bin_value(index: int) -> float:
+    """The value a rollup bin reads back as (within 2% of every value in it)."""
+    return 0.0 if index == ZERO_BIN else BINS.value(index)
+
+
+def _number(value: Any) -> float | None:
+    """A finite number >= 0 as float, else None (bools, text, NaN and negatives are not numbers here)."""
+    if type(value) is float:
+        return value if value >= 0.0 and math.isfinite(value) else None
+    if type(value) is int:
+        return float(value) if 0 <= value < 2**63 else None
+    return None
+
+
+def _count(value: Any) -> int | None:
+    return value if type(value) is int and 0 <= value < 2**62 else None
+
+
+def _text(value: Any) -> str | None:
+    return column(value) if isinstance(value, str) and value else None
+
+
+def _message_text(raw: Any, role: str | None) -> str | None:
+    """The text of the last message with `role` (any role if None) in a GenAI messages JSON string, cut."""
+    if not isinstance(raw, str):
+        return None
+    try:
+        messages = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(messages, list):
+        return None
+    for message in reversed(messages):
+        if not isinstance(message, dict) or (role is not None and message.get("role") != role):
+            continue
+        parts = message.get("parts")
+        texts = [
+            p["content"] for p in parts or () if isinstance(p, dict) and isinstance(p.get("content"), str)
+        ] if isinstance(parts, list) else []  # fmt: skip
+        text = " ".join(texts).strip()
+        return column(text[:PREVIEW_CHARS]) if text else None
+    return None
+
+
+def _server_ms(attrs: Mapping[str, Any]) -> float | None:
+    prompt = _number(attrs.get(semconv.LLAMA_CPP_TIMINGS_PROMPT_MS))
+    predicted = _number(attrs.get(semconv.LLAMA_CPP_TIMINGS_PREDICTED_MS))
+    return None if prompt is None or predicted is None else prompt + predicted
+
+
+def _span_row(
+    trace_id: str, position: int, span: dict[str, Any], trace_service: str | None
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The `spans` row of one storable span dict, and the request facts the trace row sums."""
+    attrs = span["attributes"]
+    service = _text(attrs.get(semconv.SERVICE_NAME)) or trace_service
+    model = _text(attrs.get(semconv.GEN_AI_REQUEST_MODEL)) or _text(attrs.get(semconv.GEN_AI_RESPONSE_MODEL))
+    conversation = _text(attrs.get(semconv.GEN_AI_CONVERSATION_ID)) or _text(attrs.get(semconv.SESSION_ID))
+    request = semconv.GEN_AI_OPERATION_NAME in attrs
+    status = span["status"]
+    facts: dict[str, Any] = {"model": model, "conversation": conversation, "request": request}
+    cost = cost_units = ttft = latency = None
+    inputs = outputs = None
+    if request:
+        inputs = _count(attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS))
+        outputs = _count(attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS))
+        cost = _number(attrs.get(semconv.OBS_COST_USD))
+        if cost is not None:
+            cost_units = min(_MAX_UNITS, round(cost * COST_UNITS_PER_USD))
+        ttft = _number(attrs.get(semconv.OBS_TTFT_MS))
+        latency = _number(attrs.get(semconv.OBS_LATENCY_MS))
+        if latency is None:
+            latency = _number(span["duration"])
+        facts.update(
+            inputs=inputs or 0, outputs=outputs or 0, cost_units=cost_units or 0,
+            input_preview=_message_text(attrs.get(semconv.GEN_AI_INPUT_MESSAGES), "user"),
+            output_preview=_message_text(attrs.get(semconv.GEN_AI_OUTPUT_MESSAGES), None),
+        )  # fmt: skip
+    exact = {
+        name: span[name] for name in _SPAN_TEXT if span[name] is not None and column(span[name]) != span[name]
+    }
+    if span["trace_id"] != column(trace_id):
+        exact["trace_id"] = span["trace_id"]
+    row = (
+        column(trace_id), position, column(span["id"]),
+        None if span["parent_id"] is None else column(span["parent_id"]),
+        column(span["name"]), column(span["kind"]), span["start_time"], span["end_time"], span["duration"],
+        column(status), service, model, conversation, int(request), int(status == "error"), inputs, outputs,
+        cost, cost_units, ttft, latency, _server_ms(attrs) if request else None,
+        int(request and attrs.get(semconv.OBS_CACHE_HIT) is True), minute_of(span["start_time"]),
+        bin_of(latency), bin_of(ttft), _json(attrs), _json(span["events"]), _json(exact) if exact else None,
+    )  # fmt: skip
+    return row, facts
+
+
+def _json(value: Any) -> str:
+    # ensure_ascii (the default) writes lone surrogates as \udXXX escapes, which read back exactly.
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _rows(data: dict[str, Any]) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
+    metadata = data["metadata"]
+    trace_id = data["id"]
+    service = _text(metadata.get(semconv.SERVICE_NAME))
+    span_rows = []
+    conversation = model = input_preview = output_preview = None
+    requests = inputs = outputs = cost_units = 0
+    for position, span in enumerate(data["spans"]):
+        row, facts = _span_row(trace_id, position, span, service)
+        span_rows.append(row)
+        conversation = conversation or facts["conversation"]
+        if facts["request"]:
+            requests += 1
+            model = model or facts["model"]
+            inputs += facts["inputs"]
+            outputs += facts["outputs"]
+            cost_units += facts["cost_units"]
+            input_preview = input_preview or facts["input_preview"]
+            output_preview = facts["output_preview"] or output_preview
+    if service is None:
+        service = next((row[10] for row in span_rows if row[10] is not None), None)
+    header = _json({name: data[name] for name in _HEADER})
+    trace_row = (
+        column(trace_id), column(data["name"]), data["start_time"], data["end_time"], data["duration"],
+        column(data["status"]), header, service, conversation, model, len(span_rows), requests,
+        min(inputs, _MAX_UNITS), min(outputs, _MAX_UNITS), min(cost_units, _MAX_UNITS), input_preview,
+        output_preview,
+    )  # fmt: skip
+    return trace_row, span_rows
+
+
+def encode_trace(trace: Trace) -> EncodedTrace:
+    """The rows of `trace` and the notes of what was replaced to store it.
+
+    Raises only for a Trace whose fields are not what they claim to be.
+    """
+    data, notes = storable(trace)
+    try:
+        trace_row, span_rows = _rows(data)
+    except ValueError:  # an int too long to write as text: check every int this time
+        data, notes = storable(trace, strict=True)
+        trace_row, span_rows = _rows(data)
+    return EncodedTrace(trace_row[0], trace_row, span_rows, notes)
+
+
+# Columns `decode_trace` reads from `spans`, in this order.
+SPAN_READ = (
+    "trace_id, span_id, parent_id, name, kind, start_time, end_time, duration, status, "
+    "attributes, events, exact"
+)
+
+
+def span_dict(row: Sequence[Any]) -> dict[str, Any]:
+    """The `Span.to_dict()` form of one `spans` row read with `SPAN_READ`."""
+    trace_id, span_id, parent_id, name, kind, start, end, duration, status, attrs, events, exact = row
+    span = {
+        "id": span_id, "trace_id": trace_id, "parent_id": parent_id, "name": name, "kind": kind,
+        "start_time": start, "end_time": end, "duration": duration, "status": status,
+        "attributes": json.loads(attrs), "events": json.loads(events),
+    }  # fmt: skip
+    if exact is not None:
+        span.update(json.loads(exact))
+    return span
+
+
+def decode_trace(data: str, spans: Sequence[Sequence[Any]]) -> Trace:
+    """The Trace of a `traces.data` text and its `spans` rows (read with `SPAN_READ`, in position order).
+
+    A `data` that holds the spans itself (a row of the one-table layout, or
+    written by something else) is read whole. Raises (even RecursionError)
+    when it cannot be decoded.
+    """
+    header = json.loads(data)
+    if not isinstance(header, dict):
+        raise ValueError(f"a trace row's data must be a JSON object, got {type(header).__name__}")
+    if "spans" not in header:
+        header["spans"] = [span_dict(row) for row in spans]
+    return Trace.from_dict(header)
