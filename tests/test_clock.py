@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from fractions import Fraction
 
 import pytest
 
@@ -58,17 +61,38 @@ def test_fake_clock_refuses_to_go_back(bad: float) -> None:
     assert clock.time_ms() == 0.0
 
 
-def test_fake_clock_is_thread_safe() -> None:
+THREADS = 16
+ADVANCES = 5_000
+
+
+@pytest.fixture
+def eager_thread_switches() -> Iterator[None]:
+    """Make the interpreter switch threads every microsecond, so an unguarded `+=` gets interrupted."""
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(previous)
+
+
+@pytest.mark.parametrize("step", [1, Fraction(1, 2)], ids=["float", "fraction"])
+def test_fake_clock_is_thread_safe(eager_thread_switches: None, step: float) -> None:
+    # Every thread waits at the barrier, then all advance at once: without the clock's lock, two
+    # threads read the same reading and one addition is lost, so the totals come out short. On
+    # CPython with the GIL, `self._wall += 1` is never interrupted (no switch point inside it), so
+    # only a step whose addition runs Python code (Fraction.__radd__) shows a missing lock there;
+    # the float step shows it on a free-threaded build.
     clock = FakeClock(start_ms=0.0)
+    barrier = threading.Barrier(THREADS)
 
     def work() -> None:
-        for _ in range(1000):
-            clock.advance(1)
+        barrier.wait()
+        for _ in range(ADVANCES):
+            clock.advance(step)
 
-    threads = [threading.Thread(target=work) for _ in range(8)]
+    threads = [threading.Thread(target=work) for _ in range(THREADS)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert clock.time_ms() == 8000.0
-    assert clock.monotonic_ms() == 8000.0
+    total = float(THREADS * ADVANCES * step)
+    assert (clock.time_ms(), clock.monotonic_ms()) == (total, total)
