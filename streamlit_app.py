@@ -17,6 +17,7 @@ alerts = st.Page(state.ALERTS_PAGE, title="Alerts", icon=":material/notification
 page = st.navigation([
     chat,
     st.Page(state.DASHBOARD_PAGE, title="Dashboard", icon=":material/monitoring:"),
+    st.Page(state.SESSIONS_PAGE, title="Sessions", icon=":material/forum:"),
     st.Page(state.TRACES_PAGE, title="Traces", icon=":material/account_tree:"),
     st.Page(state.LOGS_PAGE, title="Logs", icon=":material/receipt_long:"),
     alerts,

@@ -1,6 +1,9 @@
 """An answer's life in the chat history: begun pending, filled as it streams in, settled at the end.
 
-The Chat page streams an answer while it draws it. Streamlit stops a page's
+Each answer is a chat turn with a trace of its own: begun with the answer
+(so the pending turn already knows its trace) and ended when it is settled,
+which is when the trace is sampled, stored and counted. The Chat page
+streams an answer while it draws it. Streamlit stops a page's
 run when the user leaves the page or changes a setting; the answer must not
 be lost then, so `finish_later` hands the rest of the stream to a worker
 thread that fills the same turn and settles it with its caption and trace,
@@ -24,8 +27,12 @@ _log = logging.getLogger(__name__)
 
 
 def begin(app: AppSession) -> ChatTurn:
-    """Append an empty, pending assistant turn for the answer about to be asked for; return it."""
-    turn = ChatTurn("assistant", "", pending=True)
+    """Begin the turn's trace and append an empty, pending assistant turn for its answer; return it.
+
+    The turn's `trace_id` is its trace (`AppSession.start_turn`); ask for the
+    answer with `app.stream_reply(turn.trace_id)`.
+    """
+    turn = ChatTurn("assistant", "", trace_id=app.start_turn(), pending=True)
     app.add_turn(turn)
     return turn
 
@@ -37,13 +44,21 @@ def note_progress(app: AppSession, turn: ChatTurn, stream: ChatStream) -> None:
 
 
 def finish(app: AppSession, turn: ChatTurn, stream: ChatStream | None, error: str | None = None) -> None:
-    """Settle `turn`: its final text, the caption read from its span (unless `error`), its trace."""
+    """End the turn's trace, then settle `turn`: its final text, the caption from its span (unless `error`).
+
+    The trace is ended first, so a settled answer's trace is already stored
+    (unless sampling dropped it).
+    """
+    span = stream.span if stream is not None else None
     with app.lock:
-        span = stream.span if stream is not None else None
+        trace_id = turn.trace_id or (span.trace_id if span is not None else None)
+    if trace_id is not None:
+        app.end_turn(trace_id, error)
+    with app.lock:
         if stream is not None:
             turn.content = stream.text
         turn.caption = captions.answer_caption(span) if span is not None and error is None else None
-        turn.trace_id = span.trace_id if span is not None else app.conversation_id()
+        turn.trace_id = trace_id
         turn.error = error
         turn.pending = False
 

@@ -24,6 +24,7 @@ and history; they do not evaluate.
 from __future__ import annotations
 
 import atexit
+import contextvars
 import logging
 import os
 import secrets
@@ -37,14 +38,17 @@ import streamlit as st
 from app import alerting, backend
 from app.charts import Threshold
 from app.sessions import SessionRegistry, browser_owner
+from obs import semconv
 from obs.alerting.evaluator import AlertEvaluator
 from obs.alerting.manager import AlertManager, AlertState, Notifier, WebhookNotifier
-from obs.llm.client import ChatStream, InstrumentedClient
+from obs.llm.client import DEFAULT_MAX_CONTENT_CHARS, ChatStream, InstrumentedClient
+from obs.llm.conversation import conversation_attributes, new_conversation_id
+from obs.llm.llama.attributes import ContentBudget, input_messages_json
 from obs.llm.llama.server import DEFAULT_HOST, DEFAULT_PORT, port_is_free, start_embedded_server
 from obs.logs import LLMLogger
 from obs.metrics.collector import MetricsCollector
 from obs.storage.memory import TraceStore
-from obs.trace.core import TraceHandle
+from obs.trace.handles import SpanHandle
 from obs.trace.sampling.head import ParentBased, TraceIdRatio
 from obs.trace.sampling.tail import KeepSlow, TailSampler
 from obs.trace.tracer import Tracer
@@ -56,11 +60,14 @@ __all__ = [
     "CHAT_PAGE",
     "DASHBOARD_PAGE",
     "LOGS_PAGE",
+    "QUERY_CONVERSATION",
     "QUERY_SESSION",
     "QUERY_TRACE",
     "SELECTED_TRACE",
+    "SESSIONS_PAGE",
     "SESSION_ID",
     "TRACES_PAGE",
+    "TURN_SPAN",
     "AppSession",
     "ChatTurn",
     "Settings",
@@ -79,11 +86,16 @@ CHAT_PAGE = "app/pages/chat.py"
 DASHBOARD_PAGE = "app/pages/dashboard.py"
 TRACES_PAGE = "app/pages/traces.py"
 LOGS_PAGE = "app/pages/logs.py"
+SESSIONS_PAGE = "app/pages/sessions.py"
 ALERTS_PAGE = "app/pages/alerts.py"
 
 # Query-string parameters.
 QUERY_SESSION = "session"
 QUERY_TRACE = "trace"
+QUERY_CONVERSATION = "conversation"
+
+# The root span of each chat turn's trace (and so the trace's name).
+TURN_SPAN = "chat turn"
 
 # st.session_state keys. Widget keys start with "w_"; their values are only
 # proposals until validated into AppSession.settings.
@@ -112,6 +124,13 @@ W_TRACE_TABLE = "w_trace_table"
 W_LOG_LEVEL = "w_log_level"
 W_LOG_TRACE = "w_log_trace"
 W_LOG_TABLE = "w_log_table"
+W_SESSION_SEARCH = "w_session_search"
+W_SESSION_MODEL = "w_session_model"
+W_SESSION_ERRORS = "w_session_errors"
+W_SESSION_TABLE = "w_session_table"
+W_SESSION_PICK = "w_session_pick"
+SESSION_TABLE_IDS = "obs_session_table_ids"
+SESSION_TABLE_PICK = "obs_session_table_pick"
 W_SAMPLE_PCT = "w_sample_pct"
 W_KEEP_ERRORS = "w_keep_errors"
 W_KEEP_SLOW = "w_keep_slow"
@@ -173,10 +192,12 @@ class ChatTurn:
 class AppSession:
     """The obs objects and chat of one browser session; shared by its pages, thread-safe.
 
-    `client` talks to `settings.server_url`. The current conversation is one
-    explicit trace (`conversation`) that each chat request joins, begun on
-    the first message and ended by `new_conversation`; it survives a change
-    of server. The tracer's head and tail samplers follow the sampling
+    `client` talks to `settings.server_url`. Each chat turn is a trace of
+    its own (`start_turn`, `stream_reply`, `end_turn`), finished, sampled
+    and stored as soon as its answer is in; the turns of the current
+    conversation share its id (`conversation`, a new one from
+    `new_conversation`), which survives a change of server. The tracer's
+    head and tail samplers follow the sampling
     settings (`set_sampling`). `alerts` watches the collector with obs's
     default rules at the settings' thresholds (`set_alert_thresholds`),
     logs to `logger` and tells `notifiers` (the process's webhook, if any);
@@ -196,7 +217,8 @@ class AppSession:
     tracer: Tracer = field(init=False)
     client: InstrumentedClient = field(init=False)
     alerts: AlertManager = field(init=False)
-    conversation: TraceHandle | None = field(default=None, init=False)
+    conversation: str = field(default_factory=new_conversation_id, init=False)
+    _turns: dict[str, tuple[SpanHandle, str]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.collector.set_prices(self.settings.prompt_price, self.settings.completion_price)
@@ -251,7 +273,7 @@ class AppSession:
 
         `slow_ms` is validated even while `keep_slow` is off, so a bad value
         is reported at once. Raises obs's ValueError (naming the argument) for
-        a bad rate or threshold, changing nothing. A running conversation
+        a bad rate or threshold, changing nothing. A turn being answered
         keeps the head decision it got when it began.
         """
         with self.lock:
@@ -324,62 +346,86 @@ class AppSession:
             messages.extend({"role": t.role, "content": t.content} for t in self.messages if t.content)
             return messages
 
-    def stream_reply(self) -> ChatStream:
-        """Send the chat so far as one streamed request in the conversation trace.
+    def start_turn(self) -> str:
+        """Begin the trace of a chat turn, for the question last added to the history; return its id.
 
-        Raises the client's LLMServerError when the request cannot be sent or
-        the server refuses it; errors while streaming raise from iteration.
+        The trace's root span (`TURN_SPAN`) carries the conversation's ids
+        (`gen_ai.conversation.id` and `session.id`) and, while message
+        contents are recorded, the question alone (`gen_ai.input.messages`).
+        It is always a new trace, whatever span is current here.
+        `stream_reply` sends the request under it; `end_turn` ends it.
         """
         with self.lock:
-            if self.conversation is None or self.conversation.ended:
-                self.conversation = self.client.start_trace("conversation", metadata={"ui": "chat"})
-            conversation, client, settings = self.conversation, self.client, self.settings
+            attrs: dict[str, Any] = conversation_attributes(self.conversation)
+            question = next((t.content for t in reversed(self.messages) if t.role == "user"), None)
+            if self.settings.capture_content and question is not None:
+                budget = ContentBudget(DEFAULT_MAX_CONTENT_CHARS)
+                attrs[semconv.GEN_AI_INPUT_MESSAGES] = input_messages_json(
+                    [{"role": "user", "content": question}], budget)
+                if budget.truncated:
+                    attrs[semconv.OBS_CONTENT_TRUNCATED] = True
+            span = contextvars.Context().run(self.tracer.begin_span, TURN_SPAN, attrs)
+            self._turns[span.trace_id] = (span, self.conversation)
+            return span.trace_id
+
+    def stream_reply(self, turn: str) -> ChatStream:
+        """Send the chat so far as one streamed request, a span under the root span of turn `turn`.
+
+        The request's span carries the turn's conversation ids too. Raises
+        the client's LLMServerError when the request cannot be sent or the
+        server refuses it (errors while streaming raise from iteration), and
+        ValueError for a `turn` that `start_turn` did not return or that has
+        ended.
+        """
+        with self.lock:
+            begun = self._turns.get(turn)
+            client, settings = self.client, self.settings
             messages = self.request_messages()
-        return client.chat_stream(messages, parent=conversation, temperature=settings.temperature,
-                                  max_tokens=settings.max_tokens)
+        if begun is None:
+            raise ValueError(f"stream_reply: turn must be a trace id from start_turn that has not ended, "
+                             f"got {turn!r}")
+        root, conversation = begun
+        return client.chat_stream(messages, parent=root, conversation_id=conversation,
+                                  temperature=settings.temperature, max_tokens=settings.max_tokens)
 
-    def new_conversation(self) -> Trace | None:
-        """End the conversation trace (the tracer stores it) and clear the chat history."""
-        with self.lock:
-            ended = None
-            if self.conversation is not None and not self.conversation.ended:
-                ended = self.tracer.end_trace(self.conversation)
-            self.conversation = None
-            self.messages.clear()
-            return ended
+    def end_turn(self, turn: str, error: str | None = None) -> None:
+        """End the root span of turn `turn`, failed with `error` if given; no-op for an unknown or ended turn.
 
-    def conversation_id(self) -> str | None:
-        """The trace id of the running conversation, or None."""
-        handle = self.conversation
-        return handle.trace_id if handle is not None and not handle.ended else None
-
-    def running_trace(self) -> Trace | None:
-        """A snapshot of the running conversation (the requests ended in it so far), or None.
-
-        None too when head sampling dropped it: then only a tail rule can keep
-        it, once it ends.
+        The turn's trace finishes (sampled, stored, counted) once its
+        request's span has ended as well: at once after a complete answer.
+        A failure to end it is logged, never raised into the chat.
         """
-        handle = self.conversation
-        if handle is None or handle.ended or not handle.sampled:
-            return None
-        snapshot = handle.trace
-        return snapshot if snapshot.spans else None
+        with self.lock:
+            begun = self._turns.pop(turn, None)
+        if begun is None:
+            return
+        try:
+            begun[0].end(error=error) if error else begun[0].end()
+        except Exception:
+            _log.exception("ending the trace of a chat turn failed")
+
+    def new_conversation(self) -> str:
+        """Start a new conversation: a new id for the turns to come, and an empty chat history; return the id.
+
+        An answer still arriving ends in the conversation it began in.
+        """
+        with self.lock:
+            self.conversation = new_conversation_id()
+            self.messages.clear()
+            return self.conversation
+
+    def conversation_id(self) -> str:
+        """The id of the current conversation (`gen_ai.conversation.id` on its turns' spans)."""
+        with self.lock:
+            return self.conversation
 
     def traces(self) -> list[Trace]:
-        """Stored traces oldest first, then the running conversation (if it has requests)."""
-        stored = self.store.all()
-        running = self.running_trace()
-        if running is not None and all(t.id != running.id for t in stored):
-            stored.append(running)
-        return stored
+        """The stored traces, oldest first (a turn is stored once its answer is in)."""
+        return self.store.all()
 
     def find_trace(self, trace_id: str) -> Trace | None:
-        """The stored trace with this id, or the running conversation if it is the one."""
-        found = self.store.get(trace_id)
-        if found is not None:
-            return found
-        running = self.running_trace()
-        return running if running is not None and running.id == trace_id else None
+        """The stored trace with this id, or None."""
+        return self.store.get(trace_id)
 
     def chart_thresholds(self, chart: str) -> list[Threshold]:
         """The threshold lines to draw on `chart` (empty until alert rules set some)."""

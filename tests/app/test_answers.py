@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from app import answers
-from app.state import AppSession, ChatTurn, Settings
+from app.state import TURN_SPAN, AppSession, ChatTurn, Settings
 from tests.app.fake_server import FakeLlamaServer
 
 
@@ -27,7 +27,8 @@ def test_an_answer_left_mid_stream_is_read_to_the_end_into_the_history(fake) -> 
     app = _session(fake.url)
     app.add_turn(ChatTurn("user", "count"))
     turn = answers.begin(app)
-    stream = app.stream_reply()
+    assert turn.trace_id is not None
+    stream = app.stream_reply(turn.trace_id)
     assert next(stream) == "one"
     answers.note_progress(app, turn, stream)
     assert app.answering() and app.history()[-1].content == "one"
@@ -38,7 +39,10 @@ def test_an_answer_left_mid_stream_is_read_to_the_end_into_the_history(fake) -> 
     (settled,) = [t for t in app.history() if t.role == "assistant"]
     assert settled.content == "one two three four five six"
     assert settled.error is None and "latency" in settled.caption
-    assert settled.trace_id == app.conversation_id()
+    # The turn's trace ended with its answer, stored whole: the root span and the request under it.
+    (stored,) = app.store.all()
+    assert settled.trace_id == stored.id and stored.status == "success"
+    assert sorted(s.name for s in stored.spans) == sorted([TURN_SPAN, stream.span.name])
     assert app.collector.get_metrics().request_count == 1
     assert app.request_messages()[-1] == {"role": "assistant", "content": "one two three four five six"}
 
@@ -49,3 +53,5 @@ def test_an_answer_stopped_before_its_request_was_sent_is_settled_with_an_error(
     turn = answers.begin(app)
     assert answers.finish_later(app, turn, None) is None
     assert not app.answering() and "stopped before it was asked for" in app.history()[-1].error
+    (stored,) = app.store.all()  # the turn's trace is finished, as failed
+    assert stored.id == turn.trace_id and stored.status == "error"

@@ -1,11 +1,15 @@
-"""AppTest of the Chat page: sidebar validation, errors of a down server, the chat flow on the real model."""
+"""AppTest of the Chat page: sidebar validation, errors of a down server, each turn a finished trace of its
+conversation, the chat flow on the real model."""
 
 from __future__ import annotations
+
+from urllib.parse import parse_qs
 
 import pytest
 
 from app import state
 from obs import semconv
+from obs.trace.traces import Trace
 from tests.app.conftest import open_app, plain
 from tests.app.fake_server import FakeLlamaServer
 
@@ -14,6 +18,24 @@ HTML_REPLY = '<script>alert("x")</script><img src=x onerror="alert(1)"> done'
 
 def _answers(at) -> list:
     return [m for m in at.chat_message if m.name == "assistant"]
+
+
+def _conversation_ids(trace: Trace) -> set[tuple[str | None, str | None]]:
+    """The (gen_ai.conversation.id, session.id) pairs the trace's spans carry."""
+    return {(s.attributes.get(semconv.GEN_AI_CONVERSATION_ID), s.attributes.get(semconv.SESSION_ID))
+            for s in trace.spans}
+
+
+def _turn_shape(trace: Trace) -> list[tuple[str, str | None]]:
+    """(span name, parent span name) of each span, in start order."""
+    names = {s.id: s.name for s in trace.spans}
+    return [(s.name, names.get(s.parent_id)) for s in sorted(trace.spans, key=lambda s: s.start_time)]
+
+
+def _links(at, page: str) -> list[dict[str, str]]:
+    """The query parameters of each link to `page` (its URL path, e.g. "traces"), in drawing order."""
+    return [{key: values[0] for key, values in parse_qs(link.proto.query_string).items()}
+            for link in at.get("page_link") if link.proto.page == page]
 
 
 def test_chat_page_draws_input_history_and_sidebar(dead_url: str) -> None:
@@ -78,10 +100,11 @@ def test_server_down_shows_the_client_message_and_the_chat_stays_usable(dead_url
     answers = _answers(at)
     assert [a.markdown[0].value for a in answers if a.markdown] == ["Back again."]
     assert "latency" in plain(answers[-1].caption[0].value)
-    # The failed request and the answer are spans of the same conversation trace.
-    running = app.running_trace()
-    assert running is not None
-    assert [s.status for s in running.spans] == ["error", "success"]
+    # The failed turn and the answered one are finished traces of their own, in the same conversation.
+    failed, answered = app.store.all()
+    assert (failed.status, answered.status) == ("error", "success")
+    assert [s.status for s in failed.spans] == ["error", "error"]  # the turn failed because its request did
+    assert _conversation_ids(failed) == _conversation_ids(answered) == {(app.conversation_id(),) * 2}
     # The failed turn is not sent again as context.
     assert [m["content"] for m in fake.requests[-1]["messages"] if m["role"] != "system"] == [
         "Hello?", "And now?"]
@@ -104,12 +127,16 @@ def test_capture_off_keeps_contents_off_the_span(fake_server: FakeLlamaServer) -
     at.sidebar.toggle(key=state.W_CAPTURE).set_value(False).run()
     at.chat_input[0].set_value("secret question").run()
     app = at.session_state[state.APP]
-    span = app.running_trace().spans[-1]
-    assert semconv.GEN_AI_INPUT_MESSAGES not in span.attributes
+    (secret,) = app.store.all()
+    for span in secret.spans:  # the turn's root span as well as its request
+        assert semconv.GEN_AI_INPUT_MESSAGES not in span.attributes
+        assert semconv.GEN_AI_OUTPUT_MESSAGES not in span.attributes
     at.sidebar.toggle(key=state.W_CAPTURE).set_value(True).run()
     at.chat_input[0].set_value("open question").run()
-    span = app.running_trace().spans[-1]
-    assert "open question" in span.attributes[semconv.GEN_AI_INPUT_MESSAGES]
+    turn = app.store.all()[-1]
+    root = next(s for s in turn.spans if s.parent_id is None)
+    assert "open question" in root.attributes[semconv.GEN_AI_INPUT_MESSAGES]
+    assert "secret question" not in root.attributes[semconv.GEN_AI_INPUT_MESSAGES]  # only its own question
 
 
 def test_settings_go_into_the_request(fake_server: FakeLlamaServer) -> None:
@@ -142,20 +169,22 @@ def test_chat_with_the_real_model_streams_answers_into_one_conversation_trace(re
         for part in ("latency", "TTFT", "tokens", "tok/s", "cost", "prompt cache"):
             assert part in caption
     conversation = app.conversation_id()
-    links = at.get("page_link")
-    assert len(links) == 2
-    assert all(f"{state.QUERY_TRACE}={conversation}" in link.proto.query_string for link in links)
+    turns = app.store.all()
+    assert [t.status for t in turns] == ["success", "success"]
+    assert [link[state.QUERY_TRACE] for link in _links(at, "traces")] == [t.id for t in turns]
     assert app.collector.get_metrics().request_count == 2
-    running = app.running_trace()
-    assert [s.attributes[semconv.GEN_AI_REQUEST_STREAM] for s in running.spans] == [True, True]
+    for turn in turns:
+        (root, parent), (request_name, request_parent) = _turn_shape(turn)
+        assert (root, parent, request_parent) == (state.TURN_SPAN, None, state.TURN_SPAN)
+        assert request_name.startswith("chat ")
+        assert _conversation_ids(turn) == {(conversation, conversation)}
+        request = next(s for s in turn.spans if s.parent_id is not None)
+        assert request.attributes[semconv.GEN_AI_REQUEST_STREAM] is True
 
     at.sidebar.button[0].click().run()
     assert not at.exception
     assert not at.chat_message
-    stored = app.store.get(conversation)
-    assert stored is not None and stored.status == "success"
-    assert len(stored.spans) == 2
-    assert app.conversation_id() is None
+    assert app.conversation_id() not in (None, conversation)
 
 
 def test_images_in_a_reply_and_in_a_server_error_are_inert(fake_server: FakeLlamaServer) -> None:
@@ -171,3 +200,72 @@ def test_images_in_a_reply_and_in_a_server_error_are_inert(fake_server: FakeLlam
     (error,) = at.error
     assert "![" not in error.value
     assert "overloaded ![x](http://127.0.0.1:9/error.png?leak=1)" in plain(error.value)
+
+
+def test_each_turn_is_a_finished_trace_carrying_the_conversation_id(fake_server: FakeLlamaServer) -> None:
+    at = open_app()
+    app = at.session_state[state.APP]
+    at.chat_input[0].set_value("hi").run()
+    first = app.store.all()
+    assert len(first) == 1  # stored as soon as its answer is in, not when the conversation ends
+    at.chat_input[0].set_value("and then?").run()
+    assert not at.exception
+    turns = app.store.all()
+    assert len(turns) == 2 and turns[0].id != turns[1].id
+    conversation = app.conversation_id()
+    for turn in turns:
+        assert turn.status == "success" and turn.end_time is not None and turn.duration is not None
+        assert turn.name == state.TURN_SPAN
+        assert _turn_shape(turn) == [(state.TURN_SPAN, None), ("chat fake-model", state.TURN_SPAN)]
+        assert _conversation_ids(turn) == {(conversation, conversation)}
+        root, request = sorted(turn.spans, key=lambda s: s.start_time)
+        assert root.end_time >= request.end_time  # the turn's span lasts until its answer is in
+    # Each answer links to its own turn's trace, in this browser session.
+    links = _links(at, "traces")
+    assert [link[state.QUERY_TRACE] for link in links] == [t.id for t in turns]
+    assert {link[state.QUERY_SESSION] for link in links} == {at.session_state[state.SESSION_ID]}
+    # The sampling counters count turns as they end: nothing is left running.
+    metrics = app.collector.get_metrics()
+    assert (metrics.traces_seen, metrics.traces_kept_head) == (2, 2)
+
+
+def test_the_chat_links_to_its_conversation_on_the_sessions_page(fake_server: FakeLlamaServer) -> None:
+    at = open_app()
+    assert _links(at, "sessions") == []  # nothing to show before the first turn
+    at.chat_input[0].set_value("hi").run()
+    (link,) = _links(at, "sessions")
+    assert link == {state.QUERY_CONVERSATION: at.session_state[state.APP].conversation_id(),
+                    state.QUERY_SESSION: at.session_state[state.SESSION_ID]}
+
+
+def test_new_conversation_starts_a_new_conversation_id(fake_server: FakeLlamaServer) -> None:
+    at = open_app()
+    app = at.session_state[state.APP]
+    at.chat_input[0].set_value("hi").run()
+    before = app.conversation_id()
+    at.sidebar.button[0].click().run()
+    assert not at.chat_message
+    after = app.conversation_id()
+    assert after != before
+    at.chat_input[0].set_value("a new topic").run()
+    old, new = app.store.all()
+    assert _conversation_ids(old) == {(before, before)}
+    assert _conversation_ids(new) == {(after, after)}
+    (link,) = _links(at, "sessions")
+    assert link[state.QUERY_CONVERSATION] == after
+
+
+def test_sampling_decides_per_turn_and_counts_each_turn_as_it_ends(fake_server: FakeLlamaServer) -> None:
+    at = open_app()
+    app = at.session_state[state.APP]
+    at.sidebar.slider(key=state.W_SAMPLE_PCT).set_value(0).run()
+    at.chat_input[0].set_value("hi").run()
+    at.chat_input[0].set_value("again").run()
+    assert len(app.store) == 0
+    metrics = app.collector.get_metrics()
+    assert (metrics.traces_seen, metrics.traces_dropped) == (2, 2)
+    at.sidebar.slider(key=state.W_SAMPLE_PCT).set_value(100).run()
+    at.chat_input[0].set_value("kept?").run()
+    (kept,) = app.store.all()
+    assert _turn_shape(kept) == [(state.TURN_SPAN, None), ("chat fake-model", state.TURN_SPAN)]
+    assert app.collector.get_metrics().traces_kept_head == 1

@@ -1,4 +1,5 @@
-"""Tests of app.state.AppSession: settings, client rebuilds, the conversation trace, what pages read."""
+"""Tests of app.state.AppSession: settings, client rebuilds, chat turns as traces of a conversation, and
+what the pages read."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from app.charts import Threshold
-from app.state import AppSession, ChatTurn, Settings
+from app.state import TURN_SPAN, AppSession, ChatTurn, Settings
+from obs import semconv
 from obs.trace.sampling.head import AlwaysOff, ParentBased
 from tests.app.fake_server import FakeLlamaServer
 
@@ -24,29 +26,38 @@ def _session(url: str) -> AppSession:
 
 def _chat(app: AppSession, text: str) -> str:
     app.add_turn(ChatTurn("user", text))
-    stream = app.stream_reply()
+    turn = app.start_turn()
+    stream = app.stream_reply(turn)
     answer = "".join(stream)
+    app.end_turn(turn)
     app.add_turn(ChatTurn("assistant", answer))
     return answer
 
 
-def test_every_request_of_a_conversation_joins_one_trace_until_a_new_conversation(fake) -> None:
+def _conversations(app: AppSession) -> list[set[str | None]]:
+    """Per stored trace, the conversation ids its spans carry (gen_ai.conversation.id and session.id)."""
+    keys = (semconv.GEN_AI_CONVERSATION_ID, semconv.SESSION_ID)
+    return [{s.attributes.get(key) for s in t.spans for key in keys} for t in app.store.all()]
+
+
+def test_each_turn_is_a_finished_trace_of_the_conversation_until_a_new_conversation(fake) -> None:
     app = _session(fake.url)
-    assert _chat(app, "hi") == "Fine, thanks."
-    _chat(app, "and?")
     conversation = app.conversation_id()
-    running = app.running_trace()
-    assert running is not None and running.id == conversation
-    assert len(running.spans) == 2
-    assert [t.id for t in app.traces()] == [conversation]
-    assert app.find_trace(conversation).spans == running.spans
-    ended = app.new_conversation()
-    assert ended is not None and ended.id == conversation
-    assert app.messages == []
-    assert app.store.get(conversation) is not None
-    assert app.running_trace() is None and app.conversation_id() is None
+    assert _chat(app, "hi") == "Fine, thanks."
+    assert len(app.store) == 1  # stored as soon as the answer is in
+    _chat(app, "and?")
+    first, second = app.traces()
+    assert first.id != second.id
+    for turn in (first, second):
+        assert (turn.name, turn.status) == (TURN_SPAN, "success") and turn.end_time is not None
+        root, request = sorted(turn.spans, key=lambda s: s.start_time)
+        assert (root.name, root.parent_id, request.parent_id) == (TURN_SPAN, None, root.id)
+    assert app.find_trace(second.id) == second
+    assert _conversations(app) == [{conversation}, {conversation}]
+    fresh = app.new_conversation()
+    assert app.messages == [] and fresh == app.conversation_id() != conversation
     _chat(app, "again")
-    assert app.conversation_id() not in (None, conversation)
+    assert _conversations(app) == [{conversation}, {conversation}, {fresh}]
 
 
 def test_history_becomes_the_request_messages_after_the_system_prompt(fake) -> None:
@@ -74,7 +85,7 @@ def test_a_new_server_url_gets_a_new_client_and_the_conversation_goes_on(fake) -
         app.update(server_url=other.url)
         assert _chat(app, "still there?") == "Other server."
     assert app.conversation_id() == conversation
-    assert len(app.running_trace().spans) == 2
+    assert _conversations(app) == [{conversation}, {conversation}]
 
 
 def test_prices_are_validated_by_the_collector_and_kept_when_bad() -> None:
@@ -94,14 +105,30 @@ def test_capture_setting_reaches_the_client() -> None:
     assert app.client.capture_content is False
 
 
-def test_a_conversation_dropped_by_head_sampling_is_not_shown_while_it_runs(fake) -> None:
+def test_a_turn_dropped_by_head_sampling_is_counted_but_not_stored(fake) -> None:
     app = _session(fake.url)
     app.tracer.head_sampler = AlwaysOff()
     _chat(app, "hi")
-    assert app.conversation_id() is not None
-    assert app.running_trace() is None
     assert app.traces() == []
-    assert app.collector.get_metrics().request_count == 1
+    metrics = app.collector.get_metrics()
+    assert (metrics.request_count, metrics.traces_seen, metrics.traces_dropped) == (1, 1, 1)
+
+
+def test_a_turn_is_a_new_trace_even_inside_a_span_and_stream_reply_needs_a_begun_turn(fake) -> None:
+    app = _session(fake.url)
+    app.add_turn(ChatTurn("user", "hi"))
+    with app.tracer.start_span("the caller's own work") as outer:
+        turn = app.start_turn()
+    assert turn != outer.trace_id
+    with pytest.raises(ValueError, match="turn must be a trace id from start_turn that has not ended"):
+        app.stream_reply("not-a-turn")
+    app.end_turn(turn, error="the answer broke off")
+    app.end_turn(turn)  # ending twice, or an unknown turn, does nothing
+    failed = app.find_trace(turn)
+    assert failed is not None and failed.status == "error"
+    assert failed.spans[0].attributes[semconv.ERROR_MESSAGE] == "the answer broke off"
+    with pytest.raises(ValueError, match="has not ended"):
+        app.stream_reply(turn)
 
 
 def test_thresholds_are_read_as_copies() -> None:
@@ -139,13 +166,11 @@ def test_sampling_decides_what_is_stored_and_the_collector_counts_it(fake) -> No
     app = _session(fake.url)
     app.set_sampling(0.0, keep_errors=True, keep_slow=False, slow_ms=2000.0)
     _chat(app, "hi")
-    app.new_conversation()
     assert len(app.store) == 0
     metrics = app.collector.get_metrics()
     assert (metrics.request_count, metrics.traces_seen, metrics.traces_dropped) == (1, 1, 1)
     app.set_sampling(1.0, keep_errors=True, keep_slow=False, slow_ms=2000.0)
     _chat(app, "again")
-    app.new_conversation()
     assert len(app.store) == 1
     assert app.collector.get_metrics().traces_kept_head == 1
 

@@ -1,0 +1,190 @@
+"""Sessions page: one row per conversation, and the turns of the one opened, each with its waterfall.
+
+Each chat turn is a trace of its own; the turns that share a conversation id
+(`gen_ai.conversation.id`, `session.id`) make a session. The table has one
+row per conversation among this browser session's stored traces (first
+message, turns, tokens, cost, total and p95 latency, errors, last activity),
+computed by `app.conversations.session_rows`, and filters by text, model and
+errors. A conversation is opened by picking its row, by the "Open session"
+box, or by the Chat page's link (`?conversation=<id>`); it shows its turns
+in order, each with its question, answer, caption, waterfall and a link to
+its trace on the Traces page. Questions and answers are untrusted text and
+are drawn by `app.messages`, which makes nothing in them run or fetch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import streamlit as st
+
+from app import charts, conversations, sidebar, state
+from app.captions import answer_caption
+from app.conversations import SessionTurn
+from app.messages import draw_text
+
+_ALL_MODELS = "All models"
+_NOT_RECORDED = "(not recorded)"
+_TABLE_COLUMNS = ["first_message", "turns", "prompt_tokens", "completion_tokens", "cost", "total_ms",
+                  "p95_ms", "errors", "last_activity", "models", "conversation_id"]
+
+
+def _filters(models: list[str]) -> tuple[str, str | None, bool]:
+    state.init_widget(state.W_SESSION_SEARCH, "")
+    state.init_widget(state.W_SESSION_MODEL, _ALL_MODELS)
+    state.init_widget(state.W_SESSION_ERRORS, False)
+    options = [_ALL_MODELS, *models]
+    if st.session_state[state.W_SESSION_MODEL] not in options:  # its model's sessions have gone
+        st.session_state[state.W_SESSION_MODEL] = _ALL_MODELS
+    search_col, model_col, errors_col = st.columns([2, 1, 1], vertical_alignment="bottom")
+    search = search_col.text_input("Search messages", key=state.W_SESSION_SEARCH,
+                                   placeholder="text of a question or an answer, or a conversation id")
+    model = model_col.selectbox("Model", options, key=state.W_SESSION_MODEL)
+    errors_only = errors_col.toggle("Errors only", key=state.W_SESSION_ERRORS)
+    return str(search), None if model == _ALL_MODELS else str(model), bool(errors_only)
+
+
+def _take_link() -> str | None:
+    """Open the conversation a link names (once: the parameter is then dropped); return it."""
+    linked = st.query_params.get(state.QUERY_CONVERSATION)
+    if linked:
+        st.session_state[state.W_SESSION_PICK] = linked
+        del st.query_params[state.QUERY_CONVERSATION]
+    return linked or None
+
+
+def _take_table_selection() -> None:
+    """Open the row the user picked in the table, but only when the pick changed (as on the Traces page)."""
+    event = st.session_state.get(state.W_SESSION_TABLE)
+    rows = list(event["selection"]["rows"]) if event else []
+    ids = st.session_state.get(state.SESSION_TABLE_IDS, [])
+    picked = ids[rows[0]] if rows and rows[0] < len(ids) else None
+    if picked is not None and picked != st.session_state.get(state.SESSION_TABLE_PICK):
+        st.session_state[state.W_SESSION_PICK] = picked
+    st.session_state[state.SESSION_TABLE_PICK] = picked
+
+
+def _table(rows: pd.DataFrame, selected: str) -> None:
+    ids = list(rows["conversation_id"])
+    st.session_state[state.SESSION_TABLE_IDS] = ids
+    shown = rows[_TABLE_COLUMNS].copy()
+    shown["first_message"] = shown["first_message"].where(shown["first_message"].notna(), _NOT_RECORDED)
+    default = {"selection": {"rows": [ids.index(selected)] if selected in ids else [], "columns": []}}
+    event = st.dataframe(
+        shown, key=state.W_SESSION_TABLE, on_select="rerun", selection_mode="single-row",
+        selection_default=default, hide_index=True,
+        column_config={
+            "first_message": st.column_config.TextColumn("First message", width="large"),
+            "turns": "Turns",
+            "prompt_tokens": "Tokens in",
+            "completion_tokens": "Tokens out",
+            "cost": st.column_config.NumberColumn("Cost", format="$%.6f"),
+            "total_ms": st.column_config.NumberColumn("Total latency", format="%.0f ms"),
+            "p95_ms": st.column_config.NumberColumn("p95 latency", format="%.0f ms"),
+            "errors": "Errors",
+            "last_activity": st.column_config.DatetimeColumn("Last activity (UTC)", format="MMM D, HH:mm:ss"),
+            "models": st.column_config.ListColumn("Models"),
+            "conversation_id": "Conversation id",
+        },
+    )
+    # What the table shows now (the default, or a pick that outlived a link) is not a new pick.
+    now = list(event.selection.rows) if event is not None else []
+    st.session_state[state.SESSION_TABLE_PICK] = ids[now[0]] if now and now[0] < len(ids) else None
+
+
+def _label(row: pd.Series) -> str:
+    first = row["first_message"] if isinstance(row["first_message"], str) else _NOT_RECORDED
+    first = " ".join(first.split())
+    if len(first) > 60:
+        first = first[:59] + "…"
+    when = row["last_activity"].strftime("%H:%M:%S")
+    return f"{first} · {row['turns']} turn(s) · last {when} UTC"
+
+
+def _picker(rows: pd.DataFrame) -> str:
+    ids = list(rows["conversation_id"])
+    if st.session_state.get(state.W_SESSION_PICK) not in ids:
+        st.session_state[state.W_SESSION_PICK] = ids[0]
+    labels = {row["conversation_id"]: _label(row) for _, row in rows.iterrows()}
+    # Options are drawn as plain text: a question's Markdown never renders here.
+    picked = st.selectbox("Open session", ids, format_func=labels.__getitem__, key=state.W_SESSION_PICK)
+    return str(picked)
+
+
+def _summary(row: pd.Series) -> None:
+    st.caption(f"conversation {sidebar.md_escape(str(row['conversation_id']))} · started "
+               f"{row['started'].strftime('%Y-%m-%d %H:%M:%S')} UTC")
+    tiles = [
+        ("Turns", f"{row['turns']}"),
+        ("Tokens in → out", f"{row['prompt_tokens']:,} → {row['completion_tokens']:,}"),
+        ("Cost", f"${row['cost']:.6f}"),
+        ("Total latency", f"{row['total_ms']:,.0f} ms"),
+        ("p95 latency", "n/a" if math.isnan(row["p95_ms"]) else f"{row['p95_ms']:,.0f} ms"),
+        ("Errors", f"{row['errors']}"),
+    ]
+    for column, (label, value) in zip(st.columns(len(tiles)), tiles, strict=True):
+        column.metric(label, value)
+
+
+def _turn(number: int, turn: SessionTurn) -> None:
+    trace = turn.trace
+    started = pd.Timestamp(trace.start_time, unit="ms", tz="UTC").strftime("%H:%M:%S")
+    duration = f"{trace.duration:,.0f} ms" if trace.duration is not None else "running"
+    with st.container(border=True):
+        st.markdown(f"**Turn {number}** · {started} UTC · {duration} · {trace.status}")
+        with st.chat_message("user"):
+            if turn.question is None:
+                st.caption("The question was not recorded (message contents were off).")
+            else:
+                draw_text(turn.question)
+        with st.chat_message("assistant"):
+            if turn.answer:
+                draw_text(turn.answer)
+            elif turn.answer is None and turn.error is None:
+                st.caption("The answer was not recorded (message contents were off).")
+            if turn.error:
+                st.error(sidebar.md_escape(turn.error), icon=":material/error:")
+            elif turn.request is not None:
+                st.caption(sidebar.md_escape(answer_caption(turn.request)))
+            st.page_link(
+                state.TRACES_PAGE, label=f"Trace {trace.id[:12]}…", icon=":material/account_tree:",
+                query_params={state.QUERY_TRACE: trace.id,
+                              state.QUERY_SESSION: st.session_state.get(state.SESSION_ID, "")},
+            )
+        st.plotly_chart(charts.waterfall(charts.waterfall_frame(trace), title=f"Turn {number} waterfall"),
+                        key=f"chart_turn_{trace.id}", config={"displaylogo": False})
+
+
+def main() -> None:
+    """Draw the page."""
+    app = state.get_app()
+    st.title("Sessions")
+    st.caption("One row per conversation: each chat turn is a trace of its own, and the turns that share "
+               "a conversation id (gen\\_ai.conversation.id, session.id) make a session.")
+    linked = _take_link()
+    _take_table_selection()
+    traces = app.traces()
+    every = conversations.session_rows(traces)
+    models = sorted({model for listed in every["models"] for model in listed})
+    search, model, errors_only = _filters(models)
+    if every.empty:
+        st.info("No sessions yet: chat with the model, and each conversation appears here with its turns.")
+        return
+    if linked is not None and linked not in set(every["conversation_id"]):
+        st.warning("That conversation has no stored turn yet (sampling may have dropped its turns).",
+                   icon=":material/search_off:")
+    rows = conversations.session_rows(traces, search=search, model=model, errors_only=errors_only)
+    if rows.empty:
+        st.warning("No session matches these filters.")
+        return
+    selected = st.session_state.get(state.W_SESSION_PICK)
+    _table(rows, selected if selected in set(rows["conversation_id"]) else rows["conversation_id"].iloc[0])
+    picked = _picker(rows)
+    row = rows[rows["conversation_id"] == picked].iloc[0]
+    _summary(row)
+    for number, turn in enumerate(conversations.session_turns(traces, picked), start=1):
+        _turn(number, turn)
+
+
+main()
