@@ -14,11 +14,16 @@ PAGES = [state.CHAT_PAGE, state.DASHBOARD_PAGE, state.TRACES_PAGE, state.LOGS_PA
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_every_page_runs_and_draws_the_server_sidebar(page: str) -> None:
-    at = open_app(page)
+def test_every_page_runs_and_draws_the_server_sidebar(page: str, dead_url: str) -> None:
+    at = open_app(page)  # Chat first, then the page
     assert not at.exception
-    assert at.sidebar.text_input(key=state.W_SERVER_URL) is not None
     assert at.sidebar.subheader[0].value == "Server"
+    # The field shows the URL in use, after a page switch too (not an empty field and an error).
+    assert at.sidebar.text_input(key=state.W_SERVER_URL).value == dead_url
+    assert at.session_state[state.APP].settings.server_url == dead_url
+    assert not [e.value for e in at.sidebar.error]
+    at.run()  # and on the page's next run
+    assert at.sidebar.text_input(key=state.W_SERVER_URL).value == dead_url
 
 
 def test_the_session_id_rides_in_the_url() -> None:
