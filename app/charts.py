@@ -329,6 +329,12 @@ _WATERFALL_COLUMNS = ["span_id", "parent_id", "name", "label", "depth", "start_m
                       "status", "kind"]
 
 
+def _plotly_text(text: str) -> str:
+    # Plotly reads `<span style=...>`, `<a href=...>` and other tags in text as markup, and a style's
+    # url(...) makes the browser fetch it; as entities, they show as the characters they are.
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def waterfall_frame(trace: Trace) -> pd.DataFrame:
     """One row per span of `trace` in tree order (`obs.trace.traces.span_tree`), times relative to the trace.
 
@@ -357,7 +363,8 @@ def waterfall(frame: pd.DataFrame, title: str = "Waterfall") -> go.Figure:
     """A span timeline from `waterfall_frame`: one bar per span, top to bottom in tree order.
 
     Bars start at the span's offset from the trace start and are coloured by
-    status; labels are indented by depth.
+    status; labels are indented by depth. Span names are shown as plain text
+    (`_plotly_text`): a name may come from a server or another program.
     """
     if frame.empty:
         return _empty(title, "This trace has no spans")
@@ -371,14 +378,15 @@ def waterfall(frame: pd.DataFrame, title: str = "Waterfall") -> go.Figure:
         fig.add_trace(go.Bar(
             y=part["span_id"], x=part["duration_ms"].clip(lower=visible), base=part["start_ms"],
             orientation="h", name=status, marker_color=color,
-            customdata=part[["name", "duration_ms", "start_ms"]].to_numpy(),
+            customdata=list(zip(part["name"].map(_plotly_text), part["duration_ms"], part["start_ms"],
+                                strict=True)),
             hovertemplate="%{customdata[0]}<br>%{customdata[1]:.1f} ms, starts at +%{customdata[2]:.1f} ms"
                           "<extra></extra>",
             text=[f"{d:.0f} ms" for d in part["duration_ms"]], textposition="auto",
         ))
     fig.update_yaxes(
         categoryorder="array", categoryarray=list(frame["span_id"]), autorange="reversed",
-        tickmode="array", tickvals=list(frame["span_id"]), ticktext=list(frame["label"]),
+        tickmode="array", tickvals=list(frame["span_id"]), ticktext=[_plotly_text(t) for t in frame["label"]],
     )
     fig.update_xaxes(rangemode="tozero")
     height = 110 + 40 * len(frame)

@@ -26,8 +26,10 @@ from app.messages import draw_text
 
 _ALL_MODELS = "All models"
 _NOT_RECORDED = "(not recorded)"
-_TABLE_COLUMNS = ["first_message", "turns", "prompt_tokens", "completion_tokens", "cost", "total_ms",
-                  "p95_ms", "errors", "last_activity", "models", "conversation_id"]
+_TABLE_COLUMNS = ["first_message", "last_activity", "turns", "prompt_tokens", "completion_tokens", "cost",
+                  "total_ms", "p95_ms", "errors", "models", "conversation_id"]
+# Relative widths of the summary tiles: the cost needs room for six decimals.
+_TILE_WIDTHS = [0.7, 1.4, 1.3, 1.2, 1.2, 0.7]
 
 
 def _filters(models: list[str]) -> tuple[str, str | None, bool]:
@@ -75,7 +77,7 @@ def _table(rows: pd.DataFrame, selected: str) -> None:
         shown, key=state.W_SESSION_TABLE, on_select="rerun", selection_mode="single-row",
         selection_default=default, hide_index=True,
         column_config={
-            "first_message": st.column_config.TextColumn("First message", width="large"),
+            "first_message": st.column_config.TextColumn("First message", width="medium"),
             "turns": "Turns",
             "prompt_tokens": "Tokens in",
             "completion_tokens": "Tokens out",
@@ -123,7 +125,7 @@ def _summary(row: pd.Series) -> None:
         ("p95 latency", "n/a" if math.isnan(row["p95_ms"]) else f"{row['p95_ms']:,.0f} ms"),
         ("Errors", f"{row['errors']}"),
     ]
-    for column, (label, value) in zip(st.columns(len(tiles)), tiles, strict=True):
+    for column, (label, value) in zip(st.columns(_TILE_WIDTHS), tiles, strict=True):
         column.metric(label, value)
 
 

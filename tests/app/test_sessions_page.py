@@ -149,3 +149,20 @@ def test_without_recorded_contents_the_session_still_counts_its_turns(fake_serve
     notes = [plain(c.value) for m in at.chat_message for c in m.caption]
     assert "The question was not recorded (message contents were off)." in notes
     assert all("a secret" not in m.markdown[0].value for m in at.chat_message if m.markdown)
+
+
+def test_span_names_in_a_waterfall_are_text_not_plotly_markup() -> None:
+    # Plotly reads <span style=...> in tick labels and hover text as markup, and a style's url(...) is
+    # fetched by the browser; span names may come from a server or another program.
+    name = '<span style="cursor:url(http://127.0.0.1:9/x.png),auto">tool</span> & co'
+    at = open_app(state.SESSIONS_PAGE)
+    app = at.session_state[state.APP]
+    root = app.tracer.begin_span(state.TURN_SPAN, {"gen_ai.conversation.id": "c1", "session.id": "c1"})
+    app.tracer.begin_span(name, parent=root).end()
+    root.end()
+    at.run()
+    (figure,) = figures(at)
+    labels = [label.strip("\u00a0") for label in figure.layout.yaxis.ticktext]
+    escaped = '&lt;span style="cursor:url(http://127.0.0.1:9/x.png),auto"&gt;tool&lt;/span&gt; &amp; co'
+    assert labels == [state.TURN_SPAN, escaped]
+    assert [row[0] for trace in figure.data for row in trace.customdata] == [state.TURN_SPAN, escaped]
