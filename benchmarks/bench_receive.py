@@ -1,0 +1,150 @@
+"""Spans per second the OTLP/HTTP receiver stores, sent by OpenTelemetry's own SDK exporter.
+
+`python -m obs.receiver` runs in its own process on a loopback port with a
+fresh SQLite file. OpenTelemetry's SDK first records the spans of 2,560 RAG
+traces (an internal root, a retrieval, a GenAI chat client span with 12
+attributes and an event, a tool call: 10,240 spans) into memory; then the
+clock starts, and its `OTLPSpanExporter` (protobuf, gzip, as configured by
+default apart from compression) sends them in batches of 512, one request at
+a time, as its `BatchSpanProcessor` does. The clock stops when the last
+trace is readable, whole, from the SQLite file through a second connection
+(polled every 5 ms), and every trace is then checked to be there. Figures
+are the medians of the rounds, each on a new file and a new receiver
+process. Goal: at least 10,000 spans/s. For scale, Arize Phoenix 20.26
+(`phoenix serve`, SQLite) stored about 60 spans/s measured the same way on
+the development machine.
+
+    python -m benchmarks.bench_receive
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from opentelemetry.exporter.otlp.proto.http import Compression
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+
+from obs.storage.sqlite import SqliteTraceStore
+
+ROUNDS = 3
+TRACES = 2560
+BATCH = 512
+GOAL = 10_000.0
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _spans() -> tuple[list[ReadableSpan], list[str]]:
+    """The SDK's finished spans of TRACES traces, in the order they ended, and the trace ids."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "bench-app"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("bench", "1.0")
+    trace_ids = []
+    for i in range(TRACES):
+        with tracer.start_as_current_span("rag", attributes={"user.tier": "premium", "request": i}) as root:
+            with tracer.start_as_current_span("retrieve", attributes={"docs": 3, "scores": (0.9, 0.7, 0.4)}):
+                pass
+            with tracer.start_as_current_span("chat smollm2", kind=SpanKind.CLIENT, attributes={
+                "gen_ai.operation.name": "chat", "gen_ai.provider.name": "llama.cpp",
+                "gen_ai.request.model": "smollm2", "gen_ai.request.temperature": 0.7,
+                "gen_ai.request.max_tokens": 256, "gen_ai.response.model": "smollm2",
+                "gen_ai.response.finish_reasons": ("stop",), "gen_ai.usage.input_tokens": 412,
+                "gen_ai.usage.output_tokens": 96, "server.address": "127.0.0.1", "server.port": 8080,
+                "gen_ai.response.time_to_first_chunk": 0.042,
+            }) as chat:
+                chat.add_event("first_token", {"index": 0})
+            with tracer.start_as_current_span("tool lookup", attributes={"tool": "weather"}):
+                pass
+            trace_ids.append(format(root.get_span_context().trace_id, "032x"))
+    provider.shutdown()
+    return list(memory.get_finished_spans()), trace_ids
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_receiver(db: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "OBS_ACCESS_TOKEN"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "obs.receiver", "--port", str(port), "--db", str(db),
+         "--max-traces", str(TRACES * 2)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1.0).status_code == 200:
+                return process, port
+        except httpx.TransportError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"the receiver did not start: {process.communicate()[1].decode()}")
+
+
+def _round(spans: list[ReadableSpan], trace_ids: list[str]) -> float:
+    """One round on a new file and receiver; spans per second from the first send to the last stored."""
+    with tempfile.TemporaryDirectory() as folder:
+        db = Path(folder) / "bench.sqlite"
+        process, port = _start_receiver(db)
+        try:
+            exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces",
+                                        compression=Compression.Gzip, timeout=60)
+            reader = SqliteTraceStore(db, max_traces=TRACES * 2)
+            last = trace_ids[-1]
+            started = time.perf_counter()
+            for at in range(0, len(spans), BATCH):
+                if exporter.export(spans[at:at + BATCH]) is not SpanExportResult.SUCCESS:
+                    raise RuntimeError("the receiver refused a batch")
+            while True:
+                stored = reader.get(last)
+                if stored is not None and len(stored.spans) == 4:
+                    break
+                time.sleep(0.005)
+            elapsed = time.perf_counter() - started
+            stored_spans = sum(len(t.spans) for t in reader.all())
+            reader.close()
+            exporter.shutdown()
+            if stored_spans != len(spans):
+                raise RuntimeError(f"{stored_spans} of {len(spans)} spans were stored")
+        finally:
+            process.terminate()
+            process.wait(30)
+    return len(spans) / elapsed
+
+
+def main() -> None:
+    """Print the spans per second of each round, their median and the goal."""
+    spans, trace_ids = _spans()
+    print(f"{len(spans):,} spans ({TRACES:,} traces) sent by OpenTelemetry's OTLPSpanExporter in batches "
+          f"of {BATCH}, stored by python -m obs.receiver into SQLite:")
+    rates = []
+    for i in range(ROUNDS):
+        rate = _round(spans, trace_ids)
+        rates.append(rate)
+        print(f"  round {i + 1}: {rate:10,.0f} spans/s")
+    median = statistics.median(rates)
+    verdict = "met" if median >= GOAL else "MISSED"
+    print(f"  median   {median:10,.0f} spans/s   goal >= {GOAL:,.0f}: {verdict}   "
+          f"(Arize Phoenix 20.26, same measure: about 60 spans/s)")
+
+
+if __name__ == "__main__":
+    main()
