@@ -21,21 +21,13 @@ from pathlib import Path
 from obs.storage._columns import encode_trace
 from obs.storage._rows import decode
 from obs.storage._writes import insert_trace, statements
-from obs.storage.schema import SCHEMA, SCHEMA_VERSION
+from obs.storage.schema import SCHEMA, SCHEMA_VERSION, check_ours
 
 __all__ = ["prepare"]
 
 _log = logging.getLogger(__name__)
 
-_OURS = frozenset(
-    {"meta", "counters", "traces", "spans", "rollup", "rollup_bins", "sessions", "logs", "alert_transitions",
-     "sqlite_sequence", "sqlite_stat1", "sqlite_stat4"}
-)  # fmt: skip
 _V0_INDEXES = ("traces_start_time", "traces_duration", "traces_status", "traces_name")
-
-
-def _tables(conn: sqlite3.Connection) -> set[str]:
-    return {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
@@ -68,15 +60,13 @@ def _prepare_locked(conn: sqlite3.Connection, path: Path, owner: str) -> str:
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if version == SCHEMA_VERSION:
         return "opened"  # another process made it current while this one waited for the lock
-    tables = _tables(conn)
-    foreign = sorted(tables - _OURS)
+    tables = check_ours(conn, path, owner)
     v0 = version == 0 and "traces" in tables and "spans" not in tables
     leftover = tables - {"sqlite_sequence", "sqlite_stat1", "sqlite_stat4"}
-    if foreign or (leftover and not v0):
-        shown = ", ".join(foreign or sorted(leftover))
+    if leftover and not v0:
         raise ValueError(
-            f"{owner}: {str(path)!r} is a SQLite database of another program (tables: {shown}); "
-            "it is left untouched: choose another path"
+            f"{owner}: {str(path)!r} holds obs tables ({', '.join(sorted(leftover))}) without a schema "
+            "version: it was not written by obs; it is left untouched: choose another path"
         )
     if v0 and not {"id", "data", "seq"} <= _columns(conn, "traces"):
         raise ValueError(

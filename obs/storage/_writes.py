@@ -1,4 +1,4 @@
-"""The SQL that writes and removes traces, shared by the store, retention and the migration.
+"""The SQL that writes and removes traces (and log and alert rows), shared by store, retention, migration.
 
 Each function runs inside a transaction its caller holds (`BEGIN IMMEDIATE`
 ... `COMMIT`), so a trace is all there or absent. The triggers of
@@ -8,12 +8,63 @@ every insert and delete made here.
 
 from __future__ import annotations
 
+import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
+from obs._validate import json_safe
+from obs.alerting.manager import AlertTransition
+from obs.logs import LEVELS, LogEntry
 from obs.storage._columns import SPAN_COLUMNS, TRACE_COLUMNS, EncodedTrace
+from obs.storage._rows import column
 
-__all__ = ["delete_traces", "insert_trace", "statements"]
+__all__ = [
+    "INSERT_ALERT", "INSERT_LOG", "alert_rows", "delete_traces", "insert_trace", "log_rows", "statements",
+]
+
+INSERT_LOG = (
+    "INSERT INTO logs (timestamp, level, rank, message, data, trace_id, span_id, service) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_ALERT = (
+    "INSERT INTO alert_transitions (at, rule, from_status, to_status, value, threshold, metric, op, "
+    "request_count, service) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _json_text(value: Any) -> str:
+    try:
+        return json.dumps(value, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError):
+        safe, _ = json_safe(value)
+        return json.dumps(safe, separators=(",", ":"))
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else column(value)
+
+
+def log_rows(entries: Iterable[LogEntry], service: str | None) -> list[tuple[Any, ...]]:
+    """The `logs` rows of `entries` (INSERT_LOG's parameters); data JSON cannot hold becomes marked text."""
+    rows = []
+    for entry in entries:
+        level = entry.level if entry.level in LEVELS else "info"
+        rows.append((
+            float(entry.timestamp), level, LEVELS.index(level), column(entry.message),
+            _json_text(dict(entry.data)), _text_or_none(entry.trace_id), _text_or_none(entry.span_id),
+            _text_or_none(service),
+        ))  # fmt: skip
+    return rows
+
+
+def alert_rows(transitions: Iterable[AlertTransition], service: str | None) -> list[tuple[Any, ...]]:
+    """The `alert_transitions` rows of `transitions` (INSERT_ALERT's parameters)."""
+    return [
+        (float(t.at), column(t.rule), t.from_status, t.to_status, t.value, float(t.threshold),
+         column(t.metric), t.op, int(t.request_count), _text_or_none(service))
+        for t in transitions
+    ]  # fmt: skip
 
 
 

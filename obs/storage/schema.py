@@ -32,7 +32,7 @@ import shlex
 import sqlite3
 from pathlib import Path
 
-__all__ = ["MEMORY", "SCHEMA_VERSION", "connect", "open_error", "refusal"]
+__all__ = ["MEMORY", "SCHEMA_VERSION", "check_ours", "connect", "open_error", "refusal"]
 
 SCHEMA_VERSION = 1
 MEMORY = ":memory:"
@@ -167,6 +167,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     first_start REAL NOT NULL,
     last_activity REAL NOT NULL,
     first_message TEXT,
+    first_message_at REAL,
     service TEXT,
     model TEXT
 ) WITHOUT ROWID;
@@ -216,11 +217,13 @@ END;
 
 CREATE TRIGGER IF NOT EXISTS session_turn_added AFTER INSERT ON traces
 WHEN NEW.conversation_id IS NOT NULL BEGIN
-    INSERT INTO sessions (conversation_id, turns, requests, errors, input_tokens, output_tokens,
-                          cost_units, latency_sum, first_start, last_activity, first_message, service, model)
+    INSERT INTO sessions (conversation_id, turns, requests, errors, input_tokens, output_tokens, cost_units,
+                          latency_sum, first_start, last_activity, first_message, first_message_at, service,
+                          model)
     VALUES (NEW.conversation_id, 1, NEW.requests, NEW.status = 'error', NEW.input_tokens, NEW.output_tokens,
-            NEW.cost_units, COALESCE(NEW.duration, 0), NEW.start_time,
-            COALESCE(NEW.end_time, NEW.start_time), NEW.input_preview, NEW.service, NEW.model)
+            NEW.cost_units, COALESCE(NEW.duration, 0), NEW.start_time, COALESCE(NEW.end_time, NEW.start_time),
+            NEW.input_preview, CASE WHEN NEW.input_preview IS NULL THEN NULL ELSE NEW.start_time END,
+            NEW.service, NEW.model)
     ON CONFLICT (conversation_id) DO UPDATE SET
         turns = turns + 1,
         requests = requests + excluded.requests,
@@ -231,8 +234,12 @@ WHEN NEW.conversation_id IS NOT NULL BEGIN
         latency_sum = latency_sum + excluded.latency_sum,
         first_message = CASE
             WHEN excluded.first_message IS NOT NULL
-                 AND (first_message IS NULL OR excluded.first_start < first_start)
+                 AND (first_message IS NULL OR excluded.first_message_at < first_message_at)
             THEN excluded.first_message ELSE first_message END,
+        first_message_at = CASE
+            WHEN excluded.first_message IS NOT NULL
+                 AND (first_message IS NULL OR excluded.first_message_at < first_message_at)
+            THEN excluded.first_message_at ELSE first_message_at END,
         first_start = MIN(first_start, excluded.first_start),
         last_activity = MAX(last_activity, excluded.last_activity),
         service = COALESCE(excluded.service, service),
@@ -292,6 +299,24 @@ CREATE TRIGGER IF NOT EXISTS request_removed AFTER DELETE ON spans WHEN OLD.requ
     {_BIN_DELETE.format(match=_ROLLUP_MATCH.format(r="OLD"), metric=1, column="ttft_bin")}
 END;
 """
+
+
+_OURS = frozenset(
+    {"meta", "counters", "traces", "spans", "rollup", "rollup_bins", "sessions", "logs", "alert_transitions",
+     "sqlite_sequence", "sqlite_stat1", "sqlite_stat4"}
+)  # fmt: skip
+
+
+def check_ours(conn: sqlite3.Connection, path: Path, owner: str) -> set[str]:
+    """The tables of the database; ValueError (naming the file) if any is not obs's. Reads only."""
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    foreign = sorted(tables - _OURS)
+    if foreign:
+        raise ValueError(
+            f"{owner}: {str(path)!r} is a SQLite database of another program (tables: {', '.join(foreign)}); "
+            "it is left untouched: choose another path"
+        )
+    return tables
 
 
 def _quoted(path: Path) -> str:
@@ -398,21 +423,24 @@ def connect(
         conn.execute(f"PRAGMA busy_timeout = {int(timeout_s * 1000)}")
         # Read before anything is written: the header (no database: NOTADB), the schema (damaged:
         # CORRUPT) and the version, so a file that cannot be used is refused untouched.
-        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        check_ours(conn, where, owner)
         version = int(conn.execute("PRAGMA user_version").fetchone()[0])
         if version > SCHEMA_VERSION:
-            conn.close()
             raise ValueError(
                 f"{owner}: {str(where)!r} was written by a newer version of obs (schema version "
                 f"{version}; this version reads up to {SCHEMA_VERSION}): upgrade obs to open it, or "
                 "choose another path; the file is left untouched"
             )
         if not memory:
-            # WAL: readers never wait for the writer, and a crash leaves the file consistent.
+            # WAL (set in the header: the first write to the file): readers never wait for the
+            # writer, and a crash leaves the file consistent.
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
     except sqlite3.Error as exc:
         with contextlib.suppress(sqlite3.Error):
             conn.close()
         raise open_error(where, exc, timeout_s, owner) from exc
+    except ValueError:
+        conn.close()
+        raise
     return conn

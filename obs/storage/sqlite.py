@@ -14,7 +14,6 @@ when read, never fatal to the read. The dashboard's queries are in
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sqlite3
@@ -22,13 +21,13 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from obs._validate import json_safe, short_repr
+from obs._validate import short_repr
 from obs.alerting.manager import AlertTransition
-from obs.logs import LEVELS, LogEntry
+from obs.logs import LogEntry
 from obs.storage._columns import SPAN_READ, EncodedTrace, decode_trace, encode_trace
 from obs.storage._database import Database
 from obs.storage._rows import REPLACED_KEY, column
-from obs.storage._writes import delete_traces, insert_trace
+from obs.storage._writes import INSERT_ALERT, INSERT_LOG, alert_rows, delete_traces, insert_trace, log_rows
 from obs.storage.base import (
     StoreStats,
     TracePredicate,
@@ -70,14 +69,6 @@ def _check_timeout(timeout_s: object) -> float:
     ):
         raise ValueError(f"SqliteTraceStore: timeout_s must be a finite number > 0, got {timeout_s!r}")
     return float(timeout_s)
-
-
-def _json_text(value: Any) -> str:
-    try:
-        return json.dumps(value, separators=(",", ":"))
-    except (TypeError, ValueError, RecursionError):
-        safe, _ = json_safe(value)
-        return json.dumps(safe, separators=(",", ":"))
 
 
 class SqliteTraceStore:
@@ -262,18 +253,7 @@ class SqliteTraceStore:
         Data JSON cannot hold is stored as marked text. A failure is logged
         and counted in `write_errors`, never raised (ValueError if closed).
         """
-        rows = []
-        for entry in entries:
-            level = entry.level if entry.level in LEVELS else "info"
-            rows.append((
-                float(entry.timestamp), level, LEVELS.index(level), column(entry.message),
-                _json_text(dict(entry.data)), None if entry.trace_id is None else column(entry.trace_id),
-                None if entry.span_id is None else column(entry.span_id), service,
-            ))  # fmt: skip
-        return self._insert_rows(
-            "INSERT INTO logs (timestamp, level, rank, message, data, trace_id, span_id, service) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows, "log entries",
-        )  # fmt: skip
+        return self._insert_rows(INSERT_LOG, log_rows(entries, service), "log entries")
 
     def add_alert_transitions(
         self, transitions: Iterable[AlertTransition], service: str | None = None
@@ -282,15 +262,7 @@ class SqliteTraceStore:
 
         A failure is logged and counted in `write_errors`, never raised (ValueError if closed).
         """
-        rows = [
-            (float(t.at), column(t.rule), t.from_status, t.to_status, t.value, float(t.threshold),
-             column(t.metric), t.op, int(t.request_count), service)
-            for t in transitions
-        ]  # fmt: skip
-        return self._insert_rows(
-            "INSERT INTO alert_transitions (at, rule, from_status, to_status, value, threshold, metric, op, "
-            "request_count, service) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows, "alert transitions",
-        )  # fmt: skip
+        return self._insert_rows(INSERT_ALERT, alert_rows(transitions, service), "alert transitions")
 
     def _insert_rows(self, sql: str, rows: list[tuple[Any, ...]], what: str) -> int:
         if not rows:
@@ -307,18 +279,22 @@ class SqliteTraceStore:
 
     # -- reading traces -----------------------------------------------------------------------------
 
-    def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[Trace]:
+    def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[Trace]:
         """The traces of the rows (seq, id, data) `sql` selects; an undecodable row is skipped and counted."""
+        return [trace for _, trace in self._fetch_pairs(sql, params)]
+
+    def _fetch_pairs(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[str, Trace]]:
+        """(row id, trace) of the rows (seq, id, data) `sql` selects; undecodable rows skipped, counted."""
         with self._db.read() as conn:
             rows = conn.execute(sql, params).fetchall()
             spans = self._spans_of(conn, [row[1] for row in rows])
-        traces = []
+        pairs = []
         for seq, trace_id, data in rows:
             try:
-                traces.append(decode_trace(data, spans.get(trace_id, ())))
+                pairs.append((trace_id, decode_trace(data, spans.get(trace_id, ()))))
             except Exception as exc:  # RecursionError too: one bad row must not make the file unreadable
                 self._skip(seq, trace_id, exc)
-        return traces
+        return pairs
 
     @staticmethod
     def _spans_of(conn: sqlite3.Connection, trace_ids: Sequence[str]) -> dict[str, list[tuple[Any, ...]]]:
@@ -345,6 +321,16 @@ class SqliteTraceStore:
             return None
         found = self._fetch("SELECT seq, id, data FROM traces WHERE id = ?", (column(trace_id),))
         return found[0] if found else None
+
+    def get_many(self, trace_ids: Sequence[str]) -> list[Trace]:
+        """The stored traces among `trace_ids`, in the order given (missing or undecodable ones left out)."""
+        wanted = [column(i) for i in trace_ids if isinstance(i, str)]
+        found: dict[str, Trace] = {}
+        for start in range(0, len(wanted), _IN_CHUNK):
+            chunk = wanted[start : start + _IN_CHUNK]
+            sql = f"SELECT seq, id, data FROM traces WHERE id IN ({', '.join('?' * len(chunk))})"
+            found.update(self._fetch_pairs(sql, chunk))
+        return [found[i] for i in wanted if i in found]
 
     def __contains__(self, trace_id: object) -> bool:
         """True if a trace with this id is stored."""

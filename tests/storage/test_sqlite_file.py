@@ -1,0 +1,191 @@
+"""The file itself: its version, the migration from the one-table layout, and files that are refused.
+
+A file written by the one-table store of earlier releases (built here with
+that store's exact schema and rows) opens, is migrated in place and keeps
+every trace in its order. A file of a newer schema version, a damaged file,
+a file that is no database and another program's database are refused with
+a message that names the file and what to do, and are left byte for byte as
+they were. A new file is private to its owner (0600).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+
+from obs.storage._rows import storable
+from obs.storage.queries import DashboardQueries
+from obs.storage.schema import SCHEMA_VERSION
+from obs.storage.sqlite import SqliteTraceStore
+from obs.trace.traces import Trace
+from tests.storage._traces import random_traces
+
+# The schema of the one-table store (version 0), as it created its file.
+_V0_SCHEMA = """
+CREATE TABLE IF NOT EXISTS traces (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    name TEXT NOT NULL,
+    start_time REAL NOT NULL,
+    end_time REAL,
+    duration REAL,
+    status TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS traces_start_time ON traces (start_time);
+CREATE INDEX IF NOT EXISTS traces_duration ON traces (duration);
+CREATE INDEX IF NOT EXISTS traces_status ON traces (status);
+CREATE INDEX IF NOT EXISTS traces_name ON traces (name);
+"""
+
+
+def _write_v0(path: Path, traces: list[Trace], extra_rows: list[tuple[str, str]] = ()) -> None:  # type: ignore[assignment]
+    """A file as the one-table store wrote it: WAL, one JSON row per trace, user_version 0."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(_V0_SCHEMA)
+    conn.execute("PRAGMA journal_mode=WAL")
+    for trace in traces:
+        data, _ = storable(trace)
+        conn.execute(
+            "INSERT INTO traces (id, name, start_time, end_time, duration, status, data) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (trace.id, trace.name, trace.start_time, trace.end_time, trace.duration, trace.status,
+             json.dumps(data, separators=(",", ":"))),
+        )  # fmt: skip
+    for trace_id, data in extra_rows:
+        conn.execute(
+            "INSERT INTO traces (id, name, start_time, status, data) VALUES (?, 'x', 1.0, 'error', ?)",
+            (trace_id, data),
+        )
+    conn.close()
+
+
+def _version(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def test_a_new_file_is_private_and_of_the_current_version(tmp_path: Path) -> None:
+    path = tmp_path / "obs.db"
+    with SqliteTraceStore(path) as store:
+        assert store.opened_as == "created"
+        store.add(random_traces(1)[0])
+        modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
+    assert modes["obs.db"] == 0o600
+    assert all(mode == 0o600 for mode in modes.values()), modes  # -wal and -shm too
+    assert _version(path) == SCHEMA_VERSION == 1
+    with SqliteTraceStore(path) as again:
+        assert again.opened_as == "opened"
+
+
+def test_a_file_of_the_one_table_layout_is_migrated_and_keeps_its_traces(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    traces = random_traces(60)
+    _write_v0(path, traces, [("b" * 32, "{not json")])
+    assert _version(path) == 0
+    with SqliteTraceStore(path) as store:
+        assert store.opened_as == "migrated"
+        assert store.all() == traces  # every trace, whole, in its old insertion order
+        assert len(store) == 61 and store.unreadable == 1  # the bad row is carried over, still skipped
+        tiles = DashboardQueries(store).tiles()
+        assert tiles.request_count == sum(
+            1 for t in traces for s in t.spans if "gen_ai.operation.name" in s.attributes
+        )
+        newest = DashboardQueries(store).traces(limit=1).items[0]
+        assert newest.trace_id == max(traces, key=lambda t: t.start_time).id
+        store.add(random_traces(61)[60])
+        assert store.all()[-1].id == random_traces(61)[60].id
+    assert _version(path) == SCHEMA_VERSION
+    with SqliteTraceStore(path) as reopened:
+        assert reopened.opened_as == "opened" and len(reopened) == 62
+
+
+def test_a_file_of_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    with SqliteTraceStore(path) as store:
+        store.add(random_traces(1)[0])
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA user_version = 7")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(ValueError) as caught:
+        SqliteTraceStore(path)
+    message = str(caught.value)
+    assert str(path) in message and "newer version of obs" in message and "schema version 7" in message
+    assert "upgrade obs" in message and "left untouched" in message
+    assert path.read_bytes() == before
+
+
+def test_a_damaged_file_is_refused_untouched_with_how_to_move_it_aside(tmp_path: Path) -> None:
+    path = tmp_path / "obs.db"
+    with SqliteTraceStore(path) as store:
+        store.add_many(random_traces(20))
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    raw = bytearray(path.read_bytes())
+    raw[100:4096] = b"\xff" * (4096 - 100)  # page 1 after the header: the schema table
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError) as caught:
+        SqliteTraceStore(path)
+    message = str(caught.value)
+    assert str(path) in message and "is damaged" in message
+    assert f"mv {path} {path}.corrupt" in message
+    assert path.read_bytes() == bytes(raw)
+
+
+def test_a_file_that_is_no_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "notes.db"
+    text = "plain text, not a database\n" * 100
+    path.write_text(text)
+    with pytest.raises(ValueError) as caught:
+        SqliteTraceStore(path)
+    message = str(caught.value)
+    assert "is not a SQLite database" in message and f"mv {path} {path}.bad" in message
+    assert path.read_text() == text
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.db"]  # no -wal or -shm left behind
+
+
+def test_another_programs_database_is_refused_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("CREATE TABLE users (name TEXT)")
+        conn.execute("INSERT INTO users VALUES ('ann')")
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=r"is a SQLite database of another program \(tables: users\)"):
+        SqliteTraceStore(path)
+    assert path.read_bytes() == before
+
+
+def test_a_directory_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"is a directory: give a file path"):
+        SqliteTraceStore(tmp_path)
+
+
+def test_in_memory_stores_keep_nothing_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with SqliteTraceStore(":memory:") as store:
+        store.add_many(random_traces(30))
+        assert len(store) == 30 and store.file_info().size_bytes == 0
+        assert DashboardQueries(store).tiles().request_count > 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_two_stores_opening_an_old_file_at_once_migrate_it_once(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    traces = random_traces(30)
+    _write_v0(path, traces)
+    with SqliteTraceStore(path) as first, SqliteTraceStore(path) as second:
+        assert sorted([first.opened_as, second.opened_as]) == ["migrated", "opened"]
+        assert second.all() == traces and len(first) == 30
+        assert second.file_info().oldest_trace_at == min(t.start_time for t in traces) / 1000.0
