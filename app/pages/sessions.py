@@ -56,9 +56,16 @@ def _take_link() -> str | None:
     return linked or None
 
 
+def _table_key(selected: str) -> str:
+    # One table widget per open session: a session opened another way (the box, a link) starts a
+    # table whose selection is that session's row, instead of keeping the row picked before.
+    return f"{state.W_SESSION_TABLE}:{selected}"
+
+
 def _take_table_selection() -> None:
     """Open the row the user picked in the table, but only when the pick changed (as on the Traces page)."""
-    event = st.session_state.get(state.W_SESSION_TABLE)
+    key = st.session_state.get(state.SESSION_TABLE_KEY)
+    event = st.session_state.get(key) if key else None
     rows = list(event["selection"]["rows"]) if event else []
     ids = st.session_state.get(state.SESSION_TABLE_IDS, [])
     picked = ids[rows[0]] if rows and rows[0] < len(ids) else None
@@ -73,8 +80,10 @@ def _table(rows: pd.DataFrame, selected: str) -> None:
     shown = rows[_TABLE_COLUMNS].copy()
     shown["first_message"] = shown["first_message"].where(shown["first_message"].notna(), _NOT_RECORDED)
     default = {"selection": {"rows": [ids.index(selected)] if selected in ids else [], "columns": []}}
+    key = _table_key(selected)
+    st.session_state[state.SESSION_TABLE_KEY] = key
     event = st.dataframe(
-        shown, key=state.W_SESSION_TABLE, on_select="rerun", selection_mode="single-row",
+        shown, key=key, on_select="rerun", selection_mode="single-row",
         selection_default=default, hide_index=True,
         column_config={
             "first_message": st.column_config.TextColumn("First message", width="medium"),
