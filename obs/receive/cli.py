@@ -7,7 +7,10 @@ named by `--token-env` (default `OBS_ACCESS_TOKEN`, the dashboard's) is set,
 every request must carry `Authorization: Bearer <its value>` (16 characters
 at least); on an address other machines can reach, the token is required
 and the receiver refuses to start without one. `GET /metrics` serves the
-GenAI spans received, as Prometheus text. Ctrl-C stores what is queued, then stops.
+GenAI spans received, as Prometheus text. Traces are written through
+`SqliteExporter` (one transaction per batch), merged with the part of each
+already in the file; the file's retention settings apply. Ctrl-C stores
+what is queued, then stops.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from collections.abc import Sequence
 
 from obs.receive.app import MIN_TOKEN_LENGTH, make_receiver_app
 from obs.receive.merge import MergingStoreExporter
+from obs.storage.exporter import SqliteExporter
 from obs.storage.sqlite import SqliteTraceStore
 
 __all__ = ["DEFAULT_TOKEN_ENV", "is_loopback", "main"]
@@ -49,8 +53,6 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--token-env", default=DEFAULT_TOKEN_ENV,
                         help=f"variable holding the bearer token requests must carry "
                         f"(default {DEFAULT_TOKEN_ENV})")
-    parser.add_argument("--max-traces", type=int, default=100_000,
-                        help="traces the file keeps; the oldest go first (default 100000)")
     return parser
 
 
@@ -72,14 +74,15 @@ def main(argv: Sequence[str] | None = None) -> int:
               "print(secrets.token_urlsafe(24))'), or listen on 127.0.0.1", file=sys.stderr)
         return 2
     try:
-        store = SqliteTraceStore(args.db, max_traces=args.max_traces)
+        store = SqliteTraceStore(args.db)
     except ValueError as exc:
         print(f"obs.receiver: {exc}", file=sys.stderr)
         return 2
+    store.start_retention()  # the file's own retention settings (see obs.storage.retention)
     import uvicorn  # imported here: only the standalone receiver needs a server
 
     try:
-        app = make_receiver_app(MergingStoreExporter(store), token=token)
+        app = make_receiver_app(MergingStoreExporter(SqliteExporter(store)), token=token)
         server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
                                                access_log=False, lifespan="on"))
         host = f"[{args.host}]" if ":" in args.host else args.host

@@ -86,25 +86,31 @@ def _coalesce(traces: Sequence[Trace]) -> list[Trace]:
 
 
 class MergingStoreExporter:
-    """Stores received traces in a trace store, merged with the part of each already stored.
+    """Stores received traces, each merged with the part of it already stored.
 
-    `store` is anything with `add(trace)`, `get(trace_id)` and `in`
-    (`SqliteTraceStore`, `TraceStore`); a store with `add_many(traces)` gets
-    each batch in one call (one transaction for SQLite). Parts of one trace
-    in the same batch are merged first. Read and written from one thread at
-    a time (the receiver's worker). The store is not closed on shutdown: its
-    owner closes it.
+    `target` is a trace store (anything with `add(trace)`, `get(trace_id)`
+    and `in`: `SqliteTraceStore`, `TraceStore`), or an exporter that writes
+    into one and says which (`SqliteExporter(path)`, whose `.store` is read
+    and whose `export` writes each batch in one transaction). A store with
+    `add_many(traces)` gets each batch in one call. Parts of one trace in the
+    same batch are merged first. Read and written from one thread at a time
+    (the receiver's worker). `shutdown` passes on to an exporter target; a
+    store is left open for its owner to close.
     """
 
-    def __init__(self, store: Any) -> None:
-        """Export into `store`; ValueError if it lacks `add`, `get` or `__contains__`."""
+    def __init__(self, target: Any) -> None:
+        """Export into `target`; ValueError if it is neither a store nor an exporter holding one."""
+        inner = target if callable(getattr(target, "export", None)) else None
+        store = getattr(target, "store", None) if inner is not None else target
         for method in ("add", "get", "__contains__"):
             if not callable(getattr(store, method, None)):
                 raise ValueError(
-                    f"MergingStoreExporter: store must have add(trace), get(trace_id) and `in` "
-                    f"(e.g. SqliteTraceStore(path)); {store!r} has no {method}"
+                    "MergingStoreExporter: target must be a trace store with add(trace), get(trace_id) and "
+                    f"`in` (e.g. SqliteTraceStore(path)) or an exporter with one as .store (e.g. "
+                    f"SqliteExporter(path)); {target!r} has no {method}"
                 )
         self.store = store
+        self.exporter = inner
 
     def export(self, traces: Sequence[Trace]) -> ExportResult:
         """Merge each trace with its stored part and store it; FAILURE if the store raised or refused some."""
@@ -117,6 +123,8 @@ class MergingStoreExporter:
                     if stored is not None:
                         trace = merge_traces(stored, trace)
                 batch.append(trace)
+            if self.exporter is not None:
+                return self.exporter.export(batch)  # type: ignore[no-any-return]
             add_many = getattr(self.store, "add_many", None)
             if callable(add_many):
                 stored_count = add_many(batch)
@@ -134,7 +142,11 @@ class MergingStoreExporter:
         return ExportResult.SUCCESS
 
     def shutdown(self) -> None:
-        """Nothing to release: the store belongs to its owner."""
+        """Shut an exporter target down; a store target belongs to its owner and stays open."""
+        if self.exporter is not None:
+            shutdown = getattr(self.exporter, "shutdown", None)
+            if callable(shutdown):
+                shutdown()
 
     def __repr__(self) -> str:
-        return f"MergingStoreExporter({self.store!r})"
+        return f"MergingStoreExporter({self.exporter if self.exporter is not None else self.store!r})"

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from obs.receive import MergingStoreExporter, merge_traces
+from obs.storage.exporter import SqliteExporter
 from obs.storage.memory import TraceStore
 from obs.storage.sqlite import SqliteTraceStore
 from obs.trace.processors import ExportResult
@@ -80,5 +81,19 @@ def test_a_closed_store_makes_the_export_fail_without_raising(tmp_path: Path) ->
     store = SqliteTraceStore(tmp_path / "traces.sqlite")
     store.close()
     assert MergingStoreExporter(store).export([chat_trace()]) is ExportResult.FAILURE
-    with pytest.raises(ValueError, match="store must have add"):
+    with pytest.raises(ValueError, match="target must be a trace store"):
         MergingStoreExporter(object())
+
+
+def test_a_sqlite_exporter_target_writes_the_merged_batch_in_one_call(sqlite_store: SqliteTraceStore) -> None:
+    writer = SqliteExporter(sqlite_store)
+    exporter = MergingStoreExporter(writer)
+    trace = chat_trace()
+    child, root = _parts(trace)
+    assert exporter.export([child]) is ExportResult.SUCCESS
+    assert exporter.export([root]) is ExportResult.SUCCESS
+    stored = sqlite_store.get(trace.id)
+    assert stored is not None and {s.id for s in stored.spans} == {s.id for s in trace.spans}
+    assert exporter.store is sqlite_store and exporter.exporter is writer
+    exporter.shutdown()  # the exporter did not open the store: it stays open
+    assert len(sqlite_store) == 1
