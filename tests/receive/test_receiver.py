@@ -247,6 +247,8 @@ def test_a_full_queue_gets_429_with_retry_after() -> None:
             full = _send_traces(base, [chat_trace("ee" * 16)])
             assert full.status_code == 429 and full.headers["retry-after"] == "2"
             assert app.state.ingest.stats().refused_requests == 1
+            exporter.release.set()
+            assert app.state.ingest.flush(10.0) and app.state.ingest.stats().exported_spans == 4
     finally:
         exporter.release.set()
 
@@ -268,5 +270,6 @@ def test_a_hanging_exporter_gets_503_and_never_holds_the_client() -> None:
 
             assert wait_until(refused, 10.0)
             assert set(answers) <= {200, 503}
+            exporter.release.set()
     finally:
         exporter.release.set()
