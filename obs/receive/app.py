@@ -193,7 +193,7 @@ def make_receiver_app(
     token: str | None = None,
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    max_queue_spans: int = 100_000,
+    max_queue_spans: int = 20_000,
     export_timeout_s: float = 30.0,
     retry_after_s: float = 5.0,
     max_concurrent_decodes: int = 8,

@@ -78,7 +78,7 @@ class Ingest:
         self,
         exporter: Any,
         *,
-        max_queue_spans: int = 100_000,
+        max_queue_spans: int = 20_000,
         max_export_traces: int = 2048,
         export_timeout_s: float = 30.0,
         retry_after_s: float = 5.0,
