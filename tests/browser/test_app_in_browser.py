@@ -11,6 +11,7 @@ dashboard screenshot is also written to docs/dashboard.png for the README.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -141,11 +142,14 @@ def test_a_new_conversation_is_a_new_trace_and_a_table_row_selects_it(page: Any,
         page.wait_for_function(f"() => document.querySelectorAll('{CHAT_MESSAGE}').length === 0")
         send(page, "A new topic.", 0)
     open_page(page, "Traces")
-    page.get_by_text("1 span(s)").wait_for()  # the newest trace, the new conversation, is shown
+    # The newest trace, the new conversation's turn (its root span and the request), is shown.
+    caption = page.get_by_text(re.compile(r"^trace [0-9a-f]{32} · 2 span\(s\) · status success$"))
+    newest = caption.inner_text().split()[1]
     table = page.get_by_test_id("stDataFrame").first
     box = table.bounding_box()
     assert box is not None
     # Click the second row's selection cell (the grid is a canvas: rows are about 35 px high).
     page.mouse.click(box["x"] + 18, box["y"] + 35 + 35 + 17)
-    page.get_by_text("3 span(s)").wait_for()  # the first conversation: three requests
+    # The turn before it, of the first conversation.
+    page.get_by_text(re.compile(rf"^trace (?!{newest})[0-9a-f]{{32}} · 2 span\(s\)")).wait_for()
     shot(page, artifacts, "traces-selected")
