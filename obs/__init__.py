@@ -183,8 +183,11 @@ if TYPE_CHECKING:  # loaded on first use: pandas for dashboard data, protobuf fo
         find_free_port,
         start_embedded_server,
     )
+    from obs.receive import MergingStoreExporter, make_receiver_app
 
 _LAZY = {
+    "MergingStoreExporter": "obs.receive",
+    "make_receiver_app": "obs.receive",
     "ExporterStats": "obs.export.exporters",
     "OtlpHttpExporter": "obs.export.exporters",
     "ZipkinExporter": "obs.export.exporters",
@@ -279,6 +282,7 @@ __all__ = [
     "LogLevel",
     "LogMapping",
     "LoggerNotifier",
+    "MergingStoreExporter",
     "MetricsCollector",
     "MetricsSnapshot",
     "ModelCost",
@@ -353,6 +357,7 @@ __all__ = [
     "is_valid_trace_id",
     "latency_histogram",
     "load_rules",
+    "make_receiver_app",
     "parse_rules",
     "parse_traceparent",
     "requests_frame",
