@@ -182,10 +182,14 @@ def main() -> None:
     if every.empty:
         st.info("No sessions yet: chat with the model, and each conversation appears here with its turns.")
         return
+    rows = every
+    if search.strip() or model is not None or errors_only:
+        rows = conversations.session_rows(traces, search=search, model=model, errors_only=errors_only)
     if linked is not None and linked not in set(every["conversation_id"]):
         st.warning("That conversation has no stored turn yet (sampling may have dropped its turns).",
                    icon=":material/search_off:")
-    rows = conversations.session_rows(traces, search=search, model=model, errors_only=errors_only)
+    elif linked is not None and linked not in set(rows["conversation_id"]):
+        st.info("The linked conversation is hidden by the filters.", icon=":material/filter_alt:")
     if rows.empty:
         st.warning("No session matches these filters.")
         return

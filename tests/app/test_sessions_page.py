@@ -166,3 +166,15 @@ def test_span_names_in_a_waterfall_are_text_not_plotly_markup() -> None:
     escaped = '&lt;span style="cursor:url(http://127.0.0.1:9/x.png),auto"&gt;tool&lt;/span&gt; &amp; co'
     assert labels == [state.TURN_SPAN, escaped]
     assert [row[0] for trace in figure.data for row in trace.customdata] == [state.TURN_SPAN, escaped]
+
+
+def test_a_linked_conversation_hidden_by_the_filters_says_so(fake_server: FakeLlamaServer) -> None:
+    at, _, first, second = _two_conversations()
+    at.switch_page(state.SESSIONS_PAGE).run()
+    at.text_input(key=state.W_SESSION_SEARCH).set_value("new topic").run()
+    at.query_params[state.QUERY_CONVERSATION] = first
+    at.run()
+    assert not at.exception
+    assert "hidden by the filters" in at.info[0].value
+    assert list(at.dataframe[0].value["conversation_id"]) == [second]
+    assert _messages(at)[0] == ("user", "a new topic")
