@@ -11,13 +11,15 @@ numbers for display (cumulative sums, per-bucket ratios, per-second rates);
 the numbers themselves come from obs.
 
 Threshold lines (alert settings) are passed in as `Threshold` values and drawn
-as dashed horizontal lines in the unit of the chart's y axis.
+as dashed horizontal lines in the unit of the chart's y axis. Tables drawn as
+they are (the waterfall's rows, the cost of each model) are shaped here too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -25,9 +27,14 @@ from plotly.subplots import make_subplots
 
 from obs.trace.traces import Trace, span_tree
 
+if TYPE_CHECKING:
+    from obs.metrics._pricing import ModelCost
+
 __all__ = [
+    "COST_COLUMNS",
     "STATUS_COLORS",
     "Threshold",
+    "cost_by_model_frame",
     "cumulative_cost",
     "error_rate_over_time",
     "latency_breakdown",
@@ -48,6 +55,10 @@ _COMPLETION_COLOR = "#14b8a6"
 _OTHER_COLOR = "#9ca3af"
 _HEIGHT = 320
 _WATERFALL_INDENT = "\u00a0\u00a0\u00a0"  # plotly trims plain spaces from tick labels
+COST_COLUMNS = ["model", "requests", "cost", "priced_by", "unpriced", "server_s"]
+_PRICED_BY = {"tokens": "tokens", "compute": "server time", "free": "free", "cache": "response cache",
+              "unknown": "server time (no timings)", "mixed": "mixed (the prices changed)"}
+_NO_MODEL = "(no model)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +202,42 @@ def throughput_over_time(timeline: pd.DataFrame, bucket_s: float = 1.0) -> go.Fi
     fig.update_yaxes(title_text="requests/s", secondary_y=False, rangemode="tozero")
     fig.update_yaxes(title_text="generated tokens/s", secondary_y=True, rangemode="tozero")
     return _layout(fig, title)
+
+
+def _cost_text(cost: ModelCost) -> str:
+    # A model priced at zero is "free", and one whose cost could not be worked out is "unknown":
+    # neither is ever a bare $0 that reads like either.
+    if cost.pricing in ("free", "unknown"):
+        return cost.pricing
+    if cost.cost_usd == 0:
+        return "$0"
+    return f"${cost.cost_usd:.1e}" if cost.cost_usd < 1e-6 else f"${cost.cost_usd:,.6f}"
+
+
+def cost_by_model_frame(costs: Mapping[str | None, ModelCost]) -> pd.DataFrame:
+    """One row per model of `MetricsCollector.cost_by_model()`, the most expensive first, as people read it.
+
+    Columns `COST_COLUMNS`: model ("(no model)" for requests without one),
+    requests, cost ("free" for a model priced at zero, "unknown" when no
+    request could be priced, else dollars), priced_by ("tokens", "server
+    time", "free", "response cache", "server time (no timings)", "mixed (the
+    prices changed)"), unpriced (requests priced by server time that reported
+    none, counted as $0) and server_s (the server time the requests reported).
+    """
+    rows = [
+        {
+            "model": _NO_MODEL if model is None else model,
+            "requests": cost.requests,
+            "cost": _cost_text(cost),
+            "priced_by": _PRICED_BY.get(cost.pricing, cost.pricing),
+            "unpriced": int(cost.by_pricing.get("unknown", 0)),
+            "server_s": round(cost.server_ms / 1000.0, 3),
+            "_usd": cost.cost_usd,
+        }
+        for model, cost in costs.items()
+    ]
+    rows.sort(key=lambda row: -row["_usd"])  # stable: equal costs keep the order models were first seen
+    return pd.DataFrame([{k: row[k] for k in COST_COLUMNS} for row in rows], columns=COST_COLUMNS)
 
 
 def cumulative_cost(requests: pd.DataFrame) -> go.Figure:

@@ -99,7 +99,8 @@ _CHAT_KEYS = (state.W_SYSTEM_PROMPT, state.W_TEMPERATURE, state.W_MAX_TOKENS, st
 
 
 def render_chat_controls(app: AppSession) -> None:
-    """Draw the chat settings: system prompt, sampling, prices, content capture, new conversation.
+    """Draw the chat settings: system prompt, sampling, prices (per 1K tokens, per hour of server time),
+    content capture, new conversation.
 
     Each change is applied by a callback as well, which Streamlit runs at the
     start of the next run whatever page that run draws: a setting changed
@@ -121,13 +122,23 @@ def render_chat_controls(app: AppSession) -> None:
         left, right = st.columns(2)
         left.number_input("Prompt", step=0.0005, format="%.4f", key=state.W_PROMPT_PRICE, **apply)
         right.number_input("Completion", step=0.0005, format="%.4f", key=state.W_COMPLETION_PRICE, **apply)
+        # value=None makes an emptied field None (price by tokens); `value=<the price>` would bring the
+        # price back instead, as Streamlit reads an empty field as the widget's default.
+        state.init_widget(state.W_COMPUTE_PRICE, settings.compute_price)
+        st.number_input("Compute ($ per hour of server time)", value=None, step=0.05, format="%.4f",
+                        key=state.W_COMPUTE_PRICE, placeholder="off: price by tokens", **apply,
+                        help="What an hour of your hardware costs. When set, every request is priced by the "
+                             "time llama.cpp spent on it (prompt_ms + predicted_ms) instead of by tokens; "
+                             "0 makes it free. Empty: price by tokens.")
         st.toggle("Capture message contents", key=state.W_CAPTURE, **apply,
                   help="Record prompts and answers on the spans (OpenTelemetry opt-in content).")
         try:
             _apply_chat_settings(app)
         except ValueError as exc:
             kept = app.settings
-            st.error(f"{exc}. Still using ${kept.prompt_price:.4f} / ${kept.completion_price:.4f}.",
+            compute = ("" if kept.compute_price is None
+                       else f", and ${kept.compute_price:.4f} per hour of server time")
+            st.error(f"{exc}. Still using ${kept.prompt_price:.4f} / ${kept.completion_price:.4f}{compute}.",
                      icon=":material/error:")
         st.button("New conversation", icon=":material/add_comment:", on_click=app.new_conversation,
                   help="End this conversation's trace and start a new one.", width="stretch")
@@ -150,6 +161,7 @@ def _apply_chat_settings(app: AppSession) -> None:
                capture_content=bool(values.get(state.W_CAPTURE, settings.capture_content)))
     app.set_prices(values.get(state.W_PROMPT_PRICE, settings.prompt_price),
                    values.get(state.W_COMPLETION_PRICE, settings.completion_price))
+    app.set_compute_price(values.get(state.W_COMPUTE_PRICE, settings.compute_price))
 
 
 def render_sampling_alert_controls(app: AppSession) -> None:

@@ -113,6 +113,7 @@ W_TEMPERATURE = "w_temperature"
 W_MAX_TOKENS = "w_max_tokens"
 W_PROMPT_PRICE = "w_prompt_price"
 W_COMPLETION_PRICE = "w_completion_price"
+W_COMPUTE_PRICE = "w_compute_price"
 W_CAPTURE = "w_capture_content"
 W_REFRESH_S = "w_refresh_s"
 W_PAUSED = "w_paused"
@@ -152,6 +153,9 @@ class Settings:
     `slow_ms`. Alerts: `alert_error_rate` (a fraction) and `alert_p95_ms` are
     the thresholds of obs's default rules; `alert_min_requests` replaces their
     minimum number of requests in the window (None keeps the defaults).
+    Prices: `prompt_price` and `completion_price` are dollars per 1K tokens;
+    `compute_price`, when set, prices every request by the server time
+    llama.cpp reports instead, in dollars per hour (0: free).
     """
 
     server_url: str
@@ -171,6 +175,7 @@ class Settings:
     alert_error_rate: float = 0.05
     alert_p95_ms: float = 5000.0
     alert_min_requests: int | None = None
+    compute_price: float | None = None
 
 
 @dataclass(slots=True)
@@ -223,6 +228,7 @@ class AppSession:
 
     def __post_init__(self) -> None:
         self.collector.set_prices(self.settings.prompt_price, self.settings.completion_price)
+        self.collector.set_compute_price(self.settings.compute_price)
         self.tracer = Tracer(store=self.store, collector=self.collector, logger=self.logger,
                              service_name="obs-dashboard")
         self.client = self._make_client(self.settings.server_url)
@@ -268,6 +274,19 @@ class AppSession:
             self.collector.set_prices(prompt_price, completion_price)
             self.settings = replace(self.settings, prompt_price=float(prompt_price),
                                     completion_price=float(completion_price))
+
+    def set_compute_price(self, dollars_per_hour: float | None) -> None:
+        """Price new requests by server time at `dollars_per_hour` (0: free), or by tokens again for None.
+
+        Applied through the collector; raises its ValueError for a bad price,
+        changing nothing.
+        """
+        with self.lock:
+            if dollars_per_hour == self.settings.compute_price:
+                return
+            self.collector.set_compute_price(dollars_per_hour)
+            price = None if dollars_per_hour is None else float(dollars_per_hour)
+            self.settings = replace(self.settings, compute_price=price)
 
     def set_sampling(self, rate: float, keep_errors: bool, keep_slow: bool, slow_ms: float) -> None:
         """Sample new traces with ParentBased(TraceIdRatio(rate)); keep errors / slow traces at the tail.

@@ -1,9 +1,11 @@
-"""Dashboard page: KPI tiles and live Plotly charts of this session's requests.
+"""Dashboard page: KPI tiles, live Plotly charts and the cost of each model for this session's requests.
 
 Everything drawn comes from `obs.dashboard.generate_dashboard_data` over the
-session's MetricsCollector and traces; `app.charts` only turns those frames
-into figures. The panel is a fragment that reruns itself every few seconds
-(interval selectable, pausable) without redrawing the rest of the page.
+session's MetricsCollector and traces, and from the collector's
+`cost_by_model()`; `app.charts` only turns those into figures and tables
+(a model priced at zero shows "free", never a bare $0). The panel is a
+fragment that reruns itself every few seconds (interval selectable,
+pausable) without redrawing the rest of the page.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import streamlit as st
 
 from app import charts, state
 from app.state import AppSession
+from obs import semconv
 from obs.dashboard import generate_dashboard_data
 
 REFRESH_CHOICES_S = (1, 2, 5, 10, 30)
@@ -38,6 +41,35 @@ def _chart(fig: object, key: str) -> None:
     st.plotly_chart(fig, key=key, config=_PLOTLY_CONFIG)
 
 
+def _pricing_text(app: AppSession) -> str:
+    price = app.collector.price_for()
+    if price.pricing == semconv.PRICING_COMPUTE:
+        rule = "free (a compute price of $0)" if price.free else (
+            f"by server time: ${price.per_hour:,.4f} per hour of llama.cpp's prompt_ms + predicted_ms")
+    else:
+        rule = (f"per 1K tokens: ${price.prompt_per_1k:,.4f} prompt, ${price.completion_per_1k:,.4f} "
+                "completion. A compute price ($ per hour of server time) in the Chat page's sidebar prices "
+                "them by the time llama.cpp spent on them instead")
+    return (f"New requests are priced {rule}. A request priced by server time whose server reported no "
+            "timings is counted as not priced, never as free.")
+
+
+def _costs(app: AppSession) -> None:
+    st.subheader("Cost by model")
+    frame = charts.cost_by_model_frame(app.collector.cost_by_model())
+    if frame.empty:
+        st.info("No request priced yet.")
+    else:
+        st.dataframe(frame, hide_index=True, key="cost_by_model", column_config={
+            "model": "Model", "requests": st.column_config.NumberColumn("Requests"), "cost": "Cost",
+            "priced_by": "Priced by",
+            "unpriced": st.column_config.NumberColumn("Not priced", help="Requests priced by server time "
+                                                      "whose server reported no timings"),
+            "server_s": st.column_config.NumberColumn("Server time", format="%.3f s"),
+        })
+    st.caption(_pricing_text(app))
+
+
 def _sampling(app: AppSession, timeline: pd.DataFrame) -> None:
     metrics = app.collector.get_metrics()
     settings = app.settings
@@ -54,8 +86,8 @@ def _sampling(app: AppSession, timeline: pd.DataFrame) -> None:
     st.caption(
         f"Head sampling keeps {settings.sample_rate:.0%} of new traces, by trace id; tail rules keep "
         f"{' and '.join(tail) if tail else 'nothing more'}. {kept:,} of {metrics.traces_seen:,} finished "
-        f"traces kept{share}. A trace is counted when it ends (a chat conversation ends with New "
-        "conversation) and keeps the decision made when it began; requests are counted above either way."
+        f"traces kept{share}. A trace is counted when it ends (a chat turn ends when its answer is in) and "
+        "keeps the decision made when it began; requests are counted above either way."
     )
 
 
@@ -83,6 +115,7 @@ def _panel(app: AppSession) -> None:
         f"{len(requests)} request(s) in {len(data.traces)} trace(s) shown; "
         "tiles count every request, charts of requests read the stored traces."
     )
+    _costs(app)
     _sampling(app, timeline)
 
 

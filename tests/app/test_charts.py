@@ -9,6 +9,7 @@ import pytest
 from app import charts
 from app.charts import Threshold
 from obs.clock import FakeClock
+from obs.metrics.collector import MetricsCollector
 from obs.trace.ids import SequentialIdGenerator
 from obs.trace.spans import create_span, end_span
 from obs.trace.traces import add_span_to_trace, create_trace, end_trace
@@ -265,3 +266,44 @@ def test_error_rate_without_thresholds_spans_zero_to_one() -> None:
     assert list(fig.data[0].y) == [0.5]
     assert list(fig.layout.yaxis.range) == [0, 1.0]
     assert not fig.layout.shapes
+
+
+# -- cost by model --------------------------------------------------------------------------------
+
+def test_cost_by_model_says_free_for_a_zero_price_and_counts_requests_without_timings() -> None:
+    collector = MetricsCollector(model_prices={"gpt-4o-mini": (0.00015, 0.0006)}, compute_price_per_hour=0.9,
+                                 model_compute_prices={"laptop-model": 0.0}, clock=FakeClock())
+    collector.record_request(400.0, 1000, 200, model="laptop-model", server_ms=380.0)
+    collector.record_request(900.0, 1000, 200, model="gpt-4o-mini")
+    collector.record_request(850.0, 1000, 200, model="qwen2.5-7b", server_ms=800.0)   # 800 ms at $0.90/h
+    collector.record_request(120.0, 1000, 0, model="qwen2.5-7b", error=True)          # no timings
+    frame = charts.cost_by_model_frame(collector.cost_by_model())
+    assert list(frame.columns) == charts.COST_COLUMNS
+    # Most expensive first; the free model last, and said to be free rather than $0.
+    assert frame.to_dict("records") == [
+        {"model": "gpt-4o-mini", "requests": 1, "cost": "$0.000270", "priced_by": "tokens", "unpriced": 0,
+         "server_s": 0.0},
+        {"model": "qwen2.5-7b", "requests": 2, "cost": "$0.000200", "priced_by": "server time",
+         "unpriced": 1, "server_s": 0.8},
+        {"model": "laptop-model", "requests": 1, "cost": "free", "priced_by": "free", "unpriced": 0,
+         "server_s": 0.38},
+    ]
+
+
+def test_cost_by_model_never_shows_an_unknown_cost_as_zero_dollars() -> None:
+    collector = MetricsCollector(compute_price_per_hour=2.0, clock=FakeClock())
+    collector.record_request(120.0, 10, 0, error=True)                        # no model, no timings
+    collector.record_request(50.0, 10, 20, model="smollm2", cached=True)      # the response cache
+    collector.record_request(0.5, 1, 1, model="tiny", server_ms=0.0001)       # a fraction of a micro-dollar
+    frame = charts.cost_by_model_frame(collector.cost_by_model())
+    rows = {r["model"]: (r["cost"], r["priced_by"], r["unpriced"]) for r in frame.to_dict("records")}
+    assert rows == {
+        "(no model)": ("unknown", "server time (no timings)", 1),
+        "smollm2": ("$0", "response cache", 0),
+        "tiny": ("$5.6e-11", "server time", 0),
+    }
+
+
+def test_cost_by_model_of_no_requests_is_an_empty_frame_with_the_columns() -> None:
+    frame = charts.cost_by_model_frame({})
+    assert frame.empty and list(frame.columns) == charts.COST_COLUMNS

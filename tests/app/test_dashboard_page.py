@@ -1,12 +1,14 @@
-"""AppTest of the Dashboard page: tiles and charts from the session's obs objects."""
+"""AppTest of the Dashboard page: tiles, charts and the cost of each model from the session's obs objects,
+and the compute price set in the sidebar."""
 
 from __future__ import annotations
 
 import plotly.graph_objects as go
 
-from app import state
+from app import charts, state
 from app.charts import Threshold
-from tests.app.conftest import open_app, record_request
+from tests.app.conftest import open_app, plain, record_request
+from tests.app.fake_server import FakeLlamaServer
 from tests.app.plotly_spec import figures
 
 PAGE = "app/pages/dashboard.py"
@@ -87,3 +89,77 @@ def test_refresh_controls_are_kept_in_the_session_settings() -> None:
     settings = at.session_state[state.APP].settings
     assert (settings.refresh_s, settings.paused, settings.bucket_s) == (10, True, 60)
     assert len(_charts(at)) == CHART_COUNT
+
+
+def _cost_table(at) -> list[dict]:
+    """The Cost by model table, row by row, as the page shows it."""
+    tables = [frame.value for frame in at.dataframe if list(frame.value.columns) == charts.COST_COLUMNS]
+    assert len(tables) == 1, [list(frame.value.columns) for frame in at.dataframe]
+    return tables[0].to_dict("records")
+
+
+def _captions(at) -> list[str]:
+    return [plain(caption.value) for caption in at.caption]
+
+
+def test_cost_per_model_says_free_for_a_model_priced_at_zero() -> None:
+    at = open_app(PAGE)
+    assert "Cost by model" in [h.value for h in at.subheader]
+    assert "No request priced yet." in [i.value for i in at.info]
+    app = at.session_state[state.APP]
+    app.collector.set_compute_price(0.0, model="laptop-model")
+    app.collector.record_request(400.0, 1000, 200, model="laptop-model", server_ms=380.0)
+    record_request(app, latency_ms=120.0)  # test-model: 10 and 20 tokens at $0.001 / $0.002 per 1K
+    at.run()
+    assert _cost_table(at) == [
+        {"model": "test-model", "requests": 1, "cost": "$0.000050", "priced_by": "tokens", "unpriced": 0,
+         "server_s": 0.0},
+        {"model": "laptop-model", "requests": 1, "cost": "free", "priced_by": "free", "unpriced": 0,
+         "server_s": 0.38},
+    ]
+    assert any(c.startswith("New requests are priced per 1K tokens: $0.0010 prompt, $0.0020 completion")
+               for c in _captions(at)), _captions(at)
+
+
+def test_a_compute_price_in_the_sidebar_prices_answers_by_server_time(fake_server: FakeLlamaServer) -> None:
+    at = open_app()  # Chat: the prices are in its sidebar
+    box = at.sidebar.number_input(key=state.W_COMPUTE_PRICE)
+    assert box.value is None  # off: priced by tokens
+    box.set_value(0.9).run()
+    app = at.session_state[state.APP]
+    assert app.settings.compute_price == 0.9
+    at.chat_input[0].set_value("Hello?").run()
+    at.switch_page(PAGE).run()
+    # The fake server reports prompt_ms 4 + predicted_ms 8: 12 ms at $0.90 per hour.
+    assert _cost_table(at) == [
+        {"model": "fake-model", "requests": 1, "cost": "$0.000003", "priced_by": "server time", "unpriced": 0,
+         "server_s": 0.012},
+    ]
+    assert any(c.startswith("New requests are priced by server time: $0.9000 per hour")
+               for c in _captions(at)), _captions(at)
+    at.switch_page(state.CHAT_PAGE).run()
+    assert at.sidebar.number_input(key=state.W_COMPUTE_PRICE).value == 0.9  # kept across pages
+
+
+def test_a_zero_compute_price_makes_answers_free(fake_server: FakeLlamaServer) -> None:
+    at = open_app()
+    at.sidebar.number_input(key=state.W_COMPUTE_PRICE).set_value(0.0).run()
+    at.chat_input[0].set_value("Hello?").run()
+    at.switch_page(PAGE).run()
+    [row] = _cost_table(at)
+    assert (row["model"], row["cost"], row["priced_by"]) == ("fake-model", "free", "free")
+
+
+def test_a_negative_compute_price_is_refused_and_the_last_good_one_kept() -> None:
+    at = open_app()
+    at.sidebar.number_input(key=state.W_COMPUTE_PRICE).set_value(1.5).run()
+    at.sidebar.number_input(key=state.W_COMPUTE_PRICE).set_value(-2.0).run()
+    app = at.session_state[state.APP]
+    assert app.settings.compute_price == 1.5
+    assert app.collector.price_for().per_hour == 1.5
+    [error] = [e.value for e in at.sidebar.error]
+    assert "dollars_per_hour must be a number in [0, 1e+06]" in error
+    assert "$1.5000 per hour of server time" in plain(error)
+    at.sidebar.number_input(key=state.W_COMPUTE_PRICE).set_value(None).run()  # emptied: back to tokens
+    assert app.settings.compute_price is None
+    assert app.collector.price_for().pricing == "tokens"
