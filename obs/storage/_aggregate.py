@@ -1,27 +1,31 @@
-"""Sums and percentiles of request spans over a time range, from the rollup and the spans.
+"""Sums of request spans over a time range, from the rollups and the spans, and the scope of a query.
 
-A range rarely starts and ends on a minute. `plan` splits it into the whole
-minutes inside it, read from `rollup` / `rollup_bins` (a few rows per
-minute, whatever the traffic), and the partial minutes at its ends, read from
-`spans` through the (request, start_time) index. Both sides classify a span
-by the same `minute` column, so none is counted twice. A conversation scope
-reads `spans` alone (a conversation is a few rows through its index).
+A range rarely starts and ends on an hour. `plan` splits it into the whole
+hours inside it (read from `rollup_hour`: a row per hour, service and model,
+whatever the traffic), the whole minutes left at its ends (`rollup`), and the
+partial minutes at its very ends (the spans themselves, through the
+(request, start_time) index). Every side classifies a span by the same
+`minute` column, so none is counted twice. A conversation scope reads the
+spans alone (a conversation is a few rows through its index).
 """
 
 from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from obs.storage._columns import bin_of, bin_value
+from obs.storage._rollup_sql import LATENCY_BOUNDS_MS, SPAN_SUMS, SUM_COLUMNS
 
-__all__ = ["Agg", "Piece", "Scope", "percentile_of_bins", "plan", "rank"]
+__all__ = ["Agg", "Piece", "Scope", "exact_percentile", "percentile_of_bins", "plan", "rank", "sums_of"]
 
-_FAR = 2**62  # a minute beyond any time: the end of an unbounded range
-_MINUTE_MS = 60_000.0
+FAR = 60 * 2**56  # a minute (on an hour) beyond any time: the end of an unbounded range
+MINUTE_MS = 60_000.0
+_ROLLUP_SUMS = ", ".join(f"SUM({c})" for c in SUM_COLUMNS)
+_HISTOGRAM = len(LATENCY_BOUNDS_MS) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,18 +37,15 @@ class Scope:
     conversations: tuple[str, ...] | None = None
 
     def spans_sql(self) -> tuple[str, list[Any]]:
-        """The extra WHERE terms on `spans` for this scope, and their parameters."""
-        terms, params = self._common()
+        """The extra WHERE terms on `spans` (or `traces`) for this scope, and their parameters."""
+        terms, params = self.rollup_sql()
         if self.conversations is not None:
             terms += f" AND conversation_id IN ({', '.join('?' * len(self.conversations))})"
             params += list(self.conversations)
         return terms, params
 
     def rollup_sql(self) -> tuple[str, list[Any]]:
-        """The extra WHERE terms on `rollup` / `rollup_bins` (no conversation scope there)."""
-        return self._common()
-
-    def _common(self) -> tuple[str, list[Any]]:
+        """The extra WHERE terms on a rollup table (which has no conversation)."""
         terms, params = "", []
         if self.service is not None:
             terms += " AND service = ?"
@@ -69,45 +70,65 @@ class Agg:
     cache_hits: int = 0
     ttft_count: int = 0
     ttft_sum: float = 0.0
+    histogram: list[int] = field(default_factory=lambda: [0] * _HISTOGRAM)
     latency_bins: dict[int, int] = field(default_factory=dict)
     ttft_bins: dict[int, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
     ttfts: list[float] = field(default_factory=list)
 
     def add_sums(self, row: Sequence[Any]) -> None:
-        """Add one row of (requests, errors, inputs, outputs, cost_units, latency count and sum,
-        cache hits, ttft count and sum); NULL sums count as 0."""
-        values = [0 if v is None else v for v in row]
-        self.requests += int(values[0])
-        self.errors += int(values[1])
-        self.inputs += int(values[2])
-        self.outputs += int(values[3])
-        self.cost_units += int(values[4])
-        self.latency_count += int(values[5])
-        self.latency_sum += float(values[6])
-        self.cache_hits += int(values[7])
-        self.ttft_count += int(values[8])
-        self.ttft_sum += float(values[9])
+        """Add one row of the sums in `SUM_COLUMNS` order; NULL sums count as 0."""
+        v = [0 if x is None else x for x in row]
+        self.requests += int(v[0])
+        self.errors += int(v[1])
+        self.inputs += int(v[2])
+        self.outputs += int(v[3])
+        self.cost_units += int(v[4])
+        self.latency_count += int(v[5])
+        self.latency_sum += float(v[6])
+        self.cache_hits += int(v[7])
+        self.ttft_count += int(v[8])
+        self.ttft_sum += float(v[9])
+        for i in range(_HISTOGRAM):
+            self.histogram[i] += int(v[10 + i])
 
-    def add_span(
-        self, error: int, inputs: Any, outputs: Any, units: Any, latency: Any, hit: int, ttft: Any
-    ) -> None:
-        """Add one request span (a row of `SPAN_FIELDS`), its values kept for exact percentiles."""
-        has_latency, has_ttft = latency is not None, ttft is not None
-        self.add_sums((1, error, inputs, outputs, units, has_latency, latency, hit, has_ttft, ttft))
-        if latency is not None:
-            self.latencies.append(latency)
-            index = bin_of(latency)
-            self.latency_bins[index] = self.latency_bins.get(index, 0) + 1  # type: ignore[index]
-        if ttft is not None:
-            self.ttfts.append(ttft)
-            index = bin_of(ttft)
-            self.ttft_bins[index] = self.ttft_bins.get(index, 0) + 1  # type: ignore[index]
+    def add_rows(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Add request spans read as (start_time, minute, hour, error, input_tokens, output_tokens,
+        cost_units, latency_ms, cache_hit, ttft_ms), their latency and TTFT kept for percentiles."""
+        if not rows:
+            return
+        _, _, _, errors, inputs, outputs, units, latencies, hits, ttfts = zip(*rows, strict=True)
+        self.requests += len(rows)
+        self.errors += sum(errors)
+        self.inputs += sum(filter(None, inputs))
+        self.outputs += sum(filter(None, outputs))
+        self.cost_units += sum(filter(None, units))
+        self.cache_hits += sum(hits)
+        kept = [v for v in latencies if v is not None]
+        self.latency_count += len(kept)
+        self.latency_sum += sum(kept)
+        self.latencies += kept
+        kept = [v for v in ttfts if v is not None]
+        self.ttft_count += len(kept)
+        self.ttft_sum += sum(kept)
+        self.ttfts += kept
 
     def add_bin(self, metric: int, index: int, n: int) -> None:
         """Add `n` values of histogram bin `index` (metric 0: latency, 1: TTFT)."""
         bins = self.latency_bins if metric == 0 else self.ttft_bins
         bins[index] = bins.get(index, 0) + n
+
+    def percentiles(self, exact: bool) -> tuple[float, float, float]:
+        """p50 and p95 latency and p95 TTFT: from the values kept (exact) or from the bins."""
+        if exact:
+            return (exact_percentile(self.latencies, 0.5), exact_percentile(self.latencies, 0.95),
+                    exact_percentile(self.ttfts, 0.95))  # fmt: skip
+        for latency in self.latencies:  # spans of partial minutes join the bins
+            self.add_bin(0, bin_of(latency), 1)  # type: ignore[arg-type]
+        for ttft in self.ttfts:
+            self.add_bin(1, bin_of(ttft), 1)  # type: ignore[arg-type]
+        return (percentile_of_bins(self.latency_bins, 0.5), percentile_of_bins(self.latency_bins, 0.95),
+                percentile_of_bins(self.ttft_bins, 0.95))  # fmt: skip
 
 
 def rank(q: float, n: int) -> int:
@@ -116,7 +137,7 @@ def rank(q: float, n: int) -> int:
 
 
 def percentile_of_bins(bins: dict[int, int], q: float) -> float:
-    """The q-quantile read from histogram bins (within 2% of the exact value); 0.0 when empty."""
+    """The q-quantile read from histogram bins (within their accuracy of the exact value); 0.0 when empty."""
     total = sum(bins.values())
     if total <= 0:
         return 0.0
@@ -137,95 +158,77 @@ def exact_percentile(values: list[float], q: float) -> float:
     return float(values[rank(q, len(values)) - 1])
 
 
-# The columns of one request span that a bucket needs, and the sums of `rollup`, in `Agg.add_sums` order.
-SPAN_FIELDS = (
-    "start_time, minute, error, input_tokens, output_tokens, cost_units, latency_ms, cache_hit, ttft_ms"
-)
-RAW_SUMS = (
-    "COUNT(*), SUM(error), SUM(input_tokens), SUM(output_tokens), SUM(cost_units), COUNT(latency_ms), "
-    "SUM(latency_ms), SUM(cache_hit), COUNT(ttft_ms), SUM(ttft_ms)"
-)
-ROLLUP_SUMS = (
-    "SUM(requests), SUM(errors), SUM(input_tokens), SUM(output_tokens), SUM(cost_units), "
-    "SUM(latency_count), SUM(latency_sum), SUM(cache_hits), SUM(ttft_count), SUM(ttft_sum)"
-)
-
-
 @dataclass(frozen=True, slots=True)
 class Piece:
-    """A part of a range: whole minutes [first, end) from the rollup, or spans of one partial minute."""
+    """Part of a range: whole hours or minutes [first, end) of a rollup (in minutes), or spans.
 
-    rollup: bool
-    first: int  # minute
-    end: int  # minute (exclusive) for the rollup; the partial minute again for spans
+    A spans piece covers [lo_ms, hi_ms), and only the one partial `minute` if given.
+    """
+
+    table: str  # "rollup_hour", "rollup" or "spans"
+    first: int = -FAR
+    end: int = FAR
     lo_ms: float = -math.inf
     hi_ms: float = math.inf
+    minute: int | None = None
 
     def spans_sql(self) -> tuple[str, list[Any]]:
-        """WHERE terms selecting this piece's request spans (a partial minute, or any span in range)."""
+        """WHERE terms selecting this piece's request spans."""
         terms = "request = 1 AND start_time >= ? AND start_time < ?"
-        if self.first == self.end and abs(self.first) < _FAR:  # one partial minute: classified by its column
-            lo = max(self.lo_ms, self.first * _MINUTE_MS - 1.0)
-            hi = min(self.hi_ms, (self.first + 1) * _MINUTE_MS + 1.0)
-            return terms + " AND minute = ?", [lo, hi, self.first]
-        return terms, [self.lo_ms, self.hi_ms]
+        if self.minute is None:
+            return terms, [self.lo_ms, self.hi_ms]
+        # One partial minute, classified by its column as the rollup is; the times narrow the index scan.
+        lo = max(self.lo_ms, self.minute * MINUTE_MS - 1.0)
+        hi = min(self.hi_ms, (self.minute + 1) * MINUTE_MS + 1.0)
+        return terms + " AND minute = ?", [lo, hi, self.minute]
 
 
-def plan(lo_ms: float, hi_ms: float, rollup: bool) -> list[Piece]:
-    """The pieces of [lo_ms, hi_ms): whole minutes from the rollup and the partial ones from spans.
-
-    Without `rollup` (a conversation scope) the whole range is one spans piece.
-    """
-    if hi_ms <= lo_ms:
+def _whole_minutes(first: int, end: int) -> list[Piece]:
+    """[first, end) in minutes as whole hours from `rollup_hour` and the minutes around them from `rollup`."""
+    if end <= first:
         return []
-    if not rollup:
-        return [Piece(False, -_FAR, _FAR, lo_ms, hi_ms)]
-    pieces: list[Piece] = []
-    if math.isinf(lo_ms):
-        first = -_FAR
-    else:
-        first = math.floor(lo_ms / _MINUTE_MS)
-        if first * _MINUTE_MS < lo_ms:  # lo falls inside minute `first`: its part comes from spans
-            pieces.append(Piece(False, first, first, lo_ms, hi_ms))
-            first += 1
-    end = _FAR if math.isinf(hi_ms) else math.floor(hi_ms / _MINUTE_MS)
-    if end < first:  # the whole range lies inside one minute
-        return pieces
-    if end > first:
-        pieces.append(Piece(True, first, end))
-    if not math.isinf(hi_ms) and end * _MINUTE_MS < hi_ms:
-        pieces.append(Piece(False, end, end, lo_ms, hi_ms))
+    hour_first = first if first == -FAR else -(-first // 60) * 60
+    hour_end = end if end == FAR else end // 60 * 60
+    if hour_end <= hour_first:
+        return [Piece("rollup", first, end)]
+    pieces = [Piece("rollup", first, hour_first)] if first < hour_first else []
+    pieces.append(Piece("rollup_hour", hour_first, hour_end))
+    if hour_end < end:
+        pieces.append(Piece("rollup", hour_end, end))
     return pieces
 
 
-def rollup_rows(
-    conn: sqlite3.Connection, piece: Piece, scope: Scope, bucket_minutes: int | None
-) -> Iterable[Sequence[Any]]:
-    """Rows (bucket minute or None, *sums) of the rollup over `piece`, per bucket if `bucket_minutes`."""
-    terms, params = scope.rollup_sql()
-    where = f"minute >= ? AND minute < ?{terms}"
-    bounds = [piece.first, piece.end, *params]
-    if bucket_minutes is None:
-        return conn.execute(f"SELECT NULL, {ROLLUP_SUMS} FROM rollup WHERE {where}", bounds)
-    key = f"minute - (minute % {int(bucket_minutes)})"
-    return conn.execute(f"SELECT {key} AS b, {ROLLUP_SUMS} FROM rollup WHERE {where} GROUP BY b", bounds)
+def plan(lo_ms: float, hi_ms: float, rollup: bool) -> list[Piece]:
+    """The pieces of [lo_ms, hi_ms); without `rollup` (a conversation scope) one spans piece."""
+    if hi_ms <= lo_ms:
+        return []
+    if not rollup:
+        return [Piece("spans", lo_ms=lo_ms, hi_ms=hi_ms)]
+    pieces: list[Piece] = []
+    first = -FAR
+    if not math.isinf(lo_ms):
+        first = math.floor(lo_ms / MINUTE_MS)
+        if first * MINUTE_MS < lo_ms:  # lo falls inside minute `first`: that part comes from the spans
+            pieces.append(Piece("spans", lo_ms=lo_ms, hi_ms=hi_ms, minute=first))
+            first += 1
+    end = FAR if math.isinf(hi_ms) else math.floor(hi_ms / MINUTE_MS)
+    if end < first:  # the whole range lies inside one minute: the piece above covers it
+        return pieces
+    pieces += _whole_minutes(first, end)
+    if end != FAR and end * MINUTE_MS < hi_ms:
+        pieces.append(Piece("spans", lo_ms=lo_ms, hi_ms=hi_ms, minute=end))
+    return pieces
 
 
-def rollup_bins(
-    conn: sqlite3.Connection, piece: Piece, scope: Scope, bucket_minutes: int | None
-) -> Iterable[Sequence[Any]]:
-    """Rows (bucket minute or None, metric, bin, count) of the histograms over `piece`."""
-    terms, params = scope.rollup_sql()
-    where = f"minute >= ? AND minute < ?{terms}"
-    key = "NULL" if bucket_minutes is None else f"minute - (minute % {int(bucket_minutes)})"
-    return conn.execute(
-        f"SELECT {key} AS b, metric, bin, SUM(n) FROM rollup_bins WHERE {where} GROUP BY b, metric, bin",
-        [piece.first, piece.end, *params],
-    )
-
-
-def span_rows(conn: sqlite3.Connection, piece: Piece, scope: Scope) -> Iterable[Sequence[Any]]:
-    """The request spans (`SPAN_FIELDS`) of a spans piece in `scope`."""
-    terms, params = piece.spans_sql()
-    extra, more = scope.spans_sql()
-    return conn.execute(f"SELECT {SPAN_FIELDS} FROM spans WHERE {terms}{extra}", [*params, *more])
+def sums_of(conn: sqlite3.Connection, piece: Piece, scope: Scope) -> Sequence[Any]:
+    """The sums (`SUM_COLUMNS` order) of the requests of one piece in `scope`."""
+    if piece.table == "spans":
+        terms, params = piece.spans_sql()
+        extra, more = scope.spans_sql()
+        index = "INDEXED BY spans_conversation" if scope.conversations else "INDEXED BY spans_request_start"
+        sql = f"SELECT {SPAN_SUMS} FROM spans {index} WHERE {terms}{extra}"
+        return conn.execute(sql, [*params, *more]).fetchone()  # type: ignore[no-any-return]
+    key = "minute" if piece.table == "rollup" else "hour"
+    extra, more = scope.rollup_sql()
+    sql = f"SELECT {_ROLLUP_SUMS} FROM {piece.table} WHERE {key} >= ? AND {key} < ?{extra}"
+    return conn.execute(sql, [piece.first, piece.end, *more]).fetchone()  # type: ignore[no-any-return]

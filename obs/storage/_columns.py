@@ -5,7 +5,7 @@ every value JSON can hold, every time finite), then reads the columns the
 dashboard filters and sums on out of the span attributes: service, model,
 conversation, whether the span is an LLM request (it has
 `gen_ai.operation.name`), tokens, cost, time to first token, latency and
-cache hit, with the request's minute and latency/TTFT bins for the rollup.
+cache hit, with the request's minute, hour and latency/TTFT bins for the rollups.
 Text columns are what SQLite can bind (`column`); a span field whose exact
 text differs (a lone surrogate) is kept in `exact` as JSON, so `decode_trace`
 gives back exactly what was stored.
@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from obs import semconv
-from obs.metrics.quantiles import LogMapping
+from obs.storage._rollup_sql import HOUR_BINS
 from obs.storage._rows import column, storable
 from obs.trace.traces import Trace
 
 __all__ = [
-    "BINS",
     "COST_UNITS_PER_USD",
     "SPAN_COLUMNS",
     "TRACE_COLUMNS",
@@ -35,12 +34,10 @@ __all__ = [
     "bin_value",
     "decode_trace",
     "encode_trace",
+    "hour_of",
     "minute_of",
 ]
 
-# Latency and TTFT histograms of the rollup: the bins of the MetricsCollector's time series
-# (1% bins joined in pairs: every value read back is within 2% of the values of its bin).
-BINS = LogMapping(0.01).coarsened(2)
 ZERO_BIN = -(2**31)  # the bin of exact zeros, read back as 0.0
 # Cost is summed as integer picodollars, as the MetricsCollector does: exact sums, exact removals.
 COST_UNITS_PER_USD = 10**12
@@ -55,7 +52,7 @@ TRACE_COLUMNS = (
 SPAN_COLUMNS = (
     "trace_id", "position", "span_id", "parent_id", "name", "kind", "start_time", "end_time", "duration",
     "status", "service", "model", "conversation_id", "request", "error", "input_tokens", "output_tokens",
-    "cost", "cost_units", "ttft_ms", "latency_ms", "server_ms", "cache_hit", "minute", "latency_bin",
+    "cost", "cost_units", "ttft_ms", "latency_ms", "server_ms", "cache_hit", "minute", "hour", "latency_bin",
     "ttft_bin", "attributes", "events", "exact",
 )  # fmt: skip
 _HEADER = ("id", "name", "start_time", "end_time", "duration", "status", "metadata")
@@ -77,18 +74,23 @@ def minute_of(ms: float) -> int:
     return math.floor(ms / 60_000.0)
 
 
+def hour_of(minute: int) -> int:
+    """The first minute of the hour that `minute` falls in."""
+    return minute - minute % 60
+
+
 def bin_of(value: float | None) -> int | None:
-    """The rollup bin of a latency or TTFT in ms (None stays None)."""
+    """The hourly histogram bin of a latency or TTFT in ms (None stays None)."""
     if value is None:
         return None
     if value <= 0.0:
         return ZERO_BIN
-    return BINS.index(value)
+    return HOUR_BINS.index(value)
 
 
 def bin_value(index: int) -> float:
-    """The value a rollup bin reads back as (within 2% of every value in it)."""
-    return 0.0 if index == ZERO_BIN else BINS.value(index)
+    """The value a histogram bin reads back as (within 4% of every value in it)."""
+    return 0.0 if index == ZERO_BIN else HOUR_BINS.value(index)
 
 
 def _number(value: Any) -> float | None:
@@ -146,6 +148,7 @@ def _span_row(
     conversation = _text(attrs.get(semconv.GEN_AI_CONVERSATION_ID)) or _text(attrs.get(semconv.SESSION_ID))
     request = semconv.GEN_AI_OPERATION_NAME in attrs
     status = span["status"]
+    minute = minute_of(span["start_time"])
     facts: dict[str, Any] = {"model": model, "conversation": conversation, "request": request}
     cost = cost_units = ttft = latency = None
     inputs = outputs = None
@@ -175,7 +178,7 @@ def _span_row(
         column(span["name"]), column(span["kind"]), span["start_time"], span["end_time"], span["duration"],
         column(status), service, model, conversation, int(request), int(status == "error"), inputs, outputs,
         cost, cost_units, ttft, latency, _server_ms(attrs) if request else None,
-        int(request and attrs.get(semconv.OBS_CACHE_HIT) is True), minute_of(span["start_time"]),
+        int(request and attrs.get(semconv.OBS_CACHE_HIT) is True), minute, hour_of(minute),
         bin_of(latency), bin_of(ttft), _json(attrs), _json(span["events"]), _json(exact) if exact else None,
     )  # fmt: skip
     return row, facts

@@ -36,16 +36,9 @@ from obs._validate import is_finite_number
 from obs.alerting.manager import AlertTransition
 from obs.clock import SYSTEM_CLOCK, Clock
 from obs.logs import LEVELS, LogEntry
-from obs.storage._aggregate import (
-    RAW_SUMS,
-    Agg,
-    Scope,
-    exact_percentile,
-    plan,
-    rank,
-    rollup_rows,
-)
+from obs.storage._aggregate import Agg, Scope, exact_percentile, plan, rank, sums_of
 from obs.storage._columns import COST_UNITS_PER_USD
+from obs.storage._rollup_sql import LATENCY_BOUNDS_MS
 from obs.storage.results import LogPage, SessionPage, SessionSummary, Tiles, TracePage, TraceSummary
 from obs.storage.series import series_buckets
 from obs.storage.sqlite import SqliteTraceStore
@@ -53,7 +46,7 @@ from obs.trace.traces import Trace
 
 __all__ = ["DEFAULT_LATENCY_BOUNDS_MS", "DashboardQueries"]
 
-DEFAULT_LATENCY_BOUNDS_MS = (100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0)
+DEFAULT_LATENCY_BOUNDS_MS = LATENCY_BOUNDS_MS
 _SUMMARY = (
     "id, name, start_time, end_time, duration, status, service, conversation_id, model, span_count, "
     "requests, input_tokens, output_tokens, cost_units, input_preview, output_preview"
@@ -151,17 +144,8 @@ class DashboardQueries:
         """The summary of the requests that started in [since, until) within the scope (see `Tiles`)."""
         lo, hi = check_range(since, until)
         scope = check_scope(service, model, conversation)
-        agg = Agg()
         with self._db.read() as conn:
-            for piece in plan(lo, hi, scope.conversations is None):
-                if piece.rollup:
-                    for row in rollup_rows(conn, piece, scope, None):
-                        agg.add_sums(row[1:])
-                else:
-                    terms, params = piece.spans_sql()
-                    extra, more = scope.spans_sql()
-                    row = conn.execute(f"SELECT {RAW_SUMS} FROM spans WHERE {terms}{extra}", [*params, *more])
-                    agg.add_sums(row.fetchone())
+            agg = self._sums(conn, lo, hi, scope)
             p50 = self._exact_latency(conn, lo, hi, scope, agg.latency_count, 0.5)
             p95 = self._exact_latency(conn, lo, hi, scope, agg.latency_count, 0.95)
             first, last = self._first_last(conn, lo, hi, scope) if agg.requests else (None, None)
@@ -184,34 +168,54 @@ class DashboardQueries:
             last_request_at=None if last is None else last / 1000.0,
         )  # fmt: skip
 
+    @staticmethod
+    def _sums(conn: sqlite3.Connection, lo: float, hi: float, scope: Scope) -> Agg:
+        agg = Agg()
+        for piece in plan(lo, hi, scope.conversations is None):
+            agg.add_sums(sums_of(conn, piece, scope))
+        return agg
+
+    @staticmethod
     def _exact_latency(
-        self, conn: sqlite3.Connection, lo: float, hi: float, scope: Scope, n: int, q: float
+        conn: sqlite3.Connection, lo: float, hi: float, scope: Scope, n: int, q: float
     ) -> float:
-        """The exact nearest-rank q-quantile of the latencies in range: OFFSET on an ordered index."""
+        """The exact nearest-rank q-quantile of the n latencies in range: OFFSET along an ordered index.
+
+        The (request, latency) index is walked from the nearer end, skipping the
+        entries out of range and scope, down to the rank: about
+        min(rank, n - rank) * (all requests / n) entries, a few thousand for a
+        p95 whatever the range. When that is more than reading the n requests
+        through the time index and sorting them, that is done instead.
+        """
         if n <= 0:
             return 0.0
+        k = rank(q, n)
         extra, more = scope.spans_sql()
-        index = ""
-        if scope.conversations is None:
+        index, order, offset = "spans_request_start", "ASC", k - 1
+        if scope.conversations is not None:
+            index = "spans_conversation"
+        else:
             total = conn.execute("SELECT n FROM counters WHERE name = 'requests'").fetchone()[0]
-            # Few requests in range: read them through the time index and sort them; many: walk the
-            # latency index in order, skipping those out of range, and stop at the rank.
-            index = "INDEXED BY spans_request_start" if n * 8 < total else "INDEXED BY spans_request_latency"
+            walked = (min(k - 1, n - k) + 1) * max(total, n) / n
+            if walked < 4 * n:
+                index = "spans_request_latency"
+                order, offset = ("ASC", k - 1) if k - 1 <= n - k else ("DESC", n - k)
         row = conn.execute(
-            f"SELECT latency_ms FROM spans {index} WHERE request = 1 AND latency_ms IS NOT NULL "
-            f"AND start_time >= ? AND start_time < ?{extra} ORDER BY latency_ms LIMIT 1 OFFSET ?",
-            [lo, hi, *more, rank(q, n) - 1],
+            f"SELECT latency_ms FROM spans INDEXED BY {index} WHERE request = 1 AND latency_ms IS NOT NULL "
+            f"AND start_time >= ? AND start_time < ?{extra} ORDER BY latency_ms {order} LIMIT 1 OFFSET ?",
+            [lo, hi, *more, offset],
         ).fetchone()
         return 0.0 if row is None else float(row[0])
 
     @staticmethod
     def _first_last(conn: sqlite3.Connection, lo: float, hi: float, scope: Scope) -> tuple[float, float]:
         extra, more = scope.spans_sql()
+        index = "spans_conversation" if scope.conversations is not None else "spans_request_start"
         found = []
         for order in ("ASC", "DESC"):
             row = conn.execute(
-                "SELECT start_time FROM spans WHERE request = 1 AND start_time >= ? AND start_time < ?"
-                f"{extra} ORDER BY start_time {order} LIMIT 1",
+                f"SELECT start_time FROM spans INDEXED BY {index} WHERE request = 1 AND start_time >= ? "
+                f"AND start_time < ?{extra} ORDER BY start_time {order} LIMIT 1",
                 [lo, hi, *more],
             ).fetchone()
             found.append(row[0] if row else None)
@@ -225,10 +229,12 @@ class DashboardQueries:
     ) -> list:  # fmt: skip
         """`SeriesBucket`s of `bucket_s` = 1, 60 or 3600 seconds holding requests, oldest first.
 
-        Percentiles are exact when read from the spans (1 s buckets, a
-        conversation scope), else from the file's histograms, within 2%.
-        1 s buckets need a range of at most an hour (`since` given, `until`
-        None meaning now). ValueError names a bad argument.
+        1 s and 60 s buckets are read from the spans, percentiles exact (the
+        cost grows with the requests in range: use 3600 s buckets for days);
+        3600 s buckets whole inside the range come from the hourly rollup,
+        their percentiles within 4%. 1 s buckets need a range of at most an
+        hour (`since` given; `until` None meaning now). ValueError names a
+        bad argument.
         """
         if isinstance(bucket_s, bool) or bucket_s not in (1, 60, 3600):
             raise ValueError(f"bucket_s must be 1, 60 or 3600 (seconds per bucket), got {bucket_s!r}")
@@ -252,13 +258,17 @@ class DashboardQueries:
         """Request latencies counted between `bounds_ms` (increasing): len(bounds_ms) + 1 counts.
 
         Count i holds latencies in [bounds[i-1], bounds[i]) (the first from 0,
-        the last up to infinity).
+        the last up to infinity). The default bounds (the dashboard's) are
+        counted in the rollups; others scan the latency index.
         """
         bounds = list(bounds_ms)
         if not bounds or not all(is_finite_number(b) for b in bounds) or bounds != sorted(set(bounds)):
             raise ValueError(f"bounds_ms must be increasing finite numbers (ms), got {bounds_ms!r}")
         lo, hi = check_range(since, until)
         scope = check_scope(service, model, conversation)
+        if tuple(float(b) for b in bounds) == LATENCY_BOUNDS_MS:
+            with self._db.read() as conn:
+                return list(self._sums(conn, lo, hi, scope).histogram)
         cases = ["SUM(latency_ms < ?)"]
         cases += ["SUM(latency_ms >= ? AND latency_ms < ?)" for _ in bounds[1:]]
         cases.append("SUM(latency_ms >= ?)")
@@ -267,11 +277,11 @@ class DashboardQueries:
             params += [low, high]
         params.append(bounds[-1])
         extra, more = scope.spans_sql()
-        index = "" if scope.conversations is not None else "INDEXED BY spans_request_latency"
+        index = "spans_conversation" if scope.conversations is not None else "spans_request_latency"
         with self._db.read() as conn:
             row = conn.execute(
-                f"SELECT {', '.join(cases)} FROM spans {index} WHERE request = 1 AND latency_ms IS NOT NULL "
-                f"AND start_time >= ? AND start_time < ?{extra}",
+                f"SELECT {', '.join(cases)} FROM spans INDEXED BY {index} WHERE request = 1 "
+                f"AND latency_ms IS NOT NULL AND start_time >= ? AND start_time < ?{extra}",
                 [*params, lo, hi, *more],
             ).fetchone()
         return [int(value or 0) for value in row]
@@ -456,7 +466,9 @@ class DashboardQueries:
 
     def models(self) -> list[str]:
         """Every model of a request kept in the file, sorted."""
-        return self._distinct("spans", "model")
+        with self._db.read() as conn:
+            rows = conn.execute("SELECT DISTINCT model FROM rollup_hour WHERE model != '' ORDER BY model")
+            return [row[0] for row in rows]
 
     def _distinct(self, table: str, column: str) -> list[str]:
         # A skip scan over the (column, start_time) index: one seek per distinct value.

@@ -11,10 +11,10 @@ Version 1 (`PRAGMA user_version = 1`) keeps:
 - `logs` (`obs.logs.LogEntry`) and `alert_transitions`
   (`obs.alerting.AlertTransition`);
 - what triggers keep up to date as rows come and go, so the dashboard's
-  queries never read every row: `rollup` (per minute, service and model:
-  request counts and sums), `rollup_bins` (per minute: latency and TTFT
-  histograms in log-spaced bins), `sessions` (one row per conversation) and
-  `counters` (row counts);
+  queries never read every row: the rollups of `obs.storage._rollup_sql`
+  (request sums per minute and per hour, hourly latency and TTFT
+  histograms), `sessions` (one row per conversation) and `counters`
+  (row counts);
 - `meta`: settings kept in the file (retention).
 
 Times are epoch milliseconds, except `alert_transitions.at` (epoch seconds,
@@ -32,6 +32,8 @@ import shlex
 import sqlite3
 from pathlib import Path
 
+from obs.storage._rollup_sql import ROLLUP_SCHEMA
+
 __all__ = ["MEMORY", "SCHEMA_VERSION", "check_ours", "connect", "open_error", "refusal"]
 
 SCHEMA_VERSION = 1
@@ -41,19 +43,6 @@ MEMORY = ":memory:"
 _SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
 _SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 10, 11, 13, 14, 26
 _SQLITE_READONLY_DIRECTORY = 1544
-
-# What the rollup triggers add (sign +1) or take away (sign -1) for one request span.
-_ROLLUP_KEY = "{r}.minute, COALESCE({r}.service, ''), COALESCE({r}.model, '')"
-_ROLLUP_MATCH = (
-    "minute = {r}.minute AND service = COALESCE({r}.service, '') AND model = COALESCE({r}.model, '')"
-)
-_BIN_INSERT = """
-    INSERT INTO rollup_bins (minute, service, model, metric, bin, n)
-    SELECT {key}, {metric}, NEW.{column}, 1 WHERE NEW.{column} IS NOT NULL
-    ON CONFLICT (minute, service, model, metric, bin) DO UPDATE SET n = n + 1;"""
-_BIN_DELETE = """
-    UPDATE rollup_bins SET n = n - 1 WHERE {match} AND metric = {metric} AND bin = OLD.{column};
-    DELETE FROM rollup_bins WHERE {match} AND metric = {metric} AND bin = OLD.{column} AND n <= 0;"""
 
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -114,6 +103,7 @@ CREATE TABLE IF NOT EXISTS spans (
     server_ms REAL,
     cache_hit INTEGER NOT NULL DEFAULT 0,
     minute INTEGER NOT NULL,
+    hour INTEGER NOT NULL,
     latency_bin INTEGER,
     ttft_bin INTEGER,
     attributes TEXT NOT NULL,
@@ -121,39 +111,9 @@ CREATE TABLE IF NOT EXISTS spans (
     exact TEXT,
     UNIQUE (trace_id, position)
 );
-CREATE INDEX IF NOT EXISTS spans_start_time ON spans (start_time);
-CREATE INDEX IF NOT EXISTS spans_name ON spans (name);
-CREATE INDEX IF NOT EXISTS spans_service ON spans (service, start_time);
-CREATE INDEX IF NOT EXISTS spans_model ON spans (model, start_time);
 CREATE INDEX IF NOT EXISTS spans_conversation ON spans (conversation_id, start_time);
-CREATE INDEX IF NOT EXISTS spans_request_start ON spans (request, start_time);
+CREATE INDEX IF NOT EXISTS spans_request_start ON spans (request, start_time, minute, latency_ms, ttft_ms);
 CREATE INDEX IF NOT EXISTS spans_request_latency ON spans (request, latency_ms, start_time, service, model);
-
-CREATE TABLE IF NOT EXISTS rollup (
-    minute INTEGER NOT NULL,
-    service TEXT NOT NULL,
-    model TEXT NOT NULL,
-    requests INTEGER NOT NULL,
-    errors INTEGER NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    cost_units INTEGER NOT NULL,
-    latency_count INTEGER NOT NULL,
-    latency_sum REAL NOT NULL,
-    cache_hits INTEGER NOT NULL,
-    ttft_count INTEGER NOT NULL,
-    ttft_sum REAL NOT NULL,
-    PRIMARY KEY (minute, service, model)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rollup_bins (
-    minute INTEGER NOT NULL,
-    service TEXT NOT NULL,
-    model TEXT NOT NULL,
-    metric INTEGER NOT NULL,
-    bin INTEGER NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY (minute, service, model, metric, bin)
-) WITHOUT ROWID;
 
 CREATE TABLE IF NOT EXISTS sessions (
     conversation_id TEXT PRIMARY KEY,
@@ -259,51 +219,13 @@ WHEN OLD.conversation_id IS NOT NULL BEGIN
     DELETE FROM sessions WHERE conversation_id = OLD.conversation_id AND turns <= 0;
 END;
 
-CREATE TRIGGER IF NOT EXISTS request_added AFTER INSERT ON spans WHEN NEW.request = 1 BEGIN
-    UPDATE counters SET n = n + 1 WHERE name = 'requests';
-    INSERT INTO rollup (minute, service, model, requests, errors, input_tokens, output_tokens, cost_units,
-                        latency_count, latency_sum, cache_hits, ttft_count, ttft_sum)
-    VALUES ({_ROLLUP_KEY.format(r="NEW")}, 1, NEW.error, COALESCE(NEW.input_tokens, 0),
-            COALESCE(NEW.output_tokens, 0), COALESCE(NEW.cost_units, 0), NEW.latency_ms IS NOT NULL,
-            COALESCE(NEW.latency_ms, 0), NEW.cache_hit, NEW.ttft_ms IS NOT NULL, COALESCE(NEW.ttft_ms, 0))
-    ON CONFLICT (minute, service, model) DO UPDATE SET
-        requests = requests + 1,
-        errors = errors + excluded.errors,
-        input_tokens = input_tokens + excluded.input_tokens,
-        output_tokens = output_tokens + excluded.output_tokens,
-        cost_units = cost_units + excluded.cost_units,
-        latency_count = latency_count + excluded.latency_count,
-        latency_sum = latency_sum + excluded.latency_sum,
-        cache_hits = cache_hits + excluded.cache_hits,
-        ttft_count = ttft_count + excluded.ttft_count,
-        ttft_sum = ttft_sum + excluded.ttft_sum;
-    {_BIN_INSERT.format(key=_ROLLUP_KEY.format(r="NEW"), metric=0, column="latency_bin")}
-    {_BIN_INSERT.format(key=_ROLLUP_KEY.format(r="NEW"), metric=1, column="ttft_bin")}
-END;
-CREATE TRIGGER IF NOT EXISTS request_removed AFTER DELETE ON spans WHEN OLD.request = 1 BEGIN
-    UPDATE counters SET n = n - 1 WHERE name = 'requests';
-    UPDATE rollup SET
-        requests = requests - 1,
-        errors = errors - OLD.error,
-        input_tokens = input_tokens - COALESCE(OLD.input_tokens, 0),
-        output_tokens = output_tokens - COALESCE(OLD.output_tokens, 0),
-        cost_units = cost_units - COALESCE(OLD.cost_units, 0),
-        latency_count = latency_count - (OLD.latency_ms IS NOT NULL),
-        latency_sum = latency_sum - COALESCE(OLD.latency_ms, 0),
-        cache_hits = cache_hits - OLD.cache_hit,
-        ttft_count = ttft_count - (OLD.ttft_ms IS NOT NULL),
-        ttft_sum = ttft_sum - COALESCE(OLD.ttft_ms, 0)
-    WHERE {_ROLLUP_MATCH.format(r="OLD")};
-    DELETE FROM rollup WHERE {_ROLLUP_MATCH.format(r="OLD")} AND requests <= 0;
-    {_BIN_DELETE.format(match=_ROLLUP_MATCH.format(r="OLD"), metric=0, column="latency_bin")}
-    {_BIN_DELETE.format(match=_ROLLUP_MATCH.format(r="OLD"), metric=1, column="ttft_bin")}
-END;
+{ROLLUP_SCHEMA}
 """
 
 
 _OURS = frozenset(
-    {"meta", "counters", "traces", "spans", "rollup", "rollup_bins", "sessions", "logs", "alert_transitions",
-     "sqlite_sequence", "sqlite_stat1", "sqlite_stat4"}
+    {"meta", "counters", "traces", "spans", "rollup", "rollup_hour", "hour_bins", "hour_bins_all", "sessions",
+     "logs", "alert_transitions", "sqlite_sequence", "sqlite_stat1", "sqlite_stat4"}
 )  # fmt: skip
 
 

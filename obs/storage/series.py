@@ -1,32 +1,116 @@
 """Time series of requests from the SQLite file: the buckets the dashboard's charts draw.
 
-`series_buckets` sums per bucket of 1, 60 or 3600 seconds. Whole minutes
-come from the rollup and its histograms (so a day of per-minute buckets reads
-one row per minute, service and model, not one per request); the partial
-minutes at the range's ends, 1 s buckets and conversation scopes come from
-the spans themselves, with exact percentiles. `DashboardQueries.series` is
-the checked entry point.
+`series_buckets` sums per bucket of 1, 60 or 3600 seconds. Hourly buckets
+that lie whole inside the range come from `rollup_hour` and the hourly
+histograms (one row per hour, service and model, and a few dozen bins: a
+week is a few thousand rows, whatever the traffic), their percentiles within
+4%. Minute buckets take their sums from the per-minute rollup and their exact
+percentiles from the latencies alone, read through a covering index.
+Everything else (per-second buckets, the partial hours at the ends of a
+range, conversation scopes) is read from the spans through the
+(request, start_time) index, with exact percentiles. The cost of exact
+percentiles grows with the requests in the range. `DashboardQueries.series` is the checked entry point.
 """
 
 from __future__ import annotations
 
 import math
 import sqlite3
+from typing import Any
 
-from obs.storage._aggregate import (
-    Agg,
-    Scope,
-    exact_percentile,
-    percentile_of_bins,
-    plan,
-    rollup_bins,
-    rollup_rows,
-    span_rows,
-)
+from obs.storage._aggregate import FAR, Agg, Scope, plan, sums_of
 from obs.storage._columns import COST_UNITS_PER_USD
+from obs.storage._rollup_sql import SUM_COLUMNS
 from obs.storage.results import SeriesBucket
 
 __all__ = ["series_buckets"]
+
+_HOUR_MS = 3_600_000.0
+_SPAN_FIELDS = (
+    "start_time, minute, hour, error, input_tokens, output_tokens, cost_units, latency_ms, cache_hit, ttft_ms"
+)
+_ROLLUP_SUMS = ", ".join(f"SUM({c})" for c in SUM_COLUMNS)
+
+
+class _Buckets(dict[int, Agg]):
+    """Aggregates by bucket start (epoch ms); `from_bins` holds those read from the hourly rollup."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.from_bins: set[int] = set()
+
+    def at(self, key_ms: int) -> Agg:
+        found = self.get(key_ms)
+        if found is None:
+            found = self[key_ms] = Agg()
+        return found
+
+
+def _spans(
+    conn: sqlite3.Connection, buckets: _Buckets, bucket_s: int, scope: Scope, terms: str, params: list[Any]
+) -> None:
+    extra, more = scope.spans_sql()
+    index = "spans_conversation" if scope.conversations else "spans_request_start"
+    sql = f"SELECT {_SPAN_FIELDS} FROM spans INDEXED BY {index} WHERE request = 1 AND {terms}{extra}"
+    groups: dict[int, list[Any]] = {}
+    rows = conn.execute(sql, [*params, *more])
+    if bucket_s == 1:
+        for row in rows:
+            groups.setdefault(math.floor(row[0] / 1000.0) * 1000, []).append(row)
+    else:  # by the minute and hour columns, as the rollups: a span is never in two buckets
+        column = 1 if bucket_s == 60 else 2
+        for row in rows:
+            groups.setdefault(row[column] * 60_000, []).append(row)
+    for key, group in groups.items():
+        buckets.at(key).add_rows(group)
+
+
+def _whole_hours(conn: sqlite3.Connection, buckets: _Buckets, first: int, end: int, scope: Scope) -> None:
+    extra, more = scope.rollup_sql()
+    where = f"hour >= ? AND hour < ?{extra}"
+    for hour, *sums in conn.execute(
+        f"SELECT hour, {_ROLLUP_SUMS} FROM rollup_hour WHERE {where} GROUP BY hour", [first, end, *more]
+    ):
+        buckets.at(hour * 60_000).add_sums(sums)
+        buckets.from_bins.add(hour * 60_000)
+    if scope.service is None and scope.model is None:
+        rows = conn.execute("SELECT hour, metric, bin, n FROM hour_bins_all WHERE hour >= ? AND hour < ?",
+                            (first, end))  # fmt: skip
+    else:
+        rows = conn.execute(
+            f"SELECT hour, metric, bin, SUM(n) FROM hour_bins WHERE {where} GROUP BY hour, metric, bin",
+            [first, end, *more],
+        )
+    for hour, metric, index, n in rows:
+        buckets.at(hour * 60_000).add_bin(metric, index, n)
+
+
+def _minutes(
+    conn: sqlite3.Connection, buckets: _Buckets, lo_ms: float, hi_ms: float, scope: Scope
+) -> None:
+    """Minute buckets: sums from `rollup` (the partial minutes at the ends from the spans), and exact
+    percentiles from the latencies and TTFTs alone, read through a covering index."""
+    extra, more = scope.rollup_sql()
+    for piece in plan(lo_ms, hi_ms, True):
+        if piece.table == "spans":
+            buckets.at(piece.minute * 60_000).add_sums(sums_of(conn, piece, scope))  # type: ignore[operator]
+            continue
+        # Whole hours and minutes alike, from the per-minute rollup.
+        where = f"minute >= ? AND minute < ?{extra}"
+        sql = f"SELECT minute, {_ROLLUP_SUMS} FROM rollup WHERE {where} GROUP BY minute"
+        rows = conn.execute(sql, [piece.first, piece.end, *more])
+        for minute, *sums in rows:
+            buckets.at(minute * 60_000).add_sums(sums)
+    extra, more = scope.spans_sql()
+    for minute, latency, ttft in conn.execute(
+        "SELECT minute, latency_ms, ttft_ms FROM spans INDEXED BY spans_request_start "
+        f"WHERE request = 1 AND start_time >= ? AND start_time < ?{extra}", [lo_ms, hi_ms, *more],
+    ):  # fmt: skip
+        agg = buckets.at(minute * 60_000)
+        if latency is not None:
+            agg.latencies.append(latency)
+        if ttft is not None:
+            agg.ttfts.append(ttft)
 
 
 def series_buckets(
@@ -36,38 +120,31 @@ def series_buckets(
 
     Runs on `conn` inside the caller's read transaction.
     """
-    exact = bucket_s == 1 or scope.conversations is not None
-    minutes = bucket_s // 60  # minutes per bucket (60 s and 3600 s buckets)
-    aggs: dict[int, Agg] = {}
-
-    def agg(key_ms: int) -> Agg:
-        found = aggs.get(key_ms)
-        if found is None:
-            found = aggs[key_ms] = Agg()
-        return found
-
-    for piece in plan(lo_ms, hi_ms, not exact):
-        if piece.rollup:
-            for bucket, *sums in rollup_rows(conn, piece, scope, minutes):
-                agg(bucket * 60_000).add_sums(sums)
-            for bucket, metric, index, n in rollup_bins(conn, piece, scope, minutes):
-                agg(bucket * 60_000).add_bin(metric, index, n)
-            continue
-        for start, minute, error, inputs, outputs, units, latency, hit, ttft in span_rows(conn, piece, scope):
-            # Minute buckets by the minute column, as the rollup's: a span is never in two buckets.
-            key = math.floor(start / 1000.0) * 1000 if bucket_s == 1 else (minute - minute % minutes) * 60_000
-            agg(key).add_span(error, inputs, outputs, units, latency, hit, ttft)
+    buckets = _Buckets()
+    if hi_ms <= lo_ms:
+        return []
+    first = end = 0
+    if bucket_s == 3600 and scope.conversations is None:
+        first = -FAR if math.isinf(lo_ms) else math.ceil(lo_ms / _HOUR_MS) * 60  # hours, as minutes
+        end = FAR if math.isinf(hi_ms) else math.floor(hi_ms / _HOUR_MS) * 60
+    if bucket_s == 60 and scope.conversations is None:
+        _minutes(conn, buckets, lo_ms, hi_ms, scope)
+    elif end > first:
+        _whole_hours(conn, buckets, first, end, scope)
+        if first != -FAR:  # the partial hour before
+            _spans(conn, buckets, bucket_s, scope, "start_time >= ? AND start_time < ? AND hour < ?",
+                   [lo_ms, first * 60_000.0 + 1.0, first])  # fmt: skip
+        if end != FAR:  # and after
+            _spans(conn, buckets, bucket_s, scope, "start_time >= ? AND start_time < ? AND hour >= ?",
+                   [end * 60_000.0 - 1.0, hi_ms, end])  # fmt: skip
+    else:
+        _spans(conn, buckets, bucket_s, scope, "start_time >= ? AND start_time < ?", [lo_ms, hi_ms])
     out = []
-    for key in sorted(aggs):
-        a = aggs[key]
+    for key in sorted(buckets):
+        a = buckets[key]
         if a.requests <= 0:
             continue
-        if exact:
-            p50, p95 = exact_percentile(a.latencies, 0.5), exact_percentile(a.latencies, 0.95)
-            ttft95 = exact_percentile(a.ttfts, 0.95)
-        else:
-            p50, p95 = percentile_of_bins(a.latency_bins, 0.5), percentile_of_bins(a.latency_bins, 0.95)
-            ttft95 = percentile_of_bins(a.ttft_bins, 0.95)
+        p50, p95, ttft95 = a.percentiles(exact=key not in buckets.from_bins)
         out.append(
             SeriesBucket(
                 start=key / 1000.0, requests=a.requests, errors=a.errors, prompt_tokens=a.inputs,

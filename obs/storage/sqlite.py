@@ -46,7 +46,10 @@ __all__ = ["FROM_FILE", "REPLACED_KEY", "SqliteTraceStore"]
 _log = logging.getLogger(__name__)
 _UNBOUNDED = 2**63 - 1
 _IN_CHUNK = 500
-_TABLES = ("spans", "traces", "rollup", "rollup_bins", "sessions", "logs", "alert_transitions")
+_TABLES = (
+    "spans", "traces", "rollup", "rollup_hour", "hour_bins", "hour_bins_all", "sessions", "logs",
+    "alert_transitions",
+)  # fmt: skip
 
 
 class _FromFile:

@@ -53,7 +53,7 @@ def _consistent(store: SqliteTraceStore) -> None:
         conn.close()
     assert len(store) == traces
     assert DashboardQueries(store).tiles().request_count == requests
-    assert sum(bucket.requests for bucket in DashboardQueries(store).series(60)) == requests
+    assert sum(bucket.requests for bucket in DashboardQueries(store).series(3600)) == requests
     assert session_turns == turns
 
 
