@@ -9,6 +9,7 @@ reader that had the file open all along (the dashboard).
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -131,6 +132,50 @@ def test_bad_arguments_are_refused(tmp_path: Path, kwargs: dict[str, object], me
     with pytest.raises(ValueError, match=message):
         configure(**{"db": tmp_path / "obs.db", **kwargs})  # type: ignore[arg-type]
     assert default_tracer() is None
+
+
+def _unprivileged() -> list[str]:
+    """The command prefix that runs a child without root's power to ignore file permissions."""
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: file permissions cannot be tested")
+    return [setpriv, "--bounding-set=-all", "--inh-caps=-all"]
+
+
+def test_an_unwritable_place_is_refused_with_its_reason(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "existing").mkdir()
+    locked.chmod(0o555)
+    (locked / "existing").chmod(0o555)
+    code = (
+        "import sys\n"
+        "from obs.config import configure\n"
+        "for db in sys.argv[1:]:\n"
+        "    try:\n"
+        "        configure(db=db)\n"
+        "    except ValueError as exc:\n"
+        "        print(exc)\n"
+        "    else:\n"
+        "        print('configured')\n"
+    )
+    try:
+        done = subprocess.run(
+            [*_unprivileged(), sys.executable, "-c", code, str(locked / ".obs" / "obs.db"),
+             str(locked / "existing" / "obs.db"), str(tmp_path / "free" / "obs.db")],
+            env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
+            check=False,
+        )  # fmt: skip
+    finally:
+        locked.chmod(0o755)
+        (locked / "existing").chmod(0o755)
+    assert done.returncode == 0, done.stderr
+    said = done.stdout.strip().splitlines()
+    assert "cannot create directory" in said[0] and "Permission denied" in said[0], said
+    assert "which is read-only" in said[1] and "writable directory" in said[1], said
+    assert said[2] == "configured"
 
 
 def test_a_path_that_cannot_be_used_says_why(tmp_path: Path) -> None:
