@@ -50,15 +50,24 @@ def _trace(i: int, start: float, rng: random.Random, conversation: str) -> Trace
     model = MODELS[i % 3]
     error = rng.random() < 0.03
     attrs: dict[str, Any] = {
-        semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT, semconv.GEN_AI_PROVIDER_NAME: "llama.cpp",
-        semconv.GEN_AI_REQUEST_MODEL: model, semconv.GEN_AI_RESPONSE_MODEL: model,
-        semconv.GEN_AI_REQUEST_MAX_TOKENS: 256, semconv.SERVER_ADDRESS: "127.0.0.1", semconv.SERVER_PORT: 8033,
-        semconv.GEN_AI_USAGE_INPUT_TOKENS: rng.randrange(20, 2000), semconv.GEN_AI_USAGE_OUTPUT_TOKENS: rng.randrange(1, 400),
-        semconv.LLAMA_CPP_TIMINGS_PROMPT_MS: latency * 0.2, semconv.LLAMA_CPP_TIMINGS_PREDICTED_MS: latency * 0.7,
-        semconv.OBS_LATENCY_MS: latency, semconv.OBS_TTFT_MS: ttft, semconv.OBS_COST_USD: latency * 2.5e-7,
-        semconv.OBS_CACHE_HIT: rng.random() < 0.1, semconv.GEN_AI_CONVERSATION_ID: conversation,
+        semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT,
+        semconv.GEN_AI_PROVIDER_NAME: semconv.PROVIDER_LLAMA_CPP,
+        semconv.GEN_AI_REQUEST_MODEL: model,
+        semconv.GEN_AI_RESPONSE_MODEL: model,
+        semconv.GEN_AI_REQUEST_MAX_TOKENS: 256,
+        semconv.SERVER_ADDRESS: "127.0.0.1",
+        semconv.SERVER_PORT: 8033,
+        semconv.GEN_AI_USAGE_INPUT_TOKENS: rng.randrange(20, 2000),
+        semconv.GEN_AI_USAGE_OUTPUT_TOKENS: rng.randrange(1, 400),
+        semconv.LLAMA_CPP_TIMINGS_PROMPT_MS: latency * 0.2,
+        semconv.LLAMA_CPP_TIMINGS_PREDICTED_MS: latency * 0.7,
+        semconv.OBS_LATENCY_MS: latency,
+        semconv.OBS_TTFT_MS: ttft,
+        semconv.OBS_COST_USD: latency * 2.5e-7,
+        semconv.OBS_CACHE_HIT: rng.random() < 0.1,
+        semconv.GEN_AI_CONVERSATION_ID: conversation,
         semconv.SESSION_ID: conversation,
-    }  # fmt: skip
+    }
     events = (
         SpanEvent(semconv.EVENT_REQUEST_START, start + 1.0),
         SpanEvent(semconv.EVENT_FIRST_TOKEN, start + 1.0 + ttft),
@@ -73,8 +82,9 @@ def _trace(i: int, start: float, rng: random.Random, conversation: str) -> Trace
                     status, {semconv.GEN_AI_CONVERSATION_ID: conversation})  # fmt: skip
         spans = (root, call)
     else:
-        spans = (Span(call.id, trace_id, None, call.name, start, start + latency, latency, status, attrs, events,
-                      "client"),)  # fmt: skip
+        alone = Span(call.id, trace_id, None, call.name, start, start + latency, latency, status, attrs,
+                     events, "client")  # fmt: skip
+        spans = (alone,)
     end = max(s.end_time for s in spans)  # type: ignore[type-var]
     return Trace(trace_id, spans[0].name, start, end, end - start, status,
                  {semconv.SERVICE_NAME: SERVICES[i % 3]}, spans)  # fmt: skip
@@ -89,30 +99,42 @@ def _traces(n: int, now_ms: float, span_ms: float, seed: int = 11) -> list[Trace
 # -- writes ---------------------------------------------------------------------------------------
 
 
-def _rate(write: Callable[[list[Trace]], None], traces: list[Trace]) -> float:
-    gc.collect()
-    started = time.perf_counter()
-    write(traces)
-    return len(traces) / (time.perf_counter() - started)
+def _into_memory(traces: list[Trace], folder: Path, round_: int) -> None:
+    memory = TraceStore(max_traces=WRITE_TRACES)
+    for trace in traces:
+        memory.add(trace)
+
+
+def _one_by_one(traces: list[Trace], folder: Path, round_: int) -> None:
+    with SqliteTraceStore(folder / f"add{round_}.db") as store:
+        for trace in traces:
+            store.add(trace)
+
+
+def _in_batches(traces: list[Trace], folder: Path, round_: int) -> None:
+    exporter = SqliteExporter(folder / f"export{round_}.db")
+    for i in range(0, len(traces), 512):
+        exporter.export(traces[i : i + 512])
+    exporter.shutdown()
+
+
+_WRITERS: dict[str, Callable[[list[Trace], Path, int], None]] = {
+    "in-memory TraceStore.add": _into_memory,
+    "SqliteTraceStore.add (1 transaction each)": _one_by_one,
+    "SqliteExporter.export, batches of 512": _in_batches,
+}
 
 
 def _writes(folder: Path) -> None:
     now = time.time() * 1000.0
-    rows: dict[str, list[float]] = {"in-memory TraceStore.add": [], "SqliteTraceStore.add (1 transaction each)": [],
-                                    "SqliteExporter.export, batches of 512": []}  # fmt: skip
+    rows: dict[str, list[float]] = {name: [] for name in _WRITERS}
     for round_ in range(WRITE_ROUNDS):
         traces = _traces(WRITE_TRACES, now, 3_600_000.0, seed=round_)
-        memory = TraceStore(max_traces=WRITE_TRACES)
-        rows["in-memory TraceStore.add"].append(_rate(lambda ts: [memory.add(t) for t in ts], traces))
-        with SqliteTraceStore(folder / f"add{round_}.db") as store:
-            rows["SqliteTraceStore.add (1 transaction each)"].append(
-                _rate(lambda ts: [store.add(t) for t in ts], traces)  # noqa: B023
-            )
-        exporter = SqliteExporter(folder / f"export{round_}.db")
-        rows["SqliteExporter.export, batches of 512"].append(
-            _rate(lambda ts: [exporter.export(ts[i : i + 512]) for i in range(0, len(ts), 512)], traces)
-        )
-        exporter.shutdown()
+        for name, write in _WRITERS.items():
+            gc.collect()
+            started = time.perf_counter()
+            write(traces, folder, round_)
+            rows[name].append(len(traces) / (time.perf_counter() - started))
     memory_rate = statistics.median(rows["in-memory TraceStore.add"])
     print(f"writes: {WRITE_TRACES} traces (2-span turns and 1-span calls), median of {WRITE_ROUNDS} rounds")
     for name, rates in rows.items():
@@ -131,14 +153,17 @@ def _build(path: Path, now_ms: float) -> None:
             store.add_many(traces[i : i + 1000])
         rng = random.Random(5)
         for i in range(0, STORED, 5000):
+            levels = ("info", "info", "warn", "error")
             store.add_logs(
-                LogEntry(now_ms - rng.random() * 7 * DAY_MS, rng.choice(("info", "info", "warn", "error")),
-                         f"chat {MODELS[j % 3]} finished", {"latency_ms": rng.random() * 900}, f"{j + 1:032x}")
+                LogEntry(now_ms - rng.random() * 7 * DAY_MS, rng.choice(levels),
+                         f"chat {MODELS[j % 3]} finished", {"latency_ms": rng.random() * 900},
+                         f"{j + 1:032x}")
                 for j in range(i, i + 5000)
             )  # fmt: skip
         info = store.file_info()
-    print(f"\nreads: {info.trace_count:,} traces ({info.request_count:,} requests), {info.log_count:,} log entries, "
-          f"{info.size_bytes / 2**20:.0f} MB, written in {time.perf_counter() - started:.0f} s")  # fmt: skip
+    print(f"\nreads: {info.trace_count:,} traces ({info.request_count:,} requests), "
+          f"{info.log_count:,} log entries, {info.size_bytes / 2**20:.0f} MB, "
+          f"written in {time.perf_counter() - started:.0f} s")  # fmt: skip
 
 
 def _median_ms(query: Callable[[], Any]) -> float:
