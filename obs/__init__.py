@@ -29,6 +29,7 @@ from obs.clock import (
     FakeClock,
     SystemClock,
 )
+from obs.config import configure, default_tracer
 from obs.llm.cache import (
     ResponseCache,
 )
@@ -83,8 +84,12 @@ from obs.metrics.quantiles import (
     QuantileSketch,
     exact_quantile,
 )
+from obs.metrics.rebuild import rebuild_collector
 from obs.storage.base import StoreStats, TraceStoreProtocol
+from obs.storage.exporter import SqliteExporter, SqliteLogSink
 from obs.storage.memory import TraceStore
+from obs.storage.queries import DashboardQueries
+from obs.storage.results import RetentionPolicy
 from obs.storage.sqlite import SqliteTraceStore
 from obs.trace.core import TraceHandle
 from obs.trace.handles import SpanHandle
@@ -260,6 +265,7 @@ __all__ = [
     "Clock",
     "Conversation",
     "DashboardData",
+    "DashboardQueries",
     "EmbeddedServer",
     "EmbeddedServerError",
     "ExportResult",
@@ -294,6 +300,7 @@ __all__ = [
     "QuantileSketch",
     "RandomIdGenerator",
     "ResponseCache",
+    "RetentionPolicy",
     "SamplingDecision",
     "SequentialIdGenerator",
     "ServerLoading",
@@ -308,6 +315,8 @@ __all__ = [
     "SpanKind",
     "SpanNode",
     "SpanStatus",
+    "SqliteExporter",
+    "SqliteLogSink",
     "SqliteTraceStore",
     "StoreExporter",
     "StoreStats",
@@ -336,6 +345,7 @@ __all__ = [
     "add_span_to_trace",
     "check_health",
     "children_of",
+    "configure",
     "conversation_attributes",
     "create_span",
     "create_trace",
@@ -343,6 +353,7 @@ __all__ = [
     "critical_path_duration",
     "current_conversation_id",
     "default_rules",
+    "default_tracer",
     "end_span",
     "end_trace",
     "exact_quantile",
@@ -360,6 +371,7 @@ __all__ = [
     "make_receiver_app",
     "parse_rules",
     "parse_traceparent",
+    "rebuild_collector",
     "requests_frame",
     "root_spans",
     "sampler_from_env",

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 import obs.config
+import obs.storage.memory
 from obs.config import DB_PATH_ENV, configure, current, db_path_from_env, default_tracer, shutdown
 from obs.storage.queries import DashboardQueries
 from obs.storage.sqlite import SqliteTraceStore
@@ -54,6 +55,22 @@ def test_configure_makes_the_default_tracer_write_into_the_file(tmp_path: Path) 
         assert queries.tiles(service="my-app").request_count == 1
         page = queries.logs()
         assert [e.message for e in page.items] == ["a warning from my-app"] and page.services == ("my-app",)
+
+
+def test_a_client_given_no_tracer_uses_the_configured_one_and_chats_reach_the_file(tmp_path: Path) -> None:
+    from obs.llm.client import InstrumentedClient
+
+    path = tmp_path / "obs.db"
+    tracer = configure(db=path, service_name="my-app", retention_interval_s=None)
+    with serve(good) as server, InstrumentedClient(server.url) as client:
+        assert client.tracer is tracer
+        client.chat([{"role": "user", "content": "hi"}])
+        own = InstrumentedClient(server.url, store=obs.storage.memory.TraceStore())
+        assert own.tracer is not tracer  # a client given its own store keeps its own wiring
+        own.close()
+    assert shutdown(timeout_s=10.0)
+    with SqliteTraceStore(path) as store:
+        assert DashboardQueries(store).tiles(service="my-app").request_count == 1
 
 
 def test_a_user_programs_traces_reach_the_file_a_dashboard_has_open(tmp_path: Path) -> None:

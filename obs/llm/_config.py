@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import httpx
 
 from obs.clock import SYSTEM_CLOCK, Clock
+from obs.config import default_tracer
 from obs.llm._redaction import public_url, url_secrets
 from obs.logs import LLMLogger
 from obs.metrics.collector import MetricsCollector
@@ -119,9 +120,14 @@ def wire_sinks(
 ) -> Sinks:
     """Fill in what was not given: from `tracer` when there is one, else fresh objects.
 
-    A fresh tracer records into the given (or fresh) store, collector and
-    logger, with the head sampler OTEL_TRACES_SAMPLER names when it is set.
+    With neither a tracer nor a store given, the process-wide tracer of
+    `obs.configure` is used when there is one (its traces go to the shared
+    SQLite file). A fresh tracer records into the given (or fresh) store,
+    collector and logger, with the head sampler OTEL_TRACES_SAMPLER names
+    when it is set.
     """
+    if tracer is None and store is None:
+        tracer = default_tracer()
     clock = clock if clock is not None else (tracer.clock if tracer is not None else SYSTEM_CLOCK)
     if tracer is not None:
         store = store if store is not None else tracer.store
