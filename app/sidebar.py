@@ -137,7 +137,7 @@ def render_chat_controls(app: AppSession) -> None:
         except ValueError as exc:
             kept = app.settings
             compute = ("" if kept.compute_price is None
-                       else f", and ${kept.compute_price:.4f} per hour of server time")
+                       else f", and \\${kept.compute_price:.4f} per hour of server time")
             st.error(f"{exc}. Still using ${kept.prompt_price:.4f} / ${kept.completion_price:.4f}{compute}.",
                      icon=":material/error:")
         st.button("New conversation", icon=":material/add_comment:", on_click=app.new_conversation,

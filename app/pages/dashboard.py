@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import charts, state
+from app import charts, sidebar, state
 from app.state import AppSession
 from obs import semconv
 from obs.dashboard import generate_dashboard_data
@@ -67,7 +67,7 @@ def _costs(app: AppSession) -> None:
                                                       "whose server reported no timings"),
             "server_s": st.column_config.NumberColumn("Server time", format="%.3f s"),
         })
-    st.caption(_pricing_text(app))
+    st.caption(sidebar.md_escape(_pricing_text(app)))  # escaped: "$" would start LaTeX
 
 
 def _sampling(app: AppSession, timeline: pd.DataFrame) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 CHAT_MESSAGE = '[data-testid="stChatMessage"]'
 ANSWER_CAPTION = f'{CHAT_MESSAGE} [data-testid="stCaptionContainer"]'
 PLOT = ".js-plotly-plot"
+GRID_TABLE = "table[role=grid]"  # kept off the accessibility tree, so found by CSS rather than by role
 
 # Title (without the markup Streamlit's theme adds) and number of drawn points or bars of every chart.
 PLOTS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd => ({
@@ -15,6 +16,19 @@ PLOTS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd
   points: gd.querySelectorAll('.point').length,
   ticktext: gd.layout && gd.layout.yaxis ? gd.layout.yaxis.ticktext || null : null,
 }))"""
+
+# The text of each row of a data grid (st.dataframe), read from the accessible table the grid keeps in
+# step with its canvas: one list of cell texts per row drawn, in the order shown.
+_GRID_ROWS = """table => Array.from(table.querySelectorAll('tbody tr')).map(
+  row => Array.from(row.querySelectorAll('td')).map(cell => cell.innerText))"""
+
+# True once every Plotly chart is drawn at the width of its container (after a resize, say).
+_PLOTS_FIT = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).every(gd =>
+  gd._fullLayout && Math.abs(gd._fullLayout.width - gd.getBoundingClientRect().width) < 2)"""
+
+# Resolves after the browser has drawn two more frames: what changed before it is on screen.
+_TWO_FRAMES = """() => new Promise(
+  done => requestAnimationFrame(() => requestAnimationFrame(() => done(true))))"""
 
 # Streamlit scrolls inside its own container, so a "full page" screenshot needs a viewport that tall.
 _CONTENT_HEIGHT = """() => Math.max(...['stMain', 'stAppViewContainer'].map(id => {
@@ -42,6 +56,35 @@ def set_number(page: Any, label: str, value: str) -> None:
     wait_idle(page)
 
 
+def grid(page: Any, index: int = 0) -> Any:
+    """The accessible table of the `index`-th data grid (st.dataframe) on the page (or in a locator)."""
+    return page.get_by_test_id("stDataFrame").nth(index).locator(GRID_TABLE)
+
+
+def grid_rows(table: Any) -> list[list[str]]:
+    """The cell texts of each row `table` (from `grid`) shows, top to bottom."""
+    return table.evaluate(_GRID_ROWS)
+
+
+def wait_for_grid_rows(table: Any, count: int) -> list[list[str]]:
+    """Wait until `table` shows `count` rows; return them."""
+    table.locator("tbody tr").nth(count - 1).wait_for(state="attached")
+    return grid_rows(table)
+
+
+def select_row(page: Any, table: Any, row: int) -> None:
+    """Select row `row` (0 = top) of `table` from the keyboard, as a user can.
+
+    Into the grid, to its first cell (Ctrl+Home: focusing a cell does not make it the grid's current
+    one), down `row` rows, and Shift+Space selects the row.
+    """
+    table.get_by_test_id("glide-cell-1-0").focus()
+    page.keyboard.press("Control+Home")
+    for _ in range(row):
+        page.keyboard.press("ArrowDown")
+    page.keyboard.press("Shift+Space")
+
+
 def send(page: Any, text: str, answers_before: int) -> None:
     """Send a chat message and wait for its answer's caption (the answer after `answers_before`)."""
     box = page.get_by_test_id("stChatInputTextArea")
@@ -56,7 +99,8 @@ def shot(page: Any, artifacts: Path, name: str) -> Path:
     size = page.viewport_size
     height = max(size["height"], page.evaluate(_CONTENT_HEIGHT))
     page.set_viewport_size({"width": size["width"], "height": height})
-    page.wait_for_timeout(800)  # let charts resize to the new viewport
+    page.wait_for_function(_PLOTS_FIT)
+    page.evaluate(_TWO_FRAMES)
     page.screenshot(path=str(path))
     page.set_viewport_size(size)
     return path

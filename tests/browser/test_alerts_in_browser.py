@@ -1,32 +1,43 @@
-"""Alerts in a real browser: a low p95 threshold, one chat answer, the banner, the line, the Alerts page.
+"""Alerts in a real browser: a low p95 threshold, one chat answer, the banner, the line, the Alerts page;
+and an alert that fires while no tab is open.
 
-The tests run in order on one page of one app process (module fixtures):
-set the p95 latency alert to 1 ms with one request enough, chat once with
-the embedded model, see the banner name the rule, find the threshold line
-and the breached point on the Dashboard's latency chart, read the rule's
-state and history on the Alerts page; then set the sampling rate to 0% and
-see the Dashboard count a kept and a dropped conversation. Screenshots go to
+The first tests run in order on one page of one app process (module
+fixtures): set the p95 latency alert to 1 ms with one request enough, chat
+once with the embedded model, see the banner name the rule, find the
+threshold line and the breached point on the Dashboard's latency chart, read
+the rule's state and history on the Alerts page; then set the sampling rate
+to 0% and see the Dashboard count a kept and a dropped turn. The last test
+runs an app of its own with a webhook: an answer that ends after its tab was
+closed fires the rule in the background, the webhook hears of it, and the
+Alerts page shows it when a tab opens again. Screenshots go to
 tests/artifacts/.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
+from tests.app.fake_server import FakeLlamaServer
+from tests.browser.conftest import run_app
 from tests.browser.pages import (
     ANSWER_CAPTION,
     CHAT_MESSAGE,
     PLOT,
     PLOTS,
+    grid,
     open_page,
     send,
     set_number,
     shot,
+    wait_for_grid_rows,
     wait_idle,
 )
+from tests.llm.servers import Handler, serve
 
 pytestmark = pytest.mark.browser
 
@@ -94,17 +105,28 @@ def test_the_alerts_page_shows_the_rules_the_firing_state_and_its_history(page: 
     page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stDataFrame\"]').length === 3")
     assert page.get_by_text("1 change(s) of state, newest first.").count() == 1
     assert page.get_by_text("No rule has changed state yet.").count() == 0
-    page.wait_for_timeout(500)  # let the grids draw
+    # Columns of the rules: name, metric, op, threshold, clears at, window, min requests, for, cooldown.
+    rules = {row[0]: row for row in wait_for_grid_rows(grid(page, 0), 2)}
+    assert rules["slow_p95_latency"][1:4] == ["p95_latency_ms", ">", f"{THRESHOLD_MS} ms"]
+    assert rules["slow_p95_latency"][6] == "1"
+    # States: rule, status, value, since, requests, evaluated.
+    states = {row[0]: row for row in wait_for_grid_rows(grid(page, 1), 2)}
+    assert states["slow_p95_latency"][1] == "firing" and states["slow_p95_latency"][4] == "1"
+    assert states["high_error_rate"][1:3] == ["ok", "0.0%"]
+    # History: time, rule, from, to, value, condition, requests.
+    [change] = wait_for_grid_rows(grid(page, 2), 1)
+    assert change[1:4] == ["slow_p95_latency", "ok", "firing"]
+    assert change[5:] == [f"p95_latency_ms > {THRESHOLD_MS} ms", "1"]
     shot(page, artifacts, "alerts")
 
 
-def test_a_zero_sampling_rate_drops_the_next_conversation_and_the_dashboard_counts_it(
+def test_a_zero_sampling_rate_drops_the_next_turn_and_the_dashboard_counts_it(
     page: Any, artifacts: Path,
 ) -> None:
     from playwright.sync_api import expect
 
     open_page(page, "Chat")
-    # The first conversation began at 100%: ending it keeps it by head sampling.
+    # The first turn began, and ended, at 100%: head sampling kept it.
     page.get_by_role("button", name="New conversation").click()
     page.wait_for_function(f"() => document.querySelectorAll('{CHAT_MESSAGE}').length === 0")
     slider = page.get_by_test_id("stSlider").filter(has_text="Sampling rate").get_by_role("slider")
@@ -112,9 +134,7 @@ def test_a_zero_sampling_rate_drops_the_next_conversation_and_the_dashboard_coun
     slider.press("Home")
     expect(slider).to_have_attribute("aria-valuetext", "0%")
     wait_idle(page)
-    send(page, "Say goodbye.", 0)
-    page.get_by_role("button", name="New conversation").click()  # ends the second one: dropped
-    page.wait_for_function(f"() => document.querySelectorAll('{CHAT_MESSAGE}').length === 0")
+    send(page, "Say goodbye.", 0)  # a turn begun at 0%: dropped when its answer is in
     open_page(page, "Dashboard")
     tiles = {}
     for label in ("Total Requests", "Traces seen", "Kept by head sampling", "Kept by tail rules", "Dropped"):
@@ -126,3 +146,69 @@ def test_a_zero_sampling_rate_drops_the_next_conversation_and_the_dashboard_coun
     plots = {plot["title"]: plot for plot in page.evaluate(PLOTS)}
     assert plots["Traces kept and dropped"]["points"] >= 1  # the line of traces seen
     shot(page, artifacts, "dashboard-sampling")
+
+
+ANSWER_WORDS = 24
+WORD_DELAY_S = 0.25  # the fake model's answer takes about 6 s: it ends after its tab has closed
+
+
+def _accept(handler: Handler) -> None:
+    handler.send_json(200, {})
+
+
+def _until(condition: Any, timeout_s: float = 90.0) -> Any:
+    """Poll `condition` until it is truthy (returned) or `timeout_s` passes (AssertionError)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout_s} s")
+        time.sleep(0.05)
+
+
+def test_an_alert_that_fires_with_no_tab_open_reaches_the_webhook_and_shows_when_a_tab_opens(
+    page: Any, tmp_path: Path, artifacts: Path,
+) -> None:
+    with serve(_accept) as hook, FakeLlamaServer(reply=" ".join(["slow"] * ANSWER_WORDS)) as fake:
+        fake.chunk_delay_s = WORD_DELAY_S
+        env = {"LLAMA_SERVER_URL": fake.url, "OBS_EMBEDDED_SERVER": "0", "OBS_ALERT_INTERVAL_S": "1",
+               "OBS_ALERT_WEBHOOK_URL": f"{hook.url}/alerts"}
+        with run_app(tmp_path, env, name="streamlit-alerts-no-tab") as url:
+            context = page.context  # the same browser (its cookies); its other tab shows another app
+            tab = context.new_page()
+            tab.set_default_timeout(60_000)
+            tab.goto(url)
+            tab.get_by_test_id("stChatInputTextArea").wait_for()
+            set_number(tab, "p95 latency above (ms)", "1")
+            set_number(tab, "Min requests in window", "1")
+            session = parse_qs(urlsplit(tab.url).query)["session"][0]
+            box = tab.get_by_test_id("stChatInputTextArea")
+            box.fill("Take your time.")
+            box.press("Enter")
+            _until(lambda: fake.requests)  # the answer has begun streaming in
+            tab.close()
+            closed_at = time.time()
+            assert [p for p in context.pages if p.url.startswith(url)] == []  # no tab of this app
+            # Nobody looks; the answer ends, the rule fires in the background and the webhook hears it.
+            posts = _until(lambda: [r for r in hook.requests if r.method == "POST"])
+            event = posts[0].json
+            assert posts[0].path == "/alerts"
+            assert (event["rule"], event["status"]) == ("slow_p95_latency", "firing")
+            assert event["request_count"] == 1
+            assert event["at"] > closed_at
+            assert event["value"] > 1000 * WORD_DELAY_S * (ANSWER_WORDS - 2)
+            # A tab opened now, in the same browser, shows what fired while none was open.
+            tab = context.new_page()
+            tab.set_default_timeout(60_000)
+            tab.goto(f"{url}/alerts?session={session}")
+            tab.get_by_role("heading", name="Alerts", exact=True).wait_for()
+            tab.get_by_text("1 change(s) of state, newest first.").wait_for()
+            [change] = wait_for_grid_rows(grid(tab, 2), 1)
+            assert change[1:4] == ["slow_p95_latency", "ok", "firing"]
+            tab.locator(BANNER, has_text="Alert firing: slow_p95_latency").wait_for()
+            tab.get_by_text("POSTed to").wait_for()
+            assert "(1 sent, 0 failed)" in tab.get_by_text("POSTed to").inner_text()
+            shot(tab, artifacts, "alerts-fired-with-no-tab")
+            tab.close()

@@ -1,11 +1,15 @@
 """The dashboard in a real browser: chat with the embedded model, then every page, then an HTML payload.
 
 The tests run in order on one page of one app process (module fixtures), as
-a user would click through: two chat messages, the Dashboard counting them,
-the Traces waterfall, the Logs, and last a reply carrying `<script>` and
-`<img onerror>` from a loopback fake server, which must not run. Each page
-is screenshotted under tests/artifacts/. With `OBS_DOCS_SCREENSHOT=1` the
-dashboard screenshot is also written to docs/dashboard.png for the README.
+a user would click through: two chat messages, the Dashboard counting them
+and pricing them per model, each answer's trace and its waterfall, the Logs'
+entries and their links to traces, a reply carrying `<script>` and `<img
+onerror>` from a loopback fake server, which must not run, a row of the
+Traces table picked from the keyboard, and compute prices set in the
+sidebar. Tables are read from the accessible table each data grid keeps in
+step with its canvas. Each page is screenshotted under tests/artifacts/.
+With `OBS_DOCS_SCREENSHOT=1` the dashboard screenshot is also written to
+docs/dashboard.png for the README.
 """
 
 from __future__ import annotations
@@ -22,12 +26,17 @@ from tests.browser.conftest import ROOT
 from tests.browser.pages import (
     ANSWER_CAPTION,
     CHAT_MESSAGE,
+    GRID_TABLE,
     PLOT,
     PLOTS,
+    grid,
+    grid_rows,
     open_page,
+    select_row,
     send,
     set_number,
     shot,
+    wait_for_grid_rows,
 )
 
 pytestmark = pytest.mark.browser
@@ -39,6 +48,14 @@ PAYLOAD = (
     f'<img src="x" onerror="window.{XSS_FLAG} = \'img\'"> '
     f'<a href="javascript:window.{XSS_FLAG}=\'link\'">link</a> end.'
 )
+
+# Every element of the app's content with an event-handler attribute (onerror=, onclick=, ...) or a
+# javascript: link: what an injected payload would need in order to run. Streamlit's own UI has none.
+_HANDLERS = """() => Array.from(
+    document.querySelectorAll('[data-testid="stMain"] *, [data-testid="stSidebar"] *'))
+  .filter(e => Array.from(e.attributes).some(a => a.name.startsWith('on'))
+               || (e.getAttribute('href') || '').trim().toLowerCase().startsWith('javascript:'))
+  .map(e => e.outerHTML.slice(0, 120))"""
 
 # Records the text length of the last chat message on every DOM change, to see an answer grow.
 _WATCH_STREAM = """() => {
@@ -74,6 +91,15 @@ def test_two_chat_messages_stream_answers_with_captions(page: Any, app_url: str,
     shot(page, artifacts, "chat")
 
 
+def _cost_rows(page: Any) -> dict[str, list[str]]:
+    """The Dashboard's Cost by model table: model -> [requests, cost, priced by, not priced, server time]."""
+    section = page.get_by_test_id("stVerticalBlock").filter(
+        has=page.get_by_role("heading", name="Cost by model")).last
+    table = section.get_by_test_id("stDataFrame").locator(GRID_TABLE)
+    table.locator("tbody tr").first.wait_for(state="attached")
+    return {row[0]: row[1:] for row in grid_rows(table)}
+
+
 def test_dashboard_draws_plotly_charts_counting_the_two_requests(page: Any, artifacts: Path) -> None:
     open_page(page, "Dashboard")
     page.wait_for_function(f"() => document.querySelectorAll('{PLOT}').length >= 9")
@@ -82,6 +108,13 @@ def test_dashboard_draws_plotly_charts_counting_the_two_requests(page: Any, arti
     plots = {plot["title"]: plot for plot in page.evaluate(PLOTS)}
     assert plots["Latency per request"]["points"] == 2
     assert plots["Tokens per request"]["points"] == 4  # prompt and completion bars of two requests
+    # Both answers came from the embedded model, priced by the default per-1K-token prices.
+    [(model, row)] = _cost_rows(page).items()
+    assert model.startswith("SmolLM2")
+    requests, cost, priced_by, unpriced, _ = row
+    assert (requests, priced_by, unpriced) == ("2", "tokens", "0")
+    assert cost.startswith("$0.0") and cost != "$0"
+    page.get_by_text("New requests are priced per 1K tokens: $0.0010 prompt, $0.0020 completion.").wait_for()
     path = shot(page, artifacts, "dashboard")
     if os.environ.get("OBS_DOCS_SCREENSHOT") == "1":
         docs = ROOT / "docs" / "dashboard.png"
@@ -89,21 +122,41 @@ def test_dashboard_draws_plotly_charts_counting_the_two_requests(page: Any, arti
         docs.write_bytes(path.read_bytes())
 
 
-def test_traces_page_shows_the_conversation_waterfall(page: Any, artifacts: Path) -> None:
+def test_traces_page_shows_each_answer_as_a_trace_with_its_waterfall(page: Any, artifacts: Path) -> None:
     open_page(page, "Traces")
+    # Columns: time, name, duration, status, spans, tokens in, tokens out, cost, trace id; newest first.
+    rows = wait_for_grid_rows(grid(page), 2)
+    assert [(row[1], row[3], row[4]) for row in rows] == [("chat turn", "success", "2")] * 2
+    newest = rows[0][8]
+    page.get_by_text(f"trace {newest} · 2 span(s) · status success").wait_for()
     page.wait_for_function(f"() => document.querySelectorAll('{PLOT}').length >= 1")
-    plots = page.evaluate(PLOTS)
-    waterfall = next(plot for plot in plots if plot["title"] == "Waterfall")
+    waterfall = next(plot for plot in page.evaluate(PLOTS) if plot["title"] == "Waterfall")
     labels = [label.strip("\u00a0") for label in waterfall["ticktext"]]
-    assert len([label for label in labels if label.startswith("chat ")]) == 2
-    page.get_by_test_id("stDataFrame").first.wait_for()
+    assert labels[0] == "chat turn" and labels[1].startswith("chat SmolLM2") and len(labels) == 2
     shot(page, artifacts, "traces")
 
 
-def test_logs_page_lists_entries(page: Any, artifacts: Path) -> None:
+def test_logs_page_lists_each_answers_entries_and_links_to_their_trace(page: Any, artifacts: Path) -> None:
     open_page(page, "Logs")
-    page.get_by_test_id("stDataFrame").first.wait_for()
+    caption = page.get_by_text(re.compile(r"^\d+ entries, newest first"))
+    count = int(caption.inner_text().split()[0])
+    # Columns: time, level, message, trace id, span id, data; newest first.
+    rows = wait_for_grid_rows(grid(page), count)
+    assert len(rows) == count
+    messages = [row[2] for row in rows]
+    finished = [row for row in rows if re.fullmatch(r"chat SmolLM2\S* finished", row[2])]
+    assert len(finished) == 2, messages
+    assert all(row[1] == "info" and re.fullmatch(r"[0-9a-f]{32}", row[3]) for row in finished)
+    assert all('"latency_ms"' in row[5] for row in finished)
+    assert len({row[3] for row in finished}) == 2  # one trace per answer
     shot(page, artifacts, "logs")
+    # Picking an entry of a trace offers a link to it, which opens that trace.
+    first_answer = finished[-1][3]
+    select_row(page, grid(page), rows.index(finished[-1]))
+    link = page.get_by_role("link", name=f"Open trace {first_answer}")
+    link.click()
+    page.get_by_role("heading", name="Traces", exact=True).wait_for()
+    page.get_by_text(f"trace {first_answer} · 2 span(s)").wait_for()
 
 
 def test_bad_url_is_refused_and_html_in_a_reply_does_not_run(page: Any, artifacts: Path) -> None:
@@ -118,20 +171,25 @@ def test_bad_url_is_refused_and_html_in_a_reply_does_not_run(page: Any, artifact
         page.get_by_text(f"Talking to {fake.url}").wait_for()
         answers = page.locator(ANSWER_CAPTION, has_text="latency").count()
         send(page, f'<img src="x" onerror="window.{XSS_FLAG} = \'prompt\'"> what is this?', answers)
-        page.wait_for_timeout(500)  # give any injected handler time to fire
         assert fake.requests, "the app did not call the fake server"
-        assert page.evaluate(f"window.{XSS_FLAG}") is None
         last = page.locator(CHAT_MESSAGE).last
-        assert last.locator("script, img[onerror]").count() == 0
         assert "Look:" in last.inner_text()
+        assert "<script>" in last.inner_text()  # shown as the text it is
+        # Nothing on the page can run the payload: no script in the answer, no element with an event
+        # handler, no javascript: link. (So no handler can fire later either: nothing to wait for.)
+        assert last.locator("script, img").count() == 0
+        assert page.evaluate(_HANDLERS) == []
+        assert page.evaluate(f"window.{XSS_FLAG}") is None
         shot(page, artifacts, "html-payload")
         open_page(page, "Traces")
         page.wait_for_function(f"() => document.querySelectorAll('{PLOT}').length >= 1")
-        page.wait_for_timeout(500)
+        assert page.evaluate(_HANDLERS) == []
         assert page.evaluate(f"window.{XSS_FLAG}") is None
 
 
-def test_a_new_conversation_is_a_new_trace_and_a_table_row_selects_it(page: Any, artifacts: Path) -> None:
+def test_a_new_conversation_starts_afresh_and_a_table_row_picked_from_the_keyboard_selects_it(
+    page: Any, artifacts: Path,
+) -> None:
     with FakeLlamaServer(reply="A short answer.") as fake:
         open_page(page, "Chat")
         url_box = page.get_by_role("textbox", name="llama-server URL")
@@ -142,14 +200,35 @@ def test_a_new_conversation_is_a_new_trace_and_a_table_row_selects_it(page: Any,
         page.wait_for_function(f"() => document.querySelectorAll('{CHAT_MESSAGE}').length === 0")
         send(page, "A new topic.", 0)
     open_page(page, "Traces")
-    # The newest trace, the new conversation's turn (its root span and the request), is shown.
-    caption = page.get_by_text(re.compile(r"^trace [0-9a-f]{32} · 2 span\(s\) · status success$"))
-    newest = caption.inner_text().split()[1]
-    table = page.get_by_test_id("stDataFrame").first
-    box = table.bounding_box()
-    assert box is not None
-    # Click the second row's selection cell (the grid is a canvas: rows are about 35 px high).
-    page.mouse.click(box["x"] + 18, box["y"] + 35 + 35 + 17)
-    # The turn before it, of the first conversation.
-    page.get_by_text(re.compile(rf"^trace (?!{newest})[0-9a-f]{{32}} · 2 span\(s\)")).wait_for()
+    table = grid(page)
+    # Newest first: this answer, the HTML reply, the model's two answers; each turn a trace of 2 spans.
+    rows = wait_for_grid_rows(table, 4)
+    assert [(row[1], row[4]) for row in rows] == [("chat turn", "2")] * 4
+    for row in (1, 0):  # the HTML reply's turn, then the newest
+        select_row(page, table, row)
+        page.get_by_text(f"trace {rows[row][8]} · 2 span(s)").wait_for()
+    assert [row[8] for row in grid_rows(table)] == [row[8] for row in rows]
     shot(page, artifacts, "traces-selected")
+
+
+def test_a_compute_price_set_in_the_sidebar_prices_answers_by_server_time_and_zero_is_free(
+    page: Any, artifacts: Path,
+) -> None:
+    open_page(page, "Chat")
+    for model, per_hour in (("laptop-model", "0"), ("rented-gpu", "0.9")):
+        with FakeLlamaServer(reply="Priced.") as fake:
+            fake.model = model
+            url_box = page.get_by_role("textbox", name="llama-server URL")
+            url_box.fill(fake.url)
+            url_box.press("Enter")
+            page.get_by_text(f"Talking to {fake.url}").wait_for()
+            set_number(page, "Compute ($ per hour of server time)", per_hour)
+            answers = page.locator(ANSWER_CAPTION, has_text="latency").count()
+            send(page, f"What does an answer of {model} cost?", answers)
+    open_page(page, "Dashboard")
+    rows = _cost_rows(page)
+    # The fake server reports prompt_ms 4 + predicted_ms 8: 12 ms of server time per answer.
+    assert rows["laptop-model"][:4] == ["1", "free", "free", "0"]
+    assert rows["rented-gpu"][:4] == ["1", "$0.000003", "server time", "0"]
+    page.get_by_text("New requests are priced by server time: $0.9000 per hour").wait_for()
+    shot(page, artifacts, "dashboard-cost")
