@@ -15,6 +15,7 @@ tests/artifacts/.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -152,26 +153,19 @@ ANSWER_WORDS = 24
 WORD_DELAY_S = 0.25  # the fake model's answer takes about 6 s: it ends after its tab has closed
 
 
-def _accept(handler: Handler) -> None:
-    handler.send_json(200, {})
-
-
-def _until(condition: Any, timeout_s: float = 90.0) -> Any:
-    """Poll `condition` until it is truthy (returned) or `timeout_s` passes (AssertionError)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout_s} s")
-        time.sleep(0.05)
+WEBHOOK_WAIT_S = 90.0
 
 
 def test_an_alert_that_fires_with_no_tab_open_reaches_the_webhook_and_shows_when_a_tab_opens(
     page: Any, tmp_path: Path, artifacts: Path,
 ) -> None:
-    with serve(_accept) as hook, FakeLlamaServer(reply=" ".join(["slow"] * ANSWER_WORDS)) as fake:
+    heard = threading.Event()
+
+    def accept(handler: Handler) -> None:
+        handler.send_json(200, {})
+        heard.set()
+
+    with serve(accept) as hook, FakeLlamaServer(reply=" ".join(["slow"] * ANSWER_WORDS)) as fake:
         fake.chunk_delay_s = WORD_DELAY_S
         env = {"LLAMA_SERVER_URL": fake.url, "OBS_EMBEDDED_SERVER": "0", "OBS_ALERT_INTERVAL_S": "1",
                "OBS_ALERT_WEBHOOK_URL": f"{hook.url}/alerts"}
@@ -187,12 +181,13 @@ def test_an_alert_that_fires_with_no_tab_open_reaches_the_webhook_and_shows_when
             box = tab.get_by_test_id("stChatInputTextArea")
             box.fill("Take your time.")
             box.press("Enter")
-            _until(lambda: fake.requests)  # the answer has begun streaming in
+            tab.locator(CHAT_MESSAGE, has_text="slow").wait_for()  # the answer has begun streaming in
             tab.close()
             closed_at = time.time()
             assert [p for p in context.pages if p.url.startswith(url)] == []  # no tab of this app
             # Nobody looks; the answer ends, the rule fires in the background and the webhook hears it.
-            posts = _until(lambda: [r for r in hook.requests if r.method == "POST"])
+            assert heard.wait(WEBHOOK_WAIT_S), "the webhook heard nothing"
+            posts = [r for r in hook.requests if r.method == "POST"]
             event = posts[0].json
             assert posts[0].path == "/alerts"
             assert (event["rule"], event["status"]) == ("slow_p95_latency", "firing")
