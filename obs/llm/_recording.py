@@ -64,6 +64,7 @@ class Call:
         "last_token",
         "messages",
         "model",
+        "operation",
         "span",
         "stream",
         "t0",
@@ -74,6 +75,7 @@ class Call:
         self, model: str | None, body: dict[str, Any], messages: list[dict[str, Any]], stream: bool
     ) -> None:
         self.model = model
+        self.operation = semconv.OPERATION_CHAT  # GenAI's operation name: the span's first word
         self.body = body
         self.messages = messages
         self.stream = stream
@@ -199,6 +201,7 @@ class CallRecorder:
                 server_port=self.server_port,
                 props=props,
                 stream=call.stream,
+                operation=call.operation,
             )
             if self.capture_content:
                 budget = ContentBudget(self.max_content_chars)
@@ -208,7 +211,7 @@ class CallRecorder:
             attrs = self.redact.attributes(attrs)
         except Exception as exc:
             self.telemetry_error("request attributes", exc)
-            attrs = {semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT}
+            attrs = {semconv.GEN_AI_OPERATION_NAME: call.operation}
         if conversation_id is not None:
             shown = self.redact(conversation_id)
             attrs[semconv.GEN_AI_CONVERSATION_ID] = attrs[semconv.SESSION_ID] = shown
@@ -303,7 +306,7 @@ class CallRecorder:
 
     def _span_name(self, call: Call) -> str:
         # The model name may come from the server's /props: redacted like everything it says.
-        return self.redact(f"{semconv.OPERATION_CHAT} {call.model}" if call.model else semconv.OPERATION_CHAT)
+        return self.redact(f"{call.operation} {call.model}" if call.model else call.operation)
 
     def _warn_usage(self, call: Call, usage: Usage) -> None:
         fields = ", ".join(usage.invalid)
@@ -329,7 +332,7 @@ class CallRecorder:
                 self.telemetry_error("end span", exc)
                 span = call.handle.span
         if span is None:
-            base = call.fallback or create_span("chat", _fallback_trace_id(), kind="client")
+            base = call.fallback or create_span(call.operation, _fallback_trace_id(), kind="client")
             span = end_span(set_span_attributes(base, attrs), error=error)
         call.span = span
         return span

@@ -12,6 +12,7 @@ no secret (nor a piece of one) reaches a message.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -199,9 +200,15 @@ class ServerErrors:
         )
 
     def completion(
-        self, body: bytes, content_type: str | None, encoding: str | None = None
+        self,
+        body: bytes,
+        content_type: str | None,
+        encoding: str | None = None,
+        *,
+        parse: Callable[[Any], ChatCompletion] = parse_chat_response,
+        what: str = "a chat completion",
     ) -> ChatCompletion:
-        """The chat completion in a successful body; BadResponse when it is not one."""
+        """The completion in a successful body, read by `parse`; BadResponse when it is not `what`."""
         try:
             data = json.loads(body)
         except ValueError:
@@ -212,10 +219,10 @@ class ServerErrors:
                 url=self.url,
             ) from None
         try:
-            return parse_chat_response(data)
+            return parse(data)
         except ResponseFormatError as exc:
             raise BadResponse(
-                f"the server at {self.url} answered JSON that is not a chat completion "
+                f"the server at {self.url} answered JSON that is not {what} "
                 f"({self.snippet(str(exc), 300)}): {URL_HINT}",
                 url=self.url,
             ) from None

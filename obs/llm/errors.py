@@ -13,6 +13,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "BadResponse",
+    "ClientDisconnected",
     "HTTPStatusError",
     "LLMServerError",
     "ServerLoading",
@@ -48,6 +49,14 @@ class ServerTimeout(LLMServerError):
 
 class BadResponse(LLMServerError):
     """The server answered, but not with a chat completion this client can read (or one too large)."""
+
+
+class ClientDisconnected(LLMServerError):
+    """The caller went away before any answer came (what a proxy in front of the server records).
+
+    Its request to the server was stopped. Often the caller's own timeout
+    running out on a server that was stuck or slow.
+    """
 
 
 class StreamInterrupted(LLMServerError):

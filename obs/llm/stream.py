@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -28,9 +29,31 @@ from obs.llm.errors import LLMServerError
 from obs.llm.llama.responses import DONE, ChatCompletion, ResponseFormatError, StreamError, parse_sse_line
 from obs.trace.spans import Span
 
-__all__ = ["ChatStream"]
+__all__ = ["ChatStream", "take_chunk"]
 
 _log = logging.getLogger(__name__)
+
+
+def take_chunk(recorder: CallRecorder, call: Call, item: Mapping[str, Any], now_ms: float) -> str:
+    """Feed one decoded stream chunk, which arrived at `now_ms`, to `call`; return its text delta.
+
+    Times the first chunk, the first token (adding the `first_token` event)
+    and the gaps between tokens, all from `call.t0`, the moment the request
+    was sent. Shared by `ChatStream` and by recorders that watch a stream go
+    by (`obs.llm.exchange`).
+    """
+    assert call.t0 is not None  # set when the request was sent
+    if call.first_chunk_ms is None:
+        call.first_chunk_ms = now_ms - call.t0
+    delta = call.acc.feed(item)
+    if delta:
+        if call.last_token is None:
+            call.ttft_ms = now_ms - call.t0
+            recorder.event(call, semconv.EVENT_FIRST_TOKEN)
+        else:
+            call.gaps.append(now_ms - call.last_token)
+        call.last_token = now_ms
+    return delta
 
 
 class ChatStream:
@@ -142,18 +165,8 @@ class ChatStream:
                     raise StopIteration
                 if isinstance(item, StreamError):
                     raise errors.stream_event(item)
-                now = clock.monotonic_ms()
-                assert call.t0 is not None  # set when the request was sent
-                if call.first_chunk_ms is None:
-                    call.first_chunk_ms = now - call.t0
-                delta = call.acc.feed(item)
+                delta = take_chunk(recorder, call, item, clock.monotonic_ms())
                 if delta:
-                    if call.last_token is None:
-                        call.ttft_ms = now - call.t0
-                        recorder.event(call, semconv.EVENT_FIRST_TOKEN)
-                    else:
-                        call.gaps.append(now - call.last_token)
-                    call.last_token = now
                     return delta
             raise errors.stream_ended(call.acc.chunks, call.acc.text)
         except StopIteration:

@@ -54,10 +54,11 @@ def request_attributes(
     server_port: int | None,
     props: ServerProps | None = None,
     stream: bool = False,
+    operation: str = semconv.OPERATION_CHAT,
 ) -> dict[str, Any]:
     """The attributes known before the request is sent: operation, provider, model, parameters, server."""
     attrs: dict[str, Any] = {
-        semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT,
+        semconv.GEN_AI_OPERATION_NAME: operation,
         semconv.GEN_AI_PROVIDER_NAME: semconv.PROVIDER_LLAMA_CPP,
     }
     if model:
