@@ -1,0 +1,462 @@
+"""The recording proxy as an ASGI app: every request forwarded, model calls recorded on the way.
+
+`ProxyApp(upstream, tracer=...)` is a plain ASGI application (serve it with
+uvicorn, or mount it in Starlette). For each HTTP request it:
+
+- reads the body, sends the request to `upstream` unchanged (hop-by-hop
+  headers aside, `obs.proxy._wire`) with httpx's AsyncClient, and relays
+  the answer back as it arrives, byte for byte: status, headers, body,
+  server-sent events, errors; the only header it adds is `traceparent`,
+  naming the recorded span;
+- records `POST /v1/chat/completions`, `/v1/completions` and `/completion`
+  (and their aliases without `/v1`) through `obs.llm.exchange.Exchange`:
+  the span, metrics record and log entries InstrumentedClient writes, into
+  the tracer's processors (the SQLite file, with `start_proxy` or
+  `python -m obs.proxy`). Other paths (`/health`, `/props`, `/v1/models`,
+  `/metrics`, `/slots`, embeddings, tokenize, ...) are relayed and not
+  recorded: health checks every few seconds would bury the model calls;
+- answers 502 with llama-server's error JSON when nothing answers upstream
+  (504 when connecting, or `timeout_s`, runs out), and records it;
+- when the upstream connection breaks mid-answer, breaks the caller's
+  connection the same way (so the caller sees what a direct call shows);
+- when the caller disconnects, stops the upstream request at once (its
+  connection is closed, which makes llama-server stop generating).
+
+Everything runs on the event loop without blocking it, so concurrent
+streams pass side by side. A pooled upstream connection that the server
+closed while the request was on its way is retried once on a new
+connection (llama-server may close a kept-alive connection after a stream
+without saying so); a request that a new connection failed to get an
+answer for is never sent twice. The API key and any other credential header
+reach nothing recorded. Telemetry never breaks the relay: a failure in
+recording is logged and counted in `stats.telemetry_errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from obs.clock import Clock
+from obs.llm._config import Endpoint, capture_content_from_env, check_count
+from obs.llm._limits import DEFAULT_MAX_RESPONSE_BYTES, Limits
+from obs.llm._recording import CallRecorder
+from obs.llm._redaction import Redactor
+from obs.llm._server_errors import ServerErrors
+from obs.llm.errors import LLMServerError, ServerTimeout, ServerUnavailable
+from obs.llm.exchange import Exchange, Route, route_of
+from obs.llm.llama.props import ServerProps
+from obs.logs import LLMLogger
+from obs.metrics.collector import MetricsCollector
+from obs.proxy._wire import error_body, header_map, request_headers, response_headers, secrets_of
+from obs.trace.tracer import Tracer
+
+__all__ = ["DEFAULT_MAX_CONTENT_CHARS", "ProxyApp", "ProxyStats", "UpstreamBroke"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_MAX_CONTENT_CHARS = 65_536
+_PROPS_RETRY_MS = 30_000.0
+_PROPS_TIMEOUT_S = 5.0
+_PROPS_MAX_BYTES = 1024 * 1024
+_STARTUP_PROPS_S = 2.0
+# Failures that mean a pooled connection was already closed by the server when the request went out.
+_STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+class UpstreamBroke(Exception):
+    """Raised to the ASGI server to break the caller's connection as the upstream's broke."""
+
+
+class _QuietBreaks(logging.Filter):
+    """Keeps uvicorn from logging a traceback for a connection the proxy breaks on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, UpstreamBroke)
+
+
+_QUIET = _QuietBreaks()
+
+
+@dataclass
+class ProxyStats:
+    """Counts of what the proxy did (read them at any time; written on its event loop only).
+
+    `requests` relayed or tried; `recorded` model calls recorded; `no_answer`
+    requests answered 502/504 by the proxy itself; `retried` requests sent
+    again after a pooled connection turned out closed; `broken` answers cut
+    because the upstream's broke; `client_gone` callers that left before the
+    end; `telemetry_errors` failures inside recording (logged, never raised).
+    """
+
+    requests: int = 0
+    recorded: int = 0
+    no_answer: int = 0
+    retried: int = 0
+    broken: int = 0
+    client_gone: int = 0
+    telemetry_errors: int = 0
+
+
+class _Connecting:
+    """httpcore's trace hook for one request: notes whether it opened a new connection."""
+
+    __slots__ = ("opened",)
+
+    def __init__(self) -> None:
+        self.opened = False
+
+    async def __call__(self, name: str, info: Any) -> None:
+        if name.startswith("connection.connect_tcp"):
+            self.opened = True
+
+
+class _Relay:
+    """One request's progress, shared by the task relaying it and the one watching the caller."""
+
+    __slots__ = ("complete",)
+
+    def __init__(self) -> None:
+        self.complete = False  # the last byte is on its way to the caller: the call is no longer cancelable
+
+
+def _seconds(owner: str, name: str, value: Any, allow_none: bool) -> float | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+        none = " or None (no limit)" if allow_none else ""
+        raise ValueError(f"{owner}: {name} must be seconds > 0{none}, got {value!r}")
+    return float(value)
+
+
+class ProxyApp:
+    """An ASGI app relaying every request to `upstream` and recording its model calls (module docstring).
+
+    `tracer` receives the spans (its processors decide where they go: the
+    SQLite file with `start_proxy` or `python -m obs.proxy`) and its logger
+    the log entries; `collector` counts requests, tokens and cost (the
+    tracer's, else a new one). `capture_content` puts prompts and answers on
+    spans, each attribute cut to `max_content_chars` (default: follow
+    OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT). `connect_timeout_s`
+    bounds connecting upstream; `timeout_s` bounds each wait for upstream
+    bytes (None, the default: wait as long as the caller does, as a direct
+    call would). `max_response_bytes` caps what recording reads of one
+    answer (the relay itself has no cap). ValueError names a bad argument.
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        *,
+        tracer: Tracer,
+        collector: MetricsCollector | None = None,
+        capture_content: bool | None = None,
+        max_content_chars: int = DEFAULT_MAX_CONTENT_CHARS,
+        connect_timeout_s: float = 10.0,
+        timeout_s: float | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        clock: Clock | None = None,
+    ) -> None:
+        """Check the configuration (ValueError names the argument); no connection is opened yet."""
+        if not isinstance(tracer, Tracer):
+            raise ValueError(f"ProxyApp: tracer must be an obs.Tracer, got {type(tracer).__name__}")
+        try:
+            self.endpoint = Endpoint.parse(upstream)
+        except ValueError as exc:
+            raise ValueError(f"ProxyApp: upstream {str(exc).removeprefix('base_url ')}") from None
+        check_count("max_content_chars", max_content_chars, 1, "message characters per span attribute")
+        self.connect_timeout_s = _seconds("ProxyApp", "connect_timeout_s", connect_timeout_s, False)
+        self.timeout_s = _seconds("ProxyApp", "timeout_s", timeout_s, True)
+        each_s = self.timeout_s or self.connect_timeout_s
+        self._limits = Limits.validated(each_s, None, None, max_response_bytes)
+        self.tracer = tracer
+        self.collector = collector or getattr(tracer, "collector", None) or MetricsCollector()
+        logger = tracer.logger if tracer.logger is not None else LLMLogger()
+        self.clock = clock if clock is not None else tracer.clock
+        if capture_content is None:
+            capture_content = capture_content_from_env()
+        self.capture_content = bool(capture_content)
+        self._recording = {
+            "tracer": tracer, "collector": self.collector, "logger": logger, "clock": self.clock,
+            "max_content_chars": max_content_chars, "server_url": self.endpoint.shown,
+            "server_address": self.endpoint.address, "server_port": self.endpoint.port,
+        }  # fmt: skip
+        self.upstream = self.endpoint.shown
+        self.stats = ProxyStats()
+        self.props: ServerProps | None = None
+        self._props_tried_at: float | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._http: httpx.AsyncClient | None = None
+        logging.getLogger("uvicorn.error").addFilter(_QUIET)
+
+    def __repr__(self) -> str:
+        return f"ProxyApp(upstream={self.upstream!r})"
+
+    # -- ASGI -------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI entry point: HTTP requests are relayed; lifespan reads `/props` and closes the pool."""
+        kind = scope["type"]
+        if kind == "http":
+            await self._http_request(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+        else:  # websockets: llama-server speaks none
+            await send({"type": "websocket.close", "code": 1003})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._read_props(None), _STARTUP_PROPS_S)
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def aclose(self) -> None:
+        """Close the upstream connection pool (the next request opens a new one)."""
+        http, self._http = self._http, None
+        if http is not None:
+            await http.aclose()
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
+            # Keep-alive shorter than llama-server's own 5 s, so the pool rarely hands out a closed one.
+            limits = httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=4.0)
+            http = httpx.AsyncClient(timeout=timeout, limits=limits, params=self.endpoint.params,
+                                     follow_redirects=False, trust_env=False)  # fmt: skip
+            for name in list(http.headers.keys()):
+                del http.headers[name]  # forward the caller's headers only, not httpx's defaults
+            self._http = http
+        return self._http
+
+    # -- one request ------------------------------------------------------------------------------
+
+    async def _http_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.stats.requests += 1
+        body = await _read_body(receive)
+        if body is None:
+            return  # the caller left before its request was complete: nothing was sent upstream
+        raw = scope["headers"]
+        route = route_of(scope["method"], scope["path"])
+        exchange = self._begin(route, raw, body) if route is not None else None
+        relay = _Relay()
+        pump = asyncio.ensure_future(self._relay(scope, raw, body, exchange, send, relay))
+        watch = asyncio.ensure_future(_disconnected(receive))
+        try:
+            await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:  # the server is shutting down
+            pump.cancel()
+            watch.cancel()
+            raise
+        try:
+            if pump.done() or relay.complete:
+                watch.cancel()
+                await pump
+            else:
+                self.stats.client_gone += 1
+                pump.cancel()
+                with contextlib.suppress(asyncio.CancelledError, UpstreamBroke):
+                    await pump
+                if exchange is not None:
+                    exchange.client_gone()
+        finally:
+            if exchange is not None:
+                self._settle(exchange)
+
+    def _begin(self, route: Route, raw: list[tuple[bytes, bytes]], body: bytes) -> Exchange | None:
+        """Begin recording a model call; None (and counted) if even that fails: the relay goes on."""
+        try:
+            secrets = secrets_of(raw)
+            redactor = Redactor([*self.endpoint.secrets, *secrets])
+            recorder = CallRecorder(**self._recording, capture_content=self.capture_content, redact=redactor)
+            errors = ServerErrors(self.upstream, self._limits, redactor, api_key_given=bool(secrets))
+            headers = header_map(raw)
+            self._refresh_props(headers.get("authorization"))
+            exchange = Exchange.begin(recorder, errors, route, body, headers, self.props)
+        except Exception as exc:
+            self.stats.telemetry_errors += 1
+            _log.warning("obs.proxy: could not begin recording a call: %s", type(exc).__name__)
+            return None
+        self.stats.recorded += 1
+        return exchange
+
+    def _settle(self, exchange: Exchange) -> None:
+        """The call is over: make sure it is recorded, and count its telemetry failures."""
+        if not exchange.ended:
+            exchange.client_gone()
+        self.stats.telemetry_errors += exchange.recorder.telemetry_errors
+
+    async def _relay(
+        self, scope: Scope, raw: list[tuple[bytes, bytes]], body: bytes, exchange: Exchange | None,
+        send: Send, relay: _Relay,
+    ) -> None:
+        """Send the request upstream and the answer back; record it on the way."""
+        url = self._url(scope)
+        headers = request_headers(raw)
+        if exchange is not None:
+            exchange.sent()
+        try:
+            response = await self._send(scope["method"], url, headers, body)
+        except httpx.HTTPError as exc:
+            await self._no_answer(exc, exchange, send, relay)
+            return
+        try:
+            traceparent = None
+            if exchange is not None:
+                exchange.response(response.status_code, response.headers.get("content-type"),
+                                  response.headers.get("content-encoding"), response.charset_encoding)
+                traceparent = exchange.traceparent()
+            await send({"type": "http.response.start", "status": response.status_code,
+                        "headers": response_headers(response.headers.raw, traceparent)})
+            async for chunk in response.aiter_raw():
+                arrived = exchange.now_ms() if exchange is not None else 0.0
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                if exchange is not None:
+                    exchange.feed(chunk, arrived)
+        except httpx.HTTPError as exc:
+            self.stats.broken += 1
+            if exchange is not None:
+                if isinstance(exc, httpx.TimeoutException):
+                    exchange.fail(self._timeout_error(mid_answer=True))
+                else:
+                    exchange.cut(exc)
+            raise UpstreamBroke(f"the upstream connection broke: {type(exc).__name__}") from None
+        finally:
+            await response.aclose()
+        relay.complete = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        if exchange is not None:
+            exchange.end()
+
+    def _url(self, scope: Scope) -> str:
+        path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        query = scope.get("query_string") or b""
+        target = path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        return self.endpoint.root + target
+
+    async def _send(
+        self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes
+    ) -> httpx.Response:
+        """Send the request, retrying once if a pooled connection turns out closed by the server."""
+        http = self._client()
+        for attempt in range(2):
+            connecting = _Connecting()
+            request = http.build_request(method, url, headers=headers, content=body or None,
+                                         extensions={"trace": connecting})  # fmt: skip
+            try:
+                return await http.send(request, stream=True)
+            except _STALE_CONNECTION:
+                if attempt or connecting.opened:
+                    raise
+                self.stats.retried += 1
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _timeout_error(self, *, mid_answer: bool = False, connecting: bool = False) -> ServerTimeout:
+        url = self.upstream
+        if connecting:
+            message = (f"the server at {url} did not accept a connection within "
+                       f"{self.connect_timeout_s:g} s: it may be overloaded or unreachable; check it, or "
+                       "raise the proxy's connect timeout")
+        else:
+            where = "in the middle of its answer" if mid_answer else "before answering"
+            message = (f"the server at {url} sent nothing for {self.timeout_s:g} s {where}: it may be stuck; "
+                       "check it, or raise the proxy's timeout (--timeout)")
+            if mid_answer:
+                message += "; the partial answer is kept on the span"
+        return ServerTimeout(message, url=url)
+
+    async def _no_answer(
+        self, exc: httpx.HTTPError, exchange: Exchange | None, send: Send, relay: _Relay
+    ) -> None:
+        """Nothing answered upstream: answer 502 (504 for a timeout) with llama-server's error JSON."""
+        self.stats.no_answer += 1
+        url = self.upstream
+        detail = Redactor(self.endpoint.secrets).snippet(str(exc) or type(exc).__name__, 300)
+        error: LLMServerError
+        if isinstance(exc, httpx.TimeoutException):
+            status, kind = 504, "timeout_error"
+            error = self._timeout_error(connecting=isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout))
+        elif isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol):
+            status, kind = 502, "unavailable_error"
+            error = ServerUnavailable(f"no server answers at {url}: start llama-server there, or point the "
+                                      f"proxy's --upstream at one ({detail})", url=url)  # fmt: skip
+        else:
+            status, kind = 502, "unavailable_error"
+            error = ServerUnavailable(f"the server at {url} closed the connection without answering "
+                                      f"({detail}): check the server's log", url=url)  # fmt: skip
+        traceparent = None
+        if exchange is not None:
+            exchange.fail(error)
+            traceparent = exchange.traceparent()
+        payload = error_body(status, f"obs.proxy: {error}", kind)
+        headers = [(b"content-type", b"application/json; charset=utf-8"),
+                   (b"content-length", str(len(payload)).encode("ascii"))]
+        if traceparent is not None:
+            headers.append((b"traceparent", traceparent.encode("ascii")))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        relay.complete = True
+        await send({"type": "http.response.body", "body": payload, "more_body": False})
+
+    # -- the upstream's /props --------------------------------------------------------------------
+
+    def _refresh_props(self, authorization: str | None) -> None:
+        """Read `/props` in the background if it is unknown and not tried in the last 30 s."""
+        now = self.clock.monotonic_ms()
+        if self.props is not None:
+            return
+        if self._props_tried_at is not None and now - self._props_tried_at < _PROPS_RETRY_MS:
+            return
+        self._props_tried_at = now
+        task = asyncio.ensure_future(self._read_props(authorization))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _read_props(self, authorization: str | None) -> None:
+        """Read the upstream's `/props` (model name, context size, build) with the caller's credentials."""
+        self._props_tried_at = self.clock.monotonic_ms()
+        headers = {"Authorization": authorization} if authorization else {}
+        try:
+            response = await self._client().get(self.endpoint.root + "/props", headers=headers,
+                                                 timeout=_PROPS_TIMEOUT_S)  # fmt: skip
+            if response.status_code == 200 and len(response.content) <= _PROPS_MAX_BYTES:
+                data = json.loads(response.content)
+                if isinstance(data, dict):
+                    self.props = ServerProps.from_json(data)
+        except (httpx.HTTPError, ValueError) as exc:
+            _log.debug("obs.proxy: /props not read: %s", type(exc).__name__)
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole request body; None if the caller disconnected first."""
+    parts: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the caller disconnects (or, once the answer is complete, when the server says so)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -1,0 +1,248 @@
+"""Starting the recording proxy in one call: `start_proxy(upstream, port, db=...) -> ProxyHandle`.
+
+The proxy is served by uvicorn on a thread of its own (its own event loop),
+so any program, the dashboard included, can start and stop it:
+
+    handle = start_proxy("http://127.0.0.1:8080", port=8033)   # records into .obs/obs.db
+    ...                                                         # point programs at handle.url
+    handle.stop()
+
+With no `tracer`, it writes into the SQLite file `db` (default `OBS_DB_PATH`,
+else `.obs/obs.db`): spans through a `BatchProcessor` and `SqliteExporter`
+(one transaction per batch, off the event loop), log entries through a
+`SqliteLogSink`, both tagged with `service_name`; `stop()` flushes them and
+closes the file. With a `tracer`, spans go wherever its processors send them
+and nothing is opened here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from obs.config import db_path_from_env
+from obs.logs import LLMLogger
+from obs.metrics.collector import MetricsCollector
+from obs.proxy.app import ProxyApp, ProxyStats
+from obs.storage.exporter import SqliteExporter, SqliteLogSink
+from obs.storage.schema import MEMORY
+from obs.storage.sqlite import SqliteTraceStore
+from obs.trace.processors import BatchProcessor
+from obs.trace.tracer import Tracer
+
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_SERVICE_NAME",
+    "ProxyHandle",
+    "ProxyStartError",
+    "bind_socket",
+    "open_recording",
+    "server_config",
+    "start_proxy",
+]
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_SERVICE_NAME = "obs-proxy"
+
+
+class ProxyStartError(RuntimeError):
+    """The proxy could not start: its port is taken, or its server stopped while starting."""
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening-ready socket bound to `host:port` (0: a free port); ProxyStartError if it is taken."""
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an int in [0, 65535] (0 = any free port), got {port!r}")
+    if not isinstance(host, str) or not host.strip():
+        raise ValueError(f"host must be an address such as {DEFAULT_HOST}, got {host!r}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host.strip("[]"), port))
+    except OSError as exc:
+        sock.close()
+        raise ProxyStartError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another port "
+            "(--port, or port=0 for any free one)"
+        ) from None
+    return sock
+
+
+def server_config(app: Any, sock: socket.socket) -> uvicorn.Config:
+    """uvicorn's settings for the proxy: no `server` or `date` header of its own, no access log."""
+    host, port = sock.getsockname()[:2]
+    return uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="warning", access_log=False,
+                          server_header=False, date_header=False, timeout_graceful_shutdown=5)  # fmt: skip
+
+
+def open_recording(
+    db: str | os.PathLike[str] | None, service_name: str
+) -> tuple[Tracer, Callable[[float], bool]]:
+    """A Tracer writing spans and logs into the SQLite file `db`, and the function that closes it all.
+
+    `db` None means `OBS_DB_PATH`, else `.obs/obs.db`; its directory is
+    created (private to the owner). ValueError names a file that cannot be
+    used. The closer flushes within its timeout and says whether it did.
+    """
+    if not isinstance(service_name, str) or not service_name:
+        raise ValueError(f"service_name must be a non-empty string (e.g. 'my-app'), got {service_name!r}")
+    path = db_path_from_env() if db is None else os.fspath(db)
+    if not isinstance(path, str) or not path.strip():
+        raise ValueError(f"db must be a file path (or ':memory:'), got {db!r}")
+    if path != MEMORY:
+        directory = Path(path).parent
+        try:
+            # Traces hold prompts and answers: a directory obs creates is the owner's alone.
+            directory.mkdir(parents=True, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"cannot create directory {str(directory)!r} for the database {path!r}: "
+                             f"{exc.strerror or exc}; choose another db path") from None  # fmt: skip
+    store = SqliteTraceStore(path)
+    try:
+        sink = SqliteLogSink(store, service=service_name)
+        tracer = Tracer(processors=[BatchProcessor(SqliteExporter(store), schedule_delay_s=1.0)],
+                        logger=LLMLogger(stream=sink), collector=MetricsCollector(),
+                        service_name=service_name)  # fmt: skip
+    except BaseException:
+        store.close()
+        raise
+
+    def close(timeout_s: float) -> bool:
+        ok = tracer.shutdown(timeout_s)
+        ok = sink.close(timeout_s) and ok
+        store.close()
+        return ok
+
+    return tracer, close
+
+
+class ProxyHandle:
+    """A running proxy: `url` to send requests to, `stop()` to end it; a context manager too.
+
+    `app` is the ProxyApp (its `stats`, `props`), `tracer` and `collector`
+    what it records into.
+    """
+
+    def __init__(
+        self, app: ProxyApp, server: uvicorn.Server, thread: threading.Thread, url: str,
+        close: Callable[[float], bool] | None,
+    ) -> None:
+        """Internal: made by `start_proxy`."""
+        self.app = app
+        self.url = url
+        self._server = server
+        self._thread = thread
+        self._close = close
+        self._stopped = False
+
+    @property
+    def tracer(self) -> Tracer:
+        """The tracer the proxy's spans are begun on."""
+        return self.app.tracer
+
+    @property
+    def collector(self) -> MetricsCollector:
+        """The collector counting the recorded calls (requests, tokens, cost, latency)."""
+        return self.app.collector
+
+    @property
+    def stats(self) -> ProxyStats:
+        """What the proxy did so far (`ProxyStats`)."""
+        return self.app.stats
+
+    @property
+    def running(self) -> bool:
+        """True until `stop()` (or the server stopping by itself)."""
+        return self._thread.is_alive() and not self._stopped
+
+    def stop(self, timeout_s: float = 10.0) -> bool:
+        """Stop serving (open answers get up to 5 s), then flush and close what `start_proxy` opened.
+
+        True if everything finished within `timeout_s` seconds. Calling it
+        again returns True at once.
+        """
+        if self._stopped:
+            return True
+        self._stopped = True
+        deadline = time.monotonic() + timeout_s
+        self._server.should_exit = True
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        ok = not self._thread.is_alive()
+        if self._close is not None:
+            ok = self._close(max(0.001, deadline - time.monotonic())) and ok
+        return ok
+
+    def __enter__(self) -> ProxyHandle:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"ProxyHandle({self.url!r} -> {self.app.upstream!r}, {state})"
+
+
+def start_proxy(
+    upstream: str,
+    port: int = 0,
+    *,
+    host: str = DEFAULT_HOST,
+    db: str | os.PathLike[str] | None = None,
+    tracer: Tracer | None = None,
+    service_name: str = DEFAULT_SERVICE_NAME,
+    capture_content: bool | None = None,
+    connect_timeout_s: float = 10.0,
+    timeout_s: float | None = None,
+    startup_timeout_s: float = 20.0,
+) -> ProxyHandle:
+    """Serve a recording proxy for `upstream` on `host:port` (0: a free port) and return its handle.
+
+    It records into `tracer` when given, else into the SQLite file `db`
+    (see the module docstring) as `service_name`. `capture_content`,
+    `connect_timeout_s` and `timeout_s` are ProxyApp's. Returns once the
+    proxy answers requests (its first read of the upstream's `/props` has
+    been tried). ValueError names a bad argument; ProxyStartError if the
+    port is taken or the server does not start within `startup_timeout_s`.
+    """
+    if tracer is not None and db is not None:
+        raise ValueError("start_proxy: give tracer= (record through it) or db= (a SQLite file), not both")
+    close: Callable[[float], bool] | None = None
+    if tracer is None:
+        tracer, close = open_recording(db, service_name)
+    try:
+        app = ProxyApp(upstream, tracer=tracer, capture_content=capture_content,
+                       connect_timeout_s=connect_timeout_s, timeout_s=timeout_s)  # fmt: skip
+        sock = bind_socket(host, port)
+        server = uvicorn.Server(server_config(app, sock))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="obs-proxy",
+                                  daemon=True)  # fmt: skip
+        thread.start()
+        deadline = time.monotonic() + startup_timeout_s
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        if not server.started:
+            server.should_exit = True
+            thread.join(5.0)
+            with contextlib.suppress(OSError):
+                sock.close()
+            raise ProxyStartError(f"the proxy on {host}:{port} did not start within {startup_timeout_s:g} s")
+    except BaseException:
+        if close is not None:
+            close(5.0)
+        raise
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    return ProxyHandle(app, server, thread, f"http://{shown}:{bound_port}", close)

@@ -1,0 +1,91 @@
+"""Helpers for the proxy tests: a proxy recording into a real SQLite file, and reading it back."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from obs.proxy import ProxyHandle, start_proxy
+from obs.storage.sqlite import SqliteTraceStore
+from obs.trace.spans import Span
+from obs.trace.traces import Trace
+from tests.llm.servers import Behaviour, LoopbackServer, _Server
+
+API_KEY = "sk-proxy-test-4f1c9a7e2b6d8035"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT_ID = "00f067aa0ba902b7"
+TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
+
+
+def wait_until(condition: Callable[[], object], timeout_s: float = 20.0) -> bool:
+    """Poll `condition` until it is true; False if it is not within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if condition():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+
+
+@contextmanager
+def recording_proxy(upstream: str, db: Path, **kwargs: Any) -> Iterator[ProxyHandle]:
+    """A proxy for `upstream` on a free loopback port, recording into the SQLite file `db`."""
+    handle = start_proxy(upstream, db=db, **kwargs)
+    try:
+        yield handle
+    finally:
+        handle.stop()
+
+
+def stored_traces(db: Path, handle: ProxyHandle | None, count: int, timeout_s: float = 20.0) -> list[Trace]:
+    """The traces in the file once there are at least `count` (flushing the proxy's writer while waiting)."""
+    found: list[Trace] = []
+
+    def enough() -> bool:
+        nonlocal found
+        if handle is not None and handle.running:
+            handle.tracer.force_flush(5.0)
+        store = SqliteTraceStore(db)
+        try:
+            found = store.all()
+        finally:
+            store.close()
+        return len(found) >= count
+
+    assert wait_until(enough, timeout_s), f"expected {count} traces in {db}, found {len(found)}"
+    return found
+
+
+def only_span(db: Path, handle: ProxyHandle | None) -> Span:
+    """The one span of the one trace in the file."""
+    traces = stored_traces(db, handle, 1)
+    assert len(traces) == 1, [t.name for t in traces]
+    assert len(traces[0].spans) == 1
+    return traces[0].spans[0]
+
+
+class _WideServer(_Server):
+    # socketserver's default backlog of 5 resets connections when dozens arrive at once.
+    request_queue_size = 256
+
+
+@contextmanager
+def serve_many(behaviour: Behaviour) -> Iterator[LoopbackServer]:
+    """`tests.llm.servers.serve`, with a listen backlog wide enough for many callers at once."""
+    state = LoopbackServer(url="")
+    server = _WideServer(behaviour, state)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        state.release.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
