@@ -19,7 +19,7 @@ import math
 import pandas as pd
 import streamlit as st
 
-from app import charts, conversations, sidebar, state
+from app import charts, conversations, downloads, sidebar, state
 from app.captions import answer_caption
 from app.conversations import SessionTurn
 from app.messages import draw_text
@@ -198,6 +198,7 @@ def main() -> None:
     picked = _picker(rows)
     row = rows[rows["conversation_id"] == picked].iloc[0]
     _summary(row)
+    downloads.render_session(traces, picked)
     for number, turn in enumerate(conversations.session_turns(traces, picked), start=1):
         _turn(number, turn)
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import pandas as pd
 import streamlit as st
 
-from app import charts, sidebar, state
+from app import charts, downloads, sidebar, state
 from obs.dashboard import traces_frame
 from obs.trace.traces import Trace, span_tree
 
@@ -160,6 +160,7 @@ def main() -> None:
     st.plotly_chart(charts.waterfall(charts.waterfall_frame(trace)), key="chart_waterfall",
                     config={"displaylogo": False})
     _downloads(trace, shown)
+    downloads.render([trace], f"trace-{trace.id}", key="trace")
     _span_details(trace)
 
 
