@@ -41,14 +41,20 @@ from app.sessions import SessionRegistry, browser_owner
 from obs import semconv
 from obs.alerting.evaluator import AlertEvaluator
 from obs.alerting.manager import AlertManager, AlertState, Notifier, WebhookNotifier
+from obs.config import DB_PATH_ENV, db_path_from_env
 from obs.llm.client import DEFAULT_MAX_CONTENT_CHARS, ChatStream, InstrumentedClient
 from obs.llm.conversation import conversation_attributes, new_conversation_id
 from obs.llm.llama.attributes import ContentBudget, input_messages_json
 from obs.llm.llama.server import DEFAULT_HOST, DEFAULT_PORT, port_is_free, start_embedded_server
 from obs.logs import LLMLogger
 from obs.metrics.collector import MetricsCollector
+from obs.storage.exporter import SqliteExporter, SqliteLogSink
 from obs.storage.memory import TraceStore
+from obs.storage.queries import DashboardQueries
+from obs.storage.schema import MEMORY
+from obs.storage.sqlite import SqliteTraceStore
 from obs.trace.handles import SpanHandle
+from obs.trace.processors import BatchProcessor
 from obs.trace.sampling.head import ParentBased, TraceIdRatio
 from obs.trace.sampling.tail import KeepSlow, TailSampler
 from obs.trace.tracer import Tracer
@@ -70,11 +76,13 @@ __all__ = [
     "TURN_SPAN",
     "AppSession",
     "ChatTurn",
+    "HistoryFile",
     "Settings",
     "alert_evaluator",
     "alert_webhook",
     "browser_owner_id",
     "get_app",
+    "history_file",
     "init_widget",
     "keep_alive",
 ]
@@ -118,6 +126,8 @@ W_CAPTURE = "w_capture_content"
 W_REFRESH_S = "w_refresh_s"
 W_PAUSED = "w_paused"
 W_BUCKET_S = "w_bucket_s"
+W_RANGE = "w_range"
+W_SCOPE = "w_scope"
 W_ERRORS_ONLY = "w_errors_only"
 W_SLOWER_MS = "w_slower_ms"
 W_SEARCH = "w_search"
@@ -142,6 +152,10 @@ W_ALERT_P95_MS = "w_alert_p95_ms"
 W_ALERT_MIN_REQUESTS = "w_alert_min_requests"
 
 _STORE_SIZE = 1000
+SERVICE_NAME = "obs-dashboard"
+# Traces reach the file at most this long after they end, off the chat's thread.
+_EXPORT_DELAY_S = 0.5
+_RETENTION_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,24 +234,38 @@ class AppSession:
     thresholds: dict[str, list[Threshold]] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
     notifiers: tuple[Notifier, ...] = ()
+    db: SqliteTraceStore | None = None
     tracer: Tracer = field(init=False)
     client: InstrumentedClient = field(init=False)
     alerts: AlertManager = field(init=False)
     conversation: str = field(default_factory=new_conversation_id, init=False)
+    conversations: list[str] = field(default_factory=list, init=False)
+    queries: DashboardQueries | None = field(default=None, init=False)
+    _log_sink: SqliteLogSink | None = field(default=None, init=False, repr=False)
+    _saved_alerts: int = field(default=0, init=False, repr=False)
     _turns: dict[str, tuple[SpanHandle, str]] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.collector.set_prices(self.settings.prompt_price, self.settings.completion_price)
         self.collector.set_compute_price(self.settings.compute_price)
+        processors = []
+        if self.db is not None:
+            # Kept traces and log entries go to the shared file from background threads, so a
+            # chat never waits for the disk.
+            processors.append(BatchProcessor(SqliteExporter(self.db), schedule_delay_s=_EXPORT_DELAY_S))
+            self._log_sink = SqliteLogSink(self.db, service=SERVICE_NAME)
+            self.logger = LLMLogger(min_level="info", stream=self._log_sink)
         self.tracer = Tracer(store=self.store, collector=self.collector, logger=self.logger,
-                             service_name="obs-dashboard")
+                             processors=processors, service_name=SERVICE_NAME)
         self.client = self._make_client(self.settings.server_url)
         settings = self.settings
         self.tracer.head_sampler, self.tracer.tail_sampler = _samplers(
             settings.sample_rate, settings.keep_errors, settings.keep_slow, settings.slow_ms)
         rules = alerting.dashboard_rules(settings.alert_error_rate, settings.alert_p95_ms,
                                          settings.alert_min_requests)
-        self.alerts = AlertManager(self.collector, rules, self.notifiers, logger=self.logger)
+        self.alerts = _SavingAlertManager(self.collector, rules, self.notifiers, logger=self.logger)
+        self.alerts.saved_by = self
+        self.queries = None if self.db is None else DashboardQueries(self.db)
         self.thresholds.update(alerting.chart_thresholds(rules))
 
     def _make_client(self, url: str) -> InstrumentedClient:
@@ -338,6 +366,33 @@ class AppSession:
         """
         return self.alerts.evaluate(now)
 
+    def save_alert_transitions(self) -> int:
+        """Store the alert state changes not stored yet in the shared file; return how many (0 without one).
+
+        Never raises: a failure is logged and the changes are tried again next time.
+        """
+        if self.db is None:
+            return 0
+        with self.lock:
+            try:
+                history = self.alerts.history
+                # The history is bounded: when it has rolled over, what is left is all new.
+                fresh = history[self._saved_alerts:] if self._saved_alerts <= len(history) else history
+                if fresh:
+                    self.db.add_alert_transitions(fresh, service=SERVICE_NAME)
+                self._saved_alerts = len(history)
+                return len(fresh)
+            except Exception:
+                _log.exception("storing alert transitions failed")
+                return 0
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Write every finished trace and log entry waiting to the shared file now; True if done in time."""
+        done = self.tracer.force_flush(timeout_s)
+        if self._log_sink is not None:
+            done = self._log_sink.flush(timeout_s) and done
+        return done
+
     def alert_states(self) -> list[AlertState]:
         """Every rule's state as the last evaluation left it (the background evaluator's, usually)."""
         return self.alerts.states()
@@ -385,6 +440,8 @@ class AppSession:
                 if budget.truncated:
                     attrs[semconv.OBS_CONTENT_TRUNCATED] = True
             span = contextvars.Context().run(self.tracer.begin_span, TURN_SPAN, attrs)
+            if self.conversation not in self.conversations:
+                self.conversations.append(self.conversation)
             self._turns[span.trace_id] = (span, self.conversation)
             return span.trace_id
 
@@ -450,6 +507,19 @@ class AppSession:
     def chart_thresholds(self, chart: str) -> list[Threshold]:
         """The threshold lines to draw on `chart` (empty until alert rules set some)."""
         return list(self.thresholds.get(chart, ()))
+
+
+class _SavingAlertManager(AlertManager):
+    """An AlertManager whose every evaluation (the background evaluator's too) stores its state changes."""
+
+    saved_by: AppSession | None = None
+
+    def evaluate(self, now: float | None = None) -> list[AlertState]:
+        """Evaluate as AlertManager does, then store the new transitions in the session's history file."""
+        states = super().evaluate(now)
+        if self.saved_by is not None:
+            self.saved_by.save_alert_transitions()
+        return states
 
 
 def _samplers(rate: float, keep_errors: bool, keep_slow: bool,
@@ -522,6 +592,68 @@ def alert_webhook() -> tuple[WebhookNotifier | None, str]:
     return _webhook_for(url) if url else (None, "")
 
 
+@dataclass(frozen=True, slots=True)
+class HistoryFile:
+    """The store every session of this process writes to, and what the user should know about it.
+
+    `problem` is empty when the file asked for is in use; otherwise it says
+    why not (the store's own message), and `store` keeps this run's history
+    in memory instead.
+    """
+
+    store: SqliteTraceStore
+    requested: str
+    problem: str = ""
+
+    @property
+    def in_memory(self) -> bool:
+        """True when nothing is kept after the app stops."""
+        return self.store.path == MEMORY
+
+
+def _make_directory(path: str) -> None:
+    if path == MEMORY:
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(directory):
+        return
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)  # traces hold prompts: the owner's alone
+    except OSError as exc:
+        raise ValueError(f"cannot create the directory {directory!r} for {path!r}: {exc.strerror or exc}; "
+                         f"set {DB_PATH_ENV} to another path") from exc
+
+
+@st.cache_resource(show_spinner=False)
+def _open_history(path: str) -> HistoryFile:
+    try:
+        _make_directory(path)
+        store = SqliteTraceStore(path)
+    except ValueError as exc:
+        _log.warning("history file not used: %s", exc)
+        store = SqliteTraceStore(MEMORY)
+        problem = str(exc)
+    else:
+        problem = ""
+    try:
+        store.start_retention(_RETENTION_INTERVAL_S)
+    except Exception:  # retention is housekeeping: the app works without it
+        _log.exception("starting retention failed")
+    atexit.register(store.close)
+    return HistoryFile(store, path, problem)
+
+
+def history_file() -> HistoryFile:
+    """The process's shared history file: `OBS_DB_PATH` (default `.obs/obs.db`; ":memory:" for none).
+
+    Opened once per path per process. A file that cannot be used (damaged,
+    of a newer version, not a database, in a directory that cannot be
+    written) is never touched: history is kept in memory instead and
+    `problem` says why.
+    """
+    return _open_history(db_path_from_env())
+
+
 @st.cache_resource(show_spinner="Starting the embedded llama-server...")
 def _embedded_server() -> Any:
     # The default port when free, so `make run` serves where the docs say; any free port otherwise.
@@ -568,8 +700,9 @@ def get_app() -> AppSession:
                          icon=":material/lock:")
             url, how = _initial_server()
             hook, _ = alert_webhook()
+            db = history_file().store
             app = AppSession(Settings(server_url=url), connection_note=how,
-                             notifiers=(hook,) if hook is not None else ())
+                             notifiers=(hook,) if hook is not None else (), db=db)
             sid = secrets.token_urlsafe(12)
             if owner is not None and not _registry().put(owner, sid, app):
                 _log.warning("session registry full of active browsers: this session will not survive "

@@ -10,16 +10,23 @@ pausable) without redrawing the rest of the page.
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
 import pandas as pd
 import streamlit as st
 
-from app import charts, sidebar, state
+from app import charts, history, sidebar, state
+from app.history import View
 from app.state import AppSession
 from obs import semconv
-from obs.dashboard import generate_dashboard_data
+from obs.dashboard import LATENCY_BUCKETS, generate_dashboard_data, requests_frame
+from obs.storage.queries import DEFAULT_LATENCY_BOUNDS_MS
+from obs.storage.results import SeriesBucket, Tiles
 
 REFRESH_CHOICES_S = (1, 2, 5, 10, 30)
 BUCKET_CHOICES = {"1 second": 1, "1 minute": 60}
+_RECENT_TRACES = 200
 _PLOTLY_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
 
 
@@ -87,36 +94,88 @@ def _sampling(app: AppSession, timeline: pd.DataFrame) -> None:
         f"Head sampling keeps {settings.sample_rate:.0%} of new traces, by trace id; tail rules keep "
         f"{' and '.join(tail) if tail else 'nothing more'}. {kept:,} of {metrics.traces_seen:,} finished "
         f"traces kept{share}. A trace is counted when it ends (a chat turn ends when its answer is in) and "
-        "keeps the decision made when it began; requests are counted above either way."
+        "keeps the decision made when it began; the tiles and charts above count stored requests only, so "
+        "the requests of a dropped trace are not in them."
     )
 
 
-def _panel(app: AppSession) -> None:
-    data = generate_dashboard_data(app.collector, app.traces(), bucket_s=app.settings.bucket_s)
-    tiles = list(data.summary.items())
-    for row in (tiles[:4], tiles[4:]):
+def _bucket_for(bucket_s: int, since: float | None) -> int:
+    """The chosen bucket where the queries allow it: 1 s over an hour at most, hours beyond a day."""
+    span = None if since is None else time.time() - since
+    if span is None or span > 86400.0:
+        return 3600
+    if bucket_s == 1 and span > 3600.0:
+        return 60
+    return bucket_s
+
+
+def tile_values(tiles: Tiles) -> dict[str, str | int]:
+    """The dashboard's tiles, label -> display value, from the stored requests' summary."""
+    return {
+        "Total Requests": int(tiles.request_count),
+        "Total Tokens": int(tiles.total_tokens),
+        "Total Cost": f"${tiles.total_cost:.4f}",
+        "Avg Latency": f"{tiles.avg_latency_ms:.0f}ms",
+        "P95 Latency": f"{tiles.p95_latency_ms:.0f}ms",
+        "Error Rate": f"{tiles.error_rate * 100:.1f}%",
+        "Cache Hit Rate": f"{tiles.cache_hit_rate * 100:.1f}%",
+        "Throughput": f"{tiles.requests_per_second:.2f} req/s",
+    }
+
+
+def timeline_frame(buckets: list[SeriesBucket]) -> pd.DataFrame:
+    """The charts' timeline (time, requests, errors, tokens, cost, percentiles) from stored buckets."""
+    frame = pd.DataFrame([bucket.to_dict() for bucket in buckets],
+                         columns=[f.name for f in dataclasses.fields(SeriesBucket)])
+    frame.insert(0, "time", pd.to_datetime(frame["start"], unit="s", utc=True))
+    return frame
+
+
+def histogram_frame(counts: list[int]) -> pd.DataFrame:
+    """The latency histogram's bars (bucket label, count) from the counts between the default bounds."""
+    if tuple(hi for _, _, hi in LATENCY_BUCKETS[:-1]) != DEFAULT_LATENCY_BOUNDS_MS:
+        raise ValueError("histogram_frame: the stored latency bounds no longer match LATENCY_BUCKETS")
+    return pd.DataFrame({"bucket": [label for label, _, _ in LATENCY_BUCKETS], "count": counts})
+
+
+def _panel(app: AppSession, view: View) -> None:
+    since, scope = view.since, view.scope
+    queries = app.queries
+    assert queries is not None  # every session has the history file (or its in-memory stand-in)
+    bucket_s = _bucket_for(app.settings.bucket_s, since)
+    tiles = queries.tiles(since, **scope)
+    values = list(tile_values(tiles).items())
+    for row in (values[:4], values[4:]):
         for column, (label, value) in zip(st.columns(4), row, strict=False):
             column.metric(label, value, border=True)
-
-    requests, timeline = data.requests, data.timeline
+    timeline = timeline_frame(queries.series(bucket_s, since, **scope))
+    histogram = histogram_frame(queries.latency_histogram(since, **scope))
+    page = queries.traces(limit=_RECENT_TRACES, since=since, **scope)
+    requests = requests_frame(reversed(queries.store.get_many([t.trace_id for t in page.items])))
+    percentiles = {"p50": tiles.p50_latency_ms, "p95": tiles.p95_latency_ms}
     left, right = st.columns(2)
     with left:
-        _chart(charts.latency_over_time(requests, data.percentiles, app.chart_thresholds("latency_ms")),
+        _chart(charts.latency_over_time(requests, percentiles, app.chart_thresholds("latency_ms")),
                "chart_latency")
-        _chart(charts.throughput_over_time(timeline, app.settings.bucket_s), "chart_throughput")
+        _chart(charts.throughput_over_time(timeline, bucket_s), "chart_throughput")
         _chart(charts.tokens_per_request(requests), "chart_tokens")
         _chart(charts.error_rate_over_time(timeline, app.chart_thresholds("error_rate")), "chart_errors")
     with right:
-        _chart(charts.latency_histogram(pd.DataFrame(data.latency_histogram)), "chart_histogram")
-        _chart(charts.cumulative_cost(requests), "chart_cost")
+        _chart(charts.latency_histogram(histogram), "chart_histogram")
+        _chart(charts.cumulative_cost(timeline), "chart_cost")
         _chart(charts.ttft_distribution(requests, app.chart_thresholds("ttft_ms")), "chart_ttft")
         _chart(charts.latency_breakdown(requests), "chart_breakdown")
+    recent = f"the latest {len(page.items)}" if page.has_more else f"all {len(page.items)}"
     st.caption(
-        f"{len(requests)} request(s) in {len(data.traces)} trace(s) shown; "
-        "tiles count every request, charts of requests read the stored traces."
+        f"Tiles, throughput, errors, cost and the latency distribution count every stored request in range "
+        f"({tiles.request_count:,}), in {bucket_s:,} s buckets; the per-request charts show the requests of "
+        f"{recent} trace(s) in range. Traces dropped by sampling are not stored, so not counted here."
     )
+
+
+def _session_metrics(app: AppSession) -> None:
     _costs(app)
-    _sampling(app, timeline)
+    _sampling(app, generate_dashboard_data(app.collector, (), bucket_s=app.settings.bucket_s).timeline)
 
 
 def main() -> None:
@@ -125,7 +184,16 @@ def main() -> None:
     st.title("Dashboard")
     _controls(app)
     interval = None if app.settings.paused else app.settings.refresh_s
-    st.fragment(run_every=interval)(_panel)(app)
+    problem = state.history_file().problem
+    if problem:
+        st.warning(f"History is kept in memory only for this run: {sidebar.md_escape(problem)}",
+                   icon=":material/warning:")
+    assert app.queries is not None
+    view = history.choose_view(app, app.queries)
+    st.fragment(run_every=interval)(_panel)(app, view)
+    st.divider()
+    st.caption("Below: this browser session's own counts (its prices and sampling), since it began.")
+    st.fragment(run_every=interval)(_session_metrics)(app)
 
 
 main()

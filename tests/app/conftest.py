@@ -1,6 +1,7 @@
 """Fixtures for the app tests: AppTest on the real router, loopback servers, the embedded model.
 
-Every app test runs with `OBS_EMBEDDED_SERVER=0` and `LLAMA_SERVER_URL` at a
+Every app test keeps its history in a SQLite file of its own (`OBS_DB_PATH`
+in the test's temporary directory), and runs with `OBS_EMBEDDED_SERVER=0` and `LLAMA_SERVER_URL` at a
 port where nothing listens, unless a fixture points it at a server: no test
 starts a llama-server by accident. The real embedded server is started once
 per test session (tests/conftest.py), only for tests that ask for it.
@@ -17,6 +18,7 @@ from streamlit import config
 from streamlit.testing.v1 import AppTest
 
 from obs import semconv
+from obs.llm.conversation import conversation_attributes
 from obs.llm.llama.server import EmbeddedServer, find_free_port
 from tests.app.fake_server import FakeLlamaServer
 
@@ -41,6 +43,14 @@ def _no_server_by_default(monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setenv("LLAMA_SERVER_URL", url)
     monkeypatch.setenv("OBS_EMBEDDED_SERVER", "0")
     return url
+
+
+@pytest.fixture(autouse=True)
+def history_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The app's history file: a fresh SQLite file per test, never the repository's .obs/."""
+    path = tmp_path / "history" / "obs.db"
+    monkeypatch.setenv("OBS_DB_PATH", str(path))
+    return path
 
 
 @pytest.fixture
@@ -81,8 +91,12 @@ def record_request(app, *, latency_ms: float, prompt_tokens: int = 10, completio
     semconv attributes the dashboard reads, and the collector gets the request.
     """
     cost = app.collector.cost_for(prompt_tokens, completion_tokens)
+    conversation = app.conversation_id()  # as a chat turn's request, so "this browser session" holds it
+    if conversation not in app.conversations:
+        app.conversations.append(conversation)
     with app.tracer.start_span(name, kind="client") as span:
         span.set_attributes({
+            **conversation_attributes(conversation),
             semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT,
             semconv.GEN_AI_REQUEST_MODEL: "test-model",
             semconv.GEN_AI_USAGE_INPUT_TOKENS: prompt_tokens,
@@ -101,6 +115,7 @@ def record_request(app, *, latency_ms: float, prompt_tokens: int = 10, completio
     app.collector.record_request(latency_ms, prompt_tokens, completion_tokens, error=error,
                                  model="test-model", ttft_ms=latency_ms / 4)
     app.logger.log("error" if error else "info", f"{name} finished", trace_id=trace_id)
+    app.flush()  # in the history file before the next page run reads it
     return trace_id
 
 
