@@ -42,7 +42,9 @@ def _seeded():
         "nested": _trace(clock, ids, "retrieval pipeline", 40.0, child="lookup"),
     }
     for trace in traces.values():
-        app.store.add(trace)
+        app.db.add(trace)  # the history file the page reads
+    at.selectbox(key=state.W_RANGE).set_value("All")
+    at.selectbox(key=state.W_SCOPE).set_value("Everything")
     at.run()
     return at, app, {key: trace.id for key, trace in traces.items()}
 
@@ -108,12 +110,12 @@ def test_slower_than_filter_uses_trace_duration() -> None:
     assert list(at.dataframe[0].value["trace_id"]) == [ids["failed"]]
 
 
-def test_text_search_matches_span_names_and_metadata_and_reports_no_match() -> None:
+def test_text_search_matches_names_and_ids_and_reports_no_match() -> None:
     at, _, ids = _seeded()
-    at.text_input(key=state.W_SEARCH).set_value("LOOKUP").run()
+    at.text_input(key=state.W_SEARCH).set_value("PIPELINE").run()
     assert list(at.dataframe[0].value["trace_id"]) == [ids["nested"]]
-    at.text_input(key=state.W_SEARCH).set_value("search").run()
-    assert list(at.dataframe[0].value["trace_id"]) == [ids["nested"]]
+    at.text_input(key=state.W_SEARCH).set_value(ids["failed"]).run()
+    assert list(at.dataframe[0].value["trace_id"]) == [ids["failed"]]
     at.text_input(key=state.W_SEARCH).set_value("no such thing").run()
     assert "No trace matches" in at.warning[0].value
     assert not at.dataframe
@@ -129,3 +131,23 @@ def test_download_of_the_selected_trace_is_its_json() -> None:
     figure = _waterfall(at)
     assert [label.strip("\u00a0") for label in figure.layout.yaxis.ticktext] == ["chat fast"]
     assert list(figure.data[0].x) == [100.0]
+
+
+def test_traces_another_program_wrote_to_the_file_are_listed_and_filtered_by_service(history_db) -> None:
+    import obs
+    from obs.storage.sqlite import SqliteTraceStore
+
+    at = open_app(PAGE)
+    with SqliteTraceStore(history_db) as other:  # another program's own connection to the same file
+        tracer = obs.Tracer(store=other, service_name="my-script")
+        with tracer.start_span("script call"):
+            pass
+    at.selectbox(key=state.W_SCOPE).set_value("Everything").run()
+    table = at.dataframe[0].value
+    assert list(table["service"]) == ["my-script"]
+    assert "Service: my-script" in at.selectbox(key=state.W_SCOPE).options
+    at.selectbox(key=state.W_SCOPE).set_value("Service: my-script").run()
+    assert list(at.dataframe[0].value["name"]) == ["script call"]
+    at.selectbox(key=state.W_SCOPE).set_value("This browser session").run()
+    assert not at.dataframe
+    assert "No traces yet in this browser session" in at.info[0].value
