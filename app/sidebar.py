@@ -18,6 +18,7 @@ import streamlit as st
 
 from app import alerting, backend, state
 from app.state import AppSession
+from obs.storage.results import RetentionPolicy
 
 __all__ = [
     "ALERT_CHECK_S",
@@ -54,6 +55,7 @@ def render(app: AppSession, *, chat_controls: bool = False, alerts_link: bool = 
     if chat_controls:
         render_chat_controls(app)
     render_sampling_alert_controls(app)
+    render_history_settings()
     render_alert_banner(app, link=alerts_link)
 
 
@@ -202,6 +204,93 @@ def render_sampling_alert_controls(app: AppSession) -> None:
             kept = app.settings
             st.error(f"{exc}. Still alerting above {kept.alert_error_rate:.1%} errors / "
                      f"{kept.alert_p95_ms:,.0f} ms p95.", icon=":material/error:")
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n:,.1f} GB"
+
+
+def _ask_to_clear() -> None:
+    st.session_state[state.CLEAR_ASKED] = True
+
+
+def _cancel_clear() -> None:
+    st.session_state[state.CLEAR_ASKED] = False
+
+
+def _clear_history() -> None:
+    st.session_state[state.CLEAR_ASKED] = False
+    try:
+        state.history_file().store.clear(vacuum=True)
+    except Exception as exc:  # a file another program holds, a full disk: say so, keep the app up
+        st.session_state[state.CLEAR_RESULT] = f"The history was not cleared: {exc}"
+    else:
+        st.session_state[state.CLEAR_RESULT] = "History cleared."
+
+
+def render_history_settings() -> None:
+    """Draw the history file's settings: where it is, its size and traces, retention, and "clear history".
+
+    Retention (by age and by count) is kept in the file and applied in the
+    background; clearing asks for confirmation first. A file that could not be
+    used is explained here, and history is then kept in memory for this run.
+    """
+    history = state.history_file()
+    store = history.store
+    with st.sidebar, st.expander("History & retention", icon=":material/database:"):
+        if history.problem:
+            st.warning(f"History is kept in memory for this run only: {md_escape(history.problem)}",
+                       icon=":material/warning:")
+        try:
+            info = store.file_info()
+        except Exception as exc:
+            st.error(f"The history file cannot be read: {md_escape(str(exc))}", icon=":material/error:")
+            return
+        where = "in memory (nothing is kept after the app stops)" if history.in_memory else f"`{info.path}`"
+        st.markdown(f"File: {where}")
+        st.caption(f"{_size(info.size_bytes)} · {info.trace_count:,} traces · "
+                   f"{info.request_count:,} requests · {info.log_count:,} log entries")
+        policy = info.retention
+        state.init_widget(state.W_KEEP_DAYS, None if policy.max_age_s is None else policy.max_age_s / 86400)
+        state.init_widget(state.W_KEEP_TRACES, policy.max_traces)
+        days = st.number_input("Keep traces for (days)", value=None, min_value=0.01, step=1.0, format="%g",
+                               key=state.W_KEEP_DAYS, placeholder="forever",
+                               help="Older traces, log entries and alert transitions are removed in the "
+                                    "background, every minute. Empty: no age limit.")
+        count = st.number_input("Keep at most (traces)", value=None, min_value=1, step=1000,
+                                key=state.W_KEEP_TRACES, placeholder="no limit",
+                                help="Beyond this many, the oldest are removed.")
+        try:
+            wanted = RetentionPolicy(max_age_s=None if days is None else float(days) * 86400,
+                                     max_traces=None if count is None else int(count),
+                                     max_log_entries=policy.max_log_entries)
+        except ValueError as exc:
+            st.error(md_escape(str(exc)), icon=":material/error:")
+        else:
+            if wanted != policy:
+                try:
+                    store.set_retention(wanted)
+                except Exception as exc:
+                    st.error(f"Retention not saved: {md_escape(str(exc))}", icon=":material/error:")
+        age = "no age limit" if policy.max_age_s is None else f"{policy.max_age_s / 86400:g} days"
+        most = "no count limit" if policy.max_traces is None else f"at most {policy.max_traces:,} traces"
+        st.caption(f"Retention: {age}, {most}; applied in the background.")
+        result = st.session_state.pop(state.CLEAR_RESULT, None)
+        if result:
+            st.info(result)
+        if st.session_state.get(state.CLEAR_ASKED):
+            st.warning("Delete every trace, log entry and alert transition in the history file, for every "
+                       "session and program that writes it? This cannot be undone.")
+            yes, no = st.columns(2)
+            yes.button("Yes, clear", type="primary", on_click=_clear_history, key="history_clear_yes")
+            no.button("Cancel", on_click=_cancel_clear, key="history_clear_no")
+        else:
+            st.button("Clear history…", icon=":material/delete:", on_click=_ask_to_clear,
+                      key="history_clear", width="stretch")
 
 
 def _min_requests_help() -> str:
