@@ -17,6 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from app import charts, downloads, history, sidebar, state
+from app.state import AppSession
 from obs import semconv
 from obs.storage.results import TraceSummary
 from obs.trace.traces import Trace, span_tree
@@ -143,11 +144,16 @@ def _downloads(selected: Trace, shown: list[Trace]) -> None:
 
 
 def main() -> None:
-    """Draw the page."""
+    """Draw the page: its content refreshes itself at the dashboard's interval (unless paused)."""
     app = state.get_app()
     st.title("Traces")
     if _take_trace_from_link():
         app.flush(2.0)  # a trace linked from the chat is in the file before it is looked up
+    interval = None if app.settings.paused else app.settings.refresh_s
+    st.fragment(run_every=interval)(_content)(app)
+
+
+def _content(app: AppSession) -> None:
     _take_table_selection()
     assert app.queries is not None
     view = history.choose_view(app, app.queries)

@@ -71,7 +71,7 @@ def test_table_lists_traces_newest_first_and_shows_the_newest_waterfall() -> Non
     figure = _waterfall(at)
     labels = figure.layout.yaxis.ticktext
     assert [label.strip("\u00a0") for label in labels] == ["retrieval pipeline", "lookup"]
-    assert len(at.expander) == 2
+    assert len(at.main.expander) == 2
     assert len(at.get("download_button")) == 5  # JSON of this trace / all shown; OTLP JSON, Jaeger, Zipkin
 
 

@@ -63,13 +63,16 @@ def run_app(log_dir: Path, env: dict[str, str], args: tuple[str, ...] = (),
     """Serve the dashboard with `streamlit run` on a free loopback port; yield its URL, stop it after.
 
     `env` is added to this process's environment; `args` go after the
-    script name (Streamlit options). The app's output is copied to
+    script name (Streamlit options). The app's history file is
+    `log_dir/obs.db` unless `env` names one (`OBS_DB_PATH`), so no test writes
+    into the repository's .obs/. The app's output is copied to
     tests/artifacts/<name>.log when it stops.
     """
     _need_browser()
     port = find_free_port()
     log_path = log_dir / "app.log"
-    full_env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false", **env}
+    full_env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
+                "OBS_DB_PATH": str(log_dir / "obs.db"), **env}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
