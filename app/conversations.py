@@ -25,10 +25,13 @@ import pandas as pd
 from obs import semconv
 from obs.dashboard import is_llm_span, requests_frame
 from obs.metrics.quantiles import exact_quantile
+from obs.storage.results import SessionSummary
 from obs.trace.spans import Span
 from obs.trace.traces import Trace, span_tree
 
-__all__ = ["SESSION_COLUMNS", "SessionTurn", "conversation_of", "session_rows", "session_turns"]
+__all__ = [
+    "SESSION_COLUMNS", "SessionTurn", "conversation_of", "session_rows", "session_turns", "summary_rows",
+]
 
 # Column -> dtype of `session_rows`. Text columns are `object` so a missing value stays None.
 _SCHEMA: dict[str, str] = {
@@ -142,6 +145,30 @@ def session_rows(
             "last_activity": max(t.end_time for t in turns if t.end_time is not None),
         })
     rows.sort(key=lambda row: row["last_activity"], reverse=True)
+    return _frame(rows)
+
+
+def summary_rows(items: Iterable[SessionSummary]) -> pd.DataFrame:
+    """The rows of `session_rows`, from the conversations the history file summed up (SQL, a page of them).
+
+    Same columns; `models` holds the conversation's model as the file
+    records it (its first request's), and a p95 of a conversation with no
+    finished turn is NaN.
+    """
+    rows = [{
+        "conversation_id": item.conversation_id,
+        "first_message": item.first_message,
+        "turns": item.turns,
+        "prompt_tokens": item.input_tokens,
+        "completion_tokens": item.output_tokens,
+        "cost": item.cost,
+        "total_ms": item.total_latency_ms,
+        "p95_ms": item.p95_latency_ms if item.turns else math.nan,
+        "errors": item.errors,
+        "models": [item.model] if item.model else [],
+        "started": item.first_at * 1000.0,
+        "last_activity": item.last_activity * 1000.0,
+    } for item in items]
     return _frame(rows)
 
 

@@ -143,6 +143,7 @@ def _panel(app: AppSession, view: View) -> None:
     queries = app.queries
     assert queries is not None  # every session has the history file (or its in-memory stand-in)
     bucket_s = _bucket_for(app.settings.bucket_s, since)
+    app.flush(2.0)  # this session's finished turns are in the file before it is read
     tiles = queries.tiles(since, **scope)
     values = list(tile_values(tiles).items())
     for row in (values[:4], values[4:]):

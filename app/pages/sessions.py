@@ -2,10 +2,11 @@
 
 Each chat turn is a trace of its own; the turns that share a conversation id
 (`gen_ai.conversation.id`, `session.id`) make a session. The table has one
-row per conversation among this browser session's stored traces (first
-message, turns, tokens, cost, total and p95 latency, errors, last activity),
-computed by `app.conversations.session_rows`, and filters by text, model and
-errors. A conversation is opened by picking its row, by the "Open session"
+row per conversation in the history file, in the time range and scope chosen
+(this browser session by default), a page at a time (first message, turns,
+tokens, cost, total and p95 latency, errors, last activity), summed up by
+`DashboardQueries.sessions` in SQL, and filters by text (the id and the first
+message), model and errors. A conversation is opened by picking its row, by the "Open session"
 box, or by the Chat page's link (`?conversation=<id>`); it shows its turns
 in order, each with its question, answer, caption, waterfall and a link to
 its trace on the Traces page. Questions and answers are untrusted text and
@@ -19,12 +20,13 @@ import math
 import pandas as pd
 import streamlit as st
 
-from app import charts, conversations, downloads, sidebar, state
+from app import charts, conversations, downloads, history, sidebar, state
 from app.captions import answer_caption
 from app.conversations import SessionTurn
 from app.messages import draw_text
 
 _ALL_MODELS = "All models"
+PAGE_SIZE = 50
 _NOT_RECORDED = "(not recorded)"
 _TABLE_COLUMNS = ["first_message", "last_activity", "turns", "prompt_tokens", "completion_tokens", "cost",
                   "total_ms", "p95_ms", "errors", "models", "conversation_id"]
@@ -40,8 +42,10 @@ def _filters(models: list[str]) -> tuple[str, str | None, bool]:
     if st.session_state[state.W_SESSION_MODEL] not in options:  # its model's sessions have gone
         st.session_state[state.W_SESSION_MODEL] = _ALL_MODELS
     search_col, model_col, errors_col = st.columns([2, 1, 1], vertical_alignment="bottom")
-    search = search_col.text_input("Search messages", key=state.W_SESSION_SEARCH,
-                                   placeholder="text of a question or an answer, or a conversation id")
+    search = search_col.text_input("Search first messages and ids", key=state.W_SESSION_SEARCH,
+                                   placeholder="text of a conversation's first question, or its id",
+                                   help="Searches each conversation's id and its first question only "
+                                        "(as stored in the history file), not later turns or answers.")
     model = model_col.selectbox("Model", options, key=state.W_SESSION_MODEL)
     errors_only = errors_col.toggle("Errors only", key=state.W_SESSION_ERRORS)
     return str(search), None if model == _ALL_MODELS else str(model), bool(errors_only)
@@ -175,32 +179,60 @@ def main() -> None:
                "a conversation id (gen\\_ai.conversation.id, session.id) make a session.")
     linked = _take_link()
     _take_table_selection()
-    traces = app.traces()
-    every = conversations.session_rows(traces)
-    models = sorted({model for listed in every["models"] for model in listed})
-    search, model, errors_only = _filters(models)
-    if every.empty:
-        st.info("No sessions yet: chat with the model, and each conversation appears here with its turns.")
-        return
-    rows = every
-    if search.strip() or model is not None or errors_only:
-        rows = conversations.session_rows(traces, search=search, model=model, errors_only=errors_only)
-    if linked is not None and linked not in set(every["conversation_id"]):
+    assert app.queries is not None
+    app.flush(2.0)  # this session's finished turns are in the file before it is read
+    queries = app.queries
+    view = history.choose_view(app, queries)
+    search, model, errors_only = _filters(queries.models())
+    conversation = view.scope.get("conversation")
+    page_index = _page_number()
+    page = queries.sessions(
+        limit=PAGE_SIZE, offset=page_index * PAGE_SIZE, since=view.since, text=search.strip() or None,
+        model=model or view.model, service=view.service, errors_only=errors_only, conversation=conversation,
+    )
+    rows = conversations.summary_rows(page.items)
+    filtered = bool(search.strip()) or model is not None or errors_only
+    if linked is not None and not queries.session(linked):
         st.warning("That conversation has no stored turn yet (sampling may have dropped its turns).",
                    icon=":material/search_off:")
     elif linked is not None and linked not in set(rows["conversation_id"]):
         st.info("The linked conversation is hidden by the filters.", icon=":material/filter_alt:")
     if rows.empty:
-        st.warning("No session matches these filters.")
+        if page_index > 0:
+            st.info("No sessions on this page: it is past the last one.")
+            _pager(page_index, len(rows), page.has_more)
+        elif filtered:
+            st.warning("No session matches these filters.")
+        elif view.this_session:
+            st.info("No sessions yet in this browser session: chat with the model, and each conversation "
+                    "appears here with its turns. Choose the scope Everything to see every session and "
+                    "program.")
+        else:
+            st.info("No sessions yet in this time range and scope.")
         return
     selected = st.session_state.get(state.W_SESSION_PICK)
     _table(rows, selected if selected in set(rows["conversation_id"]) else rows["conversation_id"].iloc[0])
+    _pager(page_index, len(rows), page.has_more)
     picked = _picker(rows)
     row = rows[rows["conversation_id"] == picked].iloc[0]
     _summary(row)
+    traces = queries.session_traces(picked)
     downloads.render_session(traces, picked)
     for number, turn in enumerate(conversations.session_turns(traces, picked), start=1):
         _turn(number, turn)
+
+
+def _page_number() -> int:
+    state.init_widget(state.W_SESSION_PAGE, 1)
+    return int(st.session_state[state.W_SESSION_PAGE]) - 1
+
+
+def _pager(page_index: int, shown: int, has_more: bool) -> None:
+    st.number_input("Page", min_value=1, step=1, key=state.W_SESSION_PAGE,
+                    help=f"{PAGE_SIZE} sessions a page, the most recently active first.")
+    first = page_index * PAGE_SIZE
+    more = "; more on the next page" if has_more else ""
+    st.caption(f"Sessions {f'{first + 1}-{first + shown}' if shown else 'none'} of those in range{more}.")
 
 
 main()

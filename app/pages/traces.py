@@ -156,6 +156,7 @@ def main() -> None:
 def _content(app: AppSession) -> None:
     _take_table_selection()
     assert app.queries is not None
+    app.flush(2.0)  # this session's finished turns are in the file before it is read
     view = history.choose_view(app, app.queries)
     errors_only, slower_ms, search = _filters()
     page_index = _page_number()

@@ -338,19 +338,23 @@ class DashboardQueries:
     def sessions(
         self, *, limit: int = 50, offset: int = 0, since: float | None = None, until: float | None = None,
         text: str | None = None, model: str | None = None, service: str | None = None,
-        errors_only: bool = False,
+        errors_only: bool = False, conversation: str | Sequence[str] | None = None,
     ) -> SessionPage:  # fmt: skip
         """A page of conversations active in [since, until), most recently active first.
 
         The numbers of each cover the whole conversation kept in the file.
+        `conversation`: only these conversation ids (one or a collection);
         `text`: a case-insensitive substring of the id or the first message;
         `model`: conversations with a turn on that model; `errors_only`:
         those with a failed turn.
         """
         limit, offset = _check_page(limit, offset)
         lo, hi = check_range(since, until)
-        check_scope(service, model, None)
+        wanted = check_scope(service, model, conversation).conversations
         where, params = "last_activity >= ? AND first_start < ?", [lo, hi]
+        if wanted is not None:
+            where += f" AND conversation_id IN ({', '.join('?' * len(wanted))})" if wanted else " AND 0"
+            params += list(wanted)
         if service is not None:
             where += " AND service = ?"
             params.append(service)

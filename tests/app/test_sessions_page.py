@@ -109,7 +109,9 @@ def test_filters_by_text_model_and_errors(fake_server: FakeLlamaServer) -> None:
     fake_server.fail_status = None
     at.switch_page(state.SESSIONS_PAGE).run()
     assert list(at.dataframe[0].value["errors"]) == [1, 0]
-    at.text_input(key=state.W_SESSION_SEARCH).set_value("THEN").run()
+    at.text_input(key=state.W_SESSION_SEARCH).set_value("THEN").run()  # a later turn's: not searched
+    assert "No session matches" in at.warning[0].value
+    at.text_input(key=state.W_SESSION_SEARCH).set_value("HI").run()  # the first message (ids are hex)
     assert list(at.dataframe[0].value["conversation_id"]) == [first]
     assert _messages(at)[0] == ("user", "hi")  # the only session shown is the one open
     at.text_input(key=state.W_SESSION_SEARCH).set_value("").run()
@@ -157,6 +159,7 @@ def test_span_names_in_a_waterfall_are_text_not_plotly_markup() -> None:
     name = '<span style="cursor:url(http://127.0.0.1:9/x.png),auto">tool</span> & co'
     at = open_app(state.SESSIONS_PAGE)
     app = at.session_state[state.APP]
+    app.conversations.append("c1")  # as start_turn does: a conversation of this browser session
     root = app.tracer.begin_span(state.TURN_SPAN, {"gen_ai.conversation.id": "c1", "session.id": "c1"})
     app.tracer.begin_span(name, parent=root).end()
     root.end()
@@ -178,3 +181,23 @@ def test_a_linked_conversation_hidden_by_the_filters_says_so(fake_server: FakeLl
     assert "hidden by the filters" in at.info[0].value
     assert list(at.dataframe[0].value["conversation_id"]) == [second]
     assert _messages(at)[0] == ("user", "a new topic")
+
+
+def test_conversations_from_the_file_show_under_everything_and_page_by_page(history_db) -> None:
+    from obs.storage.sqlite import SqliteTraceStore
+    from obs.trace.tracer import Tracer
+
+    at = open_app(state.SESSIONS_PAGE)
+    with SqliteTraceStore(history_db) as other:  # an earlier run, or another program, on the same file
+        tracer = Tracer(store=other, service_name="my-script")
+        for n in range(55):
+            cid = f"c{n:02d}"
+            tracer.begin_span(state.TURN_SPAN, {"gen_ai.conversation.id": cid, "session.id": cid}).end()
+    at.run()
+    assert "No sessions yet in this browser session" in at.info[0].value
+    at.selectbox(key=state.W_SCOPE).set_value("Everything").run()
+    table = at.dataframe[0].value
+    assert len(table) == 50 and table["conversation_id"].iloc[0] == "c54"
+    assert any("Sessions 1-50 of those in range; more on the next page." in c.value for c in at.caption)
+    at.number_input(key=state.W_SESSION_PAGE).set_value(2).run()
+    assert list(at.dataframe[0].value["conversation_id"]) == ["c04", "c03", "c02", "c01", "c00"]
