@@ -1,6 +1,8 @@
-"""Logs page: the session's structured log entries, newest first, filtered by level and trace.
+"""Logs page: structured log entries, newest first, filtered by level and trace.
 
-Entries come from the session's LLMLogger (`get_logs`). Selecting a row that
+In the scope "This browser session" the entries come from the session's
+LLMLogger (`get_logs`); in the others, from the history file a page at a
+time (`DashboardQueries.logs`), every program's or one service's. Selecting a row that
 belongs to a trace, or filtering by a trace id, offers a link that opens that
 trace on the Traces page.
 """
@@ -12,12 +14,13 @@ import json
 import pandas as pd
 import streamlit as st
 
-from app import state
+from app import history, state
 from app.state import AppSession
 from obs.logs import LEVELS, LogEntry
 
 _ALL = "all"
 _LIMIT = 2000
+PAGE_SIZE = 200
 
 
 def _frame(entries: list[LogEntry]) -> pd.DataFrame:
@@ -40,23 +43,52 @@ def _trace_link(trace_id: str) -> None:
                                state.QUERY_SESSION: st.session_state.get(state.SESSION_ID, "")})
 
 
+def _entries(app: AppSession, view: history.View, level: str | None,
+             trace_id: str | None) -> tuple[list[LogEntry], str, bool]:
+    """The entries to show (newest first), what they are, and whether another page follows."""
+    if view.this_session:
+        entries = app.logger.get_logs(level=level, trace_id=trace_id, limit=_LIMIT)
+        return entries, f"of {len(app.logger)} this browser session keeps", False
+    assert app.queries is not None
+    page_index = _page_number()
+    page = app.queries.logs(limit=PAGE_SIZE, offset=page_index * PAGE_SIZE, since=view.since,
+                            min_level=level, trace_id=trace_id, service=view.service)
+    first = page_index * PAGE_SIZE
+    note = "from the history file" + (f", service {view.service}" if view.service else ", every service")
+    if view.model:
+        note += " (log entries are not per model: all are shown)"
+    shown = f"{first + 1}-{first + len(page.items)}" if page.items else "none"
+    return list(page.items), f"{shown} {note}", page.has_more
+
+
+def _page_number() -> int:
+    state.init_widget(state.W_LOG_PAGE, 1)
+    return int(st.session_state[state.W_LOG_PAGE]) - 1
+
+
 def main() -> None:
     """Draw the page."""
     app: AppSession = state.get_app()
     st.title("Logs")
+    assert app.queries is not None
+    app.flush(2.0)  # this session's log entries are in the file before it is read
+    view = history.choose_view(app, app.queries)
     state.init_widget(state.W_LOG_LEVEL, _ALL)
     state.init_widget(state.W_LOG_TRACE, "")
     left, right = st.columns([1, 3])
     level = left.selectbox("Level", (_ALL, *LEVELS), key=state.W_LOG_LEVEL)
     trace_id = right.text_input("Trace id", key=state.W_LOG_TRACE, placeholder="all traces").strip()
-    entries = app.logger.get_logs(level=None if level == _ALL else level, trace_id=trace_id or None,
-                                  limit=_LIMIT)
-    st.caption(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, newest first "
-               f"(of {len(app.logger)} kept)")
-    if trace_id and app.find_trace(trace_id) is not None:
+    entries, what, has_more = _entries(app, view, None if level == _ALL else level, trace_id or None)
+    st.caption(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, newest first ({what})")
+    if not view.this_session:
+        st.number_input("Page", min_value=1, step=1, key=state.W_LOG_PAGE,
+                        help=f"{PAGE_SIZE} entries a page, newest first"
+                             + ("; more on the next page." if has_more else "."))
+    if trace_id and app.queries.trace(trace_id) is not None:
         _trace_link(trace_id)
     if not entries:
-        st.info("No log entries match." if len(app.logger) else "No log entries yet: chat to make some.")
+        st.info("No log entries match." if (len(app.logger) or not view.this_session)
+                else "No log entries yet: chat to make some.")
         return
     frame = _frame(entries)
     event = st.dataframe(
@@ -71,7 +103,7 @@ def main() -> None:
     if rows:
         chosen = entries[rows[0]]
         if chosen.trace_id and chosen.trace_id != trace_id:
-            if app.find_trace(chosen.trace_id) is not None:
+            if app.queries.trace(chosen.trace_id) is not None:
                 _trace_link(chosen.trace_id)
             else:
                 st.caption(f"Trace {chosen.trace_id} is not stored (dropped by sampling or evicted).")

@@ -60,3 +60,24 @@ def test_picking_an_entry_of_a_trace_offers_a_link_to_it() -> None:
     at.run()
     links = at.get("page_link")
     assert [link.proto.label for link in links] == [f"Open trace {failed}"]
+
+
+def test_everything_reads_the_log_entries_of_every_program_from_the_file(history_db) -> None:
+    from obs.logs import LLMLogger
+    from obs.storage.exporter import SqliteLogSink
+
+    at, _, ok, _ = _seeded()
+    from obs.storage.sqlite import SqliteTraceStore
+    from obs.trace.tracer import Tracer
+
+    with SqliteTraceStore(history_db) as other:  # another program's tracer and logger on the file
+        sink = SqliteLogSink(other, service="my-script")
+        with Tracer(store=other, service_name="my-script").start_span("script call"):
+            LLMLogger(stream=sink).info("hello from my script")
+        assert sink.close()
+    at.selectbox(key=state.W_SCOPE).set_value("Everything").run()
+    messages = list(at.dataframe[0].value["message"])
+    assert messages[0] == "hello from my script"
+    assert "chat first finished" in messages
+    at.selectbox(key=state.W_SCOPE).set_value("Service: my-script").run()
+    assert list(at.dataframe[0].value["message"]) == ["hello from my script"]
