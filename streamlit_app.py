@@ -8,7 +8,7 @@ sidebar field is one widget across all pages.
 
 import streamlit as st
 
-from app import access, sidebar, state
+from app import access, receiving, sidebar, state
 
 st.set_page_config(page_title="obs", page_icon="🔭", layout="wide")
 access.require_access()
@@ -21,7 +21,10 @@ page = st.navigation([
     st.Page(state.TRACES_PAGE, title="Traces", icon=":material/account_tree:"),
     st.Page(state.LOGS_PAGE, title="Logs", icon=":material/receipt_long:"),
     alerts,
+    st.Page("app/pages/export.py", title="Export & receive", icon=":material/swap_horiz:"),
 ])
+receiving.receiver()  # started once per process: other programs' traces arrive from the first page load
+receiving.attach_forwarder(state.get_app().tracer)
 sidebar.render(state.get_app(), chat_controls=page.url_path == chat.url_path,
                alerts_link=page.url_path != alerts.url_path)
 page.run()

@@ -1,0 +1,105 @@
+"""Export & receive page: where programs send traces in, where the dashboard forwards its own, files.
+
+- Receive: the receiver's address and the exact `OTEL_EXPORTER_OTLP_ENDPOINT`
+  line that points any OpenTelemetry program at the dashboard (or why there
+  is no receiver).
+- Forward: a form (endpoint, protocol, headers) that sends every trace kept
+  from now on to an OTLP endpoint; the exporter's counters and last error.
+  Header values are taken once and never shown back (only their names).
+- Files: the command that writes the stored traces to a file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import streamlit as st
+
+from app import receiving, sidebar
+
+_PROTOCOLS = ["http/protobuf", "http/json"]
+
+
+def _receive() -> None:
+    st.subheader("Receive traces")
+    info = receiving.receiver()
+    if not info.enabled:
+        st.info(f"The receiver is off ({receiving.RECEIVER_PORT_ENV}=0). Set it to a port (4318 is "
+                "OTLP/HTTP's own) to take traces from other programs.", icon=":material/sensors_off:")
+        return
+    if not info.running:
+        st.warning(info.problem, icon=":material/sensors_off:")
+        return
+    st.markdown(f"Any OpenTelemetry program, in any language, sends its traces here "
+                f"(OTLP/HTTP, `POST {info.endpoint}/v1/traces`). Set in its environment:")
+    st.code("\n".join(receiving.sdk_settings(info)), language="bash")
+    if info.token_required:
+        st.caption("The dashboard asks for its access token, so the receiver does too: `<token>` is the "
+                   "value of OBS\\_ACCESS\\_TOKEN (`Authorization: Bearer <token>`).")
+    st.caption("Spans with GenAI attributes (gen\\_ai.\\*) count as requests in the charts; every trace "
+               f"shows on the Traces page. Prometheus metrics of what arrives: `{info.endpoint}/metrics`.")
+
+
+def _forward_form(forwarder: receiving.Forwarder, current: receiving.ForwarderStatus | None) -> None:
+    with st.form("forward", clear_on_submit=True):
+        endpoint = st.text_input("OTLP endpoint", placeholder="http://localhost:4318",
+                                 help="Base URL of a collector or backend (Jaeger, Tempo, Phoenix, an "
+                                      "OpenTelemetry Collector); /v1/traces is added")
+        protocol = st.selectbox("Protocol", _PROTOCOLS)
+        headers = st.text_area("Headers", placeholder="authorization=Bearer ...",
+                               help="One name=value per line. Values are sent, never shown again.")
+        label = "Forward to this endpoint" if current is None else "Forward here instead"
+        if st.form_submit_button(label, icon=":material/send:"):
+            try:
+                forwarder.configure(endpoint.strip(), protocol, receiving.parse_headers(headers))
+            except ValueError as exc:
+                st.error(str(exc), icon=":material/error:")
+            else:
+                st.rerun()
+
+
+def _forward() -> None:
+    st.subheader("Forward traces")
+    st.caption("Every trace kept from now on (chats and received traces) is also sent to an OTLP endpoint.")
+    forwarder = receiving.forwarder()
+    current = forwarder.status()
+    if current is not None:
+        names = ", ".join(current.header_names) or "none"
+        st.markdown(f"Forwarding to `{current.endpoint}` ({current.protocol}); "
+                    f"headers: {sidebar.md_escape(names)}")
+        cols = st.columns(5)
+        cols[0].metric("Exported traces", current.exported)
+        cols[1].metric("Exported spans", current.exported_spans)
+        cols[2].metric("Retries", current.retries)
+        cols[3].metric("Failed traces", current.failed)
+        cols[4].metric("Dropped (queue full)", current.dropped)
+        if current.last_error:
+            when = dt.datetime.fromtimestamp(current.last_error_at or 0).strftime("%H:%M:%S")
+            st.error(f"Last error ({when}): {current.last_error}", icon=":material/error:")
+        left, right = st.columns([1, 3])
+        if left.button("Stop forwarding", icon=":material/stop:"):
+            forwarder.stop()
+            st.rerun()
+        if right.button("Refresh counters", icon=":material/refresh:"):
+            st.rerun()
+    _forward_form(forwarder, current)
+
+
+def _files() -> None:
+    st.subheader("Export to a file")
+    st.markdown("The Traces and Sessions pages download what they show. For everything kept in a time "
+                "window, from a shell:")
+    st.code("python -m obs.export --format otlp-json --since 24h --out traces.json", language="bash")
+    st.caption("Formats: otlp-json (OpenTelemetry), jaeger (Jaeger UI: Search → Upload), zipkin (Zipkin UI); "
+               "--since 15m, 1h, 24h, 7d or all.")
+
+
+def main() -> None:
+    """Draw the page."""
+    st.title("Export & receive")
+    _receive()
+    _forward()
+    _files()
+
+
+main()
