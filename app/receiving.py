@@ -270,7 +270,7 @@ class Forwarder:
 
     def configure(self, endpoint: str, protocol: str = "http/protobuf",
                   headers: Mapping[str, str] | None = None) -> None:
-        """Forward from now on to `endpoint` (a base URL, `/v1/traces` added) with `protocol` and `headers`.
+        """Forward from now on to `endpoint` (a URL with no path gets `/v1/traces`), `protocol`, `headers`.
 
         ValueError (from `OtlpHttpExporter`, naming the bad argument, never a
         header value) leaves the current configuration as it was. The

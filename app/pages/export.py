@@ -40,22 +40,37 @@ def _receive() -> None:
                f"shows on the Traces page. Prometheus metrics of what arrives: `{info.endpoint}/metrics`.")
 
 
-def _forward_form(forwarder: receiving.Forwarder, current: receiving.ForwarderStatus | None) -> None:
-    with st.form("forward", clear_on_submit=True):
-        endpoint = st.text_input("OTLP endpoint", placeholder="http://localhost:4318",
-                                 help="Base URL of a collector or backend (Jaeger, Tempo, Phoenix, an "
-                                      "OpenTelemetry Collector); /v1/traces is added")
-        protocol = st.selectbox("Protocol", _PROTOCOLS)
-        headers = st.text_area("Headers", placeholder="authorization=Bearer ...",
-                               help="One name=value per line. Values are sent, never shown again.")
+_ENDPOINT, _PROTOCOL, _HEADERS, _PROBLEM = "w_forward_endpoint", "w_forward_protocol", "w_forward_headers", \
+    "forward_problem"
+
+
+def _apply() -> None:
+    """The submit: configure the forwarder, then empty the headers field (values are never sent back)."""
+    forwarder = receiving.forwarder()
+    try:
+        forwarder.configure(str(st.session_state.get(_ENDPOINT) or "").strip(),
+                            str(st.session_state.get(_PROTOCOL) or _PROTOCOLS[0]),
+                            receiving.parse_headers(str(st.session_state.get(_HEADERS) or "")))
+    except ValueError as exc:
+        st.session_state[_PROBLEM] = str(exc)
+    else:
+        st.session_state[_PROBLEM] = ""
+    st.session_state[_HEADERS] = ""
+
+
+def _forward_form(current: receiving.ForwarderStatus | None) -> None:
+    with st.form("forward"):
+        st.text_input("OTLP endpoint", placeholder="http://localhost:4318", key=_ENDPOINT,
+                      help="Base URL of a collector or backend (Jaeger, Tempo, Phoenix, an "
+                           "OpenTelemetry Collector); a URL with no path gets /v1/traces")
+        st.selectbox("Protocol", _PROTOCOLS, key=_PROTOCOL)
+        st.text_area("Headers", placeholder="authorization=Bearer ...", key=_HEADERS,
+                     help="One name=value per line. Values are sent, never shown again.")
         label = "Forward to this endpoint" if current is None else "Forward here instead"
-        if st.form_submit_button(label, icon=":material/send:"):
-            try:
-                forwarder.configure(endpoint.strip(), protocol, receiving.parse_headers(headers))
-            except ValueError as exc:
-                st.error(str(exc), icon=":material/error:")
-            else:
-                st.rerun()
+        st.form_submit_button(label, icon=":material/send:", on_click=_apply)
+    problem = st.session_state.get(_PROBLEM)
+    if problem:
+        st.error(problem, icon=":material/error:")
 
 
 def _forward() -> None:
@@ -82,7 +97,7 @@ def _forward() -> None:
             st.rerun()
         if right.button("Refresh counters", icon=":material/refresh:"):
             st.rerun()
-    _forward_form(forwarder, current)
+    _forward_form(current)
 
 
 def _files() -> None:
