@@ -48,7 +48,7 @@ def test_chat_page_draws_input_history_and_sidebar(dead_url: str) -> None:
     assert "unreachable" in sidebar_text
     assert "OBS_EMBEDDED_SERVER=0" in plain(" ".join(c.value for c in at.sidebar.caption))
     labels = [b.label for b in at.sidebar.button]
-    assert labels == ["New conversation"]
+    assert labels == ["New conversation", "Clear history…"]
 
 
 def test_a_negative_price_is_refused_and_the_last_good_price_kept() -> None:

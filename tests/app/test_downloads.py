@@ -104,9 +104,11 @@ def test_traces_page_downloads_the_selected_trace_in_each_format(files) -> None:
     app = at.session_state[state.APP]
     clock, ids = FakeClock(), SequentialIdGenerator()
     first, second = _nested_trace(clock, ids, "first pipeline"), _nested_trace(clock, ids, "second pipeline")
-    app.store.add(first)
-    app.store.add(second)
+    app.db.add(first)  # the history file the page reads
+    app.db.add(second)
     at.session_state[state.SELECTED_TRACE] = first.id
+    at.selectbox(key=state.W_RANGE).set_value("All")
+    at.selectbox(key=state.W_SCOPE).set_value("Everything")
     at.run()
     assert not at.exception, at.exception
     served = _served(at, files)
