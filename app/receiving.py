@@ -33,8 +33,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import streamlit as st
@@ -62,6 +62,7 @@ __all__ = [
     "receiver",
     "receiver_port_from_env",
     "sdk_settings",
+    "start_receiver",
 ]
 
 RECEIVER_PORT_ENV = "OBS_RECEIVER_PORT"
@@ -117,7 +118,8 @@ class ReceiverInfo:
     port: int = 0
     token_required: bool = False
     problem: str = ""
-    app: Any = None
+    app: Any = field(default=None, repr=False)
+    stop: Callable[[], None] | None = field(default=None, repr=False)
 
     @property
     def running(self) -> bool:
@@ -159,7 +161,14 @@ class _Tee:
         self._target.shutdown()
 
 
-def _start(host: str, port: int, token: str | None, store: Any) -> ReceiverInfo:
+def start_receiver(host: str, port: int, token: str | None, store: Any) -> ReceiverInfo:
+    """Serve the receiver on `host:port` (0: any free port), storing into `store`; wait until it listens.
+
+    With `token`, both routes require it as a bearer header. The returned
+    info's `stop()` (also run at exit) stops the server and stores what is
+    queued. A port that cannot be bound gives an info whose `problem` says
+    so; nothing is raised for it.
+    """
     import uvicorn  # only a dashboard with a receiver needs a server
 
     exporter = _Tee(MergingStoreExporter(SqliteExporter(store)), forwarder())
@@ -192,9 +201,11 @@ def _start(host: str, port: int, token: str | None, store: Any) -> ReceiverInfo:
         app.state.ingest.shutdown(_STOP_TIMEOUT_S)  # stores what is queued, if the lifespan did not
 
     atexit.register(stop)
+    if port == 0:
+        port = next(s.getsockname()[1] for server_ in server.servers for s in server_.sockets)
     endpoint = f"http://{_shown_host(host)}:{port}"
     _log.info("receiving OTLP/HTTP traces at %s/v1/traces", endpoint)
-    return ReceiverInfo(True, endpoint, port, token is not None, "", app)
+    return ReceiverInfo(True, endpoint, port, token is not None, "", app, stop)
 
 
 @st.cache_resource(show_spinner=False)
@@ -207,7 +218,7 @@ def _receiver(host: str, port: int) -> ReceiverInfo:
         return ReceiverInfo(True, port=port, problem=str(exc))
     history = state.history_file()  # opened (and its close registered) before our stop: stop runs first
     try:
-        return _start(host, port, token, history.store)
+        return start_receiver(host, port, token, history.store)
     except Exception as exc:  # the dashboard works without a receiver
         _log.exception("starting the OTLP receiver failed")
         return ReceiverInfo(True, port=port, problem=f"the OTLP receiver did not start: {exc}")
