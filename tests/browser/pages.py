@@ -21,6 +21,7 @@ PLOTS = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(gd
 # step with its canvas: one list of cell texts per row drawn, in the order shown.
 _GRID_ROWS = """table => Array.from(table.querySelectorAll('tbody tr')).map(
   row => Array.from(row.querySelectorAll('td')).map(cell => cell.innerText))"""
+_GRID_HEADERS = """table => Array.from(table.querySelectorAll('thead th')).map(cell => cell.innerText)"""
 
 # True once every Plotly chart is drawn at the width of its container (after a resize, say).
 _PLOTS_FIT = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).every(gd =>
@@ -66,10 +67,22 @@ def grid_rows(table: Any) -> list[list[str]]:
     return table.evaluate(_GRID_ROWS)
 
 
+def grid_records(table: Any) -> list[dict[str, str]]:
+    """The rows `table` shows, each as {column header as shown: cell text}, top to bottom."""
+    headers = table.evaluate(_GRID_HEADERS)
+    return [dict(zip(headers, row, strict=True)) for row in grid_rows(table)]
+
+
 def wait_for_grid_rows(table: Any, count: int) -> list[list[str]]:
     """Wait until `table` shows `count` rows; return them."""
     table.locator("tbody tr").nth(count - 1).wait_for(state="attached")
     return grid_rows(table)
+
+
+def wait_for_grid_records(table: Any, count: int) -> list[dict[str, str]]:
+    """Wait until `table` shows `count` rows; return them as {column header: cell text}."""
+    wait_for_grid_rows(table, count)
+    return grid_records(table)
 
 
 def select_row(page: Any, table: Any, row: int) -> None:

@@ -30,13 +30,13 @@ from tests.browser.pages import (
     PLOT,
     PLOTS,
     grid,
-    grid_rows,
+    grid_records,
     open_page,
     select_row,
     send,
     set_number,
     shot,
-    wait_for_grid_rows,
+    wait_for_grid_records,
 )
 
 pytestmark = pytest.mark.browser
@@ -91,13 +91,17 @@ def test_two_chat_messages_stream_answers_with_captions(page: Any, app_url: str,
     shot(page, artifacts, "chat")
 
 
-def _cost_rows(page: Any) -> dict[str, list[str]]:
-    """The Dashboard's Cost by model table: model -> [requests, cost, priced by, not priced, server time]."""
+def _cost_rows(page: Any) -> dict[str, dict[str, str]]:
+    """The Dashboard's Cost by model table: model -> its row, {column header: cell text}."""
     section = page.get_by_test_id("stVerticalBlock").filter(
         has=page.get_by_role("heading", name="Cost by model")).last
     table = section.get_by_test_id("stDataFrame").locator(GRID_TABLE)
     table.locator("tbody tr").first.wait_for(state="attached")
-    return {row[0]: row[1:] for row in grid_rows(table)}
+    return {row["Model"]: row for row in grid_records(table)}
+
+
+def _cells(row: dict[str, str], *columns: str) -> tuple[str, ...]:
+    return tuple(row[column] for column in columns)
 
 
 def test_dashboard_draws_plotly_charts_counting_the_two_requests(page: Any, artifacts: Path) -> None:
@@ -111,9 +115,8 @@ def test_dashboard_draws_plotly_charts_counting_the_two_requests(page: Any, arti
     # Both answers came from the embedded model, priced by the default per-1K-token prices.
     [(model, row)] = _cost_rows(page).items()
     assert model.startswith("SmolLM2")
-    requests, cost, priced_by, unpriced, _ = row
-    assert (requests, priced_by, unpriced) == ("2", "tokens", "0")
-    assert cost.startswith("$0.0") and cost != "$0"
+    assert _cells(row, "Requests", "Priced by", "Not priced") == ("2", "tokens", "0")
+    assert row["Cost"].startswith("$0.0") and row["Cost"] != "$0"
     page.get_by_text("New requests are priced per 1K tokens: $0.0010 prompt, $0.0020 completion.").wait_for()
     path = shot(page, artifacts, "dashboard")
     if os.environ.get("OBS_DOCS_SCREENSHOT") == "1":
@@ -124,10 +127,9 @@ def test_dashboard_draws_plotly_charts_counting_the_two_requests(page: Any, arti
 
 def test_traces_page_shows_each_answer_as_a_trace_with_its_waterfall(page: Any, artifacts: Path) -> None:
     open_page(page, "Traces")
-    # Columns: time, name, duration, status, spans, tokens in, tokens out, cost, trace id; newest first.
-    rows = wait_for_grid_rows(grid(page), 2)
-    assert [(row[1], row[3], row[4]) for row in rows] == [("chat turn", "success", "2")] * 2
-    newest = rows[0][8]
+    rows = wait_for_grid_records(grid(page), 2)  # newest first
+    assert [_cells(row, "Name", "Status", "Spans") for row in rows] == [("chat turn", "success", "2")] * 2
+    newest = rows[0]["Trace id"]
     page.get_by_text(f"trace {newest} · 2 span(s) · status success").wait_for()
     page.wait_for_function(f"() => document.querySelectorAll('{PLOT}').length >= 1")
     waterfall = next(plot for plot in page.evaluate(PLOTS) if plot["title"] == "Waterfall")
@@ -140,18 +142,17 @@ def test_logs_page_lists_each_answers_entries_and_links_to_their_trace(page: Any
     open_page(page, "Logs")
     caption = page.get_by_text(re.compile(r"^\d+ entries, newest first"))
     count = int(caption.inner_text().split()[0])
-    # Columns: time, level, message, trace id, span id, data; newest first.
-    rows = wait_for_grid_rows(grid(page), count)
+    rows = wait_for_grid_records(grid(page), count)  # newest first
     assert len(rows) == count
-    messages = [row[2] for row in rows]
-    finished = [row for row in rows if re.fullmatch(r"chat SmolLM2\S* finished", row[2])]
+    messages = [row["Message"] for row in rows]
+    finished = [row for row in rows if re.fullmatch(r"chat SmolLM2\S* finished", row["Message"])]
     assert len(finished) == 2, messages
-    assert all(row[1] == "info" and re.fullmatch(r"[0-9a-f]{32}", row[3]) for row in finished)
-    assert all('"latency_ms"' in row[5] for row in finished)
-    assert len({row[3] for row in finished}) == 2  # one trace per answer
+    assert all(row["Level"] == "info" and re.fullmatch(r"[0-9a-f]{32}", row["Trace id"]) for row in finished)
+    assert all('"latency_ms"' in row["Data"] for row in finished)
+    assert len({row["Trace id"] for row in finished}) == 2  # one trace per answer
     shot(page, artifacts, "logs")
     # Picking an entry of a trace offers a link to it, which opens that trace.
-    first_answer = finished[-1][3]
+    first_answer = finished[-1]["Trace id"]
     select_row(page, grid(page), rows.index(finished[-1]))
     link = page.get_by_role("link", name=f"Open trace {first_answer}")
     link.click()
@@ -202,12 +203,12 @@ def test_a_new_conversation_starts_afresh_and_a_table_row_picked_from_the_keyboa
     open_page(page, "Traces")
     table = grid(page)
     # Newest first: this answer, the HTML reply, the model's two answers; each turn a trace of 2 spans.
-    rows = wait_for_grid_rows(table, 4)
-    assert [(row[1], row[4]) for row in rows] == [("chat turn", "2")] * 4
+    rows = wait_for_grid_records(table, 4)
+    assert [_cells(row, "Name", "Spans") for row in rows] == [("chat turn", "2")] * 4
     for row in (1, 0):  # the HTML reply's turn, then the newest
         select_row(page, table, row)
-        page.get_by_text(f"trace {rows[row][8]} · 2 span(s)").wait_for()
-    assert [row[8] for row in grid_rows(table)] == [row[8] for row in rows]
+        page.get_by_text(f"trace {rows[row]['Trace id']} · 2 span(s)").wait_for()
+    assert [row["Trace id"] for row in grid_records(table)] == [row["Trace id"] for row in rows]
     shot(page, artifacts, "traces-selected")
 
 
@@ -228,7 +229,8 @@ def test_a_compute_price_set_in_the_sidebar_prices_answers_by_server_time_and_ze
     open_page(page, "Dashboard")
     rows = _cost_rows(page)
     # The fake server reports prompt_ms 4 + predicted_ms 8: 12 ms of server time per answer.
-    assert rows["laptop-model"][:4] == ["1", "free", "free", "0"]
-    assert rows["rented-gpu"][:4] == ["1", "$0.000003", "server time", "0"]
+    columns = ("Requests", "Cost", "Priced by", "Not priced")
+    assert _cells(rows["laptop-model"], *columns) == ("1", "free", "free", "0")
+    assert _cells(rows["rented-gpu"], *columns) == ("1", "$0.000003", "server time", "0")
     page.get_by_text("New requests are priced by server time: $0.9000 per hour").wait_for()
     shot(page, artifacts, "dashboard-cost")
