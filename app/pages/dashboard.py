@@ -27,6 +27,7 @@ from obs.storage.results import SeriesBucket, Tiles
 REFRESH_CHOICES_S = (1, 2, 5, 10, 30)
 BUCKET_CHOICES = {"1 second": 1, "1 minute": 60}
 _RECENT_TRACES = 200
+_BUCKET_NAMES = {1: "1 second", 60: "1 minute", 3600: "1 hour"}
 _PLOTLY_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
 
 
@@ -99,14 +100,23 @@ def _sampling(app: AppSession, timeline: pd.DataFrame) -> None:
     )
 
 
-def _bucket_for(bucket_s: int, since: float | None) -> int:
-    """The chosen bucket where the queries allow it: 1 s over an hour at most, hours beyond a day."""
-    span = None if since is None else time.time() - since
+def bucket_for(
+    bucket_s: int, since: float | None, first_at: float | None, now: float
+) -> tuple[int, float | None]:
+    """The bucket the charts use and where their series starts.
+
+    The chosen bucket where the queries allow it: 1 s buckets over an hour
+    at most, hours beyond a day. The series starts at the range's start, or
+    (range "All") at the first stored request in scope, so that a short
+    history is drawn in the chosen buckets rather than in hours.
+    """
+    start = since if since is not None else first_at
+    span = None if start is None else now - start
     if span is None or span > 86400.0:
-        return 3600
+        return 3600, start
     if bucket_s == 1 and span > 3600.0:
-        return 60
-    return bucket_s
+        return 60, start
+    return bucket_s, start
 
 
 def tile_values(tiles: Tiles) -> dict[str, str | int]:
@@ -142,14 +152,14 @@ def _panel(app: AppSession, view: View) -> None:
     since, scope = view.since, view.scope
     queries = app.queries
     assert queries is not None  # every session has the history file (or its in-memory stand-in)
-    bucket_s = _bucket_for(app.settings.bucket_s, since)
     app.flush(2.0)  # this session's finished turns are in the file before it is read
     tiles = queries.tiles(since, **scope)
+    bucket_s, series_since = bucket_for(app.settings.bucket_s, since, tiles.first_request_at, time.time())
     values = list(tile_values(tiles).items())
     for row in (values[:4], values[4:]):
         for column, (label, value) in zip(st.columns(4), row, strict=False):
             column.metric(label, value, border=True)
-    timeline = timeline_frame(queries.series(bucket_s, since, **scope))
+    timeline = timeline_frame(queries.series(bucket_s, series_since, **scope))
     histogram = histogram_frame(queries.latency_histogram(since, **scope))
     page = queries.traces(limit=_RECENT_TRACES, since=since, **scope)
     requests = requests_frame(reversed(queries.store.get_many([t.trace_id for t in page.items])))
@@ -169,8 +179,9 @@ def _panel(app: AppSession, view: View) -> None:
     recent = f"the latest {len(page.items)}" if page.has_more else f"all {len(page.items)}"
     st.caption(
         f"Tiles, throughput, errors, cost and the latency distribution count every stored request in range "
-        f"({tiles.request_count:,}), in {bucket_s:,} s buckets; the per-request charts show the requests of "
-        f"{recent} trace(s) in range. Traces dropped by sampling are not stored, so not counted here."
+        f"({tiles.request_count:,}), in {_BUCKET_NAMES[bucket_s]} buckets; the per-request charts show the "
+        f"requests of {recent} trace(s) in range. Traces dropped by sampling are not stored, so not "
+        "counted here."
     )
 
 

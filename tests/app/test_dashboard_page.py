@@ -163,3 +163,39 @@ def test_a_negative_compute_price_is_refused_and_the_last_good_one_kept() -> Non
     at.sidebar.number_input(key=state.W_COMPUTE_PRICE).set_value(None).run()  # emptied: back to tokens
     assert app.settings.compute_price is None
     assert app.collector.price_for().pricing == "tokens"
+
+
+def test_the_charts_bucket_follows_the_range_and_the_history_held() -> None:
+    from app.pages.dashboard import bucket_for
+
+    now = 1_800_000_000.0
+    assert bucket_for(1, now - 900, None, now) == (1, now - 900)
+    assert bucket_for(1, now - 86400, None, now) == (60, now - 86400)
+    assert bucket_for(60, now - 7 * 86400, None, now) == (3600, now - 7 * 86400)
+    # Range "All": from the first stored request, so a short history keeps the chosen buckets.
+    assert bucket_for(1, None, now - 120, now) == (1, now - 120)
+    assert bucket_for(1, None, None, now) == (3600, None)
+
+
+def test_tiles_count_the_history_file_by_scope(history_db) -> None:
+    from obs.storage.sqlite import SqliteTraceStore
+    from obs.trace.tracer import Tracer
+
+    at = open_app(PAGE)
+    app = at.session_state[state.APP]
+    record_request(app, latency_ms=200.0)
+    at.selectbox(key=state.W_SCOPE).set_value("Everything").run()
+    assert _tiles(at)["Total Requests"] == "1"
+    other = SqliteTraceStore(history_db)  # another program's request, written to the same file
+    with other, Tracer(store=other, service_name="my-script").start_span("chat other", kind="client") as span:
+        span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.request.model": "other-model",
+                             "obs.latency_ms": 800.0})
+    at.run()
+    tiles = _tiles(at)
+    assert (tiles["Total Requests"], tiles["P95 Latency"]) == ("2", "800ms")
+    at.selectbox(key=state.W_SCOPE).set_value("Service: my-script").run()
+    assert _tiles(at)["Total Requests"] == "1"
+    at.selectbox(key=state.W_SCOPE).set_value("Model: test-model").run()
+    assert (_tiles(at)["Total Requests"], _tiles(at)["P95 Latency"]) == ("1", "200ms")
+    at.selectbox(key=state.W_SCOPE).set_value("This browser session").run()
+    assert (_tiles(at)["Total Requests"], _tiles(at)["P95 Latency"]) == ("1", "200ms")

@@ -66,7 +66,7 @@ def test_everything_reads_the_log_entries_of_every_program_from_the_file(history
     from obs.logs import LLMLogger
     from obs.storage.exporter import SqliteLogSink
 
-    at, _, ok, _ = _seeded()
+    at, *_ = _seeded()
     from obs.storage.sqlite import SqliteTraceStore
     from obs.trace.tracer import Tracer
 
