@@ -22,7 +22,7 @@ from obs.llm.llama.server import find_free_port
 from obs.storage.sqlite import SqliteTraceStore
 from obs.trace.traces import Trace
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, run_app
-from tests.browser.pages import PLOTS, grid, open_page, shot, wait_for_grid_rows, wait_idle
+from tests.browser.pages import PLOTS, grid, open_page, select_row, shot, wait_for_grid_records, wait_idle
 
 _ARRIVAL_TIMEOUT_S = 30.0
 
@@ -134,8 +134,6 @@ def test_a_trace_sent_by_the_opentelemetry_sdk_reaches_the_apps_file_whole(
     assert stored.metadata.get("service.name") == "trip-planner"
 
 
-@pytest.mark.xfail(strict=True, reason="the Traces page lists this browser session's traces only, until it "
-                   "reads the shared history file")
 def test_a_trace_sent_by_the_opentelemetry_sdk_shows_on_the_traces_page(
     tab: Any, served: tuple[str, int, Path], artifacts: Path
 ) -> None:
@@ -143,12 +141,23 @@ def test_a_trace_sent_by_the_opentelemetry_sdk_shows_on_the_traces_page(
     trace_id, _, _ = _send_with_opentelemetry_sdk(_endpoint_shown(tab))
     _stored(db, trace_id)
     open_page(tab, "Traces")
-    rows = wait_for_grid_rows(grid(tab), 1)
-    row = next(r for r in rows if r[-1] == trace_id)
-    assert row[1] == "plan trip"
-    assert (row[5], row[6]) == ("31", "9")  # prompt and completion tokens, as the table shows them
+    _choose(tab, "Scope", "Everything")  # another program's traces are not this browser session's
+    records = wait_for_grid_records(grid(tab), 1)
+    row = next(r for r in records if r["Trace id"] == trace_id)
+    assert (row["Name"], row["Service"], row["Spans"]) == ("plan trip", "trip-planner", "2")
+    assert (row["Tokens in"], row["Tokens out"]) == ("31", "9")
+    select_row(tab, grid(tab), records.index(row))
+    tab.get_by_role("heading", name="plan trip", exact=True).wait_for()
+    tab.get_by_text(f"trace {trace_id}").wait_for()
     waterfall = next(p for p in tab.evaluate(PLOTS) if p["ticktext"])
     labels = waterfall["ticktext"]
     assert [label.strip("\u00a0") for label in labels] == ["plan trip", "chat qwen2.5"]
-    assert len(labels[1]) - len(labels[1].lstrip("\u00a0")) > 0  # the model call drawn under its parent
+    assert not labels[0].startswith("\u00a0") and labels[1].startswith("\u00a0")  # the call under its parent
     shot(tab, artifacts, "traces-received")
+
+
+def _choose(tab: Any, label: str, option: str) -> None:
+    """Pick `option` in the select box labelled `label`, as a user does: open it, click the option."""
+    tab.get_by_test_id("stSelectbox").filter(has_text=label).click()
+    tab.get_by_role("option", name=option, exact=True).click()
+    wait_idle(tab)
