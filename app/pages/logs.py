@@ -81,7 +81,7 @@ def main() -> None:
     entries, what, has_more = _entries(app, view, None if level == _ALL else level, trace_id or None)
     st.caption(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, newest first ({what})")
     if not view.this_session:
-        st.number_input("Page", min_value=1, step=1, key=state.W_LOG_PAGE,
+        st.columns([1, 4])[0].number_input("Page", min_value=1, step=1, key=state.W_LOG_PAGE,
                         help=f"{PAGE_SIZE} entries a page, newest first"
                              + ("; more on the next page." if has_more else "."))
     if trace_id and app.queries.trace(trace_id) is not None:

@@ -228,7 +228,7 @@ def _page_number() -> int:
 
 
 def _pager(page_index: int, shown: int, has_more: bool) -> None:
-    st.number_input("Page", min_value=1, step=1, key=state.W_SESSION_PAGE,
+    st.columns([1, 4])[0].number_input("Page", min_value=1, step=1, key=state.W_SESSION_PAGE,
                     help=f"{PAGE_SIZE} sessions a page, the most recently active first.")
     first = page_index * PAGE_SIZE
     more = "; more on the next page" if has_more else ""

@@ -187,7 +187,7 @@ def _content(app: AppSession) -> None:
         trace = app.queries.trace(selected_id)
     _table(items, selected_id)
     first = page_index * PAGE_SIZE
-    st.number_input(
+    st.columns([1, 4])[0].number_input(
         "Page", min_value=1, step=1, key=state.W_TRACE_PAGE,
         help=f"{PAGE_SIZE} traces a page, newest first.",
     )
