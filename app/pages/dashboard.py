@@ -106,11 +106,11 @@ def bucket_for(
     """The bucket the charts use and where their series starts.
 
     The chosen bucket where the queries allow it: 1 s buckets over an hour
-    at most, hours beyond a day. The series starts at the range's start, or
-    (range "All") at the first stored request in scope, so that a short
-    history is drawn in the chosen buckets rather than in hours.
+    at most, hours beyond a day. The series starts at the first stored
+    request in range and scope (the range's start when there is none), so
+    that a short history is drawn in the chosen buckets rather than in hours.
     """
-    start = since if since is not None else first_at
+    start = first_at if since is None or (first_at is not None and first_at > since) else since
     span = None if start is None else now - start
     if span is None or span > 86400.0:
         return 3600, start

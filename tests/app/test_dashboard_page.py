@@ -174,6 +174,7 @@ def test_the_charts_bucket_follows_the_range_and_the_history_held() -> None:
     assert bucket_for(60, now - 7 * 86400, None, now) == (3600, now - 7 * 86400)
     # Range "All": from the first stored request, so a short history keeps the chosen buckets.
     assert bucket_for(1, None, now - 120, now) == (1, now - 120)
+    assert bucket_for(1, now - 86400, now - 120, now) == (1, now - 120)  # a day's range, two minutes held
     assert bucket_for(1, None, None, now) == (3600, None)
 
 
