@@ -89,3 +89,19 @@ def test_a_file_the_app_cannot_use_is_explained_and_the_chat_still_works(
     assert any("Hello from the fake server." in text for text in answers), answers
     if before is not None:
         assert path.read_bytes() == before  # never written to
+
+
+def test_alert_state_changes_are_stored_in_the_file(history_db: Path) -> None:
+    from obs.storage.queries import DashboardQueries
+
+    at = open_app()
+    app = at.session_state[state.APP]
+    app.set_alert_thresholds(0.01, 5000.0, 1)
+    record_request(app, latency_ms=100.0, error=True)
+    app.evaluate_alerts()  # as the background evaluator does
+    app.evaluate_alerts()  # nothing new: nothing stored twice
+    with SqliteTraceStore(history_db) as reopened:
+        stored = DashboardQueries(reopened).alert_transitions()
+    assert [(t.rule, t.from_status) for t in reversed(stored)] == [
+        (t.rule, t.from_status) for t in app.alerts.history]
+    assert stored and stored[-1].rule == "high_error_rate"
