@@ -230,6 +230,10 @@ class AppSession:
     logs to `logger` and tells `notifiers` (the process's webhook, if any);
     the process's alert evaluator evaluates it. `thresholds` maps a chart name ("latency_ms",
     "ttft_ms", "error_rate") to the lines drawn on it, derived from those rules.
+    With `db` (the process's history file), kept traces, log entries and
+    alert state changes are also written there, through `writers` (the
+    process's shared trace and log writers; new ones when not given), and
+    `queries` reads it; `conversations` lists this session's conversation ids.
     """
 
     settings: Settings
@@ -242,6 +246,7 @@ class AppSession:
     lock: threading.RLock = field(default_factory=threading.RLock)
     notifiers: tuple[Notifier, ...] = ()
     db: SqliteTraceStore | None = None
+    writers: tuple[BatchProcessor, SqliteLogSink] | None = None
     tracer: Tracer = field(init=False)
     client: InstrumentedClient = field(init=False)
     alerts: AlertManager = field(init=False)
@@ -259,8 +264,8 @@ class AppSession:
         if self.db is not None:
             # Kept traces and log entries go to the shared file from background threads, so a
             # chat never waits for the disk.
-            processors.append(BatchProcessor(SqliteExporter(self.db), schedule_delay_s=_EXPORT_DELAY_S))
-            self._log_sink = SqliteLogSink(self.db, service=SERVICE_NAME)
+            processor, self._log_sink = self.writers or _writers(self.db)
+            processors.append(processor)
             self.logger = LLMLogger(min_level="info", stream=self._log_sink)
         self.tracer = Tracer(store=self.store, collector=self.collector, logger=self.logger,
                              processors=processors, service_name=SERVICE_NAME)
@@ -516,6 +521,12 @@ class AppSession:
         return list(self.thresholds.get(chart, ()))
 
 
+def _writers(db: SqliteTraceStore) -> tuple[BatchProcessor, SqliteLogSink]:
+    """A background writer of finished traces and one of log entries, both into `db`."""
+    return (BatchProcessor(SqliteExporter(db), schedule_delay_s=_EXPORT_DELAY_S),
+            SqliteLogSink(db, service=SERVICE_NAME))
+
+
 class _SavingAlertManager(AlertManager):
     """An AlertManager whose every evaluation (the background evaluator's too) stores its state changes."""
 
@@ -611,6 +622,7 @@ class HistoryFile:
     store: SqliteTraceStore
     requested: str
     problem: str = ""
+    writers: tuple[BatchProcessor, SqliteLogSink] | None = None
 
     @property
     def in_memory(self) -> bool:
@@ -646,8 +658,16 @@ def _open_history(path: str) -> HistoryFile:
         store.start_retention(_RETENTION_INTERVAL_S)
     except Exception:  # retention is housekeeping: the app works without it
         _log.exception("starting retention failed")
-    atexit.register(store.close)
-    return HistoryFile(store, path, problem)
+    # One trace writer and one log writer (each a thread) for every session of the process.
+    processor, sink = writers = _writers(store)
+
+    def close() -> None:
+        processor.shutdown(5.0)
+        sink.close(5.0)
+        store.close()
+
+    atexit.register(close)
+    return HistoryFile(store, path, problem, writers)
 
 
 def history_file() -> HistoryFile:
@@ -707,9 +727,10 @@ def get_app() -> AppSession:
                          icon=":material/lock:")
             url, how = _initial_server()
             hook, _ = alert_webhook()
-            db = history_file().store
+            history = history_file()
             app = AppSession(Settings(server_url=url), connection_note=how,
-                             notifiers=(hook,) if hook is not None else (), db=db)
+                             notifiers=(hook,) if hook is not None else (), db=history.store,
+                             writers=history.writers)
             sid = secrets.token_urlsafe(12)
             if owner is not None and not _registry().put(owner, sid, app):
                 _log.warning("session registry full of active browsers: this session will not survive "
