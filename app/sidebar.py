@@ -214,6 +214,10 @@ def _size(n: int) -> str:
     return f"{n:,.1f} GB"
 
 
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n:,} {one if n == 1 else many or one + 's'}"
+
+
 def _ask_to_clear() -> None:
     st.session_state[state.CLEAR_ASKED] = True
 
@@ -252,8 +256,9 @@ def render_history_settings() -> None:
             return
         where = "in memory (nothing is kept after the app stops)" if history.in_memory else f"`{info.path}`"
         st.markdown(f"File: {where}")
-        st.caption(f"{_size(info.size_bytes)} · {info.trace_count:,} traces · "
-                   f"{info.request_count:,} requests · {info.log_count:,} log entries")
+        counts = (_count(info.trace_count, "trace"), _count(info.request_count, "request"),
+                  _count(info.log_count, "log entry", "log entries"))
+        st.caption(" · ".join((_size(info.size_bytes), *counts)))
         policy = info.retention
         state.init_widget(state.W_KEEP_DAYS, None if policy.max_age_s is None else policy.max_age_s / 86400)
         state.init_widget(state.W_KEEP_TRACES, policy.max_traces)

@@ -28,7 +28,7 @@ def test_the_sidebar_shows_the_file_its_traces_and_retention(history_db: Path) -
     at.run()
     text = _history_text(at)
     assert f"File: `{history_db}`" in text
-    assert "1 traces · 1 requests" in text
+    assert "1 trace · 1 request · 1 log entry" in text
     assert "Retention: 7 days, at most 100,000 traces; applied in the background." in text
     assert at.sidebar.number_input(key=state.W_KEEP_DAYS).value == 7
     assert at.sidebar.number_input(key=state.W_KEEP_TRACES).value == 100_000
