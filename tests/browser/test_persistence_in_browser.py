@@ -102,6 +102,7 @@ def test_after_a_restart_the_earlier_traces_session_and_tiles_show(
         tab = _tab(chromium, url)
         send(tab, "Does the history survive a restart?", 0)
         _everything(tab, "Dashboard")
+        tab.wait_for_function(f"() => ({_TILES})()['Total Requests'] === '1'")
         before = _tiles(tab)
         assert before["Total Requests"] == "1"
         _everything(tab, "Traces")
@@ -112,6 +113,8 @@ def test_after_a_restart_the_earlier_traces_session_and_tiles_show(
     with run_app(tmp_path / "second", env, name="persistence-second") as url:
         tab = _tab(chromium, url)
         _everything(tab, "Dashboard")
+        # The tiles are redrawn after the scope changes: wait until they count the earlier request.
+        tab.wait_for_function(f"() => ({_TILES})()['Total Requests'] === '{before['Total Requests']}'")
         assert _tiles(tab) == before
         shot(tab, artifacts, "persistence-dashboard-after-restart")
         _everything(tab, "Traces")
