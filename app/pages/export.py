@@ -59,7 +59,7 @@ def _apply() -> None:
 
 
 def _forward_form(current: receiving.ForwarderStatus | None) -> None:
-    with st.form("forward"):
+    with st.form("forward", clear_on_submit=True):
         st.text_input("OTLP endpoint", placeholder="http://localhost:4318", key=_ENDPOINT,
                       help="Base URL of a collector or backend (Jaeger, Tempo, Phoenix, an "
                            "OpenTelemetry Collector); a URL with no path gets /v1/traces")

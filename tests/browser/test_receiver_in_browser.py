@@ -161,3 +161,45 @@ def _choose(tab: Any, label: str, option: str) -> None:
     tab.get_by_test_id("stSelectbox").filter(has_text=label).click()
     tab.get_by_role("option", name=option, exact=True).click()
     wait_idle(tab)
+
+
+def test_the_forwarding_panel_sends_received_traces_on_and_counts_them(
+    tab: Any, served: tuple[str, int, Path], artifacts: Path
+) -> None:
+    from obs.receive.app import make_receiver_app
+    from obs.trace.processors import InMemoryExporter
+    from tests.receive.support import serving, wait_until
+
+    secret = "browser-forwarding-secret-0042"
+    forwarded = InMemoryExporter()
+    peer = make_receiver_app(forwarded, token=secret)  # a second backend, which wants its key
+    try:
+        with serving(peer) as base:
+            endpoint = _endpoint_shown(tab)
+            tab.get_by_role("textbox", name="OTLP endpoint").fill(base)
+            tab.get_by_role("textbox", name="Headers").fill(f"Authorization=Bearer {secret}")
+            tab.get_by_role("button", name="Forward to this endpoint").click()
+            tab.get_by_text(f"Forwarding to {base}/v1/traces").wait_for()
+            assert tab.get_by_role("textbox", name="Headers").input_value() == ""
+            trace_id, _, _ = _send_with_opentelemetry_sdk(endpoint)
+            assert wait_until(lambda: any(t.id == trace_id for t in forwarded.traces), 30.0)
+            # The SDK sends each span as it ends, so the trace may be forwarded in parts (one or two).
+            assert _exported_shown(tab) in ("1", "2")
+            assert secret not in tab.locator("body").inner_text()
+            shot(tab, artifacts, "export-forwarding")
+            tab.get_by_role("button", name="Stop forwarding").click()
+            tab.get_by_role("button", name="Forward to this endpoint").wait_for()
+    finally:
+        peer.state.ingest.shutdown(5.0)
+
+
+def _exported_shown(tab: Any) -> str:
+    """The "Exported traces" count the page shows once it is not 0, refreshing as a user would."""
+    value = tab.get_by_test_id("stMetric").filter(has_text="Exported traces").get_by_test_id("stMetricValue")
+    deadline = time.monotonic() + _ARRIVAL_TIMEOUT_S
+    while True:
+        tab.get_by_role("button", name="Refresh counters").click()
+        wait_idle(tab)
+        shown = value.inner_text().strip()
+        if shown != "0" or time.monotonic() > deadline:
+            return shown
