@@ -22,7 +22,14 @@ import uvicorn
 
 from obs import config
 from obs.proxy.app import ProxyApp
-from obs.proxy.server import DEFAULT_HOST, DEFAULT_SERVICE_NAME, ProxyStartError, bind_socket, server_config
+from obs.proxy.server import (
+    DEFAULT_HOST,
+    DEFAULT_SERVICE_NAME,
+    ProxyStartError,
+    bind_socket,
+    open_recording,
+    server_config,
+)
 from obs.receive.cli import is_loopback
 
 __all__ = ["DEFAULT_PORT", "DEFAULT_UPSTREAM", "main"]
@@ -61,8 +68,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve the proxy until interrupted; return the exit status (2 for a refused configuration)."""
     args = _parser().parse_args(argv)
+    path = args.db if args.db is not None else config.db_path_from_env()
     try:
-        tracer = config.configure(args.db, args.service_name)
+        tracer, close = open_recording(path, args.service_name)
     except ValueError as exc:
         print(f"obs.proxy: {exc}", file=sys.stderr)
         return 2
@@ -72,14 +80,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         sock = bind_socket(args.host, args.port)
     except (ValueError, ProxyStartError) as exc:
         print(f"obs.proxy: {exc}", file=sys.stderr)
-        config.shutdown()
+        close(10.0)
         return 2
     server = uvicorn.Server(server_config(app, sock))
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    setup = config.current()
-    where = setup.path if setup is not None else "the database"
-    print(f"obs.proxy: http://{shown}:{port} -> {app.upstream}, recording into {where} "
+    print(f"obs.proxy: http://{shown}:{port} -> {app.upstream}, recording into {path} "
           f"as {args.service_name!r}", file=sys.stderr, flush=True)  # fmt: skip
     if not is_loopback(args.host):
         print(f"obs.proxy: listening on {args.host}: whoever reaches it uses {app.upstream} through it "
@@ -89,5 +95,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         with contextlib.suppress(KeyboardInterrupt):
             server.run(sockets=[sock])
     finally:
-        config.shutdown()
+        close(10.0)
     return 0 if server.started else 1

@@ -65,7 +65,9 @@ def bind_socket(host: str, port: int) -> socket.socket:
     if not isinstance(host, str) or not host.strip():
         raise ValueError(f"host must be an address such as {DEFAULT_HOST}, got {host!r}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say so (a 40 ms stall per answer
+    # otherwise, from Nagle's algorithm meeting delayed ACKs), and accepted sockets inherit it.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host.strip("[]"), port))
@@ -79,20 +81,41 @@ def bind_socket(host: str, port: int) -> socket.socket:
 
 
 def server_config(app: Any, sock: socket.socket) -> uvicorn.Config:
-    """uvicorn's settings for the proxy: no `server` or `date` header of its own, no access log."""
+    """uvicorn's settings for the proxy: no `server` or `date` header of its own, no access log.
+
+    `X-Forwarded-*` headers are relayed as they came, not taken as the caller's address.
+    """
     host, port = sock.getsockname()[:2]
     return uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="warning", access_log=False,
-                          server_header=False, date_header=False, timeout_graceful_shutdown=5)  # fmt: skip
+                          server_header=False, date_header=False, proxy_headers=False,
+                          timeout_graceful_shutdown=5)  # fmt: skip
+
+
+class _QueueOnly:
+    """A log sink's `write` alone: LLMLogger flushes a stream that has `flush` after every line,
+    and SqliteLogSink.flush waits for the disk, which an event loop must never do."""
+
+    __slots__ = ("_sink",)
+
+    def __init__(self, sink: SqliteLogSink) -> None:
+        self._sink = sink
+
+    def write(self, text: str, /) -> None:
+        self._sink.write(text)
 
 
 def open_recording(
-    db: str | os.PathLike[str] | None, service_name: str
+    db: str | os.PathLike[str] | None, service_name: str, *, retention_interval_s: float | None = 60.0
 ) -> tuple[Tracer, Callable[[float], bool]]:
     """A Tracer writing spans and logs into the SQLite file `db`, and the function that closes it all.
 
     `db` None means `OBS_DB_PATH`, else `.obs/obs.db`; its directory is
-    created (private to the owner). ValueError names a file that cannot be
-    used. The closer flushes within its timeout and says whether it did.
+    created (private to the owner). Spans go through a BatchProcessor, log
+    entries through a SqliteLogSink's queue: neither waits for the disk on
+    the recording thread. The file's retention settings are applied every
+    `retention_interval_s` seconds (None: not from here). ValueError names a
+    file that cannot be used. The closer flushes within its timeout and says
+    whether it did.
     """
     if not isinstance(service_name, str) or not service_name:
         raise ValueError(f"service_name must be a non-empty string (e.g. 'my-app'), got {service_name!r}")
@@ -111,8 +134,10 @@ def open_recording(
     try:
         sink = SqliteLogSink(store, service=service_name)
         tracer = Tracer(processors=[BatchProcessor(SqliteExporter(store), schedule_delay_s=1.0)],
-                        logger=LLMLogger(stream=sink), collector=MetricsCollector(),
+                        logger=LLMLogger(stream=_QueueOnly(sink)), collector=MetricsCollector(),
                         service_name=service_name)  # fmt: skip
+        if retention_interval_s is not None:
+            store.start_retention(retention_interval_s)  # stops when the store closes
     except BaseException:
         store.close()
         raise

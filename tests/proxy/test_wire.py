@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 
 from obs.proxy._wire import error_body, header_map, request_headers, response_headers, secrets_of
+from obs.proxy.server import bind_socket
 
 
 def test_a_request_keeps_its_end_to_end_headers_in_order() -> None:
@@ -42,3 +45,25 @@ def test_credentials_are_the_whole_values_and_the_tokens() -> None:
 def test_the_proxys_own_errors_speak_llama_servers_json() -> None:
     assert json.loads(error_body(502, "no server", "unavailable_error")) == {
         "error": {"code": 502, "message": "no server", "type": "unavailable_error"}}
+
+
+def test_connections_the_proxy_accepts_send_without_waiting_for_acks() -> None:
+    # Without TCP_NODELAY a small write waits for the peer's delayed ACK: 40 ms on every kept-alive answer.
+    sock = bind_socket("127.0.0.1", 0)
+
+    async def accepted_nodelay() -> int:
+        found: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def on_connect(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            accepted = writer.get_extra_info("socket")
+            found.set_result(accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_connect, sock=sock)  # as uvicorn serves the proxy's socket
+        async with server:
+            _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            value = await asyncio.wait_for(found, 10)
+            writer.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) != 0
