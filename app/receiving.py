@@ -287,7 +287,11 @@ class Forwarder:
         header value) leaves the current configuration as it was. The
         previous exporter is flushed and shut down.
         """
-        exporter = OtlpHttpExporter(endpoint=endpoint, protocol=protocol, headers=dict(headers or {}), env={})
+        if not isinstance(endpoint, str) or not endpoint.strip():
+            raise ValueError("endpoint must be the URL of an OTLP/HTTP receiver, e.g. http://collector:4318; "
+                             "got nothing")
+        exporter = OtlpHttpExporter(endpoint=endpoint.strip(), protocol=protocol, headers=dict(headers or {}),
+                                    env={})
         processor = BatchProcessor(exporter, schedule_delay_s=self._delay)
         with self._lock:
             old = self._processor

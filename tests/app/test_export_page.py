@@ -108,3 +108,10 @@ def test_stop_forwarding() -> None:
 def test_without_a_served_app_the_page_says_the_receiver_is_not_running() -> None:
     at = open_app(PAGE)
     assert "runs only in a served dashboard" in at.warning[0].value
+
+
+def test_an_empty_endpoint_is_refused_rather_than_defaulted() -> None:
+    at = open_app(PAGE)
+    _forward(at, "  ", "http/protobuf", "")
+    assert "endpoint must be the URL of an OTLP/HTTP receiver" in at.error[0].value
+    assert receiving.forwarder().status() is None
