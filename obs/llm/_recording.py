@@ -226,12 +226,15 @@ class CallRecorder:
                 call.fallback = create_span(name, _fallback_trace_id(), attributes=attrs, kind="client")
         self._log("info", f"{name} request started", call, {"stream": call.stream, "server": self.server_url})
 
-    def event(self, call: Call, name: str, attrs: Mapping[str, Any] | None = None) -> None:
-        """Add an event to the call's span; never raises."""
+    def event(
+        self, call: Call, name: str, attrs: Mapping[str, Any] | None = None, *, at_ms: float | None = None
+    ) -> None:
+        """Add an event to the call's span, stamped now or at monotonic `at_ms`; never raises."""
         if call.handle is None:
             return
         try:
-            call.handle.add_event(name, attrs)
+            wall = None if at_ms is None else self.clock.time_ms() - (self.clock.monotonic_ms() - at_ms)
+            call.handle.add_event(name, attrs, timestamp=wall)
         except Exception as exc:
             self.telemetry_error("span event", exc)
 

@@ -164,6 +164,8 @@ class Exchange:
         "_decode",
         "_done",
         "_lines",
+        "_pending",
+        "_pending_bytes",
         "_sse",
         "call",
         "errors",
@@ -182,6 +184,8 @@ class Exchange:
         self._sse = False
         self._done = False
         self._lines: LineSplitter | None = None
+        self._pending: list[tuple[float, bytes]] = []
+        self._pending_bytes = 0
         self._body = bytearray()
         self._decode: Any = None
         self._content_type: str | None = None
@@ -258,20 +262,21 @@ class Exchange:
             self._broken("answer headers", exc)
 
     def feed(self, chunk: bytes, now_ms: float | None = None) -> None:
-        """Take the next bytes of the answer, which arrived at `now_ms` (recorder's clock; default now)."""
+        """Take the next bytes of the answer, which arrived at `now_ms` (recorder's clock; default now).
+
+        A stream's bytes are kept with their arrival times and read when the
+        call ends (or past the byte cap): relaying a chunk costs no parsing.
+        """
         if self.call.ended or not chunk:
             return
         now = self.now_ms() if now_ms is None else now_ms
-        try:
-            data = self._decode.decompress(chunk) if self._decode is not None else chunk
-            if self._lines is not None:
-                self._take_lines(self._lines.feed(data), now)
-            else:
-                self._keep(data)
-        except TooLarge as exc:
-            self.fail(self.errors.too_large(exc.limit, stream=self._sse))
-        except Exception as exc:
-            self._broken("answer bytes", exc)
+        if self._lines is None:
+            self._read([(now, chunk)])
+            return
+        self._pending.append((now, chunk))
+        self._pending_bytes += len(chunk)
+        if self._pending_bytes > self.errors.limits.max_response_bytes:
+            self._drain()
 
     def end(self) -> Span | None:
         """The answer is complete: record the call (success, or the failure the answer was); the span."""
@@ -285,7 +290,11 @@ class Exchange:
         return call.span
 
     def fail(self, error: BaseException) -> Span | None:
-        """The call failed with `error` (no answer, or the answer broke off): record it; the span."""
+        """The call failed with `error` (no answer, or the answer broke off): record it; the span.
+
+        What the stream brought before is read first, so its text stays on the span.
+        """
+        self._drain()
         if not self.call.ended:
             self.recorder.fail(self.call, error, status=self.status)
         return self.call.span
@@ -296,6 +305,7 @@ class Exchange:
         Recorded as the client records it: StreamInterrupted for a stream
         (the text so far kept on the span), ServerUnavailable for a body.
         """
+        self._drain()
         if self.call.ended:
             return self.call.span
         call, errors = self.call, self.errors
@@ -311,6 +321,7 @@ class Exchange:
         whole body cut short, as a `ClientDisconnected` failure.
         """
         call = self.call
+        self._drain()
         if call.ended:
             return call.span
         try:
@@ -333,6 +344,27 @@ class Exchange:
         return call.span
 
     # -- reading ----------------------------------------------------------------------------------
+
+    def _drain(self) -> None:
+        """Read the stream's bytes kept so far, each piece at the time it arrived."""
+        if self._pending:
+            pending, self._pending, self._pending_bytes = self._pending, [], 0
+            self._read(pending)
+
+    def _read(self, pieces: list[tuple[float, bytes]]) -> None:
+        try:
+            for now, chunk in pieces:
+                if self.call.ended:
+                    return
+                data = self._decode.decompress(chunk) if self._decode is not None else chunk
+                if self._lines is not None:
+                    self._take_lines(self._lines.feed(data), now)
+                else:
+                    self._keep(data)
+        except TooLarge as exc:
+            self.fail(self.errors.too_large(exc.limit, stream=self._sse))
+        except Exception as exc:
+            self._broken("answer bytes", exc)
 
     def _keep(self, data: bytes) -> None:
         error_body = self.status is not None and self.status >= 400
@@ -367,12 +399,13 @@ class Exchange:
 
     def _end(self) -> None:
         call, recorder, errors, status = self.call, self.recorder, self.errors, self.status
+        self._drain()
         if self._decode is not None:
             rest = self._decode.flush()
             self._decode = None
             if rest:
-                self.feed(rest)
-        if self._lines is not None and not self._done:
+                self._read([(self.now_ms(), rest)])
+        if self._lines is not None and not self._done and not call.ended:
             self._take_lines(self._lines.close(), self.now_ms())
         if call.ended:
             return

@@ -37,10 +37,11 @@ _log = logging.getLogger(__name__)
 def take_chunk(recorder: CallRecorder, call: Call, item: Mapping[str, Any], now_ms: float) -> str:
     """Feed one decoded stream chunk, which arrived at `now_ms`, to `call`; return its text delta.
 
-    Times the first chunk, the first token (adding the `first_token` event)
-    and the gaps between tokens, all from `call.t0`, the moment the request
-    was sent. Shared by `ChatStream` and by recorders that watch a stream go
-    by (`obs.llm.exchange`).
+    Times the first chunk, the first token (adding the `first_token` event,
+    stamped at `now_ms`) and the gaps between tokens, all from `call.t0`, the
+    moment the request was sent, on the recorder's monotonic clock. Shared by
+    `ChatStream` and by recorders that read a stream after it went by
+    (`obs.llm.exchange`).
     """
     assert call.t0 is not None  # set when the request was sent
     if call.first_chunk_ms is None:
@@ -49,7 +50,7 @@ def take_chunk(recorder: CallRecorder, call: Call, item: Mapping[str, Any], now_
     if delta:
         if call.last_token is None:
             call.ttft_ms = now_ms - call.t0
-            recorder.event(call, semconv.EVENT_FIRST_TOKEN)
+            recorder.event(call, semconv.EVENT_FIRST_TOKEN, at_ms=now_ms)
         else:
             call.gaps.append(now_ms - call.last_token)
         call.last_token = now_ms

@@ -199,7 +199,8 @@ class ProxyApp:
         self.props: ServerProps | None = None
         self._props_tried_at: float | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._http: httpx.AsyncClient | None = None
+        self._transport: httpx.AsyncHTTPTransport | None = None
+        self._timeouts = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s).as_dict()
         logging.getLogger("uvicorn.error").addFilter(_QUIET)
 
     def __repr__(self) -> str:
@@ -231,21 +232,27 @@ class ProxyApp:
 
     async def aclose(self) -> None:
         """Close the upstream connection pool (the next request opens a new one)."""
-        http, self._http = self._http, None
-        if http is not None:
-            await http.aclose()
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            await transport.aclose()
 
-    def _client(self) -> httpx.AsyncClient:
-        if self._http is None:
-            timeout = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s)
+    def _pool(self) -> httpx.AsyncHTTPTransport:
+        # httpx's transport, not its client: a relay wants none of the client's default headers,
+        # cookies, redirects or auth, and skips their cost on every request.
+        if self._transport is None:
             # Keep-alive shorter than llama-server's own 5 s, so the pool rarely hands out a closed one.
             limits = httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=4.0)
-            http = httpx.AsyncClient(timeout=timeout, limits=limits, params=self.endpoint.params,
-                                     follow_redirects=False, trust_env=False)  # fmt: skip
-            for name in list(http.headers.keys()):
-                del http.headers[name]  # forward the caller's headers only, not httpx's defaults
-            self._http = http
-        return self._http
+            self._transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
+        return self._transport
+
+    def _request(
+        self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes, **extensions: Any
+    ) -> httpx.Request:
+        target = httpx.URL(url)
+        if self.endpoint.params:
+            target = target.copy_merge_params(self.endpoint.params)
+        return httpx.Request(method, target, headers=headers, content=body or None,
+                             extensions={"timeout": self._timeouts, **extensions})  # fmt: skip
 
     # -- one request ------------------------------------------------------------------------------
 
@@ -356,13 +363,12 @@ class ProxyApp:
         self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes
     ) -> httpx.Response:
         """Send the request, retrying once if a pooled connection turns out closed by the server."""
-        http = self._client()
+        pool = self._pool()
         for attempt in range(2):
             connecting = _Connecting()
-            request = http.build_request(method, url, headers=headers, content=body or None,
-                                         extensions={"trace": connecting})  # fmt: skip
             try:
-                return await http.send(request, stream=True)
+                request = self._request(method, url, headers, body, trace=connecting)
+                return await pool.handle_async_request(request)
             except _STALE_CONNECTION:
                 if attempt or connecting.opened:
                     raise
@@ -432,15 +438,23 @@ class ProxyApp:
     async def _read_props(self, authorization: str | None) -> None:
         """Read the upstream's `/props` (model name, context size, build) with the caller's credentials."""
         self._props_tried_at = self.clock.monotonic_ms()
-        headers = {"Authorization": authorization} if authorization else {}
+        headers = [(b"authorization", authorization.encode("latin-1"))] if authorization else []
+        request = self._request("GET", self.endpoint.root + "/props", headers, b"")
+        request.extensions["timeout"] = httpx.Timeout(_PROPS_TIMEOUT_S).as_dict()
         try:
-            response = await self._client().get(self.endpoint.root + "/props", headers=headers,
-                                                 timeout=_PROPS_TIMEOUT_S)  # fmt: skip
-            if response.status_code == 200 and len(response.content) <= _PROPS_MAX_BYTES:
-                data = json.loads(response.content)
-                if isinstance(data, dict):
-                    self.props = ServerProps.from_json(data)
-        except (httpx.HTTPError, ValueError) as exc:
+            response = await self._pool().handle_async_request(request)
+            try:
+                body = b""
+                async for chunk in response.aiter_raw():
+                    body += chunk
+                    if len(body) > _PROPS_MAX_BYTES:
+                        return
+            finally:
+                await response.aclose()
+            data = json.loads(body) if response.status_code == 200 else None
+            if isinstance(data, dict):
+                self.props = ServerProps.from_json(data)
+        except (httpx.HTTPError, ValueError, UnicodeError) as exc:
             _log.debug("obs.proxy: /props not read: %s", type(exc).__name__)
 
 

@@ -88,7 +88,7 @@ def rig() -> Rig:
     return make_rig()
 
 
-def make_rig(secrets: tuple[str, ...] = ()) -> Rig:
+def make_rig(secrets: tuple[str, ...] = (), max_bytes: int = 64 * 1024 * 1024) -> Rig:
     from obs.trace.tracer import Tracer
 
     clock = FakeClock()
@@ -101,7 +101,7 @@ def make_rig(secrets: tuple[str, ...] = ()) -> Rig:
     recorder = CallRecorder(tracer=tracer, collector=collector, logger=logger, clock=clock,
                             capture_content=True, max_content_chars=65_536, redact=redactor, server_url=URL,
                             server_address="127.0.0.1", server_port=8080)
-    errors = ServerErrors(URL, Limits.validated(60.0, None, None, 64 * 1024 * 1024), redactor,
+    errors = ServerErrors(URL, Limits.validated(60.0, None, None, max_bytes), redactor,
                           api_key_given=bool(secrets))
     return Rig(clock, store, collector, logger, recorder, errors)
 
@@ -226,6 +226,21 @@ def test_a_stream_is_timed_chunk_by_chunk(rig: Rig) -> None:
     assert attrs[semconv.GEN_AI_REQUEST_STREAM] is True
     assert json.loads(attrs[semconv.GEN_AI_OUTPUT_MESSAGES])[0]["parts"][0]["content"] == CONTENT
     assert [e.name for e in span.events] == ["request_start", "first_token", "response_received"]
+    # Read when the call ended, each chunk still counts at the time it arrived.
+    assert span.events[1].timestamp == span.start_time + 30.0
+
+
+def test_a_stream_past_the_byte_cap_is_recorded_as_too_large_while_it_runs() -> None:
+    rig = make_rig(max_bytes=2048)
+    exchange = rig.begin("/v1/chat/completions", {**CHAT, "stream": True})
+    exchange.response(200, SSE)
+    chunk = _sse(stream_lines()[1:2])[0]
+    for _ in range(2048 // len(chunk) + 1):
+        exchange.feed(chunk)
+    assert exchange.ended  # at the cap, not at the end: nothing more is kept
+    span = rig.span()
+    assert span.attributes[semconv.ERROR_TYPE] == "BadResponse"
+    assert "(2,048 bytes)" in span.attributes[semconv.ERROR_MESSAGE]
 
 
 def test_sse_lines_split_anywhere_are_read_whole(rig: Rig) -> None:
