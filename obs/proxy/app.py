@@ -4,8 +4,9 @@
 uvicorn, or mount it in Starlette). For each HTTP request it:
 
 - reads the body, sends the request to `upstream` unchanged (hop-by-hop
-  headers aside, `obs.proxy._wire`) with httpx's AsyncClient, and relays
-  the answer back as it arrives, byte for byte: status, headers, body,
+  headers aside, `obs.proxy._wire`) through httpx's async transport (a
+  connection pool), and relays the answer back as it arrives, byte for
+  byte: status, headers, body,
   server-sent events, errors; the only header it adds is `traceparent`,
   naming the recorded span;
 - records `POST /v1/chat/completions`, `/v1/completions` and `/completion`
