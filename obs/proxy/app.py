@@ -270,9 +270,12 @@ class ProxyApp:
         watch = asyncio.ensure_future(_disconnected(receive))
         try:
             await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:  # the server is shutting down
+        except asyncio.CancelledError:  # the server is shutting down with this call still open
             pump.cancel()
             watch.cancel()
+            if exchange is not None:
+                exchange.cut(httpx.ReadError("the proxy was stopped before the answer was complete"))
+                self._settle(exchange)
             raise
         try:
             if pump.done() or relay.complete:

@@ -33,6 +33,7 @@ from tests.llm.servers import (
     error_status,
     garbage,
     good,
+    hang_mid_stream,
     refused_url,
     serve,
     stream_cut,
@@ -408,3 +409,27 @@ def test_a_proxy_given_a_tracer_records_through_it(upstream: LoopbackServer) -> 
         assert wait_until(lambda: exporter.traces)
     assert exporter.traces[0].metadata[semconv.SERVICE_NAME] == "my-gateway"
     assert not proxy.running
+
+
+def test_a_call_still_open_when_the_proxy_stops_is_recorded_as_cut(db: Path) -> None:
+    with serve(hang_mid_stream(after=2)) as server:
+        proxy = start_proxy(server.url, db=db, capture_content=True)
+        try:
+            with httpx.Client(timeout=30) as client, client.stream(
+                "POST", proxy.url + "/v1/chat/completions", content=json.dumps(STREAM).encode()
+            ) as response:
+                received = b""
+                chunks = response.iter_raw()
+                while received.count(b"data:") < 3:
+                    received += next(chunks)
+                # Open answers get a few seconds, then the proxy stops and the caller's answer breaks.
+                assert proxy.stop()
+                with pytest.raises(httpx.HTTPError):
+                    for _ in chunks:
+                        pass
+        finally:
+            proxy.stop()
+        span = only_span(db, None)
+    assert span.attributes[semconv.ERROR_TYPE] == "StreamInterrupted"
+    assert "the proxy was stopped" in span.attributes[semconv.ERROR_MESSAGE]
+    assert span.attributes[semconv.OBS_PARTIAL_OUTPUT] == "".join(DELTAS[:2])
