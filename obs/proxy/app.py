@@ -263,7 +263,7 @@ class ProxyApp:
         if body is None:
             return  # the caller left before its request was complete: nothing was sent upstream
         raw = scope["headers"]
-        route = route_of(scope["method"], scope["path"])
+        route = route_of(scope["method"], _own_path(scope))
         exchange = self._begin(route, raw, body) if route is not None else None
         relay = _Relay()
         pump = asyncio.ensure_future(self._relay(scope, raw, body, exchange, send, relay))
@@ -359,6 +359,9 @@ class ProxyApp:
 
     def _url(self, scope: Scope) -> str:
         path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        root = scope.get("root_path", "").encode("utf-8")
+        if root and path.startswith(root):
+            path = path[len(root):]  # mounted under a prefix: the upstream knows only what follows it
         query = scope.get("query_string") or b""
         target = path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
         return self.endpoint.root + target
@@ -460,6 +463,12 @@ class ProxyApp:
                 self.props = ServerProps.from_json(data)
         except (httpx.HTTPError, ValueError, UnicodeError) as exc:
             _log.debug("obs.proxy: /props not read: %s", type(exc).__name__)
+
+
+def _own_path(scope: Scope) -> str:
+    """The request's path below the prefix the app is mounted at (`root_path`), if any."""
+    path, root = scope["path"], scope.get("root_path", "")
+    return path[len(root):] if root and path.startswith(root) else path
 
 
 async def _read_body(receive: Receive) -> bytes | None:

@@ -433,3 +433,26 @@ def test_a_call_still_open_when_the_proxy_stops_is_recorded_as_cut(db: Path) -> 
     assert span.attributes[semconv.ERROR_TYPE] == "StreamInterrupted"
     assert "the proxy was stopped" in span.attributes[semconv.ERROR_MESSAGE]
     assert span.attributes[semconv.OBS_PARTIAL_OUTPUT] == "".join(DELTAS[:2])
+
+
+def test_mounted_under_a_prefix_it_forwards_what_follows_the_prefix(upstream: LoopbackServer) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from obs.trace.processors import InMemoryExporter, SimpleProcessor
+
+    exporter = InMemoryExporter()
+    app = ProxyApp(upstream.url, tracer=Tracer(processors=[SimpleProcessor(exporter)]))
+    host = Starlette(routes=[Mount("/llm", app=app)])
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=host)
+        async with httpx.AsyncClient(transport=transport, base_url="http://obs") as client:
+            answer = await client.post("/llm/v1/chat/completions?x=1", content=json.dumps(CHAT).encode())
+        await app.aclose()
+        return answer
+
+    answer = asyncio.run(call())
+    assert answer.status_code == 200 and answer.json()["object"] == "chat.completion"
+    assert upstream.requests[-1].path == "/v1/chat/completions?x=1"
+    assert [t.spans[0].name for t in exporter.traces] == [f"chat {MODEL}"]
