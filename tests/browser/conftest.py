@@ -72,7 +72,10 @@ def run_app(log_dir: Path, env: dict[str, str], args: tuple[str, ...] = (),
     port = find_free_port()
     log_path = log_dir / "app.log"
     full_env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
-                "OBS_DB_PATH": str(log_dir / "obs.db"), **env}
+                "OBS_DB_PATH": str(log_dir / "obs.db"),
+                # No app under test takes the receiver's fixed port 4318 unless a test asks for one:
+                # two apps alive at once would fight over it.
+                "OBS_RECEIVER_PORT": "0", **env}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", "--server.port", str(port),
