@@ -10,9 +10,7 @@ the webhook raises nothing and counts its own failures.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import socket
 import threading
 import time
 from collections import deque
@@ -22,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import httpx
 
+from obs._deadline import CuttableRequest
 from obs._validate import is_finite_number, redact_text, redact_url
 
 if TYPE_CHECKING:
@@ -143,39 +142,6 @@ class _HttpxLogRedactor(logging.Filter):
 _HTTPX_LOG = _HttpxLogRedactor()
 
 
-class _Attempt:
-    """One POST in flight: its socket, once connected, so a deadline or `close` can cut it."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.sockets: list[socket.socket] = []
-        self.cut = False
-
-    def trace(self, event: str, info: Mapping[str, Any]) -> None:
-        """httpcore's trace hook: remember the socket of the connection as soon as it exists."""
-        if event == "connection.connect_tcp.complete":
-            sock = info["return_value"].get_extra_info("socket")
-            if sock is not None:
-                with self.lock:
-                    self.sockets.append(sock)
-                    cut = self.cut
-                if cut:  # the deadline passed while connecting
-                    self._shutdown(sock)
-
-    def stop(self) -> None:
-        """End the attempt now: shut its socket down, so a blocked read or write returns at once."""
-        with self.lock:
-            self.cut = True
-            sockets = list(self.sockets)
-        for sock in sockets:
-            self._shutdown(sock)
-
-    @staticmethod
-    def _shutdown(sock: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-
-
 class WebhookNotifier:
     """POSTs each event as JSON to a URL, from a background thread, with a deadline and retries.
 
@@ -244,7 +210,7 @@ class WebhookNotifier:
         self._closed = threading.Event()
         self._abandoned = False  # set when close() gives up: no attempt starts afterwards
         self._client: httpx.Client | None = None
-        self._attempts: set[_Attempt] = set()
+        self._attempts: set[CuttableRequest] = set()
         self.sent = 0
         self.failures = 0
         self.last_error: str | None = None
@@ -290,16 +256,13 @@ class WebhookNotifier:
 
     def _post(self, body: dict[str, Any]) -> tuple[int | None, str]:
         """One attempt: (the HTTP status, "") or (the status or None, what went wrong)."""
-        attempt = _Attempt()
+        attempt = CuttableRequest()
         with self._lock:
             if self._abandoned:
                 return None, "the notifier closed before it could be delivered"
             self._attempts.add(attempt)
-        deadline = threading.Timer(self.timeout, attempt.stop)
-        deadline.daemon = True
-        deadline.start()
         try:
-            with self._http().stream(
+            with attempt.deadline(self.timeout), self._http().stream(
                 "POST", self._url, json=body, headers=self.headers, extensions={"trace": attempt.trace}
             ) as response:
                 status = response.status_code
@@ -309,7 +272,6 @@ class WebhookNotifier:
                 return None, f"Timeout: no answer in full within {self.timeout:g} s"
             return None, self._redact(f"{type(exc).__name__}: {exc}")
         finally:
-            deadline.cancel()
             with self._lock:
                 self._attempts.discard(attempt)
                 orphan = self._client if self._abandoned and not self._attempts else None

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import email.utils
 import random as _random
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +34,7 @@ from typing import Any
 
 import httpx
 
+from obs._deadline import CuttableRequest
 from obs._validate import redact_url, url_secrets
 from obs.llm._redaction import Redactor
 
@@ -77,39 +77,6 @@ def retry_after_s(value: str | None, now: float) -> float | None:
     if when is None or when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - now)
-
-
-class _Attempt:
-    """One POST in flight: its socket, once connected, so the deadline can cut it."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.sockets: list[socket.socket] = []
-        self.cut = False
-
-    def trace(self, event: str, info: Mapping[str, Any]) -> None:
-        """httpcore's trace hook: keep the connection's socket as soon as it exists."""
-        if event == "connection.connect_tcp.complete":
-            sock = info["return_value"].get_extra_info("socket")
-            if sock is not None:
-                with self.lock:
-                    self.sockets.append(sock)
-                    cut = self.cut
-                if cut:
-                    self._shutdown(sock)
-
-    def stop(self) -> None:
-        """Shut the socket down, so a blocked read or write returns at once."""
-        with self.lock:
-            self.cut = True
-            sockets = list(self.sockets)
-        for sock in sockets:
-            self._shutdown(sock)
-
-    @staticmethod
-    def _shutdown(sock: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
 
 
 class HttpSender:
@@ -184,12 +151,9 @@ class HttpSender:
         self, body: bytes, headers: Mapping[str, str], remaining: float
     ) -> tuple[httpx.Response | None, bytes, str | None, bool]:
         """One POST: (answer, its body, what went wrong, whether to retry)."""
-        attempt = _Attempt()
-        timer = threading.Timer(remaining, attempt.stop)
-        timer.daemon = True
-        timer.start()
+        attempt = CuttableRequest()
         try:
-            with self._client.stream(
+            with attempt.deadline(remaining), self._client.stream(
                 "POST", self.url, content=body, headers=headers, timeout=remaining,
                 extensions={"trace": attempt.trace},
             ) as response:
@@ -202,8 +166,6 @@ class HttpSender:
             return None, b"", self.redact(f"{type(exc).__name__}: {exc}"), True
         except httpx.HTTPError as exc:
             return None, b"", self.redact(f"{type(exc).__name__}: {exc}"), False
-        finally:
-            timer.cancel()
         status = response.status_code
         if response.is_success:
             return response, answer, None, False
