@@ -20,7 +20,16 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from obs.llm.llama.responses import ChatCompletion, ResponseFormatError, StreamAccumulator, Timings, Usage
+from obs.llm.llama.responses import (
+    ChatCompletion,
+    ResponseFormatError,
+    StreamAccumulator,
+    Timings,
+    Usage,
+    common_fields,
+    first_choice,
+    str_or_none,
+)
 
 __all__ = [
     "OPERATION_TEXT_COMPLETION",
@@ -45,44 +54,16 @@ def finish_reason_of_stop_type(stop_type: Any) -> str | None:
     return _STOP_TYPES.get(stop_type) if isinstance(stop_type, str) else None
 
 
-def _str_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 def parse_text_completion(data: Any) -> ChatCompletion:
     """Read a non-streamed `/v1/completions` body (already JSON-decoded).
 
     Raises ResponseFormatError when it is not an object with a non-empty
     `choices` list whose first entry has a `text` string.
     """
-    if not isinstance(data, Mapping):
-        raise ResponseFormatError(f"expected a JSON object, got {type(data).__name__}")
-    choices = data.get("choices")
-    if not isinstance(choices, list) or not choices:
-        keys = ", ".join(sorted(str(k) for k in data)[:8]) or "none"
-        raise ResponseFormatError(f"the JSON has no choices (keys: {keys})")
-    first = choices[0]
-    if not isinstance(first, Mapping) or not isinstance(first.get("text"), str):
+    body, first, reasons = first_choice(data)
+    if not (isinstance(first, Mapping) and isinstance(first.get("text"), str)):
         raise ResponseFormatError("the first choice has no text")
-    reasons = tuple(
-        str(c["finish_reason"]) for c in choices if isinstance(c, Mapping) and c.get("finish_reason")
-    )
-    return ChatCompletion(
-        id=_str_or_none(data.get("id")),
-        model=_str_or_none(data.get("model")),
-        content=first["text"],
-        finish_reason=_str_or_none(first.get("finish_reason")),
-        finish_reasons=reasons,
-        usage=Usage.from_json(data.get("usage")),
-        timings=Timings.from_json(data.get("timings")),
-        created=_int_or_none(data.get("created")),
-        system_fingerprint=_str_or_none(data.get("system_fingerprint")),
-        raw=dict(data),
-    )
+    return ChatCompletion(content=first["text"], **common_fields(body, first, reasons))
 
 
 def _native_usage(data: Mapping[str, Any]) -> Usage | None:
@@ -105,7 +86,7 @@ def parse_native_completion(data: Any) -> ChatCompletion:
     reason = finish_reason_of_stop_type(data.get("stop_type"))
     return ChatCompletion(
         id=None,
-        model=_str_or_none(data.get("model")),
+        model=str_or_none(data.get("model")),
         content=data["content"],
         finish_reason=reason,
         finish_reasons=(reason,) if reason else (),

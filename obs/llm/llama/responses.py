@@ -23,9 +23,12 @@ __all__ = [
     "StreamError",
     "Timings",
     "Usage",
+    "common_fields",
+    "first_choice",
     "parse_chat_response",
     "parse_error_body",
     "parse_sse_line",
+    "str_or_none",
 ]
 
 
@@ -231,11 +234,12 @@ def _message_text(content: Any) -> str:
     return str(content)
 
 
-def parse_chat_response(data: Any) -> ChatCompletion:
-    """Read a non-streamed `/v1/chat/completions` body (already JSON-decoded).
+def first_choice(data: Any) -> tuple[Mapping[str, Any], Any, tuple[str, ...]]:
+    """(the body, its first choice, every choice's finish reason) of an OpenAI-style answer.
 
-    Raises ResponseFormatError when it is not an object with a non-empty
-    `choices` list whose first entry has a `message`.
+    Shared by the chat and text-completion parsers, which check the first
+    choice's shape themselves. Raises ResponseFormatError when `data` is not
+    an object with a non-empty `choices` list.
     """
     if not isinstance(data, Mapping):
         raise ResponseFormatError(f"expected a JSON object, got {type(data).__name__}")
@@ -244,28 +248,48 @@ def parse_chat_response(data: Any) -> ChatCompletion:
         keys = ", ".join(sorted(str(k) for k in data)[:8]) or "none"
         raise ResponseFormatError(f"the JSON has no choices (keys: {keys})")
     first = choices[0]
-    if not isinstance(first, Mapping) or not isinstance(first.get("message"), Mapping):
-        raise ResponseFormatError("the first choice has no message")
-    message = first["message"]
     reasons = tuple(
         str(c["finish_reason"]) for c in choices if isinstance(c, Mapping) and c.get("finish_reason")
     )
+    return data, first, reasons
+
+
+def common_fields(
+    data: Mapping[str, Any], first: Mapping[str, Any], reasons: tuple[str, ...]
+) -> dict[str, Any]:
+    """The ChatCompletion fields every OpenAI-style answer has, read the same way for all of them."""
+    return {
+        "id": str_or_none(data.get("id")),
+        "model": str_or_none(data.get("model")),
+        "finish_reason": str_or_none(first.get("finish_reason")),
+        "finish_reasons": reasons,
+        "usage": Usage.from_json(data.get("usage")),
+        "timings": Timings.from_json(data.get("timings")),
+        "created": _int(data.get("created")),
+        "system_fingerprint": str_or_none(data.get("system_fingerprint")),
+        "raw": dict(data),
+    }
+
+
+def parse_chat_response(data: Any) -> ChatCompletion:
+    """Read a non-streamed `/v1/chat/completions` body (already JSON-decoded).
+
+    Raises ResponseFormatError when it is not an object with a non-empty
+    `choices` list whose first entry has a `message`.
+    """
+    body, first, reasons = first_choice(data)
+    message = first.get("message") if isinstance(first, Mapping) else None
+    if not isinstance(message, Mapping):
+        raise ResponseFormatError("the first choice has no message")
     return ChatCompletion(
-        id=_str_or_none(data.get("id")),
-        model=_str_or_none(data.get("model")),
         content=_message_text(message.get("content")),
         role=str(message.get("role") or "assistant"),
-        finish_reason=_str_or_none(first.get("finish_reason")),
-        finish_reasons=reasons,
-        usage=Usage.from_json(data.get("usage")),
-        timings=Timings.from_json(data.get("timings")),
-        created=_int(data.get("created")),
-        system_fingerprint=_str_or_none(data.get("system_fingerprint")),
-        raw=dict(data),
+        **common_fields(body, first, reasons),
     )
 
 
-def _str_or_none(value: Any) -> str | None:
+def str_or_none(value: Any) -> str | None:
+    """`value` as a string, or None when it is None."""
     return None if value is None else str(value)
 
 
@@ -297,7 +321,7 @@ def parse_error_body(body: str | bytes | Any) -> StreamError | None:
         return StreamError(error)
     if not isinstance(error, Mapping) or not error.get("message"):
         return None
-    return StreamError(str(error["message"]), _str_or_none(error.get("type")), _int(error.get("code")))
+    return StreamError(str(error["message"]), str_or_none(error.get("type")), _int(error.get("code")))
 
 
 def parse_sse_line(line: str) -> dict[str, Any] | _Done | StreamError | None:
