@@ -117,3 +117,26 @@ def shot(page: Any, artifacts: Path, name: str) -> Path:
     page.screenshot(path=str(path))
     page.set_viewport_size(size)
     return path
+
+
+def choose(tab: Any, label: str, option: str) -> None:
+    """Pick `option` in the select box labelled `label`, as a user does: open it, click the option."""
+    tab.get_by_test_id("stSelectbox").filter(has_text=label).click()
+    tab.get_by_role("option", name=option, exact=True).click()
+    wait_idle(tab)
+
+
+def show_everything(tab: Any, page: str) -> None:
+    """Open `page` with the whole history in view: time range All, scope Everything."""
+    open_page(tab, page)
+    choose(tab, "Time range", "All")
+    choose(tab, "Scope", "Everything")
+
+
+def trace_rows(tab: Any, count: int) -> list[list[str]]:
+    """The Traces page's table rows, as a user reads them, once at least `count` are there."""
+    table = grid(tab)
+    tab.wait_for_function(
+        "([sel, n]) => document.querySelectorAll(sel).length >= n",
+        arg=['[data-testid="stDataFrame"] table[role=grid] tbody tr', count])
+    return grid_rows(table)

@@ -25,7 +25,14 @@ import pytest
 
 from tests.app.fake_server import FakeLlamaServer
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, ROOT, run_app
-from tests.browser.pages import grid, grid_rows, open_page, send, shot, wait_idle
+from tests.browser.pages import (
+    choose,
+    send,
+    shot,
+    show_everything,
+    trace_rows,
+    wait_idle,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -64,11 +71,6 @@ def _tab(browser: Any, url: str) -> Any:
     return tab
 
 
-def _choose(tab: Any, label: str, option: str) -> None:
-    """Pick `option` in the select box labelled `label`, as a user does: open it, click the option."""
-    tab.get_by_test_id("stSelectbox").filter(has_text=label).click()
-    tab.get_by_role("option", name=option, exact=True).click()
-    wait_idle(tab)
 
 
 def _tiles(tab: Any) -> dict[str, str]:
@@ -78,18 +80,8 @@ def _tiles(tab: Any) -> dict[str, str]:
     return {label: tiles[label] for label in _REQUEST_TILES}
 
 
-def _everything(tab: Any, page: str) -> None:
-    open_page(tab, page)
-    _choose(tab, "Time range", "All")
-    _choose(tab, "Scope", "Everything")
 
 
-def _trace_rows(tab: Any, count: int) -> list[list[str]]:
-    table = grid(tab)
-    tab.wait_for_function(
-        "([sel, n]) => document.querySelectorAll(sel).length >= n",
-        arg=['[data-testid="stDataFrame"] table[role=grid] tbody tr', count])
-    return grid_rows(table)
 
 
 def test_after_a_restart_the_earlier_traces_session_and_tiles_show(
@@ -101,27 +93,27 @@ def test_after_a_restart_the_earlier_traces_session_and_tiles_show(
     with run_app(tmp_path / "first", env, name="persistence-first") as url:
         tab = _tab(chromium, url)
         send(tab, "Does the history survive a restart?", 0)
-        _everything(tab, "Dashboard")
+        show_everything(tab, "Dashboard")
         tab.wait_for_function(f"() => ({_TILES})()['Total Requests'] === '1'")
         before = _tiles(tab)
         assert before["Total Requests"] == "1"
-        _everything(tab, "Traces")
-        [row] = _trace_rows(tab, 1)
+        show_everything(tab, "Traces")
+        [row] = trace_rows(tab, 1)
         trace_id = row[-1]
         tab.context.close()
     (tmp_path / "second").mkdir()
     with run_app(tmp_path / "second", env, name="persistence-second") as url:
         tab = _tab(chromium, url)
-        _everything(tab, "Dashboard")
+        show_everything(tab, "Dashboard")
         # The tiles are redrawn after the scope changes: wait until they count the earlier request.
         tab.wait_for_function(f"() => ({_TILES})()['Total Requests'] === '{before['Total Requests']}'")
         assert _tiles(tab) == before
         shot(tab, artifacts, "persistence-dashboard-after-restart")
-        _everything(tab, "Traces")
-        rows = _trace_rows(tab, 1)
+        show_everything(tab, "Traces")
+        rows = trace_rows(tab, 1)
         assert [r[-1] for r in rows] == [trace_id]
         assert "chat turn" in rows[0]
-        _everything(tab, "Sessions")
+        show_everything(tab, "Sessions")
         tab.get_by_text("Does the history survive a restart?").first.wait_for()
         shot(tab, artifacts, "persistence-sessions-after-restart")
         tab.context.close()
@@ -148,17 +140,17 @@ def test_a_user_scripts_chat_appears_on_the_running_dashboard_by_service(
     (tmp_path / "app").mkdir()
     with run_app(tmp_path / "app", env, name="persistence-script") as url:
         tab = _tab(chromium, url)
-        _everything(tab, "Traces")
+        show_everything(tab, "Traces")
         tab.get_by_text("No traces yet in this time range and scope.").wait_for()
         done = subprocess.run([sys.executable, "-c", _SCRIPT, str(db), fake.url], cwd=ROOT,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         trace_id = done.stdout.strip().splitlines()[-1]
         # Nothing clicked: the page's next refresh lists the script's trace, and offers its service.
-        rows = _trace_rows(tab, 1)
+        rows = trace_rows(tab, 1)
         assert [r[-1] for r in rows] == [trace_id]
-        _choose(tab, "Scope", "Service: my-script")
-        rows = _trace_rows(tab, 1)
+        choose(tab, "Scope", "Service: my-script")
+        rows = trace_rows(tab, 1)
         assert [r[-1] for r in rows] == [trace_id]
         assert "my-script" in rows[0]
         shot(tab, artifacts, "persistence-user-script")

@@ -24,7 +24,12 @@ from openai import OpenAI
 
 from obs.llm.llama.server import EmbeddedServer, find_free_port
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, ROOT, run_app
-from tests.browser.pages import grid, grid_rows, open_page, shot, wait_idle
+from tests.browser.pages import (
+    choose,
+    shot,
+    show_everything,
+    trace_rows,
+)
 from tests.proxy.support import wait_until
 
 pytestmark = pytest.mark.browser
@@ -84,25 +89,10 @@ def proxy_url(embedded_server: EmbeddedServer, db: Path, tmp_path: Path) -> Iter
         log.close()
 
 
-def _choose(tab: Any, label: str, option: str) -> None:
-    """Pick `option` in the select box labelled `label`, as a user does: open it, click the option."""
-    tab.get_by_test_id("stSelectbox").filter(has_text=label).click()
-    tab.get_by_role("option", name=option, exact=True).click()
-    wait_idle(tab)
 
 
-def _everything(tab: Any, page: str) -> None:
-    open_page(tab, page)
-    _choose(tab, "Time range", "All")
-    _choose(tab, "Scope", "Everything")
 
 
-def _trace_rows(tab: Any, count: int) -> list[list[str]]:
-    table = grid(tab)
-    tab.wait_for_function(
-        "([sel, n]) => document.querySelectorAll(sel).length >= n",
-        arg=['[data-testid="stDataFrame"] table[role=grid] tbody tr', count])
-    return grid_rows(table)
 
 
 def test_a_chat_sent_through_the_proxy_by_a_program_appears_on_the_dashboard(
@@ -116,7 +106,7 @@ def test_a_chat_sent_through_the_proxy_by_a_program_appears_on_the_dashboard(
         tab.set_default_timeout(60_000)
         tab.goto(url)
         tab.get_by_test_id("stChatInputTextArea").wait_for()
-        _everything(tab, "Traces")
+        show_everything(tab, "Traces")
         tab.get_by_text("No traces yet in this time range and scope.").wait_for()
 
         program = OpenAI(base_url=proxy_url + "/v1", api_key="not-needed", timeout=120)
@@ -127,15 +117,15 @@ def test_a_chat_sent_through_the_proxy_by_a_program_appears_on_the_dashboard(
         trace_id = raw.headers["traceparent"].split("-")[1]
 
         # Nothing clicked: the page's next refresh lists the call, and offers the proxy's service.
-        rows = _trace_rows(tab, 1)
+        rows = trace_rows(tab, 1)
         assert [r[-1] for r in rows] == [trace_id]
         assert SERVICE in rows[0] and "chat smollm2" in rows[0]
-        _choose(tab, "Scope", f"Service: {SERVICE}")
-        rows = _trace_rows(tab, 1)
+        choose(tab, "Scope", f"Service: {SERVICE}")
+        rows = trace_rows(tab, 1)
         assert [r[-1] for r in rows] == [trace_id]
         shot(tab, artifacts, "proxy-traces")
 
-        _everything(tab, "Sessions")
+        show_everything(tab, "Sessions")
         tab.get_by_text(QUESTION).first.wait_for()
         shot(tab, artifacts, "proxy-sessions")
         tab.context.close()

@@ -22,7 +22,16 @@ from obs.llm.llama.server import find_free_port
 from obs.storage.sqlite import SqliteTraceStore
 from obs.trace.traces import Trace
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, run_app
-from tests.browser.pages import PLOTS, grid, open_page, select_row, shot, wait_for_grid_records, wait_idle
+from tests.browser.pages import (
+    PLOTS,
+    choose,
+    grid,
+    open_page,
+    select_row,
+    shot,
+    wait_for_grid_records,
+    wait_idle,
+)
 
 _ARRIVAL_TIMEOUT_S = 30.0
 
@@ -141,7 +150,7 @@ def test_a_trace_sent_by_the_opentelemetry_sdk_shows_on_the_traces_page(
     trace_id, _, _ = _send_with_opentelemetry_sdk(_endpoint_shown(tab))
     _stored(db, trace_id)
     open_page(tab, "Traces")
-    _choose(tab, "Scope", "Everything")  # another program's traces are not this browser session's
+    choose(tab, "Scope", "Everything")  # another program's traces are not this browser session's
     records = wait_for_grid_records(grid(tab), 1)
     row = next(r for r in records if r["Trace id"] == trace_id)
     assert (row["Name"], row["Service"], row["Spans"]) == ("plan trip", "trip-planner", "2")
@@ -156,11 +165,6 @@ def test_a_trace_sent_by_the_opentelemetry_sdk_shows_on_the_traces_page(
     shot(tab, artifacts, "traces-received")
 
 
-def _choose(tab: Any, label: str, option: str) -> None:
-    """Pick `option` in the select box labelled `label`, as a user does: open it, click the option."""
-    tab.get_by_test_id("stSelectbox").filter(has_text=label).click()
-    tab.get_by_role("option", name=option, exact=True).click()
-    wait_idle(tab)
 
 
 @pytest.mark.skip(

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -27,6 +25,7 @@ import pytest
 from tests.app.fake_server import FakeLlamaServer
 from tests.browser.conftest import ROOT, run_app
 from tests.browser.pages import ANSWER_CAPTION, CHAT_MESSAGE, PLOT, PLOTS, open_page, wait_idle
+from tests.browser.tracker import Tracker
 
 pytestmark = pytest.mark.browser
 
@@ -54,35 +53,6 @@ _CHARTS_FIT = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).
   gd => gd._fullLayout && Math.abs(gd._fullLayout.width - gd.getBoundingClientRect().width) < 2)"""
 
 
-class Tracker:
-    """A loopback HTTP server that records every path a browser asks it for."""
-
-    def __init__(self) -> None:
-        self.paths: list[str] = []
-        tracker = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                tracker.paths.append(self.path)
-                self.send_response(404)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
 
 
 @pytest.fixture(scope="module")
