@@ -142,8 +142,15 @@ class SqliteLogSink:
             if len(self._lines) >= 256:
                 self._cond.notify()
 
-    def flush(self, timeout_s: float = 10.0) -> bool:
-        """Store every line queued before this call; True if done within `timeout_s` seconds."""
+    def flush(self, timeout_s: float | None = None) -> bool:
+        """Store every line queued before this call; True if done within `timeout_s` seconds.
+
+        With no timeout (how a logger flushes its stream after each line) it
+        returns True at once: the lines are queued and the writer thread
+        stores them within `flush_interval_s`, so logging never waits for the disk.
+        """
+        if timeout_s is None:
+            return True
         timeout = check_timeout("SqliteLogSink.flush", "timeout_s", timeout_s)
         done = threading.Event()
         with self._cond:

@@ -89,6 +89,17 @@ def test_log_entries_reach_the_file_through_the_sink(tmp_path: Path) -> None:
     assert sink.dropped == 1 and sink.written == 3
 
 
+def test_logging_into_the_sink_never_waits_for_the_disk(tmp_path: Path) -> None:
+    with SqliteTraceStore(tmp_path / "obs.db") as store:
+        sink = SqliteLogSink(store, flush_interval_s=3600.0)
+        logger = LLMLogger(stream=sink)
+        logger.info("queued")  # the logger flushes its stream after each line: that must not store it
+        assert sink.written == 0 and DashboardQueries(store).logs().items == ()
+        assert sink.flush(timeout_s=10.0)  # an explicit flush waits for the disk
+        assert sink.written == 1
+        assert sink.close()
+
+
 def test_a_full_sink_queue_drops_and_counts(tmp_path: Path) -> None:
     with SqliteTraceStore(tmp_path / "obs.db") as store:
         sink = SqliteLogSink(store, flush_interval_s=60.0, max_queue=3)
