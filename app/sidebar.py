@@ -143,7 +143,9 @@ def render_chat_controls(app: AppSession) -> None:
             st.error(f"{exc}. Still using ${kept.prompt_price:.4f} / ${kept.completion_price:.4f}{compute}.",
                      icon=":material/error:")
         st.button("New conversation", icon=":material/add_comment:", on_click=app.new_conversation,
-                  help="End this conversation's trace and start a new one.", width="stretch")
+                  help="Start a new conversation: the next turns get a new conversation id "
+                       "(each turn is its own trace). The turns so far stay on the Sessions page.",
+                  width="stretch")
 
 
 def _chat_settings_changed(app: AppSession) -> None:
