@@ -5,9 +5,10 @@
 a whole call, the longest a stream may go without an event, and the most
 bytes an answer may have. `Budget` is one call's share of them, measured on
 the real monotonic clock because it bounds real waits on the network (the
-injected clock times what is recorded). `read_body` and `LineSplitter` read
-a response under a budget: they raise `TooLarge` past the byte cap and
-`DeadlinePassed` once the deadline has gone by.
+injected clock times what is recorded). `BodyReader` (behind `read_body` and
+`aread_body`) and `LineSplitter` read a response under a budget, whoever does
+the I/O: they raise `TooLarge` past the byte cap and `DeadlinePassed` once
+the deadline has gone by.
 """
 
 from __future__ import annotations
@@ -135,30 +136,67 @@ class Budget:
         return httpx.Timeout(each, read=read)
 
 
-def read_body(response: httpx.Response, budget: Budget, limit: int, *, truncate: bool = False) -> bytes:
-    """The body of `response`, read as it arrives, never more than `limit` bytes.
+class BodyReader:
+    """A body taken piece by piece under a byte cap and a deadline; the caller does the reading.
 
-    Past `limit` it raises TooLarge (or, with `truncate`, stops and returns
-    the first `limit` bytes); when the deadline passes between two pieces it
-    raises DeadlinePassed. A body that announces a larger Content-Length is
-    refused before it is read.
+    Sync and async readers share it (`read_body`, `aread_body`), so both hold
+    a response to the same rules: past `limit` bytes TooLarge (or, with
+    `truncate`, the first `limit` bytes and an end), DeadlinePassed when the
+    deadline goes by between two pieces, and a body that announces a larger
+    Content-Length refused before it is read.
     """
-    declared = response.headers.get("content-length", "")
-    if not truncate and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(limit)
-    parts: list[bytes] = []
-    size = 0
-    for chunk in response.iter_bytes():
-        size += len(chunk)
-        if size > limit:
-            if not truncate:
-                raise TooLarge(limit)
-            parts.append(chunk[: len(chunk) - (size - limit)])
-            break
-        parts.append(chunk)
-        if budget.expired():
+
+    __slots__ = ("_budget", "_limit", "_parts", "_size", "_truncate")
+
+    def __init__(
+        self, response: httpx.Response, budget: Budget, limit: int, *, truncate: bool = False
+    ) -> None:
+        """Check the announced length of `response` (TooLarge unless `truncate`) and start empty."""
+        declared = response.headers.get("content-length", "")
+        if not truncate and declared.isdigit() and int(declared) > limit:
+            raise TooLarge(limit)
+        self._budget = budget
+        self._limit = limit
+        self._truncate = truncate
+        self._parts: list[bytes] = []
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> bool:
+        """Take the next piece; True once no more is wanted (the cap reached with `truncate`)."""
+        self._size += len(chunk)
+        if self._size > self._limit:
+            if not self._truncate:
+                raise TooLarge(self._limit)
+            self._parts.append(chunk[: len(chunk) - (self._size - self._limit)])
+            return True
+        self._parts.append(chunk)
+        if self._budget.expired():
             raise DeadlinePassed
-    return b"".join(parts)
+        return False
+
+    def body(self) -> bytes:
+        """The bytes taken so far."""
+        return b"".join(self._parts)
+
+
+def read_body(response: httpx.Response, budget: Budget, limit: int, *, truncate: bool = False) -> bytes:
+    """The body of `response`, read as it arrives, never more than `limit` bytes (see `BodyReader`)."""
+    reader = BodyReader(response, budget, limit, truncate=truncate)
+    for chunk in response.iter_bytes():
+        if reader.feed(chunk):
+            break
+    return reader.body()
+
+
+async def aread_body(
+    response: httpx.Response, budget: Budget, limit: int, *, truncate: bool = False
+) -> bytes:
+    """`read_body` for a response of an `httpx.AsyncClient`: the same rules, awaited."""
+    reader = BodyReader(response, budget, limit, truncate=truncate)
+    async for chunk in response.aiter_bytes():
+        if reader.feed(chunk):
+            break
+    return reader.body()
 
 
 class LineSplitter:
