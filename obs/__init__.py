@@ -30,6 +30,7 @@ from obs.clock import (
     SystemClock,
 )
 from obs.config import configure, default_tracer
+from obs.llm.async_client import AsyncChatStream, AsyncInstrumentedClient
 from obs.llm.cache import (
     ResponseCache,
 )
@@ -255,6 +256,8 @@ __all__ = [
     "AlertTransition",
     "AlwaysOff",
     "AlwaysOn",
+    "AsyncChatStream",
+    "AsyncInstrumentedClient",
     "AuthenticationError",
     "BadResponse",
     "BatchProcessor",

@@ -142,6 +142,8 @@ class Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's backlog of 5 resets connections when many clients connect at once (asyncio tests).
+    request_queue_size = 128
 
     def __init__(self, behaviour: Behaviour, state: LoopbackServer) -> None:
         super().__init__(("127.0.0.1", 0), Handler)
