@@ -15,6 +15,7 @@ from obs.loadgen.options import (
     load_prompts,
     parse_duration,
     parse_levels,
+    parse_prompt_lines,
     parse_rate,
 )
 from obs.loadgen.report import ProgressPrinter, summary_text, sweep_text
@@ -45,6 +46,7 @@ __all__ = [
     "load_prompts",
     "parse_duration",
     "parse_levels",
+    "parse_prompt_lines",
     "parse_rate",
     "percentile",
     "run_load",

@@ -32,6 +32,7 @@ __all__ = [
     "load_prompts",
     "parse_duration",
     "parse_levels",
+    "parse_prompt_lines",
     "parse_rate",
 ]
 
@@ -130,6 +131,15 @@ def _check_messages(value: Any, where: str) -> Messages:
     return tuple(dict(message) for message in value)
 
 
+def parse_prompt_lines(text: str) -> tuple[Messages, ...]:
+    """Prompts from text with one prompt per line (blank and `#` lines skipped), each one user message.
+
+    May be empty: the caller says what an empty list means.
+    """
+    lines = (line.strip() for line in text.splitlines())
+    return tuple(_user(line) for line in lines if line and not line.startswith("#"))
+
+
 def load_prompts(path: str | Path) -> tuple[Messages, ...]:
     """The prompts in the file at `path`, each as the messages of one request (formats: module docstring).
 
@@ -144,14 +154,11 @@ def load_prompts(path: str | Path) -> tuple[Messages, ...]:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"prompts file {str(file)!r} cannot be read as UTF-8 text: {exc}") from None
-    prompts: list[Messages] = []
     jsonl = file.name.lower().endswith(".jsonl")
-    for number, line in enumerate(text.splitlines(), start=1):
+    prompts: list[Messages] = [] if jsonl else list(parse_prompt_lines(text))
+    for number, line in enumerate(text.splitlines() if jsonl else (), start=1):
         stripped = line.strip()
-        if not stripped or (not jsonl and stripped.startswith("#")):
-            continue
-        if not jsonl:
-            prompts.append(_user(stripped))
+        if not stripped:
             continue
         where = f"prompts file {str(file)!r}, line {number}"
         try:
@@ -188,8 +195,9 @@ class LoadConfig:
     all workers) request i is not sent before i / rate seconds from the
     start. Request i sends `prompts[i % len(prompts)]` with `max_tokens`
     and the `params` (temperature, seed, ...), streamed if `stream`.
-    `url` is the server (None: the client's default). ValueError names a
-    bad field and what it accepts.
+    `url` is the server (None: the client's default); `conversation_id`,
+    when given, goes on every request's span (`gen_ai.conversation.id`).
+    ValueError names a bad field and what it accepts.
     """
 
     url: str | None = None
@@ -201,6 +209,7 @@ class LoadConfig:
     stream: bool = False
     max_tokens: int = 64
     params: Mapping[str, Any] = field(default_factory=dict)
+    conversation_id: str | None = None
 
     def __post_init__(self) -> None:
         _positive_int("concurrency", self.concurrency, "requests in flight at once")
@@ -220,9 +229,12 @@ class LoadConfig:
         object.__setattr__(self, "prompts", prompts)
         if not isinstance(self.params, Mapping):
             raise ValueError(f"params must be a mapping of request fields, got {type(self.params).__name__}")
-        clash = {"messages", "stream", "max_tokens"} & set(self.params)
+        clash = {"messages", "stream", "max_tokens", "conversation_id", "parent"} & set(self.params)
         if clash:
             raise ValueError(f"params must not set {', '.join(sorted(clash))}: use the fields of LoadConfig")
+        conversation = self.conversation_id
+        if conversation is not None and (not isinstance(conversation, str) or not conversation):
+            raise ValueError(f"conversation_id must be None or a non-empty string, got {conversation!r}")
         object.__setattr__(self, "stream", bool(self.stream))
 
     def messages(self, index: int) -> list[dict[str, Any]]:

@@ -59,7 +59,8 @@ class Progress:
     """Where a run stands: requests ended (`done`, of which `errors` failed), `in_flight`, time so far.
 
     `total` is the number of requests asked for and `duration_s` the time
-    allowed (either may be None); `concurrency` is the run's.
+    allowed (either may be None); `concurrency` is the run's; `results` the
+    requests ended so far, in the order they ended.
     """
 
     concurrency: int
@@ -70,6 +71,7 @@ class Progress:
     output_tokens: int = 0
     total: int | None = None
     duration_s: float | None = None
+    results: tuple[RequestResult, ...] = ()
 
     @property
     def fraction(self) -> float:

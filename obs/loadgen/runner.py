@@ -50,10 +50,10 @@ _PROGRESS_EVERY_S = 0.25
 class AsyncChatClient(Protocol):
     """What a run needs of its client: AsyncInstrumentedClient's `chat`, `chat_stream` and `aclose`."""
 
-    async def chat(self, messages: Any, **params: Any) -> Any:
+    async def chat(self, messages: Any, *, conversation_id: str | None = None, **params: Any) -> Any:
         """Send one request; the result has the recorded `span`."""
 
-    async def chat_stream(self, messages: Any, **params: Any) -> Any:
+    async def chat_stream(self, messages: Any, *, conversation_id: str | None = None, **params: Any) -> Any:
         """Open one streamed request: an async iterator of deltas (and context manager) with `span`."""
 
     async def aclose(self) -> None:
@@ -84,8 +84,8 @@ async def _send(client: AsyncChatClient, config: LoadConfig, index: int) -> Any:
     """Send request `index` and read its whole answer; return its recorded span."""
     messages, params = config.messages(index), config.body_params()
     if not config.stream:
-        return (await client.chat(messages, **params)).span
-    stream = await client.chat_stream(messages, **params)
+        return (await client.chat(messages, conversation_id=config.conversation_id, **params)).span
+    stream = await client.chat_stream(messages, conversation_id=config.conversation_id, **params)
     async with stream:
         async for _ in stream:
             pass
@@ -115,7 +115,8 @@ class _Run:
     def progress(self) -> Progress:
         config = self.config
         return Progress(config.concurrency, len(self.results), self.errors, self.in_flight, self.elapsed(),
-                        self.output_tokens, config.requests, config.duration_s)  # fmt: skip
+                        self.output_tokens, config.requests, config.duration_s,
+                        tuple(self.results))  # fmt: skip
 
     def _take(self) -> int | None:
         if self.stopped or (self.config.requests is not None and self.next_index >= self.config.requests):

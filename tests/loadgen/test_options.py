@@ -13,6 +13,7 @@ from obs.loadgen.options import (
     load_prompts,
     parse_duration,
     parse_levels,
+    parse_prompt_lines,
     parse_rate,
 )
 
@@ -83,6 +84,12 @@ def test_a_text_prompts_file_is_one_prompt_per_line(tmp_path: Path) -> None:
         ({"role": "user", "content": "What is 2+2?"},),
         ({"role": "user", "content": "Name a colour."},),
     )
+
+
+def test_prompt_lines_from_a_text_box_follow_the_text_file_rules() -> None:
+    assert parse_prompt_lines("  Hi \n\n# note\nBye") == (
+        ({"role": "user", "content": "Hi"},), ({"role": "user", "content": "Bye"},))
+    assert parse_prompt_lines("\n  \n") == ()
 
 
 def test_a_jsonl_prompts_file_takes_strings_message_lists_and_objects(tmp_path: Path) -> None:
