@@ -26,6 +26,7 @@ from typing import Any
 
 from obs import config as obs_config
 from obs.llm._config import BASE_URL_ENV, DEFAULT_BASE_URL, Endpoint
+from obs.llm.async_client import AsyncInstrumentedClient
 from obs.loadgen.options import LoadConfig, load_prompts, parse_duration, parse_levels, parse_rate
 from obs.loadgen.report import ProgressPrinter, summary_text, sweep_text
 from obs.loadgen.results import LoadResult, SweepResult
@@ -135,8 +136,6 @@ async def _run(args: argparse.Namespace, config: LoadConfig, tracer: Tracer,
 
     loop.add_signal_handler(signal.SIGINT, interrupted)
     try:
-        from obs.llm.async_client import AsyncInstrumentedClient
-
         def factory() -> AsyncInstrumentedClient:
             return AsyncInstrumentedClient(config.url, tracer=tracer)
 

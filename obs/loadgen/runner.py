@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
+from obs.llm.async_client import AsyncInstrumentedClient
 from obs.llm.errors import LLMServerError
 from obs.loadgen.options import LoadConfig
 from obs.loadgen.results import LoadResult, Progress, RequestResult, SweepResult
@@ -73,8 +74,6 @@ ProgressCallback = Callable[[Progress], object]
 
 def _default_factory(config: LoadConfig) -> ClientFactory:
     def make() -> AsyncChatClient:
-        from obs.llm.async_client import AsyncInstrumentedClient
-
         return AsyncInstrumentedClient(config.url)
 
     return make
