@@ -46,15 +46,19 @@ class _PropsState:
         self.props: ServerProps | None = None
 
     def _begin(self) -> Budget:
-        """Note the attempt now and return its budget."""
-        self._tried_at = self._clock.monotonic_ms()
+        """The budget of one read, starting now."""
         return self._limits.start()
 
     def _request_options(self, budget: Budget) -> dict[str, Any]:
         return {"headers": self._headers, "timeout": budget.timeout(stream=False)}
 
     def _take(self, data: Any) -> ServerProps | None:
-        """Keep what a read found (a JSON object), else the props known before; return them."""
+        """Keep what a read found (a JSON object), else the props known before; return them.
+
+        The attempt counts from its end: calls that came while it was under
+        way waited for it (`get`) rather than going on without the props.
+        """
+        self._tried_at = self._clock.monotonic_ms()
         if isinstance(data, Mapping):
             self.props = ServerProps.from_json(data)
         return self.props
