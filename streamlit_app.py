@@ -21,6 +21,7 @@ page = st.navigation([
     st.Page(state.TRACES_PAGE, title="Traces", icon=":material/account_tree:"),
     st.Page(state.LOGS_PAGE, title="Logs", icon=":material/receipt_long:"),
     alerts,
+    st.Page(state.LOADTEST_PAGE, title="Load test", icon=":material/speed:"),
     st.Page("app/pages/export.py", title="Export & receive", icon=":material/swap_horiz:"),
 ])
 receiving.receiver()  # started once per process: other programs' traces arrive from the first page load

@@ -65,6 +65,7 @@ __all__ = [
     "APP",
     "CHAT_PAGE",
     "DASHBOARD_PAGE",
+    "LOADTEST_PAGE",
     "LOGS_PAGE",
     "QUERY_CONVERSATION",
     "QUERY_SESSION",
@@ -96,6 +97,7 @@ TRACES_PAGE = "app/pages/traces.py"
 LOGS_PAGE = "app/pages/logs.py"
 SESSIONS_PAGE = "app/pages/sessions.py"
 ALERTS_PAGE = "app/pages/alerts.py"
+LOADTEST_PAGE = "app/pages/loadtest.py"
 
 # Query-string parameters.
 QUERY_SESSION = "session"
