@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 import plotly.graph_objects as go
-from plotly.subplots import make_subplots
+import plotly.io as pio
 
 from obs.trace.traces import Trace, span_tree
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COST_COLUMNS",
     "STATUS_COLORS",
+    "WEBGL_POINTS",
     "Threshold",
     "cost_by_model_frame",
     "cumulative_cost",
@@ -59,6 +60,10 @@ COST_COLUMNS = ["model", "requests", "cost", "priced_by", "unpriced", "server_s"
 _PRICED_BY = {"tokens": "tokens", "compute": "server time", "free": "free", "cache": "response cache",
               "unknown": "server time (no timings)", "mixed": "mixed (the prices changed)"}
 _NO_MODEL = "(no model)"
+# Plotly's own "plotly_white" template, loaded (and checked) once: see `_white`.
+_TEMPLATE = pio.templates["plotly_white"]
+# Beyond this many points a scatter is drawn with WebGL (one canvas), not one SVG element per point.
+WEBGL_POINTS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +80,27 @@ class Threshold:
     color: str = "#dc2626"
 
 
+def _white(fig: go.Figure) -> None:
+    """Give `fig` the "plotly_white" look.
+
+    A template named in `update_layout` is copied and checked property by
+    property on every figure (about 25 ms each, most of a dashboard
+    refresh); this one was checked when Plotly loaded it, so it is set the
+    way Plotly sets its default template on a new figure: unchecked.
+    """
+    layout = fig.layout
+    layout._validate = False
+    try:
+        layout.template = _TEMPLATE
+    finally:
+        layout._validate = True
+
+
 def _layout(fig: go.Figure, title: str, *, x_title: str | None = None, y_title: str | None = None,
             height: int = _HEIGHT) -> go.Figure:
+    _white(fig)
     fig.update_layout(
         title={"text": title, "x": 0.0, "xanchor": "left"},
-        template="plotly_white",
         height=height,
         margin={"l": 10, "r": 10, "t": 50, "b": 10},
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
@@ -133,6 +154,8 @@ def latency_over_time(
     `percentiles` is `DashboardData.percentiles` ('p50', 'p95', ... in ms); its
     p50 and p95 are drawn as dotted lines. With `thresholds`, successful
     requests slower than the lowest threshold are drawn in the breach colour.
+    More than `WEBGL_POINTS` requests are drawn with WebGL (`scattergl`),
+    and more than 200 with smaller markers.
     """
     title = "Latency per request"
     if requests.empty:
@@ -150,13 +173,14 @@ def latency_over_time(
         groups.append(("success", status != "error", STATUS_COLORS["success"]))
     groups.append(("error", status == "error", STATUS_COLORS["error"]))
     fig = go.Figure()
+    scatter = go.Scattergl if len(requests) > WEBGL_POINTS else go.Scatter
     for name, mask, color in groups:
         if not mask.any():
             continue
         part = requests[mask]
-        fig.add_trace(go.Scatter(
+        fig.add_trace(scatter(
             x=part["time"], y=latency[mask], mode="markers", name=name,
-            marker={"color": color, "size": 9},
+            marker={"color": color, "size": 5 if len(requests) > 200 else 9},
             customdata=part.get("trace_id"),
             hovertemplate="%{y:.0f} ms<br>trace %{customdata}<extra></extra>",
         ))
@@ -191,16 +215,19 @@ def throughput_over_time(timeline: pd.DataFrame, bucket_s: float = 1.0) -> go.Fi
         return _empty(title)
     if not bucket_s > 0:
         raise ValueError(f"throughput_over_time: bucket_s must be > 0, got {bucket_s!r}")
-    fig = make_subplots(specs=[[{"secondary_y": True}]])
     # Bars as wide as their bucket (ms on a date axis), not stretched across the gaps between buckets.
-    fig.add_trace(go.Bar(x=timeline["time"], y=_numbers(timeline, "requests") / bucket_s,
-                         width=bucket_s * 1000.0, offset=0,
-                         name="requests/s", marker_color=_PROMPT_COLOR, opacity=0.7), secondary_y=False)
-    fig.add_trace(go.Scatter(x=timeline["time"], y=_numbers(timeline, "completion_tokens") / bucket_s,
-                             name="tokens/s", mode="lines+markers", line={"color": _COMPLETION_COLOR}),
-                  secondary_y=True)
-    fig.update_yaxes(title_text="requests/s", secondary_y=False, rangemode="tozero")
-    fig.update_yaxes(title_text="generated tokens/s", secondary_y=True, rangemode="tozero")
+    bars = go.Bar(x=timeline["time"], y=_numbers(timeline, "requests") / bucket_s, width=bucket_s * 1000.0,
+                  offset=0, name="requests/s", marker_color=_PROMPT_COLOR, opacity=0.7)
+    line = go.Scatter(x=timeline["time"], y=_numbers(timeline, "completion_tokens") / bucket_s, yaxis="y2",
+                      name="tokens/s", mode="lines+markers", line={"color": _COMPLETION_COLOR})
+    # The layout plotly.subplots.make_subplots(specs=[[{"secondary_y": True}]]) makes, without its cost.
+    fig = go.Figure([bars, line], layout={
+        "xaxis": {"anchor": "y", "domain": [0.0, 0.94]},
+        "yaxis": {"anchor": "x", "domain": [0.0, 1.0], "title": {"text": "requests/s"},
+                  "rangemode": "tozero"},
+        "yaxis2": {"anchor": "x", "overlaying": "y", "side": "right", "title": {"text": "generated tokens/s"},
+                   "rangemode": "tozero"},
+    })
     return _layout(fig, title)
 
 

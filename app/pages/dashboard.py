@@ -1,34 +1,33 @@
 """Dashboard page: KPI tiles, live Plotly charts and the cost of each model for this session's requests.
 
-Everything drawn comes from `obs.dashboard.generate_dashboard_data` over the
-session's MetricsCollector and traces, and from the collector's
-`cost_by_model()`; `app.charts` only turns those into figures and tables
-(a model priced at zero shows "free", never a bare $0). The panel is a
-fragment that reruns itself every few seconds (interval selectable,
-pausable) without redrawing the rest of the page.
+The panel's tiles and charts are one `app.dashboard_view.dashboard_view`
+over the history file (the same call `benchmarks/bench_dashboard.py`
+measures): SQL aggregates and bounded reads, so a refresh stays fast
+whatever the file holds. Cost by model and sampling come from this browser
+session's MetricsCollector (`cost_by_model()`, `generate_dashboard_data`);
+`app.charts` only turns those into figures and tables (a model priced at
+zero shows "free", never a bare $0). The panel is a fragment that reruns
+itself every few seconds (interval selectable, pausable) without redrawing
+the rest of the page.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import pandas as pd
 import streamlit as st
 
 from app import charts, history, sidebar, state
+from app.dashboard_view import LEFT_CHARTS, PLOTLY_CONFIG, RIGHT_CHARTS, dashboard_view
+from app.dashboard_view import bucket_for as bucket_for  # where this page's tests have always found it
 from app.history import View
 from app.state import AppSession
 from obs import semconv
-from obs.dashboard import LATENCY_BUCKETS, generate_dashboard_data, requests_frame
-from obs.storage.queries import DEFAULT_LATENCY_BOUNDS_MS
-from obs.storage.results import SeriesBucket, Tiles
+from obs.dashboard import generate_dashboard_data
 
 REFRESH_CHOICES_S = (1, 2, 5, 10, 30)
 BUCKET_CHOICES = {"1 second": 1, "1 minute": 60}
-_RECENT_TRACES = 200
-_BUCKET_NAMES = {1: "1 second", 60: "1 minute", 3600: "1 hour"}
-_PLOTLY_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "select2d"]}
 
 
 def _controls(app: AppSession) -> None:
@@ -46,7 +45,7 @@ def _controls(app: AppSession) -> None:
 
 
 def _chart(fig: object, key: str) -> None:
-    st.plotly_chart(fig, key=key, config=_PLOTLY_CONFIG)
+    st.plotly_chart(fig, key=key, config=PLOTLY_CONFIG)
 
 
 def _pricing_text(app: AppSession) -> str:
@@ -100,89 +99,23 @@ def _sampling(app: AppSession, timeline: pd.DataFrame) -> None:
     )
 
 
-def bucket_for(
-    bucket_s: int, since: float | None, first_at: float | None, now: float
-) -> tuple[int, float | None]:
-    """The bucket the charts use and where their series starts.
-
-    The chosen bucket where the queries allow it: 1 s buckets over an hour
-    at most, hours beyond a day. The series starts at the first stored
-    request in range and scope (the range's start when there is none), so
-    that a short history is drawn in the chosen buckets rather than in hours.
-    """
-    start = first_at if since is None or (first_at is not None and first_at > since) else since
-    span = None if start is None else now - start
-    if span is None or span > 86400.0:
-        return 3600, start
-    if bucket_s == 1 and span > 3600.0:
-        return 60, start
-    return bucket_s, start
-
-
-def tile_values(tiles: Tiles) -> dict[str, str | int]:
-    """The dashboard's tiles, label -> display value, from the stored requests' summary."""
-    return {
-        "Total Requests": int(tiles.request_count),
-        "Total Tokens": int(tiles.total_tokens),
-        "Total Cost": f"${tiles.total_cost:.4f}",
-        "Avg Latency": f"{tiles.avg_latency_ms:.0f}ms",
-        "P95 Latency": f"{tiles.p95_latency_ms:.0f}ms",
-        "Error Rate": f"{tiles.error_rate * 100:.1f}%",
-        "Cache Hit Rate": f"{tiles.cache_hit_rate * 100:.1f}%",
-        "Throughput": f"{tiles.requests_per_second:.2f} req/s",
-    }
-
-
-def timeline_frame(buckets: list[SeriesBucket]) -> pd.DataFrame:
-    """The charts' timeline (time, requests, errors, tokens, cost, percentiles) from stored buckets."""
-    frame = pd.DataFrame([bucket.to_dict() for bucket in buckets],
-                         columns=[f.name for f in dataclasses.fields(SeriesBucket)])
-    frame.insert(0, "time", pd.to_datetime(frame["start"], unit="s", utc=True))
-    return frame
-
-
-def histogram_frame(counts: list[int]) -> pd.DataFrame:
-    """The latency histogram's bars (bucket label, count) from the counts between the default bounds."""
-    if tuple(hi for _, _, hi in LATENCY_BUCKETS[:-1]) != DEFAULT_LATENCY_BOUNDS_MS:
-        raise ValueError("histogram_frame: the stored latency bounds no longer match LATENCY_BUCKETS")
-    return pd.DataFrame({"bucket": [label for label, _, _ in LATENCY_BUCKETS], "count": counts})
-
-
 def _panel(app: AppSession, view: View) -> None:
-    since, scope = view.since, view.scope
     queries = app.queries
     assert queries is not None  # every session has the history file (or its in-memory stand-in)
     app.flush(2.0)  # this session's finished turns are in the file before it is read
-    tiles = queries.tiles(since, **scope)
-    bucket_s, series_since = bucket_for(app.settings.bucket_s, since, tiles.first_request_at, time.time())
-    values = list(tile_values(tiles).items())
+    thresholds = {chart: app.chart_thresholds(chart) for chart in ("latency_ms", "error_rate", "ttft_ms")}
+    shown = dashboard_view(queries, view.since, view.scope, bucket_s=app.settings.bucket_s, now=time.time(),
+                           thresholds=thresholds)  # fmt: skip
+    values = list(shown.tiles.items())
     for row in (values[:4], values[4:]):
         for column, (label, value) in zip(st.columns(4), row, strict=False):
             column.metric(label, value, border=True)
-    timeline = timeline_frame(queries.series(bucket_s, series_since, **scope))
-    histogram = histogram_frame(queries.latency_histogram(since, **scope))
-    page = queries.traces(limit=_RECENT_TRACES, since=since, **scope)
-    requests = requests_frame(reversed(queries.store.get_many([t.trace_id for t in page.items])))
-    percentiles = {"p50": tiles.p50_latency_ms, "p95": tiles.p95_latency_ms}
     left, right = st.columns(2)
-    with left:
-        _chart(charts.latency_over_time(requests, percentiles, app.chart_thresholds("latency_ms")),
-               "chart_latency")
-        _chart(charts.throughput_over_time(timeline, bucket_s), "chart_throughput")
-        _chart(charts.tokens_per_request(requests), "chart_tokens")
-        _chart(charts.error_rate_over_time(timeline, app.chart_thresholds("error_rate")), "chart_errors")
-    with right:
-        _chart(charts.latency_histogram(histogram), "chart_histogram")
-        _chart(charts.cumulative_cost(timeline), "chart_cost")
-        _chart(charts.ttft_distribution(requests, app.chart_thresholds("ttft_ms")), "chart_ttft")
-        _chart(charts.latency_breakdown(requests), "chart_breakdown")
-    recent = f"the latest {len(page.items)}" if page.has_more else f"all {len(page.items)}"
-    st.caption(
-        f"Tiles, throughput, errors, cost and the latency distribution count every stored request in range "
-        f"({tiles.request_count:,}), in {_BUCKET_NAMES[bucket_s]} buckets; the per-request charts show the "
-        f"requests of {recent} trace(s) in range. Traces dropped by sampling are not stored, so not "
-        "counted here."
-    )
+    for column, keys in ((left, LEFT_CHARTS), (right, RIGHT_CHARTS)):
+        with column:
+            for key in keys:
+                _chart(shown.figures[key], key)
+    st.caption(shown.caption)
 
 
 def _session_metrics(app: AppSession) -> None:

@@ -10,6 +10,8 @@ everything):
 - `series`: per-second, per-minute or per-hour buckets (count, errors,
   tokens, cost, average, p50 and p95 latency, p95 TTFT, cache hits);
 - `latency_histogram`: request latencies counted between fixed bounds;
+- `request_points`: the requests in range, or as many spread evenly over
+  its time as fit on a chart;
 - `traces` (a page, newest first, filtered), `trace` (one, whole);
 - `sessions` (one row per conversation), `session` and `session_traces`
   (one conversation's turns in order);
@@ -37,9 +39,19 @@ from obs.alerting.manager import AlertTransition
 from obs.clock import SYSTEM_CLOCK, Clock
 from obs.logs import LEVELS, LogEntry
 from obs.storage._aggregate import Agg, Scope, exact_percentile, plan, rank, sums_of
+from obs.storage._checks import check_page, check_range, check_scope, like
 from obs.storage._columns import COST_UNITS_PER_USD
 from obs.storage._rollup_sql import LATENCY_BOUNDS_MS
-from obs.storage.results import LogPage, SessionPage, SessionSummary, Tiles, TracePage, TraceSummary
+from obs.storage._spread import spread_requests
+from obs.storage.results import (
+    LogPage,
+    RequestPoint,
+    SessionPage,
+    SessionSummary,
+    Tiles,
+    TracePage,
+    TraceSummary,
+)
 from obs.storage.series import series_buckets
 from obs.storage.sqlite import SqliteTraceStore
 from obs.trace.traces import Trace
@@ -51,58 +63,6 @@ _SUMMARY = (
     "id, name, start_time, end_time, duration, status, service, conversation_id, model, span_count, "
     "requests, input_tokens, output_tokens, cost_units, input_preview, output_preview"
 )
-_MAX_LIMIT = 1000
-
-
-def check_range(since: Any, until: Any) -> tuple[float, float]:
-    """[since, until) in epoch seconds (None: unbounded) as epoch ms; ValueError names a bad bound."""
-    bounds = []
-    for name, value in (("since", since), ("until", until)):
-        if value is not None and not is_finite_number(value):
-            raise ValueError(f"{name} must be None or epoch seconds (a finite number), got {value!r}")
-        bounds.append(value)
-    lo = -math.inf if since is None else float(since) * 1000.0
-    hi = math.inf if until is None else float(until) * 1000.0
-    if lo > hi:
-        raise ValueError(f"since ({since!r}) must not be after until ({until!r})")
-    return lo, hi
-
-
-def check_scope(service: Any, model: Any, conversation: Any) -> Scope:
-    """The scope of a query; ValueError names an argument that is not None or text."""
-    for name, value in (("service", service), ("model", model)):
-        if value is not None and (not isinstance(value, str) or not value):
-            raise ValueError(f"{name} must be None (every {name}) or a non-empty string, got {value!r}")
-    conversations: tuple[str, ...] | None = None
-    if isinstance(conversation, str):
-        conversations = (conversation,)
-    elif conversation is not None:
-        if not isinstance(conversation, Sequence | set | frozenset) or not all(
-            isinstance(item, str) for item in conversation
-        ):
-            raise ValueError(
-                "conversation must be None, a conversation id or a collection of ids (str), "
-                f"got {conversation!r}"
-            )
-        conversations = tuple(conversation)
-    return Scope(service, model, conversations)
-
-
-def _check_page(limit: Any, offset: Any) -> tuple[int, int]:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_LIMIT:
-        raise ValueError(f"limit must be an int in [1, {_MAX_LIMIT}], got {limit!r}")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise ValueError(f"offset must be an int >= 0, got {offset!r}")
-    return limit, offset
-
-
-def _like(text: Any, name: str = "text") -> str | None:
-    if text is None or text == "":
-        return None
-    if not isinstance(text, str):
-        raise ValueError(f"{name} must be None or a string to search for, got {text!r}")
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
 
 
 def _units(value: Any) -> float:
@@ -226,18 +186,23 @@ class DashboardQueries:
     def series(
         self, bucket_s: int = 60, since: float | None = None, until: float | None = None, *,
         service: str | None = None, model: str | None = None, conversation: str | Sequence[str] | None = None,
+        percentiles: bool = True,
     ) -> list:  # fmt: skip
         """`SeriesBucket`s of `bucket_s` = 1, 60 or 3600 seconds holding requests, oldest first.
 
         1 s and 60 s buckets are read from the spans, percentiles exact (the
         cost grows with the requests in range: use 3600 s buckets for days);
         3600 s buckets whole inside the range come from the hourly rollup,
-        their percentiles within 4%. 1 s buckets need a range of at most an
-        hour (`since` given; `until` None meaning now). ValueError names a
-        bad argument.
+        their percentiles within 4%. With `percentiles=False` the percentile
+        fields are NaN and 60 s and 3600 s buckets are read from the rollups
+        alone (a cost that grows with the buckets, not the requests). 1 s
+        buckets need a range of at most an hour (`since` given; `until` None
+        meaning now). ValueError names a bad argument.
         """
         if isinstance(bucket_s, bool) or bucket_s not in (1, 60, 3600):
             raise ValueError(f"bucket_s must be 1, 60 or 3600 (seconds per bucket), got {bucket_s!r}")
+        if not isinstance(percentiles, bool):
+            raise ValueError(f"percentiles must be True or False, got {percentiles!r}")
         lo, hi = check_range(since, until)
         scope = check_scope(service, model, conversation)
         if bucket_s == 1:
@@ -248,7 +213,7 @@ class DashboardQueries:
                     f"of it); got since={since!r}, until={until!r}: use bucket_s=60 for longer ranges"
                 )
         with self._db.read() as conn:
-            return series_buckets(conn, bucket_s, lo, hi, scope)
+            return series_buckets(conn, bucket_s, lo, hi, scope, percentiles)
 
     def latency_histogram(
         self, since: float | None = None, until: float | None = None, *,
@@ -286,6 +251,25 @@ class DashboardQueries:
             ).fetchone()
         return [int(value or 0) for value in row]
 
+    def request_points(
+        self, since: float | None = None, until: float | None = None, *, points: int = 2000,
+        service: str | None = None, model: str | None = None, conversation: str | Sequence[str] | None = None,
+    ) -> list[RequestPoint]:  # fmt: skip
+        """Requests that started in [since, until) within the scope, oldest first, as chart points.
+
+        All of them when there are at most `points` (an int in [1, 100000]);
+        otherwise the first request of each of `points` equal slices of time
+        between the first and the last request in range, so the points cover
+        the range evenly in time whatever the traffic, at a cost that grows
+        with `points`, not with the requests. ValueError names a bad argument.
+        """
+        if isinstance(points, bool) or not isinstance(points, int) or not 1 <= points <= 100_000:
+            raise ValueError(f"points must be an int in [1, 100000], got {points!r}")
+        lo, hi = check_range(since, until)
+        scope = check_scope(service, model, conversation)
+        with self._db.read() as conn:
+            return spread_requests(conn, lo, hi, scope, points)
+
     # -- traces -----------------------------------------------------------------------------------
 
     def traces(
@@ -300,7 +284,7 @@ class DashboardQueries:
         substring of the name, id, conversation id or message previews;
         `min_duration_ms` a duration floor. Scope and range as for `tiles`.
         """
-        limit, offset = _check_page(limit, offset)
+        limit, offset = check_page(limit, offset)
         lo, hi = check_range(since, until)
         scope = check_scope(service, model, conversation)
         if status is not None and status not in ("success", "error", "running"):
@@ -316,7 +300,7 @@ class DashboardQueries:
         if min_duration_ms is not None:
             where += " AND duration >= ?"
             params.append(float(min_duration_ms))
-        pattern = _like(text)
+        pattern = like(text)
         if pattern is not None:
             columns = ("name", "id", "conversation_id", "input_preview", "output_preview")
             where += " AND (" + " OR ".join(f"{c} LIKE ? ESCAPE '\\'" for c in columns) + ")"
@@ -348,7 +332,7 @@ class DashboardQueries:
         `model`: conversations with a turn on that model; `errors_only`:
         those with a failed turn.
         """
-        limit, offset = _check_page(limit, offset)
+        limit, offset = check_page(limit, offset)
         lo, hi = check_range(since, until)
         wanted = check_scope(service, model, conversation).conversations
         where, params = "last_activity >= ? AND first_start < ?", [lo, hi]
@@ -360,7 +344,7 @@ class DashboardQueries:
             params.append(service)
         if errors_only:
             where += " AND errors > 0"
-        pattern = _like(text)
+        pattern = like(text)
         if pattern is not None:
             where += " AND (conversation_id LIKE ? ESCAPE '\\' OR first_message LIKE ? ESCAPE '\\')"
             params += [pattern, pattern]
@@ -415,7 +399,7 @@ class DashboardQueries:
         service: str | None = None,
     ) -> LogPage:  # fmt: skip
         """A page of log entries, newest first: at `min_level` or above, containing `text`, of one trace."""
-        limit, offset = _check_page(limit, offset)
+        limit, offset = check_page(limit, offset)
         lo, hi = check_range(since, until)
         where, params = "timestamp >= ? AND timestamp < ?", [lo, hi]
         if min_level is not None:
@@ -430,7 +414,7 @@ class DashboardQueries:
                     raise ValueError(f"{name} must be None or a string, got {value!r}")
                 where += f" AND {name} = ?"
                 params.append(value)
-        pattern = _like(text)
+        pattern = like(text)
         if pattern is not None:
             where += " AND (message LIKE ? ESCAPE '\\' OR data LIKE ? ESCAPE '\\')"
             params += [pattern, pattern]
@@ -448,7 +432,7 @@ class DashboardQueries:
         rule: str | None = None,
     ) -> list[AlertTransition]:  # fmt: skip
         """Alert state changes at [since, until) (epoch s), newest first, of one `rule` if given."""
-        limit, offset = _check_page(limit, offset)
+        limit, offset = check_page(limit, offset)
         lo, hi = check_range(since, until)
         where, params = "at >= ? AND at < ?", [lo / 1000.0, hi / 1000.0]
         if rule is not None:

@@ -20,6 +20,7 @@ __all__ = [
     "DEFAULT_MAX_TRACES",
     "FileInfo",
     "LogPage",
+    "RequestPoint",
     "RetentionPolicy",
     "RetentionReport",
     "SeriesBucket",
@@ -147,7 +148,9 @@ class SeriesBucket:
 
     Percentiles of 60 s and 3600 s buckets come from the file's histograms:
     each within 2% of the exact value (the MetricsCollector's series
-    accuracy); those of 1 s buckets are exact. 0 when the bucket has none.
+    accuracy); those of 1 s buckets are exact. 0 when the bucket has none,
+    NaN when they were not asked for (`DashboardQueries.series(...,
+    percentiles=False)`).
     """
 
     start: float
@@ -161,6 +164,25 @@ class SeriesBucket:
     p95_latency_ms: float
     p95_ttft_ms: float
     cache_hits: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict of every field."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPoint:
+    """One request as a point of a chart: when it started (epoch s), its trace, status and latencies (ms).
+
+    `ttft_ms` is None when the request measured no time to first token
+    (it was not streamed).
+    """
+
+    start: float
+    trace_id: str
+    status: str
+    latency_ms: float | None
+    ttft_ms: float | None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""

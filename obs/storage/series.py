@@ -9,7 +9,11 @@ percentiles from the latencies alone, read through a covering index.
 Everything else (per-second buckets, the partial hours at the ends of a
 range, conversation scopes) is read from the spans through the
 (request, start_time) index, with exact percentiles. The cost of exact
-percentiles grows with the requests in the range. `DashboardQueries.series` is the checked entry point.
+percentiles grows with the requests in the range; without percentiles
+(`percentiles=False`), minute and hour buckets are sums of the rollups alone
+(and of the spans of the partial minutes at the ends of the range), so their
+cost grows with the buckets, not the requests. `DashboardQueries.series` is
+the checked entry point.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import sqlite3
 from typing import Any
 
 from obs.storage._aggregate import FAR, Agg, Scope, plan, sums_of
-from obs.storage._columns import COST_UNITS_PER_USD
+from obs.storage._columns import COST_UNITS_PER_USD, hour_of
 from obs.storage._rollup_sql import SUM_COLUMNS
 from obs.storage.results import SeriesBucket
 
@@ -85,22 +89,34 @@ def _whole_hours(conn: sqlite3.Connection, buckets: _Buckets, first: int, end: i
         buckets.at(hour * 60_000).add_bin(metric, index, n)
 
 
+def _rollup_sums(
+    conn: sqlite3.Connection, buckets: _Buckets, bucket_s: int, lo_ms: float, hi_ms: float, scope: Scope
+) -> None:
+    """Sums per bucket of 60 or 3600 s from the rollups; the partial minutes at the ends from the spans."""
+    extra, more = scope.rollup_sql()
+    for piece in plan(lo_ms, hi_ms, True):
+        if piece.table == "spans":
+            minute: int = piece.minute  # type: ignore[assignment]
+            key = minute if bucket_s == 60 else hour_of(minute)
+            buckets.at(key * 60_000).add_sums(sums_of(conn, piece, scope))
+            continue
+        # Whole hours from the hourly rollup for hourly buckets; minutes (whole hours too) from the other.
+        table, column = ("rollup_hour", "hour") if piece.table == "rollup_hour" and bucket_s == 3600 else (
+            "rollup", "minute")  # fmt: skip
+        rows = conn.execute(
+            f"SELECT {column}, {_ROLLUP_SUMS} FROM {table} WHERE {column} >= ? AND {column} < ?{extra} "
+            f"GROUP BY {column}", [piece.first, piece.end, *more],
+        )  # fmt: skip
+        for key, *sums in rows:
+            buckets.at((key if bucket_s == 60 else hour_of(key)) * 60_000).add_sums(sums)
+
+
 def _minutes(
     conn: sqlite3.Connection, buckets: _Buckets, lo_ms: float, hi_ms: float, scope: Scope
 ) -> None:
     """Minute buckets: sums from `rollup` (the partial minutes at the ends from the spans), and exact
     percentiles from the latencies and TTFTs alone, read through a covering index."""
-    extra, more = scope.rollup_sql()
-    for piece in plan(lo_ms, hi_ms, True):
-        if piece.table == "spans":
-            buckets.at(piece.minute * 60_000).add_sums(sums_of(conn, piece, scope))  # type: ignore[operator]
-            continue
-        # Whole hours and minutes alike, from the per-minute rollup.
-        where = f"minute >= ? AND minute < ?{extra}"
-        sql = f"SELECT minute, {_ROLLUP_SUMS} FROM rollup WHERE {where} GROUP BY minute"
-        rows = conn.execute(sql, [piece.first, piece.end, *more])
-        for minute, *sums in rows:
-            buckets.at(minute * 60_000).add_sums(sums)
+    _rollup_sums(conn, buckets, 60, lo_ms, hi_ms, scope)
     extra, more = scope.spans_sql()
     for minute, latency, ttft in conn.execute(
         "SELECT minute, latency_ms, ttft_ms FROM spans INDEXED BY spans_request_start "
@@ -114,16 +130,21 @@ def _minutes(
 
 
 def series_buckets(
-    conn: sqlite3.Connection, bucket_s: int, lo_ms: float, hi_ms: float, scope: Scope
-) -> list[SeriesBucket]:
+    conn: sqlite3.Connection, bucket_s: int, lo_ms: float, hi_ms: float, scope: Scope,
+    percentiles: bool = True,
+) -> list[SeriesBucket]:  # fmt: skip
     """The buckets of `bucket_s` (1, 60 or 3600) seconds with requests in [lo_ms, hi_ms), oldest first.
 
-    Runs on `conn` inside the caller's read transaction.
+    Without `percentiles`, their percentile fields are NaN. Runs on `conn`
+    inside the caller's read transaction.
     """
     buckets = _Buckets()
     if hi_ms <= lo_ms:
         return []
     first = end = 0
+    if not percentiles and bucket_s != 1 and scope.conversations is None:
+        _rollup_sums(conn, buckets, bucket_s, lo_ms, hi_ms, scope)
+        return _finished(buckets, percentiles)
     if bucket_s == 3600 and scope.conversations is None:
         first = -FAR if math.isinf(lo_ms) else math.ceil(lo_ms / _HOUR_MS) * 60  # hours, as minutes
         end = FAR if math.isinf(hi_ms) else math.floor(hi_ms / _HOUR_MS) * 60
@@ -139,12 +160,19 @@ def series_buckets(
                    [end * 60_000.0 - 1.0, hi_ms, end])  # fmt: skip
     else:
         _spans(conn, buckets, bucket_s, scope, "start_time >= ? AND start_time < ?", [lo_ms, hi_ms])
+    return _finished(buckets, percentiles)
+
+
+def _finished(buckets: _Buckets, percentiles: bool) -> list[SeriesBucket]:
     out = []
     for key in sorted(buckets):
         a = buckets[key]
         if a.requests <= 0:
             continue
-        p50, p95, ttft95 = a.percentiles(exact=key not in buckets.from_bins)
+        if percentiles:
+            p50, p95, ttft95 = a.percentiles(exact=key not in buckets.from_bins)
+        else:
+            p50 = p95 = ttft95 = math.nan
         out.append(
             SeriesBucket(
                 start=key / 1000.0, requests=a.requests, errors=a.errors, prompt_tokens=a.inputs,

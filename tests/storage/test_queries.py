@@ -10,6 +10,7 @@ tile percentiles and per-minute series exactly, hourly percentiles within the 4%
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Iterator
@@ -152,6 +153,85 @@ def test_per_second_series_are_exact(queries: DashboardQueries, traces: list[Tra
         want = sums(grouped[bucket.start])
         assert (bucket.requests, bucket.p50_latency_ms, bucket.p95_latency_ms, bucket.p95_ttft_ms) == (
             want["requests"], want["p50"], want["p95"], want["p95_ttft"])  # fmt: skip
+
+
+_PERCENTILES = ("p50_latency_ms", "p95_latency_ms", "p95_ttft_ms")
+
+
+@pytest.mark.parametrize("bucket_s", [60, 3600])
+@pytest.mark.parametrize("scope", SCOPES)
+@pytest.mark.parametrize(("since", "until"), RANGES)
+def test_series_without_percentiles_hold_the_same_sums_from_the_rollups(
+    queries: DashboardQueries, bucket_s: int, scope: dict[str, Any], since: float | None, until: float | None,
+) -> None:  # fmt: skip
+    """The dashboard's buckets (no percentiles: from the rollups alone) equal the full series in all else."""
+    full = queries.series(bucket_s, since, until, **scope)
+    sums_only = queries.series(bucket_s, since, until, **scope, percentiles=False)
+    assert [b.start for b in sums_only] == [b.start for b in full]
+    for got, want in zip(sums_only, full, strict=True):
+        assert all(math.isnan(getattr(got, name)) for name in _PERCENTILES)
+        nan = dict.fromkeys(_PERCENTILES, math.nan)
+        assert dataclasses.replace(got, **nan).to_dict().keys() == want.to_dict().keys()
+        for name, value in want.to_dict().items():
+            if name not in _PERCENTILES:
+                assert getattr(got, name) == pytest.approx(value, rel=1e-12, abs=1e-15), (name, got, want)
+
+
+def test_per_second_series_without_percentiles(queries: DashboardQueries) -> None:
+    since, until = _s(BASE_MS + 600_000.5), _s(BASE_MS + 600_000.5 + 3_600_000.0)
+    full, sums_only = queries.series(1, since, until), queries.series(1, since, until, percentiles=False)
+    assert [(b.start, b.requests, b.cost) for b in sums_only] == [(b.start, b.requests, b.cost) for b in full]
+    assert all(math.isnan(b.p95_latency_ms) for b in sums_only) and sums_only
+    with pytest.raises(ValueError, match=r"percentiles must be True or False"):
+        queries.series(60, percentiles=1)  # type: ignore[arg-type]
+
+
+def _point(request: Any) -> tuple[Any, ...]:
+    return (request.span.start_time / 1000.0, request.trace.id, request.span.status, request.latency,
+            request.attrs.get(semconv.OBS_TTFT_MS))  # fmt: skip
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+@pytest.mark.parametrize(("since", "until"), RANGES)
+def test_request_points_are_every_request_when_they_fit(
+    queries: DashboardQueries, traces: list[Trace], since: float | None, until: float | None,
+    scope: dict[str, Any],
+) -> None:  # fmt: skip
+    got = queries.request_points(since, until, points=5000, **scope)
+    want = sorted(_point(r) for r in requests(traces, since, until, **_expected_scope(scope)))
+    assert [(p.start, p.trace_id, p.status, p.latency_ms, p.ttft_ms) for p in got] == want
+
+
+def _first_of_each_slice(found: list[Any], points: int) -> list[tuple[Any, ...]]:
+    """The first request of each of `points` equal slices of time (`points` - 1 of them reach from the
+    first request to the last), each bound computed as first + j * width, the same floats as the query's."""
+    ordered = sorted(found, key=lambda r: r.span.start_time)
+    first, last = ordered[0].span.start_time, ordered[-1].span.start_time
+    width = (last - first) / (points - 1)
+    picked = []
+    for j in range(points):
+        inside = [r for r in ordered if first + j * width <= r.span.start_time < first + (j + 1) * width]
+        if inside:
+            picked.append(_point(inside[0]))
+    return picked
+
+
+@pytest.mark.parametrize("points", [2, 7, 40])
+@pytest.mark.parametrize("scope", [{}, {"model": "qwen"}, {"service": "chat-app", "model": "llama"},
+                                   {"conversation": [f"conv-{i}" for i in range(0, 300, 3)]}])
+@pytest.mark.parametrize(("since", "until"), [RANGES[0], RANGES[1], RANGES[4]])
+def test_request_points_spread_over_the_range_when_they_do_not_fit(
+    queries: DashboardQueries, traces: list[Trace], since: float | None, until: float | None,
+    scope: dict[str, Any], points: int,
+) -> None:  # fmt: skip
+    found = requests(traces, since, until, **_expected_scope(scope))
+    assert len(found) > points
+    got = queries.request_points(since, until, points=points, **scope)
+    want = _first_of_each_slice(found, points)
+    assert [(p.start, p.trace_id, p.status, p.latency_ms, p.ttft_ms) for p in got] == want
+    assert len(got) <= points and got[0].start == min(r.span.start_time for r in found) / 1000.0
+    with pytest.raises(ValueError, match=r"points must be an int in \[1, 100000\]"):
+        queries.request_points(points=0)
 
 
 def test_series_arguments_are_checked(queries: DashboardQueries) -> None:
