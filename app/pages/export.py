@@ -18,6 +18,7 @@ import streamlit as st
 from app import receiving, sidebar
 
 _PROTOCOLS = ["http/protobuf", "http/json"]
+_COUNTERS_EVERY_S = 2.0
 
 
 def _receive() -> None:
@@ -76,28 +77,42 @@ def _forward_form(current: receiving.ForwarderStatus | None) -> None:
 def _forward() -> None:
     st.subheader("Forward traces")
     st.caption("Every trace kept from now on (chats and received traces) is also sent to an OTLP endpoint.")
-    forwarder = receiving.forwarder()
-    current = forwarder.status()
+    current = receiving.forwarder().status()
     if current is not None:
         names = ", ".join(current.header_names) or "none"
         st.markdown(f"Forwarding to `{current.endpoint}` ({current.protocol}); "
                     f"headers: {sidebar.md_escape(names)}")
-        cols = st.columns(5)
-        cols[0].metric("Exported traces", current.exported)
-        cols[1].metric("Exported spans", current.exported_spans)
-        cols[2].metric("Retries", current.retries)
-        cols[3].metric("Failed traces", current.failed)
-        cols[4].metric("Dropped (queue full)", current.dropped)
-        if current.last_error:
-            when = dt.datetime.fromtimestamp(current.last_error_at or 0).strftime("%H:%M:%S")
-            st.error(f"Last error ({when}): {current.last_error}", icon=":material/error:")
-        left, right = st.columns([1, 3])
-        if left.button("Stop forwarding", icon=":material/stop:"):
-            forwarder.stop()
-            st.rerun()
-        if right.button("Refresh counters", icon=":material/refresh:"):
-            st.rerun()
+        st.fragment(run_every=_COUNTERS_EVERY_S)(_counters)()
     _forward_form(current)
+
+
+def _counters() -> None:
+    """The forwarder's counters and last error: a fragment, redrawn every few seconds and by Refresh.
+
+    Only this part reruns, not the whole app: a full run (sidebar, every
+    section) can take longer than the time between two clicks on a busy
+    machine, and Streamlit restarts a run in progress on each click, so
+    counters drawn by full runs alone could stay at their first value.
+    """
+    forwarder = receiving.forwarder()
+    current = forwarder.status()
+    if current is None:  # stopped meanwhile (from another tab): the whole page changes
+        st.rerun()
+    cols = st.columns(5)
+    cols[0].metric("Exported traces", current.exported)
+    cols[1].metric("Exported spans", current.exported_spans)
+    cols[2].metric("Retries", current.retries)
+    cols[3].metric("Failed traces", current.failed)
+    cols[4].metric("Dropped (queue full)", current.dropped)
+    if current.last_error:
+        when = dt.datetime.fromtimestamp(current.last_error_at or 0).strftime("%H:%M:%S")
+        st.error(f"Last error ({when}): {current.last_error}", icon=":material/error:")
+    left, right = st.columns([1, 3])
+    if left.button("Stop forwarding", icon=":material/stop:"):
+        forwarder.stop()
+        st.rerun()  # the whole page: the form's label and this panel change
+    right.button("Refresh counters", icon=":material/refresh:",
+                 help=f"The counters also refresh by themselves every {_COUNTERS_EVERY_S:g} s")
 
 
 def _files() -> None:

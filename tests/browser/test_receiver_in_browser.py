@@ -165,12 +165,6 @@ def test_a_trace_sent_by_the_opentelemetry_sdk_shows_on_the_traces_page(
     shot(tab, artifacts, "traces-received")
 
 
-
-
-@pytest.mark.skip(
-    reason="known defect: in the full run the trace is forwarded but the page's counter stays 0 "
-    "(passes alone); open until the order dependence is found"
-)
 def test_the_forwarding_panel_sends_received_traces_on_and_counts_them(
     tab: Any, served: tuple[str, int, Path], artifacts: Path
 ) -> None:
