@@ -92,8 +92,9 @@ class MergingStoreExporter:
     and `in`: `SqliteTraceStore`, `TraceStore`), or an exporter that writes
     into one and says which (`SqliteExporter(path)`, whose `.store` is read
     and whose `export` writes each batch in one transaction). A store with
-    `add_many(traces)` gets each batch in one call. Parts of one trace in the
-    same batch are merged first. Read and written from one thread at a time
+    `add_many(traces)` gets each batch in one call, and one with
+    `get_many(trace_ids)` is asked for the stored parts of a batch in one
+    call. Parts of one trace in the same batch are merged first. Read and written from one thread at a time
     (the receiver's worker). `shutdown` passes on to an exporter target; a
     store is left open for its owner to close.
     """
@@ -116,13 +117,10 @@ class MergingStoreExporter:
         """Merge each trace with its stored part and store it; FAILURE if the store raised or refused some."""
         errors_before = getattr(self.store, "write_errors", 0)
         try:
-            batch = []
-            for trace in _coalesce(traces):
-                if trace.id in self.store:
-                    stored = self.store.get(trace.id)
-                    if stored is not None:
-                        trace = merge_traces(stored, trace)
-                batch.append(trace)
+            batch = _coalesce(traces)
+            stored = self._stored([trace.id for trace in batch])
+            batch = [trace if trace.id not in stored else merge_traces(stored[trace.id], trace)
+                     for trace in batch]  # fmt: skip
             if self.exporter is not None:
                 return self.exporter.export(batch)  # type: ignore[no-any-return]
             add_many = getattr(self.store, "add_many", None)
@@ -140,6 +138,19 @@ class MergingStoreExporter:
                          self.store, len(traces), type(exc).__name__, exc)
             return ExportResult.FAILURE
         return ExportResult.SUCCESS
+
+    def _stored(self, trace_ids: list[str]) -> dict[str, Trace]:
+        """The stored traces among `trace_ids`, by id (one query when the store has `get_many`)."""
+        get_many = getattr(self.store, "get_many", None)
+        if callable(get_many):
+            return {trace.id: trace for trace in get_many(trace_ids)}
+        found = {}
+        for trace_id in trace_ids:
+            if trace_id in self.store:
+                trace = self.store.get(trace_id)
+                if trace is not None:
+                    found[trace_id] = trace
+        return found
 
     def shutdown(self) -> None:
         """Shut an exporter target down; a store target belongs to its owner and stays open."""

@@ -141,13 +141,12 @@ def _server_ms(attrs: Mapping[str, Any]) -> float | None:
 def _span_row(
     trace_id: str, position: int, span: dict[str, Any], trace_service: str | None
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The `spans` row of one storable span dict, and the request facts the trace row sums."""
+    """The `spans` row of one storable span dict (`trace_id` as `column` made it), and the request facts."""
     attrs = span["attributes"]
     service = _text(attrs.get(semconv.SERVICE_NAME)) or trace_service
     model = _text(attrs.get(semconv.GEN_AI_REQUEST_MODEL)) or _text(attrs.get(semconv.GEN_AI_RESPONSE_MODEL))
     conversation = _text(attrs.get(semconv.GEN_AI_CONVERSATION_ID)) or _text(attrs.get(semconv.SESSION_ID))
     request = semconv.GEN_AI_OPERATION_NAME in attrs
-    status = span["status"]
     minute = minute_of(span["start_time"])
     facts: dict[str, Any] = {"model": model, "conversation": conversation, "request": request}
     cost = cost_units = ttft = latency = None
@@ -167,26 +166,34 @@ def _span_row(
             input_preview=_message_text(attrs.get(semconv.GEN_AI_INPUT_MESSAGES), "user"),
             output_preview=_message_text(attrs.get(semconv.GEN_AI_OUTPUT_MESSAGES), None),
         )  # fmt: skip
-    exact = {
-        name: span[name] for name in _SPAN_TEXT if span[name] is not None and column(span[name]) != span[name]
-    }
-    if span["trace_id"] != column(trace_id):
-        exact["trace_id"] = span["trace_id"]
+    span_id, parent_id, name, kind, status = (span[field] for field in _SPAN_TEXT)
+    texts = (column(span_id), None if parent_id is None else column(parent_id), column(name), column(kind),
+             column(status))  # fmt: skip
+    exact = None
+    if (  # `column` hands back the very text it was given when that text can be bound as it is
+        texts[0] is not span_id or texts[1] is not parent_id or texts[2] is not name or texts[3] is not kind
+        or texts[4] is not status or span["trace_id"] != trace_id
+    ):
+        exact = {
+            field: span[field] for field in _SPAN_TEXT
+            if span[field] is not None and column(span[field]) != span[field]
+        }  # fmt: skip
+        if span["trace_id"] != trace_id:
+            exact["trace_id"] = span["trace_id"]
+    events = span["events"]
     row = (
-        column(trace_id), position, column(span["id"]),
-        None if span["parent_id"] is None else column(span["parent_id"]),
-        column(span["name"]), column(span["kind"]), span["start_time"], span["end_time"], span["duration"],
-        column(status), service, model, conversation, int(request), int(status == "error"), inputs, outputs,
-        cost, cost_units, ttft, latency, _server_ms(attrs) if request else None,
+        trace_id, position, texts[0], texts[1], texts[2], texts[3], span["start_time"], span["end_time"],
+        span["duration"], texts[4], service, model, conversation, int(request), int(status == "error"),
+        inputs, outputs, cost, cost_units, ttft, latency, _server_ms(attrs) if request else None,
         int(request and attrs.get(semconv.OBS_CACHE_HIT) is True), minute, hour_of(minute),
-        bin_of(latency), bin_of(ttft), _json(attrs), _json(span["events"]), _json(exact) if exact else None,
+        bin_of(latency), bin_of(ttft), _json(attrs) if attrs else "{}", _json(events) if events else "[]",
+        _json(exact) if exact else None,
     )  # fmt: skip
     return row, facts
 
 
-def _json(value: Any) -> str:
-    # ensure_ascii (the default) writes lone surrogates as \udXXX escapes, which read back exactly.
-    return json.dumps(value, separators=(",", ":"))
+# ensure_ascii (the default) writes lone surrogates as \udXXX escapes, which read back exactly.
+_json = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def _rows(data: dict[str, Any]) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]:
@@ -196,8 +203,9 @@ def _rows(data: dict[str, Any]) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]
     span_rows = []
     conversation = model = input_preview = output_preview = None
     requests = inputs = outputs = cost_units = 0
+    bound_id = column(trace_id)
     for position, span in enumerate(data["spans"]):
-        row, facts = _span_row(trace_id, position, span, service)
+        row, facts = _span_row(bound_id, position, span, service)
         span_rows.append(row)
         conversation = conversation or facts["conversation"]
         if facts["request"]:

@@ -5,8 +5,9 @@
 table holding each whole trace as JSON) is migrated in one transaction, each
 trace rewritten as a trace row and span rows in its old insertion order
 (rows that cannot be decoded are carried over as they are, still readable
-by nothing and still counted as unreadable); a file of the current version
-is left as it is. A database holding tables of another program is refused,
+by nothing and still counted as unreadable); a file of version 1 keeps its
+rows and has the triggers that version 2 defines anew (`REDEFINED`) replaced;
+a file of the current version is left as it is. A database holding tables of another program is refused,
 never written to. Several processes may open one file at once: the check is
 repeated inside the write transaction, so only one of them migrates.
 """
@@ -18,16 +19,17 @@ import logging
 import sqlite3
 from pathlib import Path
 
-from obs.storage._columns import encode_trace
+from obs.storage._columns import EncodedTrace, encode_trace
 from obs.storage._rows import decode
-from obs.storage._writes import insert_trace, statements
-from obs.storage.schema import SCHEMA, SCHEMA_VERSION, check_ours
+from obs.storage._writes import insert_traces, statements
+from obs.storage.schema import REDEFINED, SCHEMA, SCHEMA_VERSION, check_ours
 
 __all__ = ["prepare"]
 
 _log = logging.getLogger(__name__)
 
 _V0_INDEXES = ("traces_start_time", "traces_duration", "traces_status", "traces_name")
+_COPY_CHUNK = 500  # v0 traces rewritten per batch
 
 
 def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
@@ -62,8 +64,9 @@ def _prepare_locked(conn: sqlite3.Connection, path: Path, owner: str) -> str:
         return "opened"  # another process made it current while this one waited for the lock
     tables = check_ours(conn, path, owner)
     v0 = version == 0 and "traces" in tables and "spans" not in tables
+    older = 0 < version < SCHEMA_VERSION
     leftover = tables - {"sqlite_sequence", "sqlite_stat1", "sqlite_stat4"}
-    if leftover and not v0:
+    if leftover and not (v0 or older):
         raise ValueError(
             f"{owner}: {str(path)!r} holds obs tables ({', '.join(sorted(leftover))}) without a schema "
             "version: it was not written by obs; it is left untouched: choose another path"
@@ -77,13 +80,16 @@ def _prepare_locked(conn: sqlite3.Connection, path: Path, owner: str) -> str:
         for index in _V0_INDEXES:
             conn.execute(f"DROP INDEX IF EXISTS {index}")
         conn.execute("ALTER TABLE traces RENAME TO traces_v0")
+    for step in range(version + 1, SCHEMA_VERSION + 1):
+        for trigger in REDEFINED.get(step, ()):
+            conn.execute(f"DROP TRIGGER IF EXISTS {trigger}")
     for statement in statements(SCHEMA):
         conn.execute(statement)
     if v0:
         _copy_v0(conn)
         conn.execute("DROP TABLE traces_v0")
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-    return "migrated" if v0 else "created"
+    return "migrated" if v0 or older else "created"
 
 
 def _copy_v0(conn: sqlite3.Connection) -> None:
@@ -91,6 +97,8 @@ def _copy_v0(conn: sqlite3.Connection) -> None:
     rows = conn.execute(
         "SELECT seq, id, name, start_time, end_time, duration, status, data FROM traces_v0 ORDER BY seq"
     ).fetchall()
+    batch: list[EncodedTrace] = []
+    seqs: list[int] = []
     for seq, trace_id, name, start, end, duration, status, data in rows:
         try:
             encoded = encode_trace(decode(data))
@@ -103,4 +111,10 @@ def _copy_v0(conn: sqlite3.Connection) -> None:
                 (seq, trace_id, name, start, end, duration, status, data),
             )
             continue
-        insert_trace(conn, encoded, seq=seq)
+        batch.append(encoded)
+        seqs.append(seq)
+        if len(batch) == _COPY_CHUNK:
+            insert_traces(conn, batch, seqs)
+            batch, seqs = [], []
+    if batch:
+        insert_traces(conn, batch, seqs)

@@ -1,7 +1,7 @@
-"""The rollup tables and the triggers that keep them in step with the request spans.
+"""The rollup tables, and how they are kept in step with the request spans.
 
-For every request span (a span with `gen_ai.operation.name`) inserted or
-deleted, triggers add it to, or take it from:
+Every request span (a span with `gen_ai.operation.name`) inserted is added
+to, and every one deleted is taken from:
 
 - `rollup` (per minute) and `rollup_hour` (per hour), per service and model:
   request, error, token, cost, latency, cache-hit and TTFT sums, and the
@@ -13,15 +13,28 @@ deleted, triggers add it to, or take it from:
 So a tile over a week reads one row per hour, service and model, not one per
 request; and removing a span (replaced, or by retention) takes it out again.
 Empty service and model are stored as '' in these tables.
+
+Deletes are taken out by the trigger `request_removed`, one span at a time.
+Inserts are added by the trigger `request_added`, unless the writer adds
+them itself: obs's own writer (`obs.storage._writes.insert_traces`) sums a
+whole batch in Python (`request_sums`, the twin of the triggers' expressions)
+and upserts once per minute, hour, service and model (`ROLLUP_UPSERT`, ...),
+with the `counters` row `WRITER_SUMS` set to 1 inside its transaction so the
+trigger stands aside. Outside such a transaction the row is 0, so any other
+writer of the file (an older release still running) is summed by the trigger.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from itertools import pairwise
 
 from obs.metrics.quantiles import LogMapping
 
-__all__ = ["HOUR_BINS", "LATENCY_BOUNDS_MS", "ROLLUP_SCHEMA", "SPAN_SUMS", "SUM_COLUMNS"]
+__all__ = [
+    "BINS_ALL_UPSERT", "BINS_UPSERT", "HOUR_BINS", "LATENCY_BOUNDS_MS", "ROLLUP_HOUR_UPSERT", "ROLLUP_SCHEMA",
+    "ROLLUP_UPSERT", "SPAN_SUMS", "SUM_COLUMNS", "WRITER_SUMS", "request_sums",
+]  # fmt: skip
 
 # The dashboard's latency histogram (obs.dashboard.LATENCY_BUCKETS): its counts are kept in the rollups.
 LATENCY_BOUNDS_MS = (100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0)
@@ -55,6 +68,29 @@ SUM_COLUMNS = tuple(name for name, _ in _SUMS)
 # The same sums computed over `spans` rows directly (for the parts of a range no rollup row covers).
 SPAN_SUMS = ", ".join(f"SUM({expr.format(r='spans')})" for _, expr in _SUMS)
 _REAL = {"latency_sum", "ttft_sum"}
+# The `counters` row that is 1 while a writer adds the rollups itself (inside its transaction only).
+WRITER_SUMS = "writer_sums"
+
+
+def request_sums(
+    error: int, inputs: int | None, outputs: int | None, cost_units: int | None, latency_ms: float | None,
+    cache_hit: int, ttft_ms: float | None,
+) -> list[int | float]:
+    """What one request span adds to each of `SUM_COLUMNS`, in that order, from its `spans` columns.
+
+    The Python twin of the expressions the triggers evaluate (`_SUMS`): a
+    missing number adds 0, a missing latency or TTFT is not counted, and the
+    latency counts in the one histogram column between `LATENCY_BOUNDS_MS`
+    it falls in.
+    """
+    histogram = [0] * (len(LATENCY_BOUNDS_MS) + 1)
+    if latency_ms is not None:
+        histogram[bisect_right(LATENCY_BOUNDS_MS, latency_ms)] = 1
+    return [
+        1, error, inputs or 0, outputs or 0, cost_units or 0, int(latency_ms is not None),
+        0.0 if latency_ms is None else latency_ms, cache_hit, int(ttft_ms is not None),
+        0.0 if ttft_ms is None else ttft_ms, *histogram,
+    ]  # fmt: skip
 
 
 def _table(name: str, key: str) -> str:
@@ -76,14 +112,33 @@ def _match(key: str, r: str) -> str:
     return f"{key} = {r}.{key} AND service = COALESCE({r}.service, '') AND model = COALESCE({r}.model, '')"
 
 
-def _add(name: str, key: str) -> str:
-    values = ", ".join(expr.format(r="NEW") for _, expr in _SUMS)
+def _upsert(name: str, key: str, values: str) -> str:
     updates = ",\n        ".join(f"{c} = {c} + excluded.{c}" for c in SUM_COLUMNS)
     return f"""
     INSERT INTO {name} ({key}, service, model, {', '.join(SUM_COLUMNS)})
-    VALUES (NEW.{key}, {_dims('NEW')}, {values})
+    VALUES ({values})
     ON CONFLICT ({key}, service, model) DO UPDATE SET
-        {updates};"""
+        {updates}"""
+
+
+def _add(name: str, key: str) -> str:
+    values = ", ".join(expr.format(r="NEW") for _, expr in _SUMS)
+    return _upsert(name, key, f"NEW.{key}, {_dims('NEW')}, {values}") + ";"
+
+
+_MARKS = ", ".join("?" * (3 + len(_SUMS)))
+# What a writer that sums a batch itself runs, once per key: (minute or hour, service, model, *sums).
+ROLLUP_UPSERT = _upsert("rollup", "minute", _MARKS).strip()
+ROLLUP_HOUR_UPSERT = _upsert("rollup_hour", "hour", _MARKS).strip()
+# (hour, service, model, metric, bin, n) and (hour, metric, bin, n).
+BINS_UPSERT = (
+    "INSERT INTO hour_bins (hour, service, model, metric, bin, n) VALUES (?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (hour, service, model, metric, bin) DO UPDATE SET n = n + excluded.n"
+)
+BINS_ALL_UPSERT = (
+    "INSERT INTO hour_bins_all (hour, metric, bin, n) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (hour, metric, bin) DO UPDATE SET n = n + excluded.n"
+)
 
 
 def _take(name: str, key: str) -> str:
@@ -135,7 +190,8 @@ CREATE TABLE IF NOT EXISTS hour_bins_all (
     PRIMARY KEY (hour, metric, bin)
 ) WITHOUT ROWID;
 
-CREATE TRIGGER IF NOT EXISTS request_added AFTER INSERT ON spans WHEN NEW.request = 1 BEGIN
+CREATE TRIGGER IF NOT EXISTS request_added AFTER INSERT ON spans
+WHEN NEW.request = 1 AND NOT EXISTS (SELECT 1 FROM counters WHERE name = '{WRITER_SUMS}' AND n <> 0) BEGIN
     UPDATE counters SET n = n + 1 WHERE name = 'requests';
     {_add("rollup", "minute")}
     {_add("rollup_hour", "hour")}

@@ -27,9 +27,20 @@ REPLACED_KEY = semconv.OBS_REPLACED
 # `json.dumps` raise: `encode` then retries with `strict`, which checks every int.
 _PLAIN = frozenset({str, int, float, bool, type(None)})
 _STR = frozenset({str})
+_ARRAYS = frozenset({list, tuple})
+_PLAIN_OR_ARRAY = _PLAIN | _ARRAYS
 _BIG_INT = 10**18
+HUGE_INT = 10**4000  # an int this large or larger is what `json_safe` replaces by a placeholder
 
 Where = tuple[str, ...]  # ("span", id, "event", name): formatted only when a note is made
+
+
+def _plain_array(value: list[Any] | tuple[Any, ...]) -> bool:
+    """True when `json_safe` keeps every item of `value` as it is: plain values, no int it would replace."""
+    kinds = {type(item) for item in value}
+    if not kinds <= _PLAIN:
+        return False
+    return int not in kinds or all(-HUGE_INT < item < HUGE_INT for item in value if type(item) is int)
 
 
 def _place(where: Where) -> str:
@@ -87,12 +98,13 @@ class _Fixer:
 
     def mapping(self, container: dict[Any, Any], where: Where) -> dict[str, Any]:
         """Attributes or metadata, with every value JSON can hold (see `obs._validate.json_safe`)."""
-        if (
-            not self.strict
-            and {type(key) for key in container} <= _STR
-            and {type(value) for value in container.values()} <= _PLAIN
-        ):
-            return container  # the common case, checked without a Python-level loop
+        if not self.strict and {type(key) for key in container} <= _STR:
+            kinds = {type(value) for value in container.values()}
+            if kinds <= _PLAIN or (  # the common cases, checked without a Python-level loop
+                kinds <= _PLAIN_OR_ARRAY
+                and all(_plain_array(value) for value in container.values() if type(value) in _ARRAYS)
+            ):
+                return container
         out: dict[str, Any] = {}
         notes = []
         for key, value in container.items():
@@ -160,6 +172,8 @@ def storable(trace: Trace, *, strict: bool = False) -> tuple[dict[str, Any], lis
 
 def column(value: object) -> str:
     """Text SQLite can bind: lone surrogates (which UTF-8 cannot hold) become U+FFFD."""
+    if type(value) is str and value.isascii():  # the common case, without encoding it
+        return value
     text = value if isinstance(value, str) else str(value)
     try:
         text.encode("utf-8")

@@ -1,6 +1,6 @@
 """The SQLite file's layout, its version, and how a file is opened (or refused) safely.
 
-Version 1 (`PRAGMA user_version = 1`) keeps:
+Version 2 (`PRAGMA user_version = 2`) keeps:
 
 - `traces`: one row per trace (indexed columns, the trace's own fields and
   metadata as JSON in `data`, and what the dashboard lists: service,
@@ -10,18 +10,22 @@ Version 1 (`PRAGMA user_version = 1`) keeps:
   attributes and events as JSON);
 - `logs` (`obs.logs.LogEntry`) and `alert_transitions`
   (`obs.alerting.AlertTransition`);
-- what triggers keep up to date as rows come and go, so the dashboard's
-  queries never read every row: the rollups of `obs.storage._rollup_sql`
-  (request sums per minute and per hour, hourly latency and TTFT
-  histograms), `sessions` (one row per conversation) and `counters`
-  (row counts);
+- what is kept up to date as rows come and go, so the dashboard's queries
+  never read every row: the rollups of `obs.storage._rollup_sql` (request
+  sums per minute and per hour, hourly latency and TTFT histograms),
+  `sessions` (one row per conversation) and `counters` (row counts). Triggers
+  take removed rows out; inserted rows are added by triggers too, except the
+  request sums, which obs's writer adds once per batch (see
+  `obs.storage._rollup_sql`);
 - `meta`: settings kept in the file (retention).
 
 Times are epoch milliseconds, except `alert_transitions.at` (epoch seconds,
-as `AlertTransition.at`). Version 0 is the one-table layout of earlier
-releases (`traces` with the whole trace as JSON in `data`); `obs.storage._migrate`
-turns it into version 1 in one transaction. A file of a newer version, a
-damaged file or one that is no database is refused and never written to.
+as `AlertTransition.at`). Version 1 had the same tables, with a trigger that
+added each request span to the rollups on its own; version 0 is the
+one-table layout of earlier releases (`traces` with the whole trace as JSON
+in `data`). `obs.storage._migrate` brings either to version 2 in one
+transaction. A file of a newer version, a damaged file or one that is no
+database is refused and never written to.
 """
 
 from __future__ import annotations
@@ -32,11 +36,13 @@ import shlex
 import sqlite3
 from pathlib import Path
 
-from obs.storage._rollup_sql import ROLLUP_SCHEMA
+from obs.storage._rollup_sql import ROLLUP_SCHEMA, WRITER_SUMS
 
-__all__ = ["MEMORY", "SCHEMA_VERSION", "check_ours", "connect", "open_error", "refusal"]
+__all__ = ["MEMORY", "REDEFINED", "SCHEMA_VERSION", "check_ours", "connect", "open_error", "refusal"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# The triggers each version defines anew: a file of an older version has them dropped, then created.
+REDEFINED = {2: ("request_added",)}
 MEMORY = ":memory:"
 
 # Primary SQLite result codes (the low byte of an extended code) and what to tell the user.
@@ -47,7 +53,8 @@ _SQLITE_READONLY_DIRECTORY = 1544
 SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, n INTEGER NOT NULL);
-INSERT OR IGNORE INTO counters (name, n) VALUES ('traces', 0), ('requests', 0), ('logs', 0);
+INSERT OR IGNORE INTO counters (name, n)
+VALUES ('traces', 0), ('requests', 0), ('logs', 0), ('{WRITER_SUMS}', 0);
 
 CREATE TABLE IF NOT EXISTS traces (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,

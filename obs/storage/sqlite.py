@@ -27,7 +27,7 @@ from obs.logs import LogEntry
 from obs.storage._columns import SPAN_READ, EncodedTrace, decode_trace, encode_trace
 from obs.storage._database import Database
 from obs.storage._rows import REPLACED_KEY, column
-from obs.storage._writes import INSERT_ALERT, INSERT_LOG, alert_rows, delete_traces, insert_trace, log_rows
+from obs.storage._writes import INSERT_ALERT, INSERT_LOG, alert_rows, delete_traces, insert_traces, log_rows
 from obs.storage.base import (
     StoreStats,
     TracePredicate,
@@ -131,7 +131,7 @@ class SqliteTraceStore:
 
     @property
     def opened_as(self) -> str:
-        """What opening did to the file: "opened", "created" or "migrated" (from the one-table layout)."""
+        """What opening did to the file: "opened", "created" or "migrated" (from an older layout)."""
         return self._db.outcome
 
     @property
@@ -229,11 +229,9 @@ class SqliteTraceStore:
         encoded = [e for e in (self._encode(trace) for trace in traces) if e is not None]
         if not encoded:
             return 0
-        replaced = 0
         try:
             with self._db.write() as conn:  # a closed store raises ValueError here, not counted
-                for item in encoded:
-                    replaced += insert_trace(conn, item)
+                replaced = insert_traces(conn, encoded)
                 self._evict(conn)
         except sqlite3.Error as exc:
             with self._lock:

@@ -151,7 +151,7 @@ def test_clear_empties_the_file_and_file_info_describes_it(tmp_path: Path) -> No
         assert (info.path, info.trace_count, info.request_count, info.log_count) == (str(path), 300, 300, 1)
         assert info.oldest_trace_at is not None and info.newest_trace_at is not None
         assert info.oldest_trace_at <= info.newest_trace_at <= NOW_MS / 1000
-        assert info.schema_version == 1 and info.size_bytes > 100_000
+        assert info.schema_version == 2 and info.size_bytes > 100_000
         store.clear(vacuum=True)
         after = store.file_info()
         assert (after.trace_count, after.request_count, after.log_count) == (0, 0, 0)

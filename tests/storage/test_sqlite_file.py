@@ -80,7 +80,7 @@ def test_a_new_file_is_private_and_of_the_current_version(tmp_path: Path) -> Non
         modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.iterdir()}
     assert modes["obs.db"] == 0o600
     assert all(mode == 0o600 for mode in modes.values()), modes  # -wal and -shm too
-    assert _version(path) == SCHEMA_VERSION == 1
+    assert _version(path) == SCHEMA_VERSION == 2
     with SqliteTraceStore(path) as again:
         assert again.opened_as == "opened"
 
