@@ -18,10 +18,14 @@ everything):
 - `logs` (a page, newest first), `alert_transitions`;
 - `services`, `models`: the values the scope can take.
 
-Sums come from the rollup the triggers keep per minute (see
-`obs.storage._aggregate`), exact percentiles from the (request, latency)
-index, so each query reads a few thousand rows at most, whatever the file
-holds (`benchmarks/bench_storage.py` measures them on 100,000 traces).
+Sums come from the rollups kept per minute and per hour (see
+`obs.storage._aggregate`); exact percentiles from the hourly latency
+histograms, which say in which bin the ranked latency lies, and the
+(request, latency) index, which gives that bin's latencies (see
+`obs.storage._percentile`). So a query reads rows per bucket or per page,
+and a small share of the requests for an exact percentile, not every row
+(`benchmarks/bench_storage.py` measures each query on 100,000 traces,
+`benchmarks/bench_dashboard.py` a whole dashboard refresh up to 1,000,000).
 Arguments are checked: ValueError names the argument and what it accepts.
 """
 
@@ -38,9 +42,10 @@ from obs._validate import is_finite_number
 from obs.alerting.manager import AlertTransition
 from obs.clock import SYSTEM_CLOCK, Clock
 from obs.logs import LEVELS, LogEntry
-from obs.storage._aggregate import Agg, Scope, exact_percentile, plan, rank, sums_of
+from obs.storage._aggregate import Agg, Scope, exact_percentile, plan, sums_of
 from obs.storage._checks import check_page, check_range, check_scope, like
 from obs.storage._columns import COST_UNITS_PER_USD
+from obs.storage._percentile import exact_latencies
 from obs.storage._rollup_sql import LATENCY_BOUNDS_MS
 from obs.storage._spread import spread_requests
 from obs.storage.results import (
@@ -106,8 +111,7 @@ class DashboardQueries:
         scope = check_scope(service, model, conversation)
         with self._db.read() as conn:
             agg = self._sums(conn, lo, hi, scope)
-            p50 = self._exact_latency(conn, lo, hi, scope, agg.latency_count, 0.5)
-            p95 = self._exact_latency(conn, lo, hi, scope, agg.latency_count, 0.95)
+            p50, p95 = exact_latencies(conn, lo, hi, scope, agg.latency_count, (0.5, 0.95))
             first, last = self._first_last(conn, lo, hi, scope) if agg.requests else (None, None)
         n = agg.requests
         start = lo if not math.isinf(lo) else first
@@ -134,38 +138,6 @@ class DashboardQueries:
         for piece in plan(lo, hi, scope.conversations is None):
             agg.add_sums(sums_of(conn, piece, scope))
         return agg
-
-    @staticmethod
-    def _exact_latency(
-        conn: sqlite3.Connection, lo: float, hi: float, scope: Scope, n: int, q: float
-    ) -> float:
-        """The exact nearest-rank q-quantile of the n latencies in range: OFFSET along an ordered index.
-
-        The (request, latency) index is walked from the nearer end, skipping the
-        entries out of range and scope, down to the rank: about
-        min(rank, n - rank) * (all requests / n) entries, a few thousand for a
-        p95 whatever the range. When that is more than reading the n requests
-        through the time index and sorting them, that is done instead.
-        """
-        if n <= 0:
-            return 0.0
-        k = rank(q, n)
-        extra, more = scope.spans_sql()
-        index, order, offset = "spans_request_start", "ASC", k - 1
-        if scope.conversations is not None:
-            index = "spans_conversation"
-        else:
-            total = conn.execute("SELECT n FROM counters WHERE name = 'requests'").fetchone()[0]
-            walked = (min(k - 1, n - k) + 1) * max(total, n) / n
-            if walked < 4 * n:
-                index = "spans_request_latency"
-                order, offset = ("ASC", k - 1) if k - 1 <= n - k else ("DESC", n - k)
-        row = conn.execute(
-            f"SELECT latency_ms FROM spans INDEXED BY {index} WHERE request = 1 AND latency_ms IS NOT NULL "
-            f"AND start_time >= ? AND start_time < ?{extra} ORDER BY latency_ms {order} LIMIT 1 OFFSET ?",
-            [lo, hi, *more, offset],
-        ).fetchone()
-        return 0.0 if row is None else float(row[0])
 
     @staticmethod
     def _first_last(conn: sqlite3.Connection, lo: float, hi: float, scope: Scope) -> tuple[float, float]:

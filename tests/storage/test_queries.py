@@ -26,6 +26,8 @@ from obs.alerting.manager import AlertTransition
 from obs.clock import FakeClock
 from obs.logs import LogEntry
 from obs.metrics.quantiles import exact_quantile
+from obs.storage._checks import check_range, check_scope
+from obs.storage._percentile import through_bins
 from obs.storage.queries import DEFAULT_LATENCY_BOUNDS_MS, DashboardQueries
 from obs.storage.sqlite import SqliteTraceStore
 from obs.trace.traces import Trace
@@ -267,6 +269,25 @@ def test_tiles_over_any_range_equal_the_brute_force(
     want = sums(requests(traces, since, until, service=service, model=model))
     assert (tiles.request_count, tiles.error_count, tiles.prompt_tokens, tiles.p95_latency_ms) == (
         want["requests"], want["errors"], want["inputs"], want["p95"])  # fmt: skip
+
+
+@pytest.mark.parametrize("scope", [{}, {"service": "chat-app"}, {"model": "qwen"},
+                                   {"service": "batch-job", "model": "llama"}])
+@pytest.mark.parametrize(("since", "until"), [RANGES[0], RANGES[1], RANGES[4], RANGES[5]])
+def test_exact_percentiles_are_found_through_the_hourly_bins(
+    queries: DashboardQueries, traces: list[Trace], since: float | None, until: float | None,
+    scope: dict[str, Any],
+) -> None:  # fmt: skip
+    """Over a range holding whole hours the tiles' percentiles come through the hourly bins (not a walk
+    along an index), and every quantile, the extremes too, is the exact one."""
+    found = requests(traces, since, until, **_expected_scope(scope))
+    latencies = [r.latency for r in found]
+    qs = (0.0, 0.001, 0.25, 0.5, 0.95, 0.99, 1.0)
+    lo, hi = check_range(since, until)
+    with queries.store.database().read() as conn:
+        got = through_bins(conn, lo, hi, check_scope(scope.get("service"), scope.get("model"), None),
+                           len(latencies), qs)  # fmt: skip
+    assert got == [exact_quantile(latencies, q) for q in qs]
 
 
 def test_latency_histogram_counts_between_the_bounds(queries: DashboardQueries, traces: list[Trace]) -> None:
