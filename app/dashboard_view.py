@@ -21,6 +21,7 @@ small whatever the file holds:
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -48,6 +49,8 @@ BUCKET_NAMES = {1: "1 second", 60: "1 minute", 3600: "1 hour"}
 LEFT_CHARTS = ("chart_latency", "chart_throughput", "chart_tokens", "chart_errors")
 RIGHT_CHARTS = ("chart_histogram", "chart_cost", "chart_ttft", "chart_breakdown")
 _POINT_COLUMNS = ("time", "trace_id", "status", "latency_ms", "ttft_ms")
+_BUCKET_NAMES = [field.name for field in dataclasses.fields(SeriesBucket)]
+_BUCKET_FIELDS = operator.attrgetter(*_BUCKET_NAMES)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
@@ -103,8 +106,8 @@ def tile_values(tiles: Tiles) -> dict[str, str | int]:
 
 def timeline_frame(buckets: list[SeriesBucket]) -> pd.DataFrame:
     """The charts' timeline (time, requests, errors, tokens, cost, percentiles) from stored buckets."""
-    frame = pd.DataFrame([bucket.to_dict() for bucket in buckets],
-                         columns=[f.name for f in dataclasses.fields(SeriesBucket)])
+    # Fields read directly: `to_dict()` (dataclasses.asdict) deep-copies, ten times the cost.
+    frame = pd.DataFrame([_BUCKET_FIELDS(bucket) for bucket in buckets], columns=_BUCKET_NAMES)
     frame.insert(0, "time", pd.to_datetime(frame["start"], unit="s", utc=True))
     return frame
 
