@@ -1,0 +1,271 @@
+"""Synthetic history files: many LLM requests, written fast, exactly as the SQLite store writes them.
+
+`synthetic_requests(n, end_ms=...)` draws the numbers of `n` chat calls spread
+over some days (three services, three models, conversations of five turns,
+3% errors without usage, half of them streamed with a time to first token,
+10% prompt-cache hits, log-normal latencies) as numpy columns.
+`trace_at(requests, i)` is the Trace the instrumented client would have
+recorded for call `i`: one client span with the GenAI attributes, in a
+trace of its own. `write_store(path, requests)` puts them all in a history
+file. Encoding a million Trace objects one by one takes minutes, so the
+rows are built here directly from the columns; `rows_at` gives the rows of
+one call, which `tests/test_dashboard_scale.py` checks equal, column for
+column, what `SqliteTraceStore` writes for `trace_at` (and the rollup
+tables the same after a whole file). The rollups are kept by the file's
+own triggers as the rows go in.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from obs import semconv
+from obs.storage._columns import COST_UNITS_PER_USD, bin_of, hour_of, minute_of
+from obs.storage.results import RetentionPolicy
+from obs.storage.sqlite import SqliteTraceStore
+from obs.trace.spans import Span, SpanEvent
+from obs.trace.traces import Trace
+
+__all__ = [
+    "MODELS", "SERVICES", "SPAN_WRITTEN", "TRACE_WRITTEN", "TURNS_PER_CONVERSATION", "Requests", "frame",
+    "rows_at", "synthetic_requests", "trace_at", "write_store",
+]  # fmt: skip
+
+SERVICES = ("chat-app", "rag-service", "batch")
+MODELS = ("smollm2", "qwen2.5-0.5b", "llama-3.2-1b")
+DAY_MS = 86_400_000.0
+TURNS_PER_CONVERSATION = 5
+# The columns written here, by name (the inserts name them, so the file's column order does not matter).
+TRACE_WRITTEN = (
+    "id", "name", "start_time", "end_time", "duration", "status", "data", "service", "conversation_id",
+    "model", "span_count", "requests", "input_tokens", "output_tokens", "cost_units", "input_preview",
+    "output_preview",
+)  # fmt: skip
+SPAN_WRITTEN = (
+    "trace_id", "position", "span_id", "parent_id", "name", "kind", "start_time", "end_time", "duration",
+    "status", "service", "model", "conversation_id", "request", "error", "input_tokens", "output_tokens",
+    "cost", "cost_units", "ttft_ms", "latency_ms", "server_ms", "cache_hit", "minute", "hour", "latency_bin",
+    "ttft_bin", "attributes", "events", "exact",
+)  # fmt: skip
+_BATCH = 20_000
+
+
+@dataclass(frozen=True, slots=True)
+class Requests:
+    """The numbers of `n` calls, oldest first, one numpy array per field (NaN: not measured)."""
+
+    start_ms: np.ndarray
+    latency_ms: np.ndarray
+    ttft_ms: np.ndarray  # NaN for calls that were not streamed
+    input_tokens: np.ndarray  # -1 for calls without usage (the failed ones)
+    output_tokens: np.ndarray
+    cost_usd: np.ndarray  # NaN for calls without a cost
+    error: np.ndarray
+    cache_hit: np.ndarray
+    service: np.ndarray  # index into SERVICES
+    model: np.ndarray  # index into MODELS
+
+    def __len__(self) -> int:
+        return len(self.start_ms)
+
+
+def synthetic_requests(n: int, *, end_ms: float, days: float = 7.0, seed: int = 7) -> Requests:
+    """`n` calls that started in the `days` before `end_ms` (epoch ms), oldest first, drawn from `seed`."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"synthetic_requests: n must be an int >= 1, got {n!r}")
+    if not days > 0:
+        raise ValueError(f"synthetic_requests: days must be > 0, got {days!r}")
+    rng = np.random.default_rng(seed)
+    start = np.sort(end_ms - rng.random(n) * days * DAY_MS)
+    # Whole microseconds, as a clock gives them: every time and sum below is then exact in a float.
+    start = np.floor(start * 1000.0) / 1000.0
+    latency = np.round(rng.lognormal(6.5, 0.8, n), 3)
+    streamed = rng.random(n) < 0.5
+    ttft = np.where(streamed, np.round(latency * rng.uniform(0.05, 0.3, n), 3), np.nan)
+    error = rng.random(n) < 0.03
+    inputs = np.where(error, -1, rng.integers(20, 2000, n))
+    outputs = np.where(error, -1, rng.integers(1, 400, n))
+    cost = np.where(error, np.nan, inputs * 1e-7 + outputs * 2e-7)
+    return Requests(
+        start_ms=start, latency_ms=latency, ttft_ms=ttft, input_tokens=inputs, output_tokens=outputs,
+        cost_usd=cost, error=error, cache_hit=(rng.random(n) < 0.1) & ~error,
+        service=rng.integers(0, len(SERVICES), n), model=rng.integers(0, len(MODELS), n),
+    )  # fmt: skip
+
+
+class _Call:
+    """Call `i` (its values in `_columns` order) as Python values, and its span's attributes and events."""
+
+    __slots__ = ("attrs", "conversation", "cost", "end", "error", "events", "inputs", "latency", "model",
+                 "outputs", "service", "span_id", "start", "trace_id", "ttft")  # fmt: skip
+
+    def __init__(self, i: int, values: tuple[Any, ...]) -> None:
+        self.start, self.latency, ttft, inputs, outputs, cost, self.error, cache, service, model = values
+        self.ttft = None if math.isnan(ttft) else ttft
+        self.inputs = None if inputs < 0 else inputs
+        self.outputs = None if outputs < 0 else outputs
+        self.cost = None if math.isnan(cost) else cost
+        self.service, self.model = SERVICES[service], MODELS[model]
+        self.end = self.start + self.latency
+        self.trace_id, self.span_id = f"{i + 1:032x}", f"{i + 1:016x}"
+        self.conversation = f"conv-{i // TURNS_PER_CONVERSATION:x}"
+        attrs: dict[str, Any] = {
+            semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT,
+            semconv.GEN_AI_PROVIDER_NAME: semconv.PROVIDER_LLAMA_CPP,
+            semconv.GEN_AI_REQUEST_MODEL: self.model,
+            semconv.SERVER_ADDRESS: "127.0.0.1",
+            semconv.SERVER_PORT: 8033,
+            semconv.GEN_AI_CONVERSATION_ID: self.conversation,
+            semconv.SESSION_ID: self.conversation,
+            semconv.OBS_LATENCY_MS: self.latency,
+            semconv.OBS_CACHE_HIT: bool(cache),
+        }
+        if self.ttft is not None:
+            attrs[semconv.GEN_AI_REQUEST_STREAM] = True
+            attrs[semconv.OBS_TTFT_MS] = self.ttft
+        if self.error:
+            attrs[semconv.ERROR_TYPE] = "ServerError"
+        else:
+            attrs[semconv.GEN_AI_RESPONSE_MODEL] = self.model
+            attrs[semconv.GEN_AI_USAGE_INPUT_TOKENS] = self.inputs
+            attrs[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] = self.outputs
+            attrs[semconv.LLAMA_CPP_TIMINGS_PROMPT_MS] = self.latency * 0.25
+            attrs[semconv.LLAMA_CPP_TIMINGS_PREDICTED_MS] = self.latency * 0.5
+            attrs[semconv.OBS_COST_USD] = self.cost
+        self.attrs = attrs
+        events = [(semconv.EVENT_REQUEST_START, self.start)]
+        if self.ttft is not None:
+            events.append((semconv.EVENT_FIRST_TOKEN, self.start + self.ttft))
+        events.append((semconv.EVENT_RESPONSE_RECEIVED, self.end))
+        self.events = events
+
+    @property
+    def status(self) -> str:
+        return "error" if self.error else "success"
+
+
+def _columns(requests: Requests, part: slice) -> tuple[list[Any], ...]:
+    r = requests
+    return (
+        r.start_ms[part].tolist(), r.latency_ms[part].tolist(), r.ttft_ms[part].tolist(),
+        r.input_tokens[part].tolist(), r.output_tokens[part].tolist(), r.cost_usd[part].tolist(),
+        r.error[part].tolist(), r.cache_hit[part].tolist(), r.service[part].tolist(), r.model[part].tolist(),
+    )  # fmt: skip
+
+
+def _call(requests: Requests, i: int) -> _Call:
+    return _Call(i, tuple(column[0] for column in _columns(requests, slice(i, i + 1))))
+
+
+def trace_at(requests: Requests, i: int) -> Trace:
+    """The Trace the instrumented client records for call `i`: one client span, in a trace of its own."""
+    call = _call(requests, i)
+    events = tuple(SpanEvent(name, at) for name, at in call.events)
+    span = Span(call.span_id, call.trace_id, None, f"chat {call.model}", call.start, call.end, call.latency,
+                call.status, call.attrs, events, "client")  # type: ignore[arg-type]  # fmt: skip
+    return Trace(call.trace_id, span.name, call.start, call.end, call.latency, call.status,
+                 {semconv.SERVICE_NAME: call.service}, (span,))  # type: ignore[arg-type]  # fmt: skip
+
+
+_dumps = json.JSONEncoder(separators=(",", ":")).encode  # what json.dumps(..., separators) writes
+
+
+def _rows(call: _Call) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    name = f"chat {call.model}"
+    status = call.status
+    header = _dumps({"id": call.trace_id, "name": name, "start_time": call.start, "end_time": call.end,
+                     "duration": call.latency, "status": status,
+                     "metadata": {semconv.SERVICE_NAME: call.service}})  # fmt: skip
+    units = None if call.cost is None else round(call.cost * COST_UNITS_PER_USD)
+    trace_row = (
+        call.trace_id, name, call.start, call.end, call.latency, status, header, call.service,
+        call.conversation, call.model, 1, 1, call.inputs or 0, call.outputs or 0, units or 0, None, None,
+    )  # fmt: skip
+    attrs = call.attrs
+    server = None
+    if not call.error:
+        server = attrs[semconv.LLAMA_CPP_TIMINGS_PROMPT_MS] + attrs[semconv.LLAMA_CPP_TIMINGS_PREDICTED_MS]
+    minute = minute_of(call.start)
+    events = _dumps([{"name": n, "timestamp": at, "attributes": {}} for n, at in call.events])
+    span_row = (
+        call.trace_id, 0, call.span_id, None, name, "client", call.start, call.end, call.latency, status,
+        call.service, call.model, call.conversation, 1, int(call.error), call.inputs, call.outputs,
+        call.cost, units, call.ttft, call.latency, server, int(attrs[semconv.OBS_CACHE_HIT]), minute,
+        hour_of(minute), bin_of(call.latency), bin_of(call.ttft), _dumps(attrs), events, None,
+    )  # fmt: skip
+    return trace_row, span_row
+
+
+def rows_at(requests: Requests, i: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The `traces` and `spans` rows `write_store` writes for call `i`, by column name."""
+    trace_row, span_row = _rows(_call(requests, i))
+    return dict(zip(TRACE_WRITTEN, trace_row, strict=True)), dict(zip(SPAN_WRITTEN, span_row, strict=True))
+
+
+def _insert(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+def write_store(path: str | os.PathLike[str], requests: Requests) -> None:
+    """A new history file at `path` holding one trace per call of `requests`, kept with no retention limit.
+
+    The file is made by `SqliteTraceStore` (its schema and triggers); the rows
+    go in through one connection of this function with the journal off, so
+    a crash leaves a broken file: only for files made to be measured.
+    """
+    with SqliteTraceStore(path) as store:
+        store.set_retention(RetentionPolicy(max_age_s=None, max_traces=None, max_log_entries=None))
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("PRAGMA cache_size=-262144")  # 256 MB: the indexes stay in memory while they grow
+        # The indexes of traces and spans are made again once the rows are in (sorting once is faster
+        # than growing them row by row); the rollups' triggers run as the rows go in.
+        indexes = conn.execute(
+            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+            "AND tbl_name IN ('traces', 'spans')"
+        ).fetchall()
+        for name, _ in indexes:
+            conn.execute(f'DROP INDEX "{name}"')
+        add_trace, add_span = _insert("traces", TRACE_WRITTEN), _insert("spans", SPAN_WRITTEN)
+        for first in range(0, len(requests), _BATCH):
+            part = slice(first, min(first + _BATCH, len(requests)))
+            values = zip(*_columns(requests, part), strict=True)
+            rows = [_rows(_Call(i, one)) for i, one in enumerate(values, first)]
+            conn.execute("BEGIN")
+            conn.executemany(add_trace, [trace_row for trace_row, _ in rows])
+            conn.executemany(add_span, [span_row for _, span_row in rows])
+            conn.execute("COMMIT")
+        for _, sql in indexes:
+            conn.execute(sql)
+    finally:
+        conn.close()
+    SqliteTraceStore(path).close()  # back in WAL mode, as the store keeps its files
+
+
+def frame(requests: Requests) -> pd.DataFrame:
+    """The calls as one pandas row each, for checks: start_ms (epoch ms), latency_ms, ttft_ms (NaN when not
+    streamed), input_tokens and output_tokens (0 without usage), cost_units (picodollars, as stored: 0
+    without a cost), error, cache_hit, service, model, conversation and trace_id."""
+    costs = requests.cost_usd.tolist()
+    units = [0 if math.isnan(cost) else round(cost * COST_UNITS_PER_USD) for cost in costs]
+    n = len(requests)
+    return pd.DataFrame({
+        "start_ms": requests.start_ms, "latency_ms": requests.latency_ms, "ttft_ms": requests.ttft_ms,
+        "input_tokens": np.where(requests.input_tokens < 0, 0, requests.input_tokens),
+        "output_tokens": np.where(requests.output_tokens < 0, 0, requests.output_tokens),
+        "cost_units": np.array(units, dtype=np.int64), "error": requests.error,
+        "cache_hit": requests.cache_hit,
+        "service": np.array(SERVICES)[requests.service], "model": np.array(MODELS)[requests.model],
+        "conversation": [f"conv-{i // TURNS_PER_CONVERSATION:x}" for i in range(n)],
+        "trace_id": [f"{i + 1:032x}" for i in range(n)],
+    })  # fmt: skip
