@@ -355,18 +355,30 @@ def parse_headers(text: str) -> dict[str, str]:
 
 
 class ForwardingProcessor:
-    """The processor put on each session's tracer: hands every kept trace to the process's forwarder."""
+    """A tracer's processor that hands every kept trace to the process's forwarder.
+
+    With `target` (the forwarder, taken once on a script thread) it needs no
+    Streamlit call when a trace ends, so tracers whose traces end on other
+    threads (the proxy's event loop) use one; without, it asks `forwarder()`.
+    """
+
+    def __init__(self, target: Forwarder | None = None) -> None:
+        """Hand traces to `target`, else to `forwarder()` each time."""
+        self._target = target
+
+    def _forwarder(self) -> Forwarder:
+        return self._target if self._target is not None else forwarder()
 
     def on_end(self, trace: Trace) -> None:
-        """Hand `trace` to `forwarder()`."""
-        forwarder().on_end(trace)
+        """Hand `trace` to the forwarder."""
+        self._forwarder().on_end(trace)
 
     def force_flush(self, timeout_s: float = 30.0) -> bool:
         """Flush the forwarder."""
-        return forwarder().force_flush(timeout_s)
+        return self._forwarder().force_flush(timeout_s)
 
     def shutdown(self, timeout_s: float = 30.0) -> bool:
-        """Nothing to do: the forwarder outlives any one session."""
+        """Nothing to do: the forwarder outlives any one tracer."""
         return True
 
 

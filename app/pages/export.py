@@ -6,6 +6,10 @@
 - Forward: a form (endpoint, protocol, headers) that sends every trace kept
   from now on to an OTLP endpoint; the exporter's counters and last error.
   Header values are taken once and never shown back (only their names).
+- Proxy: a switch that starts the recording proxy (`app.proxying`) in front
+  of the dashboard's llama-server, so a program that knows nothing of obs
+  has its model calls recorded here; its address, the lines that point a
+  program at it, and its counters.
 - Files: the command that writes the stored traces to a file.
 """
 
@@ -15,10 +19,13 @@ import datetime as dt
 
 import streamlit as st
 
-from app import receiving, sidebar
+from app import proxying, receiving, sidebar, state
+from obs.proxy import ProxyStartError
 
 _PROTOCOLS = ["http/protobuf", "http/json"]
 _COUNTERS_EVERY_S = 2.0
+_PROXY_UPSTREAM, _PROXY_PORT, _PROXY_CAPTURE, _PROXY_PROBLEM = "w_proxy_upstream", "w_proxy_port", \
+    "w_proxy_capture", "proxy_problem"
 
 
 def _receive() -> None:
@@ -76,7 +83,8 @@ def _forward_form(current: receiving.ForwarderStatus | None) -> None:
 
 def _forward() -> None:
     st.subheader("Forward traces")
-    st.caption("Every trace kept from now on (chats and received traces) is also sent to an OTLP endpoint.")
+    st.caption("Every trace kept from now on (chats, received traces, the proxy's calls) is also sent to an "
+               "OTLP endpoint.")
     current = receiving.forwarder().status()
     if current is not None:
         names = ", ".join(current.header_names) or "none"
@@ -115,6 +123,73 @@ def _counters() -> None:
                  help=f"The counters also refresh by themselves every {_COUNTERS_EVERY_S:g} s")
 
 
+def _start_proxy() -> None:
+    """The submit: start the proxy with what the form holds, or keep the reason it could not."""
+    try:
+        proxying.dashboard_proxy().start(str(st.session_state.get(_PROXY_UPSTREAM) or ""),
+                                         int(st.session_state.get(_PROXY_PORT) or 0),
+                                         capture_content=bool(st.session_state.get(_PROXY_CAPTURE)))
+    except (ValueError, ProxyStartError) as exc:
+        st.session_state[_PROXY_PROBLEM] = str(exc)
+    else:
+        st.session_state[_PROXY_PROBLEM] = ""
+
+
+def _proxy_form() -> None:
+    app = state.get_app()
+    state.init_widget(_PROXY_UPSTREAM, app.settings.server_url)
+    state.init_widget(_PROXY_PORT, proxying.DEFAULT_PROXY_PORT)
+    state.init_widget(_PROXY_CAPTURE, app.settings.capture_content)
+    with st.form("proxy"):
+        left, right = st.columns([3, 1])
+        left.text_input("Upstream llama-server", key=_PROXY_UPSTREAM,
+                        help="Where the proxy forwards every request: this dashboard's server (the embedded "
+                             "one when the app started it) unless you name another")
+        right.number_input("Proxy port", min_value=1, max_value=65535, step=1, key=_PROXY_PORT)
+        st.checkbox("Record prompts and answers", key=_PROXY_CAPTURE)
+        st.form_submit_button("Start the proxy", icon=":material/play_arrow:", on_click=_start_proxy)
+    problem = st.session_state.get(_PROXY_PROBLEM)
+    if problem:
+        st.error(problem, icon=":material/error:")
+
+
+def _proxy() -> None:
+    st.subheader("Record any program (proxy)")
+    st.caption(f"A program that talks to llama-server (Open WebUI, a LangChain app, curl, any language) "
+               f"sends its requests to the proxy instead: each is forwarded unchanged, and its model calls "
+               f"show here as the service {proxying.PROXY_SERVICE}, with nothing changed in the program.")
+    current = proxying.dashboard_proxy().status()
+    if current is None:
+        _proxy_form()
+        return
+    content = "with prompts and answers" if current.capture_content else "without prompts and answers"
+    st.markdown(f"Proxy at `{current.url}` → `{current.upstream}`, recording {content}. "
+                "It listens on this machine only.")
+    curl, env = proxying.examples(current.url)
+    st.code(curl, language="bash")
+    st.caption("OpenAI clients (the openai package, LangChain, Open WebUI's OpenAI connection): set")
+    st.code(env, language="bash")
+    st.fragment(run_every=_COUNTERS_EVERY_S)(_proxy_counters)()
+
+
+def _proxy_counters() -> None:
+    """The proxy's counters: a fragment, redrawn every few seconds without rerunning the page."""
+    proxy = proxying.dashboard_proxy()
+    current = proxy.status()
+    if current is None:  # stopped meanwhile (from another tab): the whole page changes
+        st.rerun()
+    cols = st.columns(4)
+    cols[0].metric("Requests relayed", current.requests)
+    cols[1].metric("Model calls recorded", current.recorded)
+    cols[2].metric("Upstream unreachable", current.no_answer,
+                   help="Requests the proxy answered itself (502, or 504 for a timeout): nothing answered "
+                        "upstream")
+    cols[3].metric("Recording errors", current.telemetry_errors)
+    if st.button("Stop the proxy", icon=":material/stop:"):
+        proxy.stop()
+        st.rerun()  # the whole page: the form comes back
+
+
 def _files() -> None:
     st.subheader("Export to a file")
     st.markdown("The Traces and Sessions pages download what they show. For everything kept in a time "
@@ -129,6 +204,7 @@ def main() -> None:
     st.title("Export & receive")
     _receive()
     _forward()
+    _proxy()
     _files()
 
 

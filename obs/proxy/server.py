@@ -22,7 +22,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -36,7 +36,7 @@ from obs.proxy.app import ProxyApp, ProxyStats
 from obs.storage.exporter import SqliteExporter, SqliteLogSink
 from obs.storage.schema import MEMORY
 from obs.storage.sqlite import SqliteTraceStore
-from obs.trace.processors import BatchProcessor
+from obs.trace.processors import BatchProcessor, TraceProcessor
 from obs.trace.tracer import Tracer
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "ProxyStartError",
     "bind_socket",
     "open_recording",
+    "record_into",
     "server_config",
     "start_proxy",
 ]
@@ -104,18 +105,42 @@ class _QueueOnly:
         self._sink.write(text)
 
 
+def record_into(
+    store: SqliteTraceStore, service_name: str, *, processors: Sequence[TraceProcessor] = ()
+) -> tuple[Tracer, Callable[[float], bool]]:
+    """A Tracer writing spans and log entries into the open SQLite `store`, and the function that flushes it.
+
+    Spans go through a BatchProcessor (then through `processors`, in order),
+    log entries through a SqliteLogSink's queue, both tagged with
+    `service_name`: neither waits for the disk on the recording thread. The
+    closer flushes and stops both within its timeout, says whether it did,
+    and leaves the store open (its owner closes it).
+    """
+    if not isinstance(service_name, str) or not service_name:
+        raise ValueError(f"service_name must be a non-empty string (e.g. 'my-app'), got {service_name!r}")
+    sink = SqliteLogSink(store, service=service_name)
+    tracer = Tracer(processors=[BatchProcessor(SqliteExporter(store), schedule_delay_s=1.0), *processors],
+                    logger=LLMLogger(stream=_QueueOnly(sink)), collector=MetricsCollector(),
+                    service_name=service_name)  # fmt: skip
+
+    def close(timeout_s: float) -> bool:
+        ok = tracer.shutdown(timeout_s)
+        return sink.close(timeout_s) and ok
+
+    return tracer, close
+
+
 def open_recording(
     db: str | os.PathLike[str] | None, service_name: str, *, retention_interval_s: float | None = 60.0
 ) -> tuple[Tracer, Callable[[float], bool]]:
     """A Tracer writing spans and logs into the SQLite file `db`, and the function that closes it all.
 
     `db` None means `OBS_DB_PATH`, else `.obs/obs.db`; its directory is
-    created (private to the owner). Spans go through a BatchProcessor, log
-    entries through a SqliteLogSink's queue: neither waits for the disk on
-    the recording thread. The file's retention settings are applied every
-    `retention_interval_s` seconds (None: not from here). ValueError names a
-    file that cannot be used. The closer flushes within its timeout and says
-    whether it did.
+    created (private to the owner). Recording is `record_into`'s. The
+    file's retention settings are applied every `retention_interval_s`
+    seconds (None: not from here). ValueError names a file that cannot be
+    used. The closer flushes within its timeout, closes the file and says
+    whether it flushed.
     """
     if not isinstance(service_name, str) or not service_name:
         raise ValueError(f"service_name must be a non-empty string (e.g. 'my-app'), got {service_name!r}")
@@ -132,10 +157,7 @@ def open_recording(
                              f"{exc.strerror or exc}; choose another db path") from None  # fmt: skip
     store = SqliteTraceStore(path)
     try:
-        sink = SqliteLogSink(store, service=service_name)
-        tracer = Tracer(processors=[BatchProcessor(SqliteExporter(store), schedule_delay_s=1.0)],
-                        logger=LLMLogger(stream=_QueueOnly(sink)), collector=MetricsCollector(),
-                        service_name=service_name)  # fmt: skip
+        tracer, flush = record_into(store, service_name)
         if retention_interval_s is not None:
             store.start_retention(retention_interval_s)  # stops when the store closes
     except BaseException:
@@ -143,8 +165,7 @@ def open_recording(
         raise
 
     def close(timeout_s: float) -> bool:
-        ok = tracer.shutdown(timeout_s)
-        ok = sink.close(timeout_s) and ok
+        ok = flush(timeout_s)
         store.close()
         return ok
 

@@ -7,6 +7,11 @@ client (a program that knows nothing of obs) chats through the proxy.
 Without a click, the Traces page lists the call on its next refresh, the
 scope "Service: <the proxy's>" shows it alone, and the Sessions page shows
 the conversation named by the OpenAI `user` field with its message.
+
+The dashboard's own switch: a user starts the proxy on the Export & receive
+page in front of the embedded llama-server the app started, copies its
+address from the page, a program chats through it, the call shows on the
+Traces page as the proxy's service, and the switch turns it off again.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from obs.llm.llama.server import EmbeddedServer, find_free_port
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, ROOT, run_app
 from tests.browser.pages import (
     choose,
+    open_page,
     shot,
     show_everything,
     trace_rows,
@@ -128,4 +134,49 @@ def test_a_chat_sent_through_the_proxy_by_a_program_appears_on_the_dashboard(
         show_everything(tab, "Sessions")
         tab.get_by_text(QUESTION).first.wait_for()
         shot(tab, artifacts, "proxy-sessions")
+        tab.context.close()
+
+
+def test_the_dashboards_proxy_switch_records_a_programs_chat_and_turns_off(
+    tmp_path: Path, chromium: Any, artifacts: Path
+) -> None:
+    # Nothing answers at the configured URL: the app starts its own embedded llama-server.
+    env = {"LLAMA_SERVER_URL": f"http://127.0.0.1:{find_free_port()}", "OBS_EMBEDDED_SERVER": "1"}
+    (tmp_path / "app").mkdir()
+    with run_app(tmp_path / "app", env, name="proxy-switch") as url:
+        tab = chromium.new_context(viewport={"width": 1440, "height": 1000}).new_page()
+        tab.set_default_timeout(120_000)
+        tab.goto(url)
+        tab.get_by_test_id("stChatInputTextArea").wait_for()
+        open_page(tab, "Export & receive")
+        upstream = tab.get_by_role("textbox", name="Upstream llama-server").input_value()
+        assert httpx.get(upstream + "/health", timeout=5).json()["status"] == "ok"  # the embedded server
+        port = find_free_port()
+        box = tab.get_by_role("spinbutton", name="Proxy port")
+        box.fill(str(port))
+        tab.get_by_role("button", name="Start the proxy").click()
+        code = tab.get_by_test_id("stCode").filter(has_text="OPENAI_BASE_URL=")
+        code.wait_for()
+        lines = code.inner_text().splitlines()
+        base = next(line for line in lines if line.startswith("OPENAI_BASE_URL=")).split("=", 1)[1]
+        assert base == f"http://127.0.0.1:{port}/v1"
+        shot(tab, artifacts, "proxy-switch-on")
+
+        answer = httpx.post(base + "/chat/completions", timeout=120, json={
+            "model": "smollm2", "messages": [{"role": "user", "content": QUESTION}], "max_tokens": 8,
+            "temperature": 0})
+        assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"]
+        trace_id = answer.headers["traceparent"].split("-")[1]
+
+        show_everything(tab, "Traces")
+        rows = trace_rows(tab, 1)
+        assert [r[-1] for r in rows] == [trace_id]
+        assert "obs-proxy" in rows[0] and "chat smollm2" in rows[0]
+        shot(tab, artifacts, "proxy-switch-traces")
+
+        open_page(tab, "Export & receive")
+        tab.get_by_role("button", name="Stop the proxy").click()
+        tab.get_by_role("button", name="Start the proxy").wait_for()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=5)
         tab.context.close()
