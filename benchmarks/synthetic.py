@@ -8,11 +8,10 @@ over some days (three services, three models, conversations of five turns,
 recorded for call `i`: one client span with the GenAI attributes, in a
 trace of its own. `write_store(path, requests)` puts them all in a history
 file. Encoding a million Trace objects one by one takes minutes, so the
-rows are built here directly from the columns; `rows_at` gives the rows of
-one call, which `tests/test_dashboard_scale.py` checks equal, column for
-column, what `SqliteTraceStore` writes for `trace_at` (and the rollup
-tables the same after a whole file). The rollups are kept by the file's
-own triggers as the rows go in.
+rows are built here directly from the columns, and the rollups summed in
+SQL once they are all in; `tests/app/test_dashboard_scale.py` checks that
+a file written so holds, table for table, what `SqliteTraceStore` writes
+for the same traces (`trace_at`).
 """
 
 from __future__ import annotations
@@ -29,6 +28,7 @@ import pandas as pd
 
 from obs import semconv
 from obs.storage._columns import COST_UNITS_PER_USD, bin_of, hour_of, minute_of
+from obs.storage._rollup_sql import SPAN_SUMS, SUM_COLUMNS
 from obs.storage.results import RetentionPolicy
 from obs.storage.sqlite import SqliteTraceStore
 from obs.trace.spans import Span, SpanEvent
@@ -36,7 +36,7 @@ from obs.trace.traces import Trace
 
 __all__ = [
     "MODELS", "SERVICES", "SPAN_WRITTEN", "TRACE_WRITTEN", "TURNS_PER_CONVERSATION", "Requests", "frame",
-    "rows_at", "synthetic_requests", "trace_at", "write_store",
+    "synthetic_requests", "trace_at", "write_store",
 ]  # fmt: skip
 
 SERVICES = ("chat-app", "rag-service", "batch")
@@ -101,22 +101,53 @@ def synthetic_requests(n: int, *, end_ms: float, days: float = 7.0, seed: int = 
     )  # fmt: skip
 
 
-class _Call:
-    """Call `i` (its values in `_columns` order) as Python values, and its span's attributes and events."""
+def _key(name: str) -> str:
+    return json.dumps(name)
 
-    __slots__ = ("attrs", "conversation", "cost", "end", "error", "events", "inputs", "latency", "model",
-                 "outputs", "service", "span_id", "start", "trace_id", "ttft")  # fmt: skip
+
+# Attribute keys and fixed values as JSON text, for `_Call.attributes_json`.
+_OPERATION = f"{_key(semconv.GEN_AI_OPERATION_NAME)}:{_key(semconv.OPERATION_CHAT)}"
+_PROVIDER = f"{_key(semconv.GEN_AI_PROVIDER_NAME)}:{_key(semconv.PROVIDER_LLAMA_CPP)}"
+_SERVER = f'{_key(semconv.SERVER_ADDRESS)}:"127.0.0.1",{_key(semconv.SERVER_PORT)}:8033'
+(_REQUEST_MODEL, _CONVERSATION, _SESSION, _LATENCY, _CACHE_HIT, _STREAM, _TTFT, _ERROR_TYPE, _RESPONSE_MODEL,
+ _INPUTS, _OUTPUTS, _PROMPT_MS, _PREDICTED_MS, _COST, _SERVICE_NAME) = (_key(name) for name in (
+    semconv.GEN_AI_REQUEST_MODEL, semconv.GEN_AI_CONVERSATION_ID, semconv.SESSION_ID, semconv.OBS_LATENCY_MS,
+    semconv.OBS_CACHE_HIT, semconv.GEN_AI_REQUEST_STREAM, semconv.OBS_TTFT_MS, semconv.ERROR_TYPE,
+    semconv.GEN_AI_RESPONSE_MODEL, semconv.GEN_AI_USAGE_INPUT_TOKENS, semconv.GEN_AI_USAGE_OUTPUT_TOKENS,
+    semconv.LLAMA_CPP_TIMINGS_PROMPT_MS, semconv.LLAMA_CPP_TIMINGS_PREDICTED_MS, semconv.OBS_COST_USD,
+    semconv.SERVICE_NAME,
+))  # fmt: skip
+
+
+class _Call:
+    """Call `i` (its values in `_columns` order) as Python values: its span's attributes and events.
+
+    `attributes()` is the dict the span carries; `attributes_json()` the JSON
+    text the store writes for it, made by hand because `json.dumps` is most
+    of the cost of a row (the file test checks the two agree, as
+    `SqliteTraceStore` writes them).
+    """
+
+    __slots__ = ("cache", "conversation", "cost", "end", "error", "inputs", "latency", "model", "outputs",
+                 "service", "span_id", "start", "trace_id", "ttft")  # fmt: skip
 
     def __init__(self, i: int, values: tuple[Any, ...]) -> None:
-        self.start, self.latency, ttft, inputs, outputs, cost, self.error, cache, service, model = values
-        self.ttft = None if math.isnan(ttft) else ttft
+        self.start, self.latency, ttft, inputs, outputs, cost, self.error, self.cache, service, model = values
+        self.ttft = None if ttft != ttft else ttft  # NaN: not streamed
         self.inputs = None if inputs < 0 else inputs
         self.outputs = None if outputs < 0 else outputs
-        self.cost = None if math.isnan(cost) else cost
+        self.cost = None if cost != cost else cost
         self.service, self.model = SERVICES[service], MODELS[model]
         self.end = self.start + self.latency
         self.trace_id, self.span_id = f"{i + 1:032x}", f"{i + 1:016x}"
         self.conversation = f"conv-{i // TURNS_PER_CONVERSATION:x}"
+
+    @property
+    def status(self) -> str:
+        return "error" if self.error else "success"
+
+    def attributes(self) -> dict[str, Any]:
+        """The span's attributes, as the instrumented client records them."""
         attrs: dict[str, Any] = {
             semconv.GEN_AI_OPERATION_NAME: semconv.OPERATION_CHAT,
             semconv.GEN_AI_PROVIDER_NAME: semconv.PROVIDER_LLAMA_CPP,
@@ -126,7 +157,7 @@ class _Call:
             semconv.GEN_AI_CONVERSATION_ID: self.conversation,
             semconv.SESSION_ID: self.conversation,
             semconv.OBS_LATENCY_MS: self.latency,
-            semconv.OBS_CACHE_HIT: bool(cache),
+            semconv.OBS_CACHE_HIT: bool(self.cache),
         }
         if self.ttft is not None:
             attrs[semconv.GEN_AI_REQUEST_STREAM] = True
@@ -140,16 +171,28 @@ class _Call:
             attrs[semconv.LLAMA_CPP_TIMINGS_PROMPT_MS] = self.latency * 0.25
             attrs[semconv.LLAMA_CPP_TIMINGS_PREDICTED_MS] = self.latency * 0.5
             attrs[semconv.OBS_COST_USD] = self.cost
-        self.attrs = attrs
+        return attrs
+
+    def attributes_json(self) -> str:
+        """`json.dumps(self.attributes(), separators=(",", ":"))`, written out (floats as `repr`, as json)."""
+        text = (f'{{{_OPERATION},{_PROVIDER},{_REQUEST_MODEL}:"{self.model}",{_SERVER},'
+                f'{_CONVERSATION}:"{self.conversation}",{_SESSION}:"{self.conversation}",'
+                f'{_LATENCY}:{self.latency!r},{_CACHE_HIT}:{"true" if self.cache else "false"}')  # fmt: skip
+        if self.ttft is not None:
+            text += f",{_STREAM}:true,{_TTFT}:{self.ttft!r}"
+        if self.error:
+            return text + f',{_ERROR_TYPE}:"ServerError"}}'
+        return text + (f',{_RESPONSE_MODEL}:"{self.model}",{_INPUTS}:{self.inputs},{_OUTPUTS}:{self.outputs},'
+                       f"{_PROMPT_MS}:{self.latency * 0.25!r},{_PREDICTED_MS}:{self.latency * 0.5!r},"
+                       f"{_COST}:{self.cost!r}}}")  # fmt: skip
+
+    def events(self) -> list[tuple[str, float]]:
+        """The span's events: (name, time)."""
         events = [(semconv.EVENT_REQUEST_START, self.start)]
         if self.ttft is not None:
             events.append((semconv.EVENT_FIRST_TOKEN, self.start + self.ttft))
         events.append((semconv.EVENT_RESPONSE_RECEIVED, self.end))
-        self.events = events
-
-    @property
-    def status(self) -> str:
-        return "error" if self.error else "success"
+        return events
 
 
 def _columns(requests: Requests, part: slice) -> tuple[list[Any], ...]:
@@ -168,50 +211,57 @@ def _call(requests: Requests, i: int) -> _Call:
 def trace_at(requests: Requests, i: int) -> Trace:
     """The Trace the instrumented client records for call `i`: one client span, in a trace of its own."""
     call = _call(requests, i)
-    events = tuple(SpanEvent(name, at) for name, at in call.events)
+    events = tuple(SpanEvent(name, at) for name, at in call.events())
     span = Span(call.span_id, call.trace_id, None, f"chat {call.model}", call.start, call.end, call.latency,
-                call.status, call.attrs, events, "client")  # type: ignore[arg-type]  # fmt: skip
+                call.status, call.attributes(), events, "client")  # type: ignore[arg-type]  # fmt: skip
     return Trace(call.trace_id, span.name, call.start, call.end, call.latency, call.status,
                  {semconv.SERVICE_NAME: call.service}, (span,))  # type: ignore[arg-type]  # fmt: skip
-
-
-_dumps = json.JSONEncoder(separators=(",", ":")).encode  # what json.dumps(..., separators) writes
 
 
 def _rows(call: _Call) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     name = f"chat {call.model}"
     status = call.status
-    header = _dumps({"id": call.trace_id, "name": name, "start_time": call.start, "end_time": call.end,
-                     "duration": call.latency, "status": status,
-                     "metadata": {semconv.SERVICE_NAME: call.service}})  # fmt: skip
+    start, end, latency = call.start, call.end, call.latency
+    header = (f'{{"id":"{call.trace_id}","name":"{name}","start_time":{start!r},"end_time":{end!r},'
+              f'"duration":{latency!r},"status":"{status}",'
+              f'"metadata":{{{_SERVICE_NAME}:"{call.service}"}}}}')  # fmt: skip
     units = None if call.cost is None else round(call.cost * COST_UNITS_PER_USD)
     trace_row = (
-        call.trace_id, name, call.start, call.end, call.latency, status, header, call.service,
-        call.conversation, call.model, 1, 1, call.inputs or 0, call.outputs or 0, units or 0, None, None,
+        call.trace_id, name, start, end, latency, status, header, call.service, call.conversation, call.model,
+        1, 1, call.inputs or 0, call.outputs or 0, units or 0, None, None,
     )  # fmt: skip
-    attrs = call.attrs
-    server = None
-    if not call.error:
-        server = attrs[semconv.LLAMA_CPP_TIMINGS_PROMPT_MS] + attrs[semconv.LLAMA_CPP_TIMINGS_PREDICTED_MS]
-    minute = minute_of(call.start)
-    events = _dumps([{"name": n, "timestamp": at, "attributes": {}} for n, at in call.events])
+    server = None if call.error else latency * 0.25 + latency * 0.5
+    minute = minute_of(start)
+    events = ",".join(f'{{"name":"{n}","timestamp":{at!r},"attributes":{{}}}}' for n, at in call.events())
     span_row = (
-        call.trace_id, 0, call.span_id, None, name, "client", call.start, call.end, call.latency, status,
-        call.service, call.model, call.conversation, 1, int(call.error), call.inputs, call.outputs,
-        call.cost, units, call.ttft, call.latency, server, int(attrs[semconv.OBS_CACHE_HIT]), minute,
-        hour_of(minute), bin_of(call.latency), bin_of(call.ttft), _dumps(attrs), events, None,
+        call.trace_id, 0, call.span_id, None, name, "client", start, end, latency, status, call.service,
+        call.model, call.conversation, 1, int(call.error), call.inputs, call.outputs, call.cost, units,
+        call.ttft, latency, server, int(call.cache), minute, hour_of(minute), bin_of(latency),
+        bin_of(call.ttft), call.attributes_json(), f"[{events}]", None,
     )  # fmt: skip
     return trace_row, span_row
 
 
-def rows_at(requests: Requests, i: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The `traces` and `spans` rows `write_store` writes for call `i`, by column name."""
-    trace_row, span_row = _rows(_call(requests, i))
-    return dict(zip(TRACE_WRITTEN, trace_row, strict=True)), dict(zip(SPAN_WRITTEN, span_row, strict=True))
-
-
 def _insert(table: str, columns: tuple[str, ...]) -> str:
     return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+
+
+def _add_rollups(conn: sqlite3.Connection) -> None:
+    """What the trigger on inserted request spans adds, for all the spans at once: sums per minute and per
+    hour, service and model, latency and TTFT bins per hour (and service and model), the request count."""
+    dims = "COALESCE(service, ''), COALESCE(model, '')"
+    requests = "FROM spans WHERE request = 1"
+    for table, key in (("rollup", "minute"), ("rollup_hour", "hour")):
+        conn.execute(f"INSERT INTO {table} ({key}, service, model, {', '.join(SUM_COLUMNS)}) "
+                     f"SELECT {key}, {dims}, {SPAN_SUMS} {requests} GROUP BY 1, 2, 3")  # fmt: skip
+    for metric, column in ((0, "latency_bin"), (1, "ttft_bin")):
+        where = f"{requests} AND {column} IS NOT NULL"
+        conn.execute(f"INSERT INTO hour_bins (hour, service, model, metric, bin, n) SELECT hour, {dims}, "
+                     f"{metric}, {column}, COUNT(*) {where} GROUP BY 1, 2, 3, 5")  # fmt: skip
+        conn.execute(f"INSERT INTO hour_bins_all (hour, metric, bin, n) "
+                     f"SELECT hour, {metric}, {column}, COUNT(*) {where} GROUP BY 1, 3")  # fmt: skip
+    conn.execute("UPDATE counters SET n = n + (SELECT COUNT(*) FROM spans WHERE request = 1) "
+                 "WHERE name = 'requests'")  # fmt: skip
 
 
 def write_store(path: str | os.PathLike[str], requests: Requests) -> None:
@@ -219,7 +269,11 @@ def write_store(path: str | os.PathLike[str], requests: Requests) -> None:
 
     The file is made by `SqliteTraceStore` (its schema and triggers); the rows
     go in through one connection of this function with the journal off, so
-    a crash leaves a broken file: only for files made to be measured.
+    a crash leaves a broken file: only for files made to be measured. The
+    indexes of traces and spans are made again, and the request rollups
+    summed, once all the rows are in (sorting and grouping once is faster
+    than growing them row by row); the trigger that adds each request span
+    to the rollups stands aside meanwhile and is made again after.
     """
     with SqliteTraceStore(path) as store:
         store.set_retention(RetentionPolicy(max_age_s=None, max_traces=None, max_log_entries=None))
@@ -228,14 +282,14 @@ def write_store(path: str | os.PathLike[str], requests: Requests) -> None:
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("PRAGMA cache_size=-262144")  # 256 MB: the indexes stay in memory while they grow
-        # The indexes of traces and spans are made again once the rows are in (sorting once is faster
-        # than growing them row by row); the rollups' triggers run as the rows go in.
-        indexes = conn.execute(
-            "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
-            "AND tbl_name IN ('traces', 'spans')"
+        later = conn.execute(
+            "SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL AND tbl_name = 'spans' "
+            "AND (type = 'index' OR (type = 'trigger' AND sql LIKE '%AFTER INSERT ON spans%')) "
+            "UNION ALL SELECT type, name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL "
+            "AND tbl_name = 'traces'"
         ).fetchall()
-        for name, _ in indexes:
-            conn.execute(f'DROP INDEX "{name}"')
+        for kind, name, _ in later:
+            conn.execute(f'DROP {kind.upper()} "{name}"')
         add_trace, add_span = _insert("traces", TRACE_WRITTEN), _insert("spans", SPAN_WRITTEN)
         for first in range(0, len(requests), _BATCH):
             part = slice(first, min(first + _BATCH, len(requests)))
@@ -245,8 +299,11 @@ def write_store(path: str | os.PathLike[str], requests: Requests) -> None:
             conn.executemany(add_trace, [trace_row for trace_row, _ in rows])
             conn.executemany(add_span, [span_row for _, span_row in rows])
             conn.execute("COMMIT")
-        for _, sql in indexes:
+        conn.execute("BEGIN")
+        _add_rollups(conn)
+        for _, _, sql in later:
             conn.execute(sql)
+        conn.execute("COMMIT")
     finally:
         conn.close()
     SqliteTraceStore(path).close()  # back in WAL mode, as the store keeps its files
