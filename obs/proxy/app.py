@@ -4,9 +4,10 @@
 uvicorn, or mount it in Starlette). For each HTTP request it:
 
 - reads the body, sends the request to `upstream` unchanged (hop-by-hop
-  headers aside, `obs.proxy._wire`) through httpx's async transport (a
-  connection pool), and relays the answer back as it arrives, byte for
-  byte: status, headers, body,
+  headers aside, `obs.proxy._wire`) on a pool of kept-alive connections
+  (`obs.proxy._upstream`, a lean HTTP/1.1 client: relaying a stream costs
+  one read and one write per token, and little more), and relays the
+  answer back as it arrives, byte for byte: status, headers, body,
   server-sent events, errors; the only header it adds is `traceparent`,
   naming the recorded span;
 - records `POST /v1/chat/completions`, `/v1/completions` and `/completion`
@@ -24,7 +25,10 @@ uvicorn, or mount it in Starlette). For each HTTP request it:
   connection is closed, which makes llama-server stop generating).
 
 Everything runs on the event loop without blocking it, so concurrent
-streams pass side by side. A pooled upstream connection that the server
+streams pass side by side. Each chunk is sent on to the caller first and
+only then kept (with its arrival time) for recording, which reads a
+stream's bytes once it has ended, after the caller has the last of them.
+A pooled upstream connection that the server
 closed while the request was on its way is retried once on a new
 connection (llama-server may close a kept-alive connection after a stream
 without saying so); a request that a new connection failed to get an
@@ -56,6 +60,7 @@ from obs.llm.exchange import Exchange, Route, route_of
 from obs.llm.llama.props import ServerProps
 from obs.logs import LLMLogger
 from obs.metrics.collector import MetricsCollector
+from obs.proxy._upstream import UpstreamPool, UpstreamResponse, header_value
 from obs.proxy._wire import error_body, header_map, request_headers, response_headers, secrets_of
 from obs.trace.tracer import Tracer
 
@@ -73,8 +78,6 @@ _PROPS_RETRY_MS = 30_000.0
 _PROPS_TIMEOUT_S = 5.0
 _PROPS_MAX_BYTES = 1024 * 1024
 _STARTUP_PROPS_S = 2.0
-# Failures that mean a pooled connection was already closed by the server when the request went out.
-_STALE_CONNECTION = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 class UpstreamBroke(Exception):
@@ -110,19 +113,6 @@ class ProxyStats:
     broken: int = 0
     client_gone: int = 0
     telemetry_errors: int = 0
-
-
-class _Connecting:
-    """httpcore's trace hook for one request: notes whether it opened a new connection."""
-
-    __slots__ = ("opened",)
-
-    def __init__(self) -> None:
-        self.opened = False
-
-    async def __call__(self, name: str, info: Any) -> None:
-        if name.startswith("connection.connect_tcp"):
-            self.opened = True
 
 
 class _Relay:
@@ -200,8 +190,10 @@ class ProxyApp:
         self.props: ServerProps | None = None
         self._props_tried_at: float | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._transport: httpx.AsyncHTTPTransport | None = None
-        self._timeouts = httpx.Timeout(self.timeout_s, connect=self.connect_timeout_s).as_dict()
+        base = httpx.URL(self.endpoint.root)
+        self._scheme, self._host = base.scheme, base.host
+        self._prefix = base.raw_path.decode("ascii").rstrip("/")  # an upstream under a path prefix
+        self._pool: UpstreamPool | None = None
         logging.getLogger("uvicorn.error").addFilter(_QUIET)
 
     def __repr__(self) -> str:
@@ -233,27 +225,18 @@ class ProxyApp:
 
     async def aclose(self) -> None:
         """Close the upstream connection pool (the next request opens a new one)."""
-        transport, self._transport = self._transport, None
-        if transport is not None:
-            await transport.aclose()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.aclose()
 
-    def _pool(self) -> httpx.AsyncHTTPTransport:
-        # httpx's transport, not its client: a relay wants none of the client's default headers,
-        # cookies, redirects or auth, and skips their cost on every request.
-        if self._transport is None:
-            # Keep-alive shorter than llama-server's own 5 s, so the pool rarely hands out a closed one.
-            limits = httpx.Limits(max_connections=None, max_keepalive_connections=64, keepalive_expiry=4.0)
-            self._transport = httpx.AsyncHTTPTransport(limits=limits, trust_env=False)
-        return self._transport
+    def _upstream(self) -> UpstreamPool:
+        if self._pool is None:
+            self._pool = UpstreamPool(self._scheme, self._host, self.endpoint.port,
+                                      connect_timeout_s=self.connect_timeout_s, read_timeout_s=self.timeout_s)
+        return self._pool
 
-    def _request(
-        self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes, **extensions: Any
-    ) -> httpx.Request:
-        target = httpx.URL(url)
-        if self.endpoint.params:
-            target = target.copy_merge_params(self.endpoint.params)
-        return httpx.Request(method, target, headers=headers, content=body or None,
-                             extensions={"timeout": self._timeouts, **extensions})  # fmt: skip
+    def _count_retry(self) -> None:
+        self.stats.retried += 1
 
     # -- one request ------------------------------------------------------------------------------
 
@@ -320,28 +303,34 @@ class ProxyApp:
         send: Send, relay: _Relay,
     ) -> None:
         """Send the request upstream and the answer back; record it on the way."""
-        url = self._url(scope)
+        target = self._target(scope)
         headers = request_headers(raw)
         if exchange is not None:
             exchange.sent()
         try:
-            response = await self._send(scope["method"], url, headers, body)
+            response = await self._upstream().send(scope["method"], target, headers, body,
+                                                   on_retry=self._count_retry)  # fmt: skip
         except httpx.HTTPError as exc:
             await self._no_answer(exc, exchange, send, relay)
             return
         try:
             traceparent = None
             if exchange is not None:
-                exchange.response(response.status_code, response.headers.get("content-type"),
-                                  response.headers.get("content-encoding"), response.charset_encoding)
+                self._answer_began(exchange, response)
                 traceparent = exchange.traceparent()
-            await send({"type": "http.response.start", "status": response.status_code,
-                        "headers": response_headers(response.headers.raw, traceparent)})
-            async for chunk in response.aiter_raw():
-                arrived = exchange.now_ms() if exchange is not None else 0.0
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                if exchange is not None:
-                    exchange.feed(chunk, arrived)
+            await send({"type": "http.response.start", "status": response.status,
+                        "headers": response_headers(response.headers, traceparent)})
+            read = response.read
+            if exchange is None:
+                while chunk := await read():
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            else:
+                # The hot path: the chunk goes to the caller first; recording only keeps it, timed.
+                now_ms, feed = exchange.recorder.clock.monotonic_ms, exchange.feed
+                while chunk := await read():
+                    arrived = now_ms()
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    feed(chunk, arrived)
         except httpx.HTTPError as exc:
             self.stats.broken += 1
             if exchange is not None:
@@ -357,30 +346,27 @@ class ProxyApp:
         if exchange is not None:
             exchange.end()
 
-    def _url(self, scope: Scope) -> str:
+    def _answer_began(self, exchange: Exchange, response: UpstreamResponse) -> None:
+        headers = response.headers
+        content_type = header_value(headers, b"content-type")
+        encoding = header_value(headers, b"content-encoding")
+        text_type = content_type.decode("latin-1") if content_type is not None else None
+        exchange.response(response.status, text_type,
+                          encoding.decode("latin-1") if encoding is not None else None,
+                          _charset(text_type))  # fmt: skip
+
+    def _target(self, scope: Scope) -> str:
+        """The request's path and query as the upstream is asked for them (below its own prefix, if any)."""
         path = scope.get("raw_path") or scope["path"].encode("utf-8")
         root = scope.get("root_path", "").encode("utf-8")
         if root and path.startswith(root):
             path = path[len(root):]  # mounted under a prefix: the upstream knows only what follows it
         query = scope.get("query_string") or b""
-        target = path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
-        return self.endpoint.root + target
-
-    async def _send(
-        self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> httpx.Response:
-        """Send the request, retrying once if a pooled connection turns out closed by the server."""
-        pool = self._pool()
-        for attempt in range(2):
-            connecting = _Connecting()
-            try:
-                request = self._request(method, url, headers, body, trace=connecting)
-                return await pool.handle_async_request(request)
-            except _STALE_CONNECTION:
-                if attempt or connecting.opened:
-                    raise
-                self.stats.retried += 1
-        raise AssertionError("unreachable")  # pragma: no cover
+        target = self._prefix + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+        if self.endpoint.params:  # the upstream URL's own query (an api-version, say) goes on every request
+            url = httpx.URL(self.endpoint.root + target).copy_merge_params(self.endpoint.params)
+            target = url.raw_path.decode("ascii")
+        return target
 
     def _timeout_error(self, *, mid_answer: bool = False, connecting: bool = False) -> ServerTimeout:
         url = self.upstream
@@ -446,23 +432,35 @@ class ProxyApp:
         """Read the upstream's `/props` (model name, context size, build) with the caller's credentials."""
         self._props_tried_at = self.clock.monotonic_ms()
         headers = [(b"authorization", authorization.encode("latin-1"))] if authorization else []
-        request = self._request("GET", self.endpoint.root + "/props", headers, b"")
-        request.extensions["timeout"] = httpx.Timeout(_PROPS_TIMEOUT_S).as_dict()
+        target = self._target({"path": "/props", "query_string": b""})
         try:
-            response = await self._pool().handle_async_request(request)
-            try:
-                body = b""
-                async for chunk in response.aiter_raw():
-                    body += chunk
-                    if len(body) > _PROPS_MAX_BYTES:
-                        return
-            finally:
-                await response.aclose()
-            data = json.loads(body) if response.status_code == 200 else None
+            async with asyncio.timeout(_PROPS_TIMEOUT_S):
+                response = await self._upstream().send("GET", target, headers, b"",
+                                                       read_timeout_s=_PROPS_TIMEOUT_S)  # fmt: skip
+                try:
+                    body = b""
+                    while chunk := await response.read():
+                        body += chunk
+                        if len(body) > _PROPS_MAX_BYTES:
+                            return
+                finally:
+                    await response.aclose()
+            data = json.loads(body) if response.status == 200 else None
             if isinstance(data, dict):
                 self.props = ServerProps.from_json(data)
-        except (httpx.HTTPError, ValueError, UnicodeError) as exc:
+        except (httpx.HTTPError, TimeoutError, ValueError, UnicodeError) as exc:
             _log.debug("obs.proxy: /props not read: %s", type(exc).__name__)
+
+
+def _charset(content_type: str | None) -> str | None:
+    """The `charset` parameter of a Content-Type, if it names one."""
+    if not content_type:
+        return None
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"'):
+            return value.strip().strip('"')
+    return None
 
 
 def _own_path(scope: Scope) -> str:

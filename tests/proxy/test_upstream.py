@@ -1,0 +1,293 @@
+"""The proxy's own HTTP/1.1 client against real loopback servers that answer with scripted bytes.
+
+Each server accepts connections on a free port, reads each request (head and
+Content-Length body) and answers with the byte pieces a test gives, flushed
+one by one (so framing arrives split anywhere), keeping the connection or
+closing it. What the client must get right: every way an HTTP/1.1 body ends
+(chunked with extensions and trailers, Content-Length, close-delimited, no
+body), informational answers, what the request looks like on the wire,
+reusing a connection only when that is safe, and each failure as httpx's
+exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import httpx
+import pytest
+
+from obs.proxy._upstream import UpstreamPool, UpstreamResponse
+
+# One answer: the pieces to write (each flushed, with a short pause), then whether to close.
+Answer = tuple[Sequence[bytes], bool]
+
+
+@dataclass
+class Scripted:
+    """A loopback server answering its n-th request with `answers[n]` (the last one repeats)."""
+
+    answers: list[Answer]
+    port: int = 0
+    requests: list[bytes] = field(default_factory=list)
+    connections: int = 0
+
+
+def _read_request(conn: socket.socket, pending: bytearray) -> bytes | None:
+    while b"\r\n\r\n" not in pending:
+        data = conn.recv(65536)
+        if not data:
+            return None
+        pending += data
+    end = pending.index(b"\r\n\r\n") + 4
+    head = bytes(pending[:end])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            length = int(line.split(b":", 1)[1])
+    while len(pending) < end + length:
+        data = conn.recv(65536)
+        if not data:
+            return None
+        pending += data
+    request = bytes(pending[:end + length])
+    del pending[:end + length]
+    return request
+
+
+@contextmanager
+def scripted(answers: list[Answer]) -> Iterator[Scripted]:
+    state = Scripted(answers)
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    state.port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def serve_one(conn: socket.socket) -> None:
+        pending = bytearray()
+        with conn:
+            while not stop.is_set():
+                request = _read_request(conn, pending)
+                if request is None:
+                    return
+                index = len(state.requests)
+                state.requests.append(request)
+                pieces, close = state.answers[min(index, len(state.answers) - 1)]
+                for piece in pieces:
+                    conn.sendall(piece)
+                    time.sleep(0.002)  # a pause between pieces: each arrives on its own
+                if close:
+                    return
+
+    def accept() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            state.connections += 1
+            threading.Thread(target=serve_one, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def _pool(port: int, read_timeout_s: float | None = 10.0) -> UpstreamPool:
+    return UpstreamPool("http", "127.0.0.1", port, connect_timeout_s=5.0, read_timeout_s=read_timeout_s)
+
+
+async def _body(response: UpstreamResponse) -> tuple[bytes, list[bytes]]:
+    pieces = []
+    while chunk := await response.read():
+        pieces.append(chunk)
+    await response.aclose()
+    return b"".join(pieces), pieces
+
+
+def _run(coroutine_function: Callable[[], object]) -> object:
+    return asyncio.run(coroutine_function())  # type: ignore[arg-type]
+
+
+def _bytewise(data: bytes) -> list[bytes]:
+    return [data[i:i + 1] for i in range(len(data))]
+
+
+CHUNKED_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+EVENTS = b'data: {"a": 1}\n\ndata: [DONE]\n\n'
+CHUNKED_BODY = (b"f;name=value\r\n" + EVENTS[:15] + b"\r\n" + b"%x\r\n" % (len(EVENTS) - 15) + EVENTS[15:]
+                + b"\r\n0\r\nx-trailer: yes\r\n\r\n")  # fmt: skip
+
+
+def test_a_chunked_body_split_anywhere_is_unframed_whole_and_the_connection_kept() -> None:
+    answer = ([CHUNKED_HEAD, *_bytewise(CHUNKED_BODY)], False)
+    with scripted([answer]) as server:
+        async def main() -> tuple[list[bytes], list[tuple[bytes, bytes]], int]:
+            pool = _pool(server.port)
+            bodies = []
+            for _ in range(2):
+                response = await pool.send("POST", "/v1/chat/completions", [], b"{}")
+                headers = response.headers
+                bodies.append((await _body(response))[0])
+            await pool.aclose()
+            return bodies, headers, response.status
+
+        bodies, headers, status = _run(main)  # type: ignore[misc]
+        assert bodies == [EVENTS, EVENTS] and status == 200
+        assert (b"transfer-encoding", b"chunked") in headers  # the head as it came; the relay drops hop-by-hop
+        assert server.connections == 1  # read to the end: the second request went on the same connection
+
+
+def test_a_chunk_arriving_whole_is_one_read_and_chunks_already_in_are_joined() -> None:
+    frame = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in (b"data: 1\n\n", b"data: 2\n\n"))
+    answer = ([CHUNKED_HEAD, frame, b"%x\r\n" % 9 + b"data: 3\n\n\r\n", b"0\r\n\r\n"], False)
+    with scripted([answer]) as server:
+        async def main() -> list[bytes]:
+            pool = _pool(server.port)
+            response = await pool.send("GET", "/", [], b"")
+            pieces = (await _body(response))[1]
+            await pool.aclose()
+            return pieces
+
+        assert _run(main) == [b"data: 1\n\ndata: 2\n\n", b"data: 3\n\n"]
+
+
+def test_content_length_close_delimited_and_bodiless_answers_end_where_http_says() -> None:
+    answers: list[Answer] = [
+        ([b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhello", b" world"], False),
+        ([b"HTTP/1.1 204 No Content\r\n\r\n"], False),
+        ([b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n"], False),  # an answer to HEAD: no body follows
+        ([b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil ", b"the end"], True),
+    ]
+    with scripted(answers) as server:
+        async def main() -> list[tuple[int, bytes]]:
+            pool = _pool(server.port)
+            got = []
+            for method in ("GET", "DELETE", "HEAD", "GET"):
+                response = await pool.send(method, "/x", [], b"")
+                got.append((response.status, (await _body(response))[0]))
+            await pool.aclose()
+            return got
+
+        assert _run(main) == [(200, b"hello world"), (204, b""), (200, b""), (200, b"until the end")]
+        assert server.connections == 1  # the close-delimited answer was the last on it
+
+
+def test_informational_answers_are_skipped() -> None:
+    answer = ([b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"], False)
+    with scripted([answer]) as server:
+        async def main() -> tuple[int, bytes]:
+            pool = _pool(server.port)
+            response = await pool.send("POST", "/", [], b"x")
+            result = response.status, (await _body(response))[0]
+            await pool.aclose()
+            return result
+
+        assert _run(main) == (200, b"ok")
+
+
+def test_the_request_goes_out_as_given_with_host_and_content_length() -> None:
+    with scripted([([b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"], False)]) as server:
+        async def main() -> None:
+            pool = _pool(server.port)
+            headers = [(b"Content-Type", b"application/json"), (b"x-b", b"2"), (b"X-A", b"1")]
+            for method, body in (("POST", b'{"q": 1}'), ("POST", b""), ("GET", b"")):
+                await (await pool.send(method, "/v1/chat/completions?x=1", headers, body)).aclose()
+            await pool.aclose()
+
+        _run(main)
+        first, empty_post, get = server.requests
+        assert first == (b"POST /v1/chat/completions?x=1 HTTP/1.1\r\nhost: 127.0.0.1:%d\r\n"
+                         b"Content-Type: application/json\r\nx-b: 2\r\nX-A: 1\r\ncontent-length: 8\r\n\r\n"
+                         b'{"q": 1}' % server.port)  # fmt: skip
+        assert b"content-length: 0\r\n" in empty_post
+        assert b"content-length" not in get
+
+
+@pytest.mark.parametrize(("pieces", "message"), [
+    ([CHUNKED_HEAD, b"20\r\n", b"only part of the chunk"], "in the middle of its answer"),
+    ([CHUNKED_HEAD, b"zz\r\nnope\r\n"], "bad chunk size"),
+    ([b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf"], "in the middle of its answer"),
+])  # fmt: skip
+def test_a_body_cut_or_malformed_is_a_remote_protocol_error_after_what_came(
+    pieces: list[bytes], message: str
+) -> None:
+    with scripted([(pieces, True)]) as server:
+        async def main() -> tuple[list[bytes], BaseException]:
+            pool = _pool(server.port)
+            response = await pool.send("GET", "/", [], b"")
+            got = []
+            with pytest.raises(httpx.RemoteProtocolError) as caught:
+                while chunk := await response.read():
+                    got.append(chunk)
+            await response.aclose()
+            await pool.aclose()
+            return got, caught.value
+
+        got, error = _run(main)  # type: ignore[misc]
+        assert message in str(error)
+        if b"only part" in pieces[-1] or b"half" in pieces[-1]:
+            assert b"".join(got) in (b"only part of the chunk", b"half")  # what came was passed on first
+
+
+def test_not_http_and_silence_and_nobody_are_httpx_errors() -> None:
+    with scripted([([b"SSH-2.0-OpenSSH\r\n\r\n"], True)]) as server:
+        with pytest.raises(httpx.RemoteProtocolError, match="did not answer in HTTP/1.x"):
+            _run(lambda: _pool(server.port).send("GET", "/", [], b""))
+    with scripted([([b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nab"], False)]) as server:
+        async def stalls() -> None:
+            response = await _pool(server.port, read_timeout_s=0.3).send("GET", "/", [], b"")
+            assert await response.read() == b"ab"
+            await response.read()
+
+        with pytest.raises(httpx.ReadTimeout):
+            _run(stalls)
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with pytest.raises(httpx.ConnectError):
+        _run(lambda: _pool(port).send("GET", "/", [], b""))
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced_once_and_a_new_one_never_retried() -> None:
+    ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+    # The server answers, then drops the kept-alive connection without saying so.
+    with scripted([([ok], True), ([ok], True)]) as server:
+        async def main() -> tuple[list[bytes], int]:
+            pool = _pool(server.port)
+            retries = []
+            bodies = []
+            for _ in range(2):
+                response = await pool.send("GET", "/", [], b"", on_retry=lambda: retries.append(1))
+                bodies.append((await _body(response))[0])
+                await asyncio.sleep(0.05)  # the close reaches the client while the connection is idle
+            await pool.aclose()
+            return bodies, len(retries)
+
+        bodies, retries = _run(main)  # type: ignore[misc]
+        assert bodies == [b"ok", b"ok"] and server.connections == 2
+        assert retries == 0  # the close was seen before reuse: a new connection, nothing sent twice
+    with scripted([([], True)]) as server:  # a new connection closed without an answer
+        async def fails() -> None:
+            await _pool(server.port).send("POST", "/", [], b"{}", on_retry=lambda: pytest.fail("retried"))
+
+        with pytest.raises(httpx.RemoteProtocolError, match="before answering"):
+            _run(fails)
+        assert len(server.requests) == 1
