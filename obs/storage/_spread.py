@@ -2,8 +2,8 @@
 
 `spread_requests` gives every request of the range and scope when there are
 at most `points`; otherwise the first request of each of `points` equal
-slices of time between the first and the last request in range (a slice
-without one gives none). Each slice is one seek along the
+slices of time from the first request in range, `points` - 1 of them
+reaching the last one (a slice without a request gives none). Each slice is one seek along the
 (request, start_time) index, so the cost grows with `points`, not with the
 requests in range. A conversation scope reads its requests' start times
 through the conversation index (a few rows) and picks the same way.
