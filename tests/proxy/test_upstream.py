@@ -151,7 +151,7 @@ def test_a_chunked_body_split_anywhere_is_unframed_whole_and_the_connection_kept
 
         bodies, headers, status = _run(main)  # type: ignore[misc]
         assert bodies == [EVENTS, EVENTS] and status == 200
-        assert (b"transfer-encoding", b"chunked") in headers  # the head as it came; the relay drops hop-by-hop
+        assert (b"transfer-encoding", b"chunked") in headers  # the head as it came (the relay drops it)
         assert server.connections == 1  # read to the end: the second request went on the same connection
 
 
@@ -248,9 +248,9 @@ def test_a_body_cut_or_malformed_is_a_remote_protocol_error_after_what_came(
 
 
 def test_not_http_and_silence_and_nobody_are_httpx_errors() -> None:
-    with scripted([([b"SSH-2.0-OpenSSH\r\n\r\n"], True)]) as server:
-        with pytest.raises(httpx.RemoteProtocolError, match="did not answer in HTTP/1.x"):
-            _run(lambda: _pool(server.port).send("GET", "/", [], b""))
+    with scripted([([b"SSH-2.0-OpenSSH\r\n\r\n"], True)]) as server, \
+            pytest.raises(httpx.RemoteProtocolError, match=r"did not answer in HTTP/1\.x"):
+        _run(lambda: _pool(server.port).send("GET", "/", [], b""))
     with scripted([([b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nab"], False)]) as server:
         async def stalls() -> None:
             response = await _pool(server.port, read_timeout_s=0.3).send("GET", "/", [], b"")
