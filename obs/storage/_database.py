@@ -27,6 +27,14 @@ _SQLITE_READONLY = 8
 _IDLE_READERS = 4
 
 
+# sqlite3 binds None (NULL) only after looking for an adapter, and for a value without one it makes
+# and throws away an AttributeError each time: about 0.4 µs per NULL, a dozen times per span row.
+# An adapter that hands None back (`{}.get`, a C function: None for any key) makes that one dict
+# lookup; None still binds as NULL.
+if (type(None), sqlite3.PrepareProtocol) not in sqlite3.adapters:
+    sqlite3.register_adapter(type(None), {}.get)
+
+
 class Database:
     """The connections to one database file (or ":memory:"), opened and brought to the current schema."""
 

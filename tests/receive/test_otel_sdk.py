@@ -25,8 +25,11 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from obs.metrics.collector import MetricsCollector
 from obs.receive import MergingStoreExporter, make_receiver_app
+from obs.storage.exporter import SqliteExporter
+from obs.storage.queries import DashboardQueries
 from obs.storage.sqlite import SqliteTraceStore
 from obs.trace.traces import Trace
+from tests.storage._rollups import assert_sums_exact, request_count
 
 from .support import free_port, serving, wait_until
 
@@ -100,6 +103,38 @@ def test_the_sdk_exporter_sends_a_genai_trace_that_is_stored_whole(
     snapshot = collector.get_metrics()
     assert (snapshot.request_count, snapshot.prompt_tokens, snapshot.completion_tokens) == (1, 31, 12)
     assert snapshot.error_count == 1
+
+
+def test_traces_split_across_requests_are_stored_whole_and_summed_once(
+    store: SqliteTraceStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of 7 spans cut the 4-span traces anywhere; parts meet in the file, each request summed once."""
+    app = make_receiver_app(MergingStoreExporter(SqliteExporter(store)))
+    with serving(app) as base:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", base)
+        provider = TracerProvider(resource=Resource.create({"service.name": "split-app"}))
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(), max_export_batch_size=7,
+                                                       schedule_delay_millis=50))  # fmt: skip
+        tracer = provider.get_tracer("test-app")
+        expected: dict[str, set[str]] = {}
+        for i in range(60):
+            with tracer.start_as_current_span("rag") as root:
+                spans = {format(root.get_span_context().span_id, "016x")}
+                for name in ("retrieve", "chat smollm2", "chat qwen"):
+                    call = name.startswith("chat")
+                    attrs = {**GENAI, "gen_ai.request.model": name[5:], "gen_ai.usage.input_tokens": i}
+                    kind, attrs = (SpanKind.CLIENT, attrs) if call else (SpanKind.INTERNAL, {})
+                    with tracer.start_as_current_span(name, kind=kind, attributes=attrs) as span:
+                        spans.add(format(span.get_span_context().span_id, "016x"))
+                expected[format(root.get_span_context().trace_id, "032x")] = spans
+        assert provider.force_flush(30_000)
+        provider.shutdown()
+        assert app.state.ingest.flush(30.0)
+    assert {t.id: {s.id for s in t.spans} for t in store.all()} == expected
+    with store.database().read() as conn:
+        assert_sums_exact(conn)
+        assert request_count(conn) == 120
+    assert DashboardQueries(store).tiles().request_count == 120
 
 
 def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> bool:

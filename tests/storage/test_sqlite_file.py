@@ -1,11 +1,14 @@
-"""The file itself: its version, the migration from the one-table layout, and files that are refused.
+"""The file itself: its version, the migrations from older layouts, and files that are refused.
 
 A file written by the one-table store of earlier releases (built here with
 that store's exact schema and rows) opens, is migrated in place and keeps
-every trace in its order. A file of a newer schema version, a damaged file,
-a file that is no database and another program's database are refused with
-a message that names the file and what to do, and are left byte for byte as
-they were. A new file is private to its owner (0600).
+every trace in its order. A file of version 1 (whose trigger added each
+request span to the rollups on its own) keeps its rows and sums, gets the
+trigger of version 2, and its sums stay exact as both kinds of writer go on.
+A file of a newer schema version, a damaged file, a file that is no database
+and another program's database are refused with a message that names the
+file and what to do, and are left byte for byte as they were. A new file is
+private to its owner (0600).
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from obs.storage._rollup_sql import WRITER_SUMS
 from obs.storage._rows import storable
 from obs.storage.queries import DashboardQueries
 from obs.storage.schema import SCHEMA_VERSION
 from obs.storage.sqlite import SqliteTraceStore
 from obs.trace.traces import Trace
+from tests.storage._rollups import assert_sums_exact, write_as_the_previous_release
 from tests.storage._traces import random_traces
 
 # The schema of the one-table store (version 0), as it created its file.
@@ -62,6 +67,39 @@ def _write_v0(path: Path, traces: list[Trace], extra_rows: list[tuple[str, str]]
             (trace_id, data),
         )
     conn.close()
+
+
+# What version 2 added to the trigger that sums inserted request spans: standing aside for a writer
+# that sums a batch itself.
+_V2_GUARD = f" AND NOT EXISTS (SELECT 1 FROM counters WHERE name = '{WRITER_SUMS}' AND n <> 0)"
+
+
+def _write_v1(path: Path, traces: list[Trace]) -> None:
+    """A file as version 1 left it: version 2's layout without the guard on `request_added` and without
+    the `counters` row it reads, `user_version` 1, rows written one INSERT at a time as that release did.
+    """
+    SqliteTraceStore(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    (trigger,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'request_added'").fetchone()
+    assert _V2_GUARD in trigger
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("DROP TRIGGER request_added")
+    conn.execute(trigger.replace(_V2_GUARD, ""))
+    conn.execute("DELETE FROM counters WHERE name = ?", (WRITER_SUMS,))
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute("COMMIT")
+    conn.close()
+    write_as_the_previous_release(path, traces)
+
+
+def _sums(path: Path) -> list[list[tuple[object, ...]]]:
+    """The rows of every table that sums other rows."""
+    conn = sqlite3.connect(path)
+    try:
+        return [sorted(conn.execute(f"SELECT * FROM {table}").fetchall())
+                for table in ("rollup", "rollup_hour", "hour_bins", "hour_bins_all", "sessions")]  # fmt: skip
+    finally:
+        conn.close()
 
 
 def _version(path: Path) -> int:
@@ -105,6 +143,32 @@ def test_a_file_of_the_one_table_layout_is_migrated_and_keeps_its_traces(tmp_pat
     assert _version(path) == SCHEMA_VERSION
     with SqliteTraceStore(path) as reopened:
         assert reopened.opened_as == "opened" and len(reopened) == 62
+
+
+def test_a_file_of_version_1_is_migrated_in_place_and_its_sums_stay_exact(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    traces = random_traces(200)
+    _write_v1(path, traces[:150])
+    assert _version(path) == 1
+    before = _sums(path)
+    with SqliteTraceStore(path) as store:
+        assert store.opened_as == "migrated"
+        assert store.all() == traces[:150]
+        with store.database().read() as conn:
+            (trigger,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'request_added'").fetchone()
+            assert _V2_GUARD.strip() in trigger
+            assert_sums_exact(conn)  # the writer_sums row is there, at 0
+        assert _sums(path) == before  # the rows and the sums were left as they were
+        store.add_many(traces[150:])  # summed by this writer, per batch
+        write_as_the_previous_release(path, traces[:20])  # a version-1 process still running: the trigger
+        assert len(store) == 200 and DashboardQueries(store).tiles().request_count == sum(
+            1 for t in traces for s in t.spans if "gen_ai.operation.name" in s.attributes
+        )
+    assert _version(path) == SCHEMA_VERSION
+    with SqliteTraceStore(path) as reopened:
+        assert reopened.opened_as == "opened" and len(reopened) == 200
+        with reopened.database().read() as conn:
+            assert_sums_exact(conn)
 
 
 def test_a_file_of_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:

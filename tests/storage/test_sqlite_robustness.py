@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import sqlite3
@@ -33,7 +34,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from obs._validate import json_safe
 from obs.clock import FakeClock
+from obs.storage._rows import HUGE_INT
 from obs.storage.sqlite import REPLACED_KEY, SqliteTraceStore
 from obs.trace.ids import SequentialIdGenerator
 from obs.trace.spans import Span, SpanEvent, add_span_event, create_span, end_span
@@ -190,6 +193,26 @@ def test_values_whose_text_fails_or_is_too_long_are_placeholders(
     assert "Unprintable" in attributes["unprintable"] and "replaced" in attributes["unprintable"]
     assert "5001 digits" in attributes["huge"]
     assert attributes["(1, 2)"] == "tuple key"
+
+
+def test_arrays_are_kept_as_json_safe_keeps_them_and_cut_where_it_cuts(
+    store: SqliteTraceStore, ids: SequentialIdGenerator
+) -> None:
+    """Arrays of plain values (OTLP's arrays) are stored as they are, and read back as lists; an array
+    holding an int json_safe replaces (4001 digits and more) gets the same placeholder and note."""
+    assert json_safe([HUGE_INT - 1])[1] == [] and json_safe([HUGE_INT])[1] == ["an int of 4001 digits"]
+    plain = {"ok": [1, 2.5, "x", None, True], "pair": (0.9, 0.4), "empty": [], "edge": [HUGE_INT - 1, -1]}
+    trace = _trace("arrays", {**plain, "huge": [7, HUGE_INT], "nested": [[1], (2,)], "nan": [float("nan")]},
+                   ids=ids)  # fmt: skip
+    store.add(trace)
+    assert store.write_errors == 0 and store.stats().sanitized == 1
+    got = store.get(trace.id)
+    assert got is not None
+    attributes = got.spans[0].attributes
+    assert {key: attributes[key] for key in plain} == {key: list(value) for key, value in plain.items()}
+    assert attributes["nested"] == [[1], [2]] and math.isnan(attributes["nan"][0])
+    assert attributes["huge"] == [7, "[obs replaced a value: an int of 4001 digits]"]
+    assert attributes[REPLACED_KEY] == "'huge': an int of 4001 digits"
 
 
 _LEAF = st.one_of(
