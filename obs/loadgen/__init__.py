@@ -5,10 +5,12 @@
 p50/p95/p99, TTFT p50/p95 and errors by type, computed from the spans the
 client recorded (so it says what the stored traces say). `run_sweep(config,
 (1, 2, 4, 8))` runs it at each concurrency: the server's capacity curve,
-whose knee `find_knee` finds. `python -m obs.loadgen` is the command line
-(`obs.loadgen.cli`).
+whose knee `find_knee` finds. `BackgroundLoad` runs either on a thread of
+its own for a UI to watch and stop. `python -m obs.loadgen` is the command
+line (`obs.loadgen.cli`).
 """
 
+from obs.loadgen.background import BackgroundLoad
 from obs.loadgen.options import (
     DEFAULT_PROMPTS,
     LoadConfig,
@@ -34,6 +36,7 @@ from obs.loadgen.runner import run_load, run_load_async, run_sweep, run_sweep_as
 
 __all__ = [
     "DEFAULT_PROMPTS",
+    "BackgroundLoad",
     "Knee",
     "LoadConfig",
     "LoadResult",
