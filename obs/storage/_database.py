@@ -7,11 +7,18 @@ than fail. Reads go through `read()`: a connection from the pool, inside
 one read transaction, so a query that runs several statements sees one
 snapshot; in WAL mode readers never wait for the writer. An in-memory
 database has one connection for both, behind the lock.
+
+Copying the WAL back into the database file (a checkpoint, with its fsyncs)
+is done by a thread of its own (`_Checkpointer`), not inside the COMMIT that
+happens to take the WAL past SQLite's threshold: a writer never waits for the
+disk to sync. The writer still checkpoints itself if the WAL grows far
+beyond that (the thread kept from it by readers, or gone).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -23,8 +30,12 @@ from obs.storage.schema import MEMORY, connect, open_error, refusal
 
 __all__ = ["Database"]
 
+_log = logging.getLogger(__name__)
 _SQLITE_READONLY = 8
 _IDLE_READERS = 4
+_CHECKPOINT_CHANGES = 1000  # rows written between two checkpoints (SQLite's own: 1000 WAL pages)
+_CHECKPOINT_EVERY_S = 0.2  # at most this often
+_WRITER_CHECKPOINT_PAGES = 10_000  # the writer checkpoints itself past this (40 MB of WAL)
 
 
 # sqlite3 binds None (NULL) only after looking for an adapter, and for a value without one it makes
@@ -33,6 +44,55 @@ _IDLE_READERS = 4
 # lookup; None still binds as NULL.
 if (type(None), sqlite3.PrepareProtocol) not in sqlite3.adapters:
     sqlite3.register_adapter(type(None), {}.get)
+
+
+class _Checkpointer:
+    """Runs `PRAGMA wal_checkpoint(PASSIVE)` on its own connection and thread each time it is woken.
+
+    PASSIVE never waits for the writer or readers: it copies what it can, and
+    the next wake-up copies the rest. The thread starts at the first wake-up
+    and ends at `close()`. A failure is logged once and tried again later.
+    """
+
+    def __init__(self, path: Path, timeout_s: float) -> None:
+        self.path = path
+        self.timeout_s = timeout_s
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failed = False
+
+    def wake(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="obs-sqlite-checkpoint", daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+        try:
+            while True:
+                self._wake.wait()
+                if self._closed.is_set():
+                    return
+                self._wake.clear()
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:
+                    if not self._failed:
+                        _log.warning("obs: %s: copying the WAL into the file failed (tried again later): %s",
+                                     self.path, exc)  # fmt: skip
+                    self._failed = True
+                if self._closed.wait(_CHECKPOINT_EVERY_S):
+                    return
+        finally:
+            conn.close()
+
+    def close(self) -> None:
+        self._closed.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(max(self.timeout_s, 1.0) + 5.0)
 
 
 class Database:
@@ -68,6 +128,11 @@ class Database:
             self._writer.close()
             self._writer = None
             raise refusal(self.path, _SQLITE_READONLY, "the file is not writable", timeout_s, owner)
+        self._checkpointer: _Checkpointer | None = None
+        if not self.memory:
+            self._writer.execute(f"PRAGMA wal_autocheckpoint = {_WRITER_CHECKPOINT_PAGES}")
+            self._checkpointer = _Checkpointer(self.path, timeout_s)
+        self._changes = 0  # rows written since the checkpointer was last woken
 
     @property
     def closed(self) -> bool:
@@ -88,6 +153,7 @@ class Database:
         """
         with self._lock:
             conn = self._check_open()
+            before = conn.total_changes
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -96,6 +162,10 @@ class Database:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
                 raise
+            self._changes += conn.total_changes - before
+            if self._checkpointer is not None and self._changes >= _CHECKPOINT_CHANGES:
+                self._changes = 0
+                self._checkpointer.wake()
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -171,6 +241,9 @@ class Database:
             readers = list(self._readers)
             self._readers.clear()
             self._idle.clear()
+            checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            checkpointer.close()  # before the writer, so the last connection to close removes the WAL
         for conn in readers:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from typing import Any
 
 from obs import semconv
@@ -29,6 +30,8 @@ _PLAIN = frozenset({str, int, float, bool, type(None)})
 _STR = frozenset({str})
 _ARRAYS = frozenset({list, tuple})
 _PLAIN_OR_ARRAY = _PLAIN | _ARRAYS
+_TEXT = frozenset({str, type(None)})
+_SPAN_TEXT = operator.itemgetter("id", "trace_id", "parent_id", "name", "kind", "status")
 _BIG_INT = 10**18
 HUGE_INT = 10**4000  # an int this large or larger is what `json_safe` replaces by a placeholder
 
@@ -41,6 +44,54 @@ def _plain_array(value: list[Any] | tuple[Any, ...]) -> bool:
     if not kinds <= _PLAIN:
         return False
     return int not in kinds or all(-HUGE_INT < item < HUGE_INT for item in value if type(item) is int)
+
+
+def _plain_mapping(container: dict[Any, Any]) -> bool:
+    """True when every key is text and every value one `json_safe` keeps as it is (ints unchecked)."""
+    if not set(map(type, container)) <= _STR:  # checked without a Python-level loop
+        return False
+    kinds = set(map(type, container.values()))
+    return kinds <= _PLAIN or (
+        kinds <= _PLAIN_OR_ARRAY
+        and all(_plain_array(value) for value in container.values() if type(value) in _ARRAYS)
+    )
+
+
+def _unchanged(data: dict[str, Any]) -> bool:
+    """True when `storable` would leave `trace.to_dict()` as it is (and note nothing), found quickly.
+
+    Text fields text or None, times floats that are finite (an end or a
+    duration may be None), attributes and metadata plain (`_plain_mapping`).
+    A float is finite when it minus itself is 0.0 (for NaN and the infinities
+    that is NaN, which equals nothing).
+    """
+    start, end, duration = data["start_time"], data["end_time"], data["duration"]
+    if not (
+        set(map(type, (data["id"], data["name"], data["status"]))) <= _TEXT
+        and type(start) is float and start - start == 0.0
+        and (end is None or (type(end) is float and end - end == 0.0))
+        and (duration is None or (type(duration) is float and duration - duration == 0.0))
+        and _plain_mapping(data["metadata"])
+    ):  # fmt: skip
+        return False
+    for span in data["spans"]:
+        start, end, duration = span["start_time"], span["end_time"], span["duration"]
+        if not (
+            set(map(type, _SPAN_TEXT(span))) <= _TEXT
+            and type(start) is float and start - start == 0.0
+            and (end is None or (type(end) is float and end - end == 0.0))
+            and (duration is None or (type(duration) is float and duration - duration == 0.0))
+            and _plain_mapping(span["attributes"])
+        ):  # fmt: skip
+            return False
+        for event in span["events"]:
+            name, stamp = event["name"], event["timestamp"]
+            if not (
+                (name is None or type(name) is str) and type(stamp) is float and stamp - stamp == 0.0
+                and _plain_mapping(event["attributes"])
+            ):  # fmt: skip
+                return False
+    return True
 
 
 def _place(where: Where) -> str:
@@ -98,13 +149,8 @@ class _Fixer:
 
     def mapping(self, container: dict[Any, Any], where: Where) -> dict[str, Any]:
         """Attributes or metadata, with every value JSON can hold (see `obs._validate.json_safe`)."""
-        if not self.strict and {type(key) for key in container} <= _STR:
-            kinds = {type(value) for value in container.values()}
-            if kinds <= _PLAIN or (  # the common cases, checked without a Python-level loop
-                kinds <= _PLAIN_OR_ARRAY
-                and all(_plain_array(value) for value in container.values() if type(value) in _ARRAYS)
-            ):
-                return container
+        if not self.strict and _plain_mapping(container):
+            return container
         out: dict[str, Any] = {}
         notes = []
         for key, value in container.items():
@@ -144,6 +190,8 @@ def storable(trace: Trace, *, strict: bool = False) -> tuple[dict[str, Any], lis
     `strict`, ints are not checked for size (see `encode`).
     """
     data = trace.to_dict()
+    if not strict and _unchanged(data):
+        return data, []
     fix = _Fixer(strict)
     here: Where = ("trace",)
     data["metadata"] = fix.mapping(data["metadata"], here)

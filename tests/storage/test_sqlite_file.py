@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -169,6 +171,31 @@ def test_a_file_of_version_1_is_migrated_in_place_and_its_sums_stay_exact(tmp_pa
         assert reopened.opened_as == "opened" and len(reopened) == 200
         with reopened.database().read() as conn:
             assert_sums_exact(conn)
+
+
+def test_the_wal_is_copied_into_the_file_by_a_thread_of_its_own(tmp_path: Path) -> None:
+    """The writer leaves checkpoints (and their fsyncs) to a thread; what it writes still reaches the file."""
+    path = tmp_path / "obs.db"
+
+    def checkpointers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "obs-sqlite-checkpoint"]
+
+    before = len(checkpointers())
+    traces = random_traces(1200)
+    with SqliteTraceStore(path) as store:
+        empty = path.stat().st_size
+        for at in range(0, 1200, 300):
+            store.add_many(traces[at : at + 300])
+        assert len(checkpointers()) == before + 1
+        deadline = time.monotonic() + 30
+        while path.stat().st_size <= empty:  # pages copied from the WAL while the store is open
+            assert time.monotonic() < deadline, "the WAL was never copied into the file"
+            time.sleep(0.01)
+        assert len(store) == 1200
+    assert len(checkpointers()) == before  # ended with the store
+    assert not Path(f"{path}-wal").exists()  # the last connection to close copied the rest and removed it
+    with SqliteTraceStore(path) as reopened:
+        assert reopened.all() == traces
 
 
 def test_a_file_of_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:
