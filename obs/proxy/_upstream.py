@@ -378,7 +378,7 @@ class UpstreamPool:
                 continue  # informational: the real answer follows
             break
         mode, length = _framing(verb, status, headers)
-        keep = version == b"HTTP/1.1" and mode != "close" and not _says_close(headers)
+        keep = version == b"HTTP/1.1" and mode != "close" and status != 101 and not _says_close(headers)
         return UpstreamResponse(self, conn, status, headers, mode, length, keep, timeout_s)
 
 

@@ -16,6 +16,7 @@ Traces page as the proxy's service, and the switch turns it off again.
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -140,6 +141,8 @@ def test_a_chat_sent_through_the_proxy_by_a_program_appears_on_the_dashboard(
 def test_the_dashboards_proxy_switch_records_a_programs_chat_and_turns_off(
     tmp_path: Path, chromium: Any, artifacts: Path
 ) -> None:
+    from playwright.sync_api import expect
+
     # Nothing answers at the configured URL: the app starts its own embedded llama-server.
     env = {"LLAMA_SERVER_URL": f"http://127.0.0.1:{find_free_port()}", "OBS_EMBEDDED_SERVER": "1"}
     (tmp_path / "app").mkdir()
@@ -149,7 +152,9 @@ def test_the_dashboards_proxy_switch_records_a_programs_chat_and_turns_off(
         tab.goto(url)
         tab.get_by_test_id("stChatInputTextArea").wait_for()
         open_page(tab, "Export & receive")
-        upstream = tab.get_by_role("textbox", name="Upstream llama-server").input_value()
+        field = tab.get_by_role("textbox", name="Upstream llama-server")
+        expect(field).to_have_value(re.compile(r"^http://127\.0\.0\.1:\d+$"))  # once the page has filled it
+        upstream = field.input_value()
         assert httpx.get(upstream + "/health", timeout=5).json()["status"] == "ok"  # the embedded server
         port = find_free_port()
         box = tab.get_by_role("spinbutton", name="Proxy port")
