@@ -38,6 +38,7 @@ _TOKEN_KEYS = (
     semconv.GEN_AI_USAGE_INPUT_TOKENS, semconv.GEN_AI_USAGE_OUTPUT_TOKENS,
     "gen_ai.usage.prompt_tokens", "gen_ai.usage.completion_tokens",  # deprecated names
 )
+_TOKEN_KEY_SET = frozenset(_TOKEN_KEYS)
 _MAX_MS = 86_400_000.0  # the collector's bound for a duration (one day)
 _MAX_TOKENS = 10**12
 
@@ -76,7 +77,7 @@ def genai_call(span: Span) -> GenAICall | None:
     attributes = span.attributes
     operation = attributes.get(semconv.GEN_AI_OPERATION_NAME)
     if operation is None:
-        if not any(key in attributes for key in _TOKEN_KEYS):
+        if _TOKEN_KEY_SET.isdisjoint(attributes):
             return None
     elif operation not in MODEL_OPERATIONS:
         return None
