@@ -21,10 +21,13 @@ specification (1.11) says a receiver must:
 - no bearer token or another one, when a token is set: 401.
 
 Error bodies are `google.rpc.Status` in the request's format (JSON when the
-type is unknown). Decoding runs on worker threads, never on the event loop;
-an unexpected failure answers 500 and is logged. Nothing a client sends can
+type is unknown). A body is parsed and checked on a worker thread, never on
+the event loop, and answered then: building its traces waits for the
+queue's worker (`Ingest`), so a client's next request is not held up by it.
+An unexpected failure answers 500 and is logged. Nothing a client sends can
 stop the app. Accepted spans with GenAI attributes are counted in `collector`
-as requests (`obs.receive.genai`). `GET /metrics` serves `to_prometheus(collector)`.
+as requests (`obs.receive.genai`) as their traces are built. `GET /metrics`
+builds whatever is still queued, then serves `to_prometheus(collector)`.
 With a `token`, both routes require `Authorization: Bearer <token>`,
 compared in constant time. `app.state.ingest` is the `Ingest` queue (stats,
 flush); `app.state.collector` the collector. Shutting the app down (its
@@ -49,7 +52,7 @@ from starlette.routing import Route
 from obs.export.prometheus import CONTENT_TYPE as PROMETHEUS_CONTENT_TYPE
 from obs.export.prometheus import to_prometheus
 from obs.metrics.collector import MetricsCollector
-from obs.receive.decode import BadRequest, Decoded, decode_request
+from obs.receive.decode import BadRequest, Checked, check_request
 from obs.receive.genai import record_genai_spans
 from obs.receive.ingest import Admission, Ingest
 from obs.receive.wire import (
@@ -65,6 +68,7 @@ from obs.receive.wire import (
     success_body,
 )
 from obs.trace.processors import check_timeout
+from obs.trace.traces import Trace
 
 __all__ = ["MIN_TOKEN_LENGTH", "make_receiver_app"]
 
@@ -85,6 +89,31 @@ def _check_token(token: object) -> str | None:
             "print(secrets.token_urlsafe(24))'`)"
         )
     return token
+
+
+class _Received:
+    """A checked request body whose traces are built when the queue's worker gets to it (a `Deferred`).
+
+    Building them also counts their GenAI spans in the collector. A span a
+    check let through that the conversion refuses (which should not happen)
+    makes `build` raise: the queue logs and counts the spans as dropped.
+    """
+
+    __slots__ = ("checked", "collector")
+
+    def __init__(self, checked: Checked, collector: Any) -> None:
+        self.checked = checked
+        self.collector = collector
+
+    @property
+    def trace_count(self) -> int:
+        return self.checked.trace_count
+
+    def build(self) -> list[Trace]:
+        traces = self.checked.traces()
+        if traces:
+            record_genai_spans(self.collector, traces)
+        return traces
 
 
 class _Receiver:
@@ -131,8 +160,8 @@ class _Receiver:
             raise TooLarge(f"the body is more than the limit of {self.max_body} bytes")
         return b"".join(chunks)
 
-    def decode(self, body: bytes, encoding: str | None, kind: Kind) -> Decoded:
-        return decode_request(decompress(body, encoding, self.max_body), kind)
+    def check(self, body: bytes, encoding: str | None, kind: Kind) -> Checked:
+        return check_request(decompress(body, encoding, self.max_body), kind)
 
     async def traces(self, request: Request) -> Response:
         kind = media_kind(request.headers.get("content-type"))
@@ -152,7 +181,7 @@ class _Receiver:
             return self.error(kind, 429, "too many requests are being decoded: retry later", retry=True)
         self.decoding += 1
         try:
-            decoded = await run_in_threadpool(self.decode, body, encoding, kind)
+            checked = await run_in_threadpool(self.check, body, encoding, kind)
         except TooLarge as exc:
             return self.error(kind, 413, str(exc))
         except UnsupportedEncoding as exc:
@@ -161,21 +190,24 @@ class _Receiver:
             return self.error(kind, 400, str(exc))
         finally:
             self.decoding -= 1
-        admission = self.ingest.offer(decoded.traces, decoded.accepted)
+        # The traces are built (and their GenAI spans counted) off this request, by the queue's worker.
+        admission = self.ingest.offer(_Received(checked, self.collector), checked.accepted)
         if admission is Admission.FULL:
             return self.error(kind, 429, "the receiver's queue is full: retry later", retry=True)
         if admission is Admission.UNAVAILABLE:
             return self.error(kind, 503, "the receiver cannot store traces now: retry later", retry=True)
-        if decoded.traces:
-            await run_in_threadpool(record_genai_spans, self.collector, decoded.traces)
-        return Response(success_body(kind, decoded.rejected, decoded.error_message), 200,
+        return Response(success_body(kind, checked.rejected, checked.error_message), 200,
                         media_type=content_type(kind))
+
+    def prometheus_text(self) -> str:
+        self.ingest.materialize()  # every request answered so far is counted
+        return to_prometheus(self.collector)
 
     async def metrics(self, request: Request) -> Response:
         if not self.authorized(request):
             return Response("a valid bearer token is required: Authorization: Bearer <token>\n", 401,
                             {"WWW-Authenticate": 'Bearer realm="obs"'}, "text/plain; charset=utf-8")
-        text = await run_in_threadpool(to_prometheus, self.collector)
+        text = await run_in_threadpool(self.prometheus_text)
         return Response(text, 200, media_type=PROMETHEUS_CONTENT_TYPE)
 
     async def guarded_traces(self, request: Request) -> Response:

@@ -1,9 +1,12 @@
 """An OTLP/HTTP trace request body into obs Traces, with the spans that cannot be taken set aside.
 
-`decode_request(payload, kind)` parses the body as the request's content type
+`check_request(payload, kind)` parses the body as the request's content type
 says (protobuf, or OTLP/JSON with hex ids), checks each span, and returns a
-`Decoded`: the traces built from the good spans (`obs.export.from_otlp`), how
-many spans there were, and how many were rejected and why. A span is
+`Checked`: the message without the bad spans, how many spans there were, how
+many were rejected and why, and how many traces the rest make; its
+`traces()` builds them (`obs.export.from_otlp`). That is all a receiver needs
+to answer; the building can wait. `decode_request(payload, kind)` does both
+and returns a `Decoded` with the traces. A span is
 rejected when its trace id is not 16 bytes or is all zeros, its span id not
 8 bytes or all zeros, its parent id neither empty nor 8 non-zero bytes, it
 has no start time, or it ends before it starts: what the specification
@@ -23,7 +26,7 @@ from obs.export.otlp_decode import from_otlp, parse_otlp
 from obs.receive.wire import Kind
 from obs.trace.traces import Trace
 
-__all__ = ["BadRequest", "Decoded", "decode_request"]
+__all__ = ["BadRequest", "Checked", "Decoded", "check_request", "decode_request"]
 
 _MAX_REASONS = 3  # reasons named in the error message; the rest are counted
 
@@ -43,34 +46,60 @@ class Decoded:
     error_message: str  # empty when nothing was rejected
 
 
-def decode_request(payload: bytes, kind: Kind) -> Decoded:
-    """The traces of `payload` (already decompressed) in `kind`'s format; see the module docstring."""
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """One request parsed and checked: the spans that can be taken, their traces not built yet."""
+
+    message: ExportTraceServiceRequest  # without the rejected spans
+    spans: int  # every span in the request
+    accepted: int
+    rejected: int
+    error_message: str  # empty when nothing was rejected
+    trace_count: int  # how many traces `traces()` gives
+
+    def traces(self) -> list[Trace]:
+        """The traces of the accepted spans. Raises ValueError only if a check missed a malformed span."""
+        return from_otlp(self.message) if self.accepted else []
+
+
+def check_request(payload: bytes, kind: Kind) -> Checked:
+    """`payload` (already decompressed) in `kind`'s format, parsed and checked; see the module docstring."""
     message = _parse(payload, kind)
     total = 0
     reasons: list[str] = []
+    trace_ids: set[bytes] = set()
     for r, resource_spans in enumerate(message.resource_spans):
         for s, scope_spans in enumerate(resource_spans.scope_spans):
             spans = scope_spans.spans
             bad = []
             for i, span in enumerate(spans):
                 reason = _problem(span)
-                if reason is not None:
+                if reason is None:
+                    trace_ids.add(span.trace_id)
+                else:
                     bad.append(i)
                     reasons.append(f"resourceSpans[{r}].scopeSpans[{s}].spans[{i}] {reason}")
             total += len(spans)
             for i in reversed(bad):
                 del spans[i]
     rejected = len(reasons)
-    try:
-        traces = from_otlp(message) if total > rejected else []
-    except Exception as exc:  # a check above missed something: refuse the rest too, never crash
-        return Decoded([], total, 0, total, f"{total} span(s) rejected: {exc}")
     message_text = ""
     if rejected:
         shown = "; ".join(reasons[:_MAX_REASONS])
         more = f"; and {rejected - _MAX_REASONS} more" if rejected > _MAX_REASONS else ""
         message_text = f"{rejected} span(s) rejected: {shown}{more}"
-    return Decoded(traces, total, total - rejected, rejected, message_text)
+    return Checked(message, total, total - rejected, rejected, message_text, len(trace_ids))
+
+
+def decode_request(payload: bytes, kind: Kind) -> Decoded:
+    """The traces of `payload` (already decompressed) in `kind`'s format; see the module docstring."""
+    checked = check_request(payload, kind)
+    try:
+        traces = checked.traces()
+    except Exception as exc:  # a check missed something: refuse the rest too, never crash
+        total = checked.spans
+        return Decoded([], total, 0, total, f"{total} span(s) rejected: {exc}")
+    return Decoded(traces, checked.spans, checked.accepted, checked.rejected, checked.error_message)
 
 
 def _parse(payload: bytes, kind: Kind) -> ExportTraceServiceRequest:

@@ -1,8 +1,12 @@
 """The bounded queue between the receiver's HTTP handlers and its exporter, and the thread that drains it.
 
 `Ingest.offer(traces, spans)` is what a request handler calls once a body has
-decoded: it queues the traces and returns at once, so a client never waits
-for storage. It answers with an `Admission`:
+been checked: it queues the traces and returns at once, so a client never
+waits for storage. `traces` may also be `Deferred`: traces not built yet (a
+checked request body), built once, in order, by the worker thread, or by
+`materialize()` (which builds every one queued so far: call it before reading
+what building them records). So a client does not wait for that either. It
+answers with an `Admission`:
 
 - ACCEPTED: queued (the handler answers 200);
 - FULL: `max_queue_spans` spans already wait (the exporter is behind):
@@ -29,12 +33,12 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from obs.trace.processors import ExportResult, check_timeout
 from obs.trace.traces import Trace
 
-__all__ = ["Admission", "Ingest", "IngestStats"]
+__all__ = ["Admission", "Deferred", "Ingest", "IngestStats"]
 
 _log = logging.getLogger(__name__)
 
@@ -67,8 +71,35 @@ class IngestStats:
     last_error: str | None
 
 
-def _spans(batch: Sequence[Trace]) -> int:
-    return sum(len(t.spans) for t in batch)
+class Deferred(Protocol):
+    """Traces not built yet: how many there will be, and how to build them (called once)."""
+
+    @property
+    def trace_count(self) -> int:
+        """How many traces `build()` gives (a bound for the batch they go in)."""
+        ...
+
+    def build(self) -> list[Trace]:
+        """The traces; an exception drops them (logged and counted)."""
+        ...
+
+
+class _Entry:
+    """One offered request in the queue: its traces (None until built) and its span count."""
+
+    __slots__ = ("count", "kept", "source", "spans", "traces")
+
+    def __init__(self, source: Sequence[Trace] | Deferred, spans: int) -> None:
+        self.spans = spans
+        self.kept = spans  # the spans still to export: 0 once building them failed
+        self.source: Deferred | None = None
+        self.traces: list[Trace] | None = None
+        if isinstance(source, Sequence):
+            self.traces = list(source)
+            self.count = len(self.traces)
+        else:
+            self.source = source
+            self.count = source.trace_count
 
 
 class Ingest:
@@ -104,8 +135,9 @@ class Ingest:
         self.max_attempts = max_attempts
         self.export_timeout_s = check_timeout("Ingest", "export_timeout_s", export_timeout_s)
         self.retry_after_s = check_timeout("Ingest", "retry_after_s", retry_after_s)
-        self._queue: deque[tuple[list[Trace], int]] = deque()
+        self._queue: deque[_Entry] = deque()
         self._cond = threading.Condition(threading.Lock())
+        self._building = threading.Lock()  # taken before _cond, never after
         self._pending = 0
         self._busy_since: float | None = None  # monotonic start of the export running now
         self._failing_until = 0.0
@@ -116,7 +148,7 @@ class Ingest:
         self._worker = threading.Thread(target=self._run, name="obs-receiver-export", daemon=True)
         self._worker.start()
 
-    def offer(self, traces: list[Trace], spans: int) -> Admission:
+    def offer(self, traces: Sequence[Trace] | Deferred, spans: int) -> Admission:
         """Queue `traces` (holding `spans` spans) unless the queue is full or the exporter is failing."""
         now = time.monotonic()
         with self._cond:
@@ -131,11 +163,44 @@ class Ingest:
                 return Admission.FULL
             self._accepted_requests += 1
             self._accepted_spans += spans
-            if traces:
-                self._queue.append((traces, spans))
+            entry = _Entry(traces, spans)
+            if entry.count:
+                self._queue.append(entry)
                 self._pending += spans
                 self._cond.notify_all()
             return Admission.ACCEPTED
+
+    def materialize(self) -> int:
+        """Build every `Deferred` queued so far, oldest first, each once; return how many were built.
+
+        The worker does it too; call this before reading what building them
+        records (the receiver's `/metrics`). Waits while the worker builds.
+        """
+        with self._building:
+            with self._cond:
+                waiting = [entry for entry in self._queue if entry.traces is None]
+            for entry in waiting:
+                self._build(entry)
+        return len(waiting)
+
+    def _build(self, entry: _Entry) -> None:
+        """Build one entry's traces (the caller holds `_building`); a failure drops its spans, counted."""
+        source = entry.source
+        if source is None:  # built already
+            return
+        try:
+            traces = list(source.build())
+        except Exception as exc:
+            _log.warning("obs: receiver dropped %d span(s) it had accepted: building them failed: %s: %s",
+                         entry.spans, type(exc).__name__, exc)  # fmt: skip
+            traces = []
+            with self._cond:
+                self._dropped += entry.spans
+                self._last_error = f"building received traces failed: {type(exc).__name__}: {exc}"
+            entry.kept = 0
+        entry.count = len(traces)
+        entry.source = None
+        entry.traces = traces
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until every trace queued so far is exported or dropped; True if done within `timeout_s`."""
@@ -168,42 +233,51 @@ class Ingest:
 
     # -- the worker thread ----------------------------------------------------------------------
 
-    def _take(self) -> tuple[list[Trace], int] | None:
-        """The next batch (whole requests, up to max_export_traces traces), or None to stop."""
+    def _take(self) -> tuple[list[Trace], int, int] | None:
+        """The next batch (whole requests, up to max_export_traces traces, built), the spans to export
+        in it and the spans it takes off the queue; None to stop."""
         with self._cond:
             self._cond.wait_for(lambda: self._queue or self._stopping)
             if not self._queue:
                 return None
+        self.materialize()  # every entry queued by now; later ones wait behind them
+        with self._cond:
             batch: list[Trace] = []
-            spans = 0
+            kept = spans = 0
             limit = self.max_export_traces
-            while self._queue and (not batch or len(batch) + len(self._queue[0][0]) <= limit):
-                traces, count = self._queue.popleft()
-                batch.extend(traces)
-                spans += count
+            while (
+                self._queue and self._queue[0].traces is not None
+                and (not batch or len(batch) + self._queue[0].count <= limit)
+            ):  # fmt: skip
+                entry = self._queue.popleft()
+                batch.extend(entry.traces)  # type: ignore[arg-type]
+                kept += entry.kept
+                spans += entry.spans
             self._busy_since = time.monotonic()
-            return batch, spans
+            return batch, kept, spans
 
     def _run(self) -> None:
         while True:
             taken = self._take()
             if taken is None:
                 return
-            batch, spans = taken
+            batch, kept, spans = taken
             for attempt in range(1, self.max_attempts + 1):
+                if not batch:  # nothing built (building failed, counted then)
+                    break
                 error = self._export(batch)
                 with self._cond:
                     if error is None:
-                        self._exported += spans
+                        self._exported += kept
                         self._failing_until = 0.0
                         break
                     self._failed_exports += 1
                     self._last_error = error
                     self._failing_until = time.monotonic() + self.retry_after_s
                     if attempt == self.max_attempts or self._stopping:
-                        self._dropped += spans
+                        self._dropped += kept
                         _log.warning("obs: receiver dropped %d span(s) after %d failed export(s): %s",
-                                     spans, attempt, error)
+                                     kept, attempt, error)
                         break
                     # Wait before trying again; a shutdown cuts the wait short.
                     self._cond.wait_for(lambda: self._stopping, self.retry_after_s)

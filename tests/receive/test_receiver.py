@@ -253,6 +253,26 @@ def test_a_full_queue_gets_429_with_retry_after() -> None:
         exporter.release.set()
 
 
+def test_metrics_count_every_answered_request_even_while_the_store_is_stuck() -> None:
+    """Traces are built by the queue's worker, after the answer; /metrics builds what still waits first."""
+    exporter = _Hanging()
+    collector = MetricsCollector()
+    app = make_receiver_app(exporter, collector, export_timeout_s=60.0)
+    try:
+        with serving(app) as base:
+            assert _send_traces(base, [chat_trace()]).status_code == 200
+            assert exporter.entered.wait(10.0)  # the worker is stuck in the first export
+            assert _send_traces(base, [chat_trace("ab" * 16), chat_trace("cd" * 16)]).status_code == 200
+            text = httpx.get(base + "/metrics").text
+            assert "obs_llm_requests_total 3" in text.splitlines()
+            assert collector.get_metrics().request_count == 3  # each built once: not counted again
+            exporter.release.set()
+            assert app.state.ingest.flush(10.0) and app.state.ingest.stats().exported_spans == 6
+            assert "obs_llm_requests_total 3" in httpx.get(base + "/metrics").text.splitlines()
+    finally:
+        exporter.release.set()
+
+
 def test_a_hanging_exporter_gets_503_and_never_holds_the_client() -> None:
     exporter = _Hanging()
     app = make_receiver_app(exporter, export_timeout_s=0.2, retry_after_s=1.0)

@@ -1,0 +1,107 @@
+"""The receiver's queue with traces built later (`Deferred`): once each, in order, failures counted.
+
+A checked request body is queued as it is and its traces are built by the
+queue's worker (or by `materialize()`, which the receiver's /metrics calls):
+each exactly once however the two race, exported in the order offered, and
+a body whose building fails is logged and counted as dropped while the
+others are stored. Real threads, the in-memory exporter.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+from obs.receive import Ingest
+from obs.trace.processors import ExportResult, InMemoryExporter
+from obs.trace.traces import Trace
+
+from .support import chat_trace
+
+
+class _Later:
+    """Traces built on demand, counting the calls; `fail` makes building raise."""
+
+    def __init__(self, traces: list[Trace], fail: bool = False, gate: threading.Event | None = None) -> None:
+        self.traces = traces
+        self.fail = fail
+        self.gate = gate
+        self.builds = 0
+
+    @property
+    def trace_count(self) -> int:
+        return len(self.traces)
+
+    def build(self) -> list[Trace]:
+        self.builds += 1
+        if self.gate is not None:
+            assert self.gate.wait(10.0)
+        if self.fail:
+            raise ValueError("a span the checks let through")
+        return self.traces
+
+
+def _ids(n: int, first: int = 1) -> list[Trace]:
+    return [chat_trace(f"{i:032x}") for i in range(first, first + n)]
+
+
+def test_deferred_traces_are_built_once_each_and_exported_in_order() -> None:
+    exporter = InMemoryExporter()
+    ingest = Ingest(exporter, max_export_traces=3)
+    gate = threading.Event()
+    first = _Later(_ids(2), gate=gate)  # holds the worker inside its first build
+    rest = [_Later(_ids(2, 10 * k)) for k in range(1, 6)]
+    assert ingest.offer(first, 4).value == "accepted"
+    for later in rest:
+        ingest.offer(later, 4)
+    racers = [threading.Thread(target=ingest.materialize) for _ in range(3)]  # /metrics, three times at once
+    for racer in racers:
+        racer.start()
+    gate.set()
+    for racer in racers:
+        racer.join(10.0)
+    assert ingest.flush(10.0)
+    assert [later.builds for later in (first, *rest)] == [1] * 6
+    assert exporter.traces == [t for later in (first, *rest) for t in later.traces]
+    stats = ingest.stats()
+    assert stats.exported_spans == 24 and stats.dropped_spans == 0 and stats.pending_spans == 0
+    ingest.shutdown()
+
+
+def test_a_body_whose_building_fails_is_dropped_and_counted_and_the_rest_are_stored() -> None:
+    exporter = InMemoryExporter()
+    ingest = Ingest(exporter)
+    good, bad, after = _Later(_ids(1)), _Later(_ids(2, 5), fail=True), _Later(_ids(1, 9))
+    for later, spans in ((good, 2), (bad, 4), (after, 2)):
+        ingest.offer(later, spans)
+    assert ingest.flush(10.0)
+    assert exporter.traces == good.traces + after.traces
+    stats = ingest.stats()
+    assert (stats.exported_spans, stats.dropped_spans, stats.pending_spans) == (4, 4, 0)
+    assert stats.last_error is not None and "a span the checks let through" in stats.last_error
+    assert ingest.materialize() == 0  # nothing left to build
+    ingest.shutdown()
+
+
+class _Counting(InMemoryExporter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def export(self, traces: Sequence[Trace]) -> ExportResult:
+        self.batches.append(len(traces))
+        return super().export(traces)
+
+
+def test_lists_and_deferred_bodies_mix_and_shutdown_stores_what_waits() -> None:
+    exporter = _Counting()
+    ingest = Ingest(exporter, max_export_traces=4)
+    gate = threading.Event()
+    ingest.offer(_Later(_ids(1), gate=gate), 2)
+    ingest.offer(_ids(3, 20), 6)
+    ingest.offer(_Later(_ids(3, 30)), 6)
+    ingest.offer([], 0)  # an empty body: accepted, nothing queued
+    gate.set()
+    assert ingest.shutdown(10.0)
+    assert [t.id for t in exporter.traces] == [t.id for t in [*_ids(1), *_ids(3, 20), *_ids(3, 30)]]
+    assert max(exporter.batches) <= 4 and ingest.stats().exported_spans == 14
