@@ -16,12 +16,18 @@ runs on a warmer server):
    request to `[DONE]`, STREAMS of each, interleaved. Target: the proxy keeps
    at least 97% of the direct rate (median of the per-round ratios).
 
-Also printed: the proxy process's CPU time per relayed request (from
-/proc, where there is one). Both comparisons run twice: with the model on
-every core (the embedded server's default), where every CPU millisecond the
-proxy spends is taken from the model's threads, which wait for each other
-at every layer; then with the model on one thread less, as on a machine with
-a core or a GPU to spare, where what is measured is the proxy itself.
+Also printed: the proxy process's CPU time per relayed call and per
+streamed chunk (from /proc, where there is one): the steadier figure on a
+noisy machine. A verdict is withheld (NOT MEASURABLE HERE) when the
+per-round differences (or ratios) spread, between their quartiles, over more
+than four times the margin the target allows: other work on the machine
+then decides the outcome, not the proxy. Both comparisons run twice, and every verdict names how
+llama-server's threads were set: first one thread per core (what llama.cpp
+chooses by default, one per physical core, on a machine with one thread per
+core), where every CPU millisecond the proxy spends is taken from the
+model's threads, which wait for each other at every layer; then one thread
+less, as on a machine with a core or a GPU to spare, where what is measured
+is the proxy itself.
 
     python -m benchmarks.bench_proxy
 """
@@ -119,18 +125,19 @@ def _retrying(call: Callable[[], _T]) -> _T:
         return call()
 
 
-def _stream(client: httpx.Client, url: str, body: bytes) -> tuple[float, float, int]:
-    """(ms to the first token, ms to [DONE], completion tokens) of one streamed chat."""
+def _stream(client: httpx.Client, url: str, body: bytes) -> tuple[float, float, int, int]:
+    """(ms to the first token, ms to [DONE], completion tokens, server-sent events) of one streamed chat."""
 
-    def once() -> tuple[float, float, int]:
+    def once() -> tuple[float, float, int, int]:
         started = time.perf_counter()
         first: float | None = None
-        tokens = 0
+        tokens = events = 0
         headers = {"Content-Type": "application/json"}
         with client.stream("POST", url, content=body, headers=headers) as response:
             for line in response.iter_lines():
                 if not line.startswith("data: "):
                     continue
+                events += 1
                 if line == "data: [DONE]":
                     break
                 chunk = json.loads(line[6:])
@@ -141,7 +148,7 @@ def _stream(client: httpx.Client, url: str, body: bytes) -> tuple[float, float, 
                     tokens = chunk["usage"]["completion_tokens"]
         done = time.perf_counter()
         assert first is not None and tokens > 0, "the stream brought no token"
-        return (first - started) * 1000.0, (done - started) * 1000.0, tokens
+        return (first - started) * 1000.0, (done - started) * 1000.0, tokens, events
 
     return _retrying(once)
 
@@ -171,28 +178,36 @@ def _interleave(direct: Callable[[], _T], proxied: Callable[[], _T], rounds: int
     return a, b
 
 
-def _verdict(added: float, base: float) -> str:
+def _verdict(added: float, base: float, spread: float, setting: str) -> str:
     allowed = max(ADDED_ABS_MS, ADDED_REL * base)
-    verdict = "PASS" if added <= allowed else "FAIL"
-    return f"target at most {allowed:.2f} ms (the larger of 2 ms and 2%): {verdict}"
+    if spread > 4 * allowed:
+        # Other work on the machine moves single calls by far more than the target: no verdict either way.
+        verdict = f"NOT MEASURABLE HERE (per-round differences spread over {spread:.1f} ms between quartiles)"
+    else:
+        verdict = "PASS" if added <= allowed else "FAIL"
+    return f"target at most {allowed:.2f} ms (the larger of 2 ms and 2%): {verdict} ({setting})"
 
 
-def _line(label: str, direct: list[float], proxied: list[float]) -> None:
+def _line(label: str, direct: list[float], proxied: list[float], setting: str) -> str:
     d, p = statistics.median(direct), statistics.median(proxied)
-    added = statistics.median(x - y for x, y in zip(proxied, direct, strict=True))
+    differences = [x - y for x, y in zip(proxied, direct, strict=True)]
+    added = statistics.median(differences)
+    quartiles = statistics.quantiles(differences, n=4)
     print(f"  {label:<26} direct {d:8.2f} ms   proxy {p:8.2f} ms   added {added:+6.2f} ms "
           f"({added / d:+.2%}; difference of medians {p - d:+.2f} ms)")  # fmt: skip
-    print(f"  {'':<26} {_verdict(added, d)}")
+    verdict = _verdict(added, d, quartiles[2] - quartiles[0], setting)
+    print(f"  {'':<26} {verdict}")
+    return f"{label}: added {added:+.2f} ms ({added / d:+.1%}), {verdict}"
 
 
-def bench_latency(client: httpx.Client, server: str, proxy: _Proxy) -> None:
+def bench_latency(client: httpx.Client, server: str, proxy: _Proxy, setting: str) -> list[str]:
     """Time to first token and total time, streamed and not, direct against through the proxy."""
     body = json.dumps({**_SHORT, "stream": True, "stream_options": {"include_usage": True}}).encode()
     plain = json.dumps(_SHORT).encode()
 
     def side(base: str) -> Callable[[], tuple[float, float, float]]:
         def run() -> tuple[float, float, float]:
-            ttft, total, _ = _stream(client, base + "/v1/chat/completions", body)
+            ttft, total, _, _ = _stream(client, base + "/v1/chat/completions", body)
             return ttft, total, _post_ms(client, base + "/v1/chat/completions", plain)
         return run
 
@@ -201,32 +216,54 @@ def bench_latency(client: httpx.Client, server: str, proxy: _Proxy) -> None:
     direct, proxied = _interleave(side(server), side(proxy.url), ROUNDS)
     cpu1 = _cpu_seconds(proxy.process.pid)
     print(f"chat with max_tokens 16, {ROUNDS} rounds of a streamed and a non-streamed call each, interleaved")
-    for index, label in enumerate(("stream: time to first token", "stream: total", "non-streamed: total")):
-        _line(label, [r[index] for r in direct], [r[index] for r in proxied])
+    verdicts = [_line(label, [r[index] for r in direct], [r[index] for r in proxied], setting)
+                for index, label in enumerate(("stream: time to first token", "stream: total",
+                                               "non-streamed: total"))]  # fmt: skip
     if cpu0 is not None and cpu1 is not None:
         per_call = (cpu1 - cpu0) * 1000.0 / (2 * ROUNDS)
         print(f"  proxy process CPU: {per_call:.2f} ms per relayed and recorded call")
+    return verdicts
 
 
-def bench_stream(client: httpx.Client, server: str, proxy: _Proxy) -> None:
-    """Streamed tokens per second through the proxy against direct."""
+def bench_stream(client: httpx.Client, server: str, proxy: _Proxy, setting: str) -> list[str]:
+    """Streamed tokens per second through the proxy against direct, and the proxy's CPU per chunk."""
     body = json.dumps({**_LONG, "stream": True, "stream_options": {"include_usage": True}}).encode()
+    events: list[int] = []
 
     def rate(base: str) -> Callable[[], float]:
         def run() -> float:
-            _, total, tokens = _stream(client, base + "/v1/chat/completions", body)
+            _, total, tokens, sent = _stream(client, base + "/v1/chat/completions", body)
+            if base == proxy.url:
+                events.append(sent)
             return tokens / (total / 1000.0)
         return run
 
     _interleave(rate(server), rate(proxy.url), 2)
+    events.clear()
+    cpu0 = _cpu_seconds(proxy.process.pid)
     direct_rates, proxied_rates = _interleave(rate(server), rate(proxy.url), STREAMS)
-    ratio = statistics.median(x / y for x, y in zip(proxied_rates, direct_rates, strict=True))
+    cpu1 = _cpu_seconds(proxy.process.pid)
+    ratios = [x / y for x, y in zip(proxied_rates, direct_rates, strict=True)]
+    ratio = statistics.median(ratios)
     dm, pm = statistics.median(direct_rates), statistics.median(proxied_rates)
+    quartiles = statistics.quantiles(ratios, n=4)
+    if quartiles[2] - quartiles[0] > 4 * (1.0 - STREAM_TARGET):  # other work swamps a 3% difference
+        verdict = (f"NOT MEASURABLE HERE (per-round ratios spread over {quartiles[2] - quartiles[0]:.0%} "
+                   f"between quartiles) ({setting})")
+    else:
+        verdict = f"{'PASS' if ratio >= STREAM_TARGET else 'FAIL'} ({setting})"
     print(f"streamed chat, 64 tokens per answer, {STREAMS} streams each, interleaved")
     print(f"  direct  median {dm:7.1f} tokens/s (range {min(direct_rates):.1f}-{max(direct_rates):.1f})")
     print(f"  proxy   median {pm:7.1f} tokens/s (range {min(proxied_rates):.1f}-{max(proxied_rates):.1f})")
     print(f"  ratio {ratio:.1%} (median of per-round ratios; ratio of medians {pm / dm:.1%}); "
-          f"target >= {STREAM_TARGET:.0%}: {'PASS' if ratio >= STREAM_TARGET else 'FAIL'}")  # fmt: skip
+          f"target >= {STREAM_TARGET:.0%}: {verdict}")  # fmt: skip
+    if cpu0 is not None and cpu1 is not None and events:
+        cpu_ms = (cpu1 - cpu0) * 1000.0
+        # Each server-sent event arrives as a chunk of its own (llama-server writes one per token).
+        print(f"  proxy process CPU: {cpu_ms / len(events):.2f} ms per streamed call, "
+              f"{cpu_ms * 1000.0 / sum(events):.0f} us per streamed chunk ({sum(events) / len(events):.0f} "
+              "chunks a call; recording included)")  # fmt: skip
+    return [f"streamed tokens/s: {ratio:.1%} of direct, target >= {STREAM_TARGET:.0%}: {verdict}"]
 
 
 def main() -> None:
@@ -237,20 +274,26 @@ def main() -> None:
     to spare, where what is measured is the proxy itself.
     """
     cores = os.cpu_count() or 1
-    settings = [(None, f"the model on every core ({cores})")]
+    settings = [(cores, f"llama-server on {cores} thread(s), one per core of this machine (llama.cpp's "
+                        "default is one per physical core)")]
     if cores > 1:
-        settings.append((cores - 1, f"the model on {cores - 1} thread(s): a core left for the proxy"))
+        settings.append((cores - 1, f"llama-server on {cores - 1} thread(s): a core left for the proxy"))
+    summary: list[str] = []
     for threads, label in settings:
         with start_embedded_server(port=0, threads=threads) as server, \
                 tempfile.TemporaryDirectory() as folder:
             proxy = _Proxy(server.url, folder)
+            setting = f"model on {threads} of {cores} cores"
             try:
                 print(f"\n## {label}: llama-server at {server.url}, python -m obs.proxy at {proxy.url}")
                 with httpx.Client(timeout=120) as client:
-                    bench_latency(client, server.url, proxy)
-                    bench_stream(client, server.url, proxy)
+                    summary += bench_latency(client, server.url, proxy, setting)
+                    summary += bench_stream(client, server.url, proxy, setting)
             finally:
                 proxy.stop()
+    print("\n## verdicts")
+    for line in summary:
+        print(f"  {line}")
 
 
 if __name__ == "__main__":
