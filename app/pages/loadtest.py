@@ -246,6 +246,9 @@ def main() -> None:
     if job.running:
         st.fragment(run_every=_POLL_S)(_live)(job)
         return
+    current = _active().get("job")
+    if current is not None and current[0] is job:
+        del _active()["job"]  # ended: nothing else waits for it, and its session is not held
     app.flush(5.0)  # the run's traces are in the history file before other pages read it
     st.page_link(state.DASHBOARD_PAGE, label="See these requests on the Dashboard",
                  icon=":material/monitoring:",
