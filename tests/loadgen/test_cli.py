@@ -127,3 +127,14 @@ def test_no_answer_at_all_exits_1_and_says_where_it_looked(tmp_path: Path) -> No
     assert _figure(done.stdout, "errors") == "3 (ServerUnavailable 3)"
     assert f"no request was answered: is a server running at {url}?" in done.stderr
     assert Stored.read(tmp_path / "obs.db").errors_by_type == {"ServerUnavailable": 3}
+
+
+def test_a_duration_alone_with_a_rate_sends_what_fits_in_it(tmp_path: Path) -> None:
+    url = refused_url()
+    done = _loadgen("--url", url, "--duration", "1s", "--rate", "4/s", "--concurrency", "2",
+                    "--db", str(tmp_path / "obs.db"))
+    assert done.returncode == 1
+    assert "1 s, 2 at once, at most 4/s, not streamed, max_tokens 64" in done.stderr
+    # Request i goes at i / 4 s: 0, 0.25, 0.5 and 0.75 s fall within the second, 1.0 s does not.
+    assert _SUMMARY.search(done.stdout).groups()[:3] == ("4", "2", "0")
+    assert Stored.read(tmp_path / "obs.db").errors_by_type == {"ServerUnavailable": 4}
