@@ -45,7 +45,7 @@ __all__ = [
 ]
 
 _TICK_S = 0.05
-_PROGRESS_EVERY_S = 0.25
+_PROGRESS_EVERY_S = 0.2
 
 
 class AsyncChatClient(Protocol):
@@ -104,6 +104,7 @@ class _Run:
         self.in_flight = 0
         self.cancelled = 0
         self.stopped = False
+        self.failure: BaseException | None = None
         self.started = time.perf_counter()
         self.ended: float | None = None
         self.deadline = None if config.duration_s is None else self.started + config.duration_s
@@ -161,17 +162,24 @@ class _Run:
 
 async def _watch(run: _Run, workers: Sequence[asyncio.Task[None]], stop_event: StopSignal | None,
                  on_progress: ProgressCallback | None) -> None:
-    """Until the workers end: report progress every so often; on a stop, cancel the requests in flight."""
-    last_done, last_at = -1, 0.0
+    """Until the workers end: report progress every so often; on a stop, cancel the requests in flight.
+
+    An exception from `on_progress` stops the run the same way and is kept in `run.failure`.
+    """
+    last_at = -_PROGRESS_EVERY_S
     while not all(task.done() for task in workers):
-        if stop_event is not None and not run.stopped and stop_event.is_set():
+        stop = stop_event is not None and not run.stopped and stop_event.is_set()
+        now = time.perf_counter()
+        if on_progress is not None and now - last_at >= _PROGRESS_EVERY_S:
+            last_at = now
+            try:
+                on_progress(run.progress())
+            except BaseException as exc:  # raised by run_load_async once the client is closed
+                run.failure, stop = exc, True
+        if stop:
             run.stopped = True
             for task in workers:
                 task.cancel()
-        now = time.perf_counter()
-        if on_progress is not None and (len(run.results) != last_done or now - last_at >= _PROGRESS_EVERY_S):
-            last_done, last_at = len(run.results), now
-            on_progress(run.progress())
         await asyncio.sleep(_TICK_S)
 
 
@@ -195,19 +203,19 @@ async def run_load_async(
     run = _Run(config, client)
     workers = [asyncio.create_task(run.worker(), name=f"obs-loadgen-{i}") for i in range(config.concurrency)]
     watcher = asyncio.create_task(_watch(run, workers, stop_event, on_progress), name="obs-loadgen-watch")
-    failure: BaseException | None = None
     try:
-        # Both wait for each other: a worker's bug or a progress callback's exception ends the run.
-        done, _ = await asyncio.wait([*workers, watcher], return_when=asyncio.FIRST_EXCEPTION)
-        failure = next((t.exception() for t in done if not t.cancelled() and t.exception()), None)
-    finally:
+        # A worker's bug ends the run at once (the others are cancelled below).
+        done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
         run.ended = time.perf_counter()
-        if failure is not None:
-            run.stopped = True
+        bug = next((t.exception() for t in done if not t.cancelled() and t.exception()), None)
+    finally:
+        if run.ended is None:
+            run.ended = time.perf_counter()
         for task in [*workers, watcher]:
             task.cancel()
         await asyncio.gather(*workers, watcher, return_exceptions=True)
         await client.aclose()
+    failure = run.failure or bug
     if failure is not None:
         raise failure
     if on_progress is not None:
