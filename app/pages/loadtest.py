@@ -18,7 +18,9 @@ done.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -45,9 +47,10 @@ _PLOTLY_CONFIG = {"displaylogo": False, "modeBarButtonsToRemove": ["lasso2d", "s
 
 
 @st.cache_resource(show_spinner=False)
-def _active() -> dict[str, tuple[BackgroundLoad, AppSession]]:
-    """The process's load test in progress (at most one), with the session that started it."""
-    return {}
+def _active() -> dict[str, Any]:
+    """The process's load test in progress (at most one) under "job", with the session that started it,
+    and the "lock" taken to start one."""
+    return {"lock": threading.Lock()}
 
 
 def _running_elsewhere(app: AppSession) -> bool:
@@ -59,10 +62,6 @@ def _start(app: AppSession) -> None:
     """The Run button: check the form, then start the load on its own thread."""
     ss = st.session_state
     ss[_PROBLEM] = ""
-    if _running_elsewhere(app):
-        ss[_PROBLEM] = ("Another browser session's load test is running against this server: wait for it "
-                        "to end.")
-        return
     prompts = parse_prompt_lines(str(ss.get(_PROMPTS) or ""))
     if not prompts:
         ss[_PROBLEM] = "Give at least one prompt, one per line (lines starting with # are skipped)."
@@ -83,11 +82,16 @@ def _start(app: AppSession) -> None:
     def client() -> AsyncInstrumentedClient:
         return AsyncInstrumentedClient(config.url, tracer=app.tracer, capture_content=capture)
 
-    with app.lock:  # the run is a conversation of this session: its scope on the other pages shows it
-        app.conversations.append(conversation)
-    job = BackgroundLoad(config, levels=levels, client_factory=client).start()
-    ss[_JOB] = job
-    _active()["job"] = (job, app)
+    with _active()["lock"]:
+        if _running_elsewhere(app):
+            ss[_PROBLEM] = ("Another browser session's load test is running against this server: wait for "
+                            "it to end.")
+            return
+        with app.lock:  # the run is a conversation of this session: its scope on the other pages shows it
+            app.conversations.append(conversation)
+        job = BackgroundLoad(config, levels=levels, client_factory=client).start()
+        ss[_JOB] = job
+        _active()["job"] = (job, app)
 
 
 def _form(app: AppSession, busy: bool) -> None:
@@ -246,9 +250,10 @@ def main() -> None:
     if job.running:
         st.fragment(run_every=_POLL_S)(_live)(job)
         return
-    current = _active().get("job")
-    if current is not None and current[0] is job:
-        del _active()["job"]  # ended: nothing else waits for it, and its session is not held
+    with _active()["lock"]:
+        current = _active().get("job")
+        if current is not None and current[0] is job:
+            del _active()["job"]  # ended: nothing else waits for it, and its session is not held
     app.flush(5.0)  # the run's traces are in the history file before other pages read it
     st.page_link(state.DASHBOARD_PAGE, label="See these requests on the Dashboard",
                  icon=":material/monitoring:",
