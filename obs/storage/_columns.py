@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -138,19 +139,27 @@ def _server_ms(attrs: Mapping[str, Any]) -> float | None:
     return None if prompt is None or predicted is None else prompt + predicted
 
 
+_SPAN_TEXT_OF = operator.itemgetter(*_SPAN_TEXT)
+# Where the trace row's sums are read in a span row.
+_SERVICE, _MODEL, _CONVERSATION, _INPUTS, _OUTPUTS, _COST_UNITS = (
+    SPAN_COLUMNS.index(name)
+    for name in ("service", "model", "conversation_id", "input_tokens", "output_tokens", "cost_units")
+)
+
+
 def _span_row(
     trace_id: str, position: int, span: dict[str, Any], trace_service: str | None
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """The `spans` row of one storable span dict (`trace_id` as `column` made it), and the request facts."""
+) -> tuple[tuple[Any, ...], tuple[str | None, str | None] | None]:
+    """The `spans` row of one storable span dict (`trace_id` as `column` made it), and for a request
+    span the previews of its input and output (None for other spans)."""
     attrs = span["attributes"]
     service = _text(attrs.get(semconv.SERVICE_NAME)) or trace_service
     model = _text(attrs.get(semconv.GEN_AI_REQUEST_MODEL)) or _text(attrs.get(semconv.GEN_AI_RESPONSE_MODEL))
     conversation = _text(attrs.get(semconv.GEN_AI_CONVERSATION_ID)) or _text(attrs.get(semconv.SESSION_ID))
     request = semconv.GEN_AI_OPERATION_NAME in attrs
-    minute = minute_of(span["start_time"])
-    facts: dict[str, Any] = {"model": model, "conversation": conversation, "request": request}
-    cost = cost_units = ttft = latency = None
-    inputs = outputs = None
+    start = span["start_time"]
+    minute = math.floor(start / 60_000.0)  # minute_of, inline
+    cost = cost_units = ttft = latency = inputs = outputs = previews = None
     if request:
         inputs = _count(attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS))
         outputs = _count(attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS))
@@ -161,18 +170,15 @@ def _span_row(
         latency = _number(attrs.get(semconv.OBS_LATENCY_MS))
         if latency is None:
             latency = _number(span["duration"])
-        facts.update(
-            inputs=inputs or 0, outputs=outputs or 0, cost_units=cost_units or 0,
-            input_preview=_message_text(attrs.get(semconv.GEN_AI_INPUT_MESSAGES), "user"),
-            output_preview=_message_text(attrs.get(semconv.GEN_AI_OUTPUT_MESSAGES), None),
-        )  # fmt: skip
-    span_id, parent_id, name, kind, status = (span[field] for field in _SPAN_TEXT)
-    texts = (column(span_id), None if parent_id is None else column(parent_id), column(name), column(kind),
-             column(status))  # fmt: skip
+        previews = (_message_text(attrs.get(semconv.GEN_AI_INPUT_MESSAGES), "user"),
+                    _message_text(attrs.get(semconv.GEN_AI_OUTPUT_MESSAGES), None))  # fmt: skip
+    span_id, parent_id, name, kind, status = _SPAN_TEXT_OF(span)
+    bound_id, bound_parent = column(span_id), None if parent_id is None else column(parent_id)
+    bound_name, bound_kind, bound_status = column(name), column(kind), column(status)
     exact = None
     if (  # `column` hands back the very text it was given when that text can be bound as it is
-        texts[0] is not span_id or texts[1] is not parent_id or texts[2] is not name or texts[3] is not kind
-        or texts[4] is not status or span["trace_id"] != trace_id
+        bound_id is not span_id or bound_parent is not parent_id or bound_name is not name
+        or bound_kind is not kind or bound_status is not status or span["trace_id"] != trace_id
     ):
         exact = {
             field: span[field] for field in _SPAN_TEXT
@@ -182,14 +188,14 @@ def _span_row(
             exact["trace_id"] = span["trace_id"]
     events = span["events"]
     row = (
-        trace_id, position, texts[0], texts[1], texts[2], texts[3], span["start_time"], span["end_time"],
-        span["duration"], texts[4], service, model, conversation, int(request), int(status == "error"),
+        trace_id, position, bound_id, bound_parent, bound_name, bound_kind, start, span["end_time"],
+        span["duration"], bound_status, service, model, conversation, int(request), int(status == "error"),
         inputs, outputs, cost, cost_units, ttft, latency, _server_ms(attrs) if request else None,
-        int(request and attrs.get(semconv.OBS_CACHE_HIT) is True), minute, hour_of(minute),
-        bin_of(latency), bin_of(ttft), _json(attrs) if attrs else "{}", _json(events) if events else "[]",
-        _json(exact) if exact else None,
+        int(request and attrs.get(semconv.OBS_CACHE_HIT) is True), minute, minute - minute % 60,
+        None if latency is None else bin_of(latency), None if ttft is None else bin_of(ttft),
+        _json(attrs) if attrs else "{}", _json(events) if events else "[]", _json(exact) if exact else None,
     )  # fmt: skip
-    return row, facts
+    return row, previews
 
 
 # ensure_ascii (the default) writes lone surrogates as \udXXX escapes, which read back exactly.
@@ -205,19 +211,19 @@ def _rows(data: dict[str, Any]) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]
     requests = inputs = outputs = cost_units = 0
     bound_id = column(trace_id)
     for position, span in enumerate(data["spans"]):
-        row, facts = _span_row(bound_id, position, span, service)
+        row, previews = _span_row(bound_id, position, span, service)
         span_rows.append(row)
-        conversation = conversation or facts["conversation"]
-        if facts["request"]:
+        conversation = conversation or row[_CONVERSATION]
+        if previews is not None:
             requests += 1
-            model = model or facts["model"]
-            inputs += facts["inputs"]
-            outputs += facts["outputs"]
-            cost_units += facts["cost_units"]
-            input_preview = input_preview or facts["input_preview"]
-            output_preview = facts["output_preview"] or output_preview
+            model = model or row[_MODEL]
+            inputs += row[_INPUTS] or 0
+            outputs += row[_OUTPUTS] or 0
+            cost_units += row[_COST_UNITS] or 0
+            input_preview = input_preview or previews[0]
+            output_preview = previews[1] or output_preview
     if service is None:
-        service = next((row[10] for row in span_rows if row[10] is not None), None)
+        service = next((row[_SERVICE] for row in span_rows if row[_SERVICE] is not None), None)
     header = _json({name: data[name] for name in _HEADER})
     trace_row = (
         column(trace_id), column(data["name"]), data["start_time"], data["end_time"], data["duration"],
