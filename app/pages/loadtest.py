@@ -162,11 +162,16 @@ def _ms(value: float | None) -> str:
     return "–" if value is None else f"{value:.0f} ms"
 
 
+def _rate(value: float) -> str:
+    """Three significant digits below 100 (a slow run's 0.0847 req/s is not 0.08), else one decimal."""
+    return f"{value:.3g}" if abs(value) < 100 else f"{value:.1f}"
+
+
 def summary_tiles(summary: LoadSummary) -> dict[str, str]:
     """The summary's tiles, label -> value as shown."""
     return {
-        "Requests/s": f"{summary.requests_per_s:.2f}",
-        "Output tokens/s": f"{summary.output_tokens_per_s:.1f}",
+        "Requests/s": _rate(summary.requests_per_s),
+        "Output tokens/s": _rate(summary.output_tokens_per_s),
         "Latency p50": _ms(summary.latency_p50_ms),
         "Latency p95": _ms(summary.latency_p95_ms),
         "Latency p99": _ms(summary.latency_p99_ms),
