@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from obs import semconv
-from obs.storage._columns import COST_UNITS_PER_USD, bin_of, hour_of, minute_of
+from obs.storage._columns import COST_UNITS_PER_USD, SPAN_COLUMNS, TRACE_COLUMNS, bin_of, hour_of, minute_of
 from obs.storage._rollup_sql import SPAN_SUMS, SUM_COLUMNS
 from obs.storage.results import RetentionPolicy
 from obs.storage.sqlite import SqliteTraceStore
@@ -43,18 +43,9 @@ SERVICES = ("chat-app", "rag-service", "batch")
 MODELS = ("smollm2", "qwen2.5-0.5b", "llama-3.2-1b")
 DAY_MS = 86_400_000.0
 TURNS_PER_CONVERSATION = 5
-# The columns written here, by name (the inserts name them, so the file's column order does not matter).
-TRACE_WRITTEN = (
-    "id", "name", "start_time", "end_time", "duration", "status", "data", "service", "conversation_id",
-    "model", "span_count", "requests", "input_tokens", "output_tokens", "cost_units", "input_preview",
-    "output_preview",
-)  # fmt: skip
-SPAN_WRITTEN = (
-    "trace_id", "position", "span_id", "parent_id", "name", "kind", "start_time", "end_time", "duration",
-    "status", "service", "model", "conversation_id", "request", "error", "input_tokens", "output_tokens",
-    "cost", "cost_units", "ttft_ms", "latency_ms", "server_ms", "cache_hit", "minute", "hour", "latency_bin",
-    "ttft_bin", "attributes", "events", "exact",
-)  # fmt: skip
+# The columns written here are the store's own (the inserts name them, so the file's column order does not
+# matter).
+TRACE_WRITTEN, SPAN_WRITTEN = TRACE_COLUMNS, SPAN_COLUMNS
 _BATCH = 20_000
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 import httpx
 
@@ -28,6 +28,7 @@ from obs.llm._recording import Call, CallRecorder
 from obs.llm._redaction import Redactor
 from obs.llm._request import build_body, check_messages, encode_body
 from obs.llm._server_errors import ServerErrors
+from obs.llm._stream_state import StreamState
 from obs.llm._summary import metrics_summary
 from obs.llm.cache import ResponseCache, cache_key
 from obs.llm.conversation import Conversation, check_conversation_id, conversation, current_conversation_id
@@ -64,7 +65,10 @@ class Plan(NamedTuple):
     conversation_id: str | None
 
 
-class ClientBase:
+StreamT = TypeVar("StreamT", bound=StreamState)
+
+
+class ClientBase(Generic[StreamT]):
     """The configuration, sinks and I/O-free steps of a call; subclasses send and read.
 
     See `InstrumentedClient` for what every argument means. A subclass's
@@ -74,6 +78,7 @@ class ClientBase:
 
     _http: httpx.Client | httpx.AsyncClient
     _props: PropsReader | AsyncPropsReader
+    _stream_type: type[StreamT]  # the stream class `chat_stream` returns
 
     def __init__(
         self,
@@ -304,6 +309,20 @@ class ClientBase:
             error = self._errors.transport(exc, budget, stream=call.stream)
         self._recorder.fail(call, error)
         return error
+
+    def _stream(
+        self,
+        call: Call,
+        *,
+        budget: Budget | None = None,
+        response: httpx.Response | None = None,
+        cached: ChatCompletion | None = None,
+    ) -> StreamT:
+        """The subclass's stream for `call`: over `response` within `budget`, or delivering `cached`."""
+        return self._stream_type(
+            self._recorder, call, errors=self._errors, cache_put=self._cache_put, budget=budget,
+            response=response, cached=cached,
+        )
 
     def _received(self, call: Call, status: int) -> None:
         attrs = {semconv.HTTP_RESPONSE_STATUS_CODE: status}

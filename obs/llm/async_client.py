@@ -30,7 +30,6 @@ from obs.llm._props import AsyncPropsReader
 from obs.llm._recording import Call
 from obs.llm.async_stream import AsyncChatStream
 from obs.llm.llama.props import ServerProps, shared_ssl_context
-from obs.llm.llama.responses import ChatCompletion
 from obs.logs import LLMLogger
 from obs.metrics.collector import MetricsCollector
 from obs.storage.memory import TraceStore
@@ -42,7 +41,7 @@ __all__ = ["AsyncChatStream", "AsyncInstrumentedClient", "ChatResult"]
 _KEEPALIVE_S = 5.0
 
 
-class AsyncInstrumentedClient(ClientBase):
+class AsyncInstrumentedClient(ClientBase[AsyncChatStream]):
     """A chat client for asyncio that traces, measures and logs every call like `InstrumentedClient`.
 
     Takes the same arguments as `InstrumentedClient` (see it for each one),
@@ -56,6 +55,7 @@ class AsyncInstrumentedClient(ClientBase):
     """
 
     _http: httpx.AsyncClient
+    _stream_type = AsyncChatStream
     _props: AsyncPropsReader
 
     def __init__(
@@ -214,20 +214,3 @@ class AsyncInstrumentedClient(ClientBase):
             await response.aclose()
         raise self._status_failed(call, status, body, response.charset_encoding)
 
-    def _stream(
-        self,
-        call: Call,
-        *,
-        budget: Budget | None = None,
-        response: httpx.Response | None = None,
-        cached: ChatCompletion | None = None,
-    ) -> AsyncChatStream:
-        return AsyncChatStream(
-            self._recorder,
-            call,
-            errors=self._errors,
-            cache_put=self._cache_put,
-            budget=budget,
-            response=response,
-            cached=cached,
-        )

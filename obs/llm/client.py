@@ -39,7 +39,6 @@ from obs.llm._limits import Budget, DeadlinePassed, read_body
 from obs.llm._props import PropsReader
 from obs.llm._recording import Call
 from obs.llm.llama.props import ServerProps, shared_ssl_context
-from obs.llm.llama.responses import ChatCompletion
 from obs.llm.stream import ChatStream
 
 __all__ = [
@@ -53,7 +52,7 @@ __all__ = [
 ]
 
 
-class InstrumentedClient(ClientBase):
+class InstrumentedClient(ClientBase[ChatStream]):
     """A chat client for llama-server that traces, measures and logs every call.
 
     `base_url` defaults to the LLAMA_SERVER_URL environment variable, else
@@ -87,6 +86,7 @@ class InstrumentedClient(ClientBase):
     """
 
     _http: httpx.Client
+    _stream_type = ChatStream
     _props: PropsReader
 
     def _connect(self, endpoint: Endpoint, props_url: str) -> None:
@@ -203,20 +203,3 @@ class InstrumentedClient(ClientBase):
             response.close()
         raise self._status_failed(call, status, body, response.charset_encoding)
 
-    def _stream(
-        self,
-        call: Call,
-        *,
-        budget: Budget | None = None,
-        response: httpx.Response | None = None,
-        cached: ChatCompletion | None = None,
-    ) -> ChatStream:
-        return ChatStream(
-            self._recorder,
-            call,
-            errors=self._errors,
-            cache_put=self._cache_put,
-            budget=budget,
-            response=response,
-            cached=cached,
-        )
