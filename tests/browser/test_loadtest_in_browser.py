@@ -9,6 +9,7 @@ traces stored in the app's history file give. The Dashboard then counts the
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -91,3 +92,43 @@ def test_a_tiny_load_shows_the_summary_the_stored_traces_give(
     open_page(page, "Dashboard")
     total = page.get_by_test_id("stMetric").filter(has_text="Total Requests").get_by_test_id("stMetricValue")
     page.wait_for_function("el => el.innerText.trim() === '4'", arg=total.element_handle(), timeout=30_000)
+
+
+_CAPACITY = """() => {
+  const plot = Array.from(document.querySelectorAll('.js-plotly-plot'))
+    .find(p => p.layout && p.layout.title
+               && String(p.layout.title.text).replace(/<[^>]*>/g, '') === 'Capacity curve');
+  if (!plot) return null;
+  return {x: Array.from(plot.data[0].x), y: Array.from(plot.data[0].y),
+          labels: Array.from(plot.querySelectorAll('.textpoint text')).map(t => t.textContent)};
+}"""
+
+
+def test_a_sweep_draws_the_capacity_curve_the_stored_traces_give(
+    page: Any, app_url: str, app_dir: Path, artifacts: Path
+) -> None:
+    page.goto(app_url)
+    open_page(page, "Load test")
+    page.get_by_text("Sweep", exact=True).click()
+    levels = page.get_by_test_id("stForm").get_by_role("textbox", name="Sweep levels", exact=True)
+    levels.fill("1,2")
+    levels.press("Tab")
+    _set(page, "Requests", "2")
+    _set(page, "Max tokens", "8")
+    started_ms = time.time() * 1000.0
+    page.get_by_role("button", name="Run load test").click()
+    page.get_by_test_id("stAlert").filter(has_text="knee").wait_for(timeout=240_000)
+    wait_idle(page)
+    page.wait_for_function(f"({_CAPACITY})() !== null", timeout=30_000)
+    curve = page.evaluate(_CAPACITY)
+    shot(page, artifacts, "loadtest_sweep")
+
+    # The sweep's requests, in the order they began: level 1 sends its two one after the other, then
+    # level 2 sends its two at once. With two requests a level, the nearest-rank p95 is the slower one.
+    spans = sorted((s for s in _request_spans(app_dir / "obs.db") if s.start_time >= started_ms - 1000.0),
+                   key=lambda s: s.start_time)  # fmt: skip
+    assert len(spans) == 4 and all(s.status == "success" for s in spans)
+    slowest = [max(s.attributes[semconv.OBS_LATENCY_MS] for s in level) for level in (spans[:2], spans[2:])]
+    assert curve["labels"] == ["c=1", "c=2"]
+    assert curve["y"] == pytest.approx(slowest)
+    assert all(rate > 0 for rate in curve["x"])
