@@ -3,17 +3,18 @@
 Relaying a streamed answer is the proxy's hot path: one upstream read and
 one write to the caller per token. A general client (httpx over httpcore,
 anyio and h11) spends most of the proxy's CPU there, in layers a relay does
-not need (a cancel scope and several wrappers per read, an event object per
-chunk), and on a machine whose cores all run the model every millisecond of
-it is taken from generation. This client does only what the relay needs:
+not need; this client does only what the relay needs:
 
 - `UpstreamPool.send(method, target, headers, body)` writes the request
   (headers as given, plus `Host` and `Content-Length`) on a kept-alive
   connection or a new one and returns once the answer's status line and
   headers are in (informational 1xx answers skipped);
 - `UpstreamResponse.read()` returns the body's next bytes as they arrive,
-  everything already received at once (chunked framing removed, as the
-  ASGI server frames the answer again), b"" at the end;
+  everything already received at once (chunked framing removed: the caller's
+  side frames the answer again), b"" at the end; `stream_to(deliver, done)`
+  instead hands each piece to `deliver` from the callback that received it
+  (no task wakes up per piece: the relay's hot path), `pause()`/`resume()`
+  holding the upstream back while the caller reads slowly;
 - a connection whose answer was read to the end, that neither side asked to
   close, goes back to the pool for 4 s (less than llama-server's 5 s); one
   closed early or mid-answer is closed, which makes llama-server stop
@@ -38,14 +39,20 @@ from collections.abc import Callable
 
 import httpx
 
+from obs.proxy._http1 import (
+    MAX_HEAD_BYTES,
+    ChunkedBody,
+    FramingError,
+    answer_framing,
+    header_value,
+    parse_status_head,
+    says_close,
+)
+
 __all__ = ["UpstreamPool", "UpstreamResponse", "header_value"]
 
-_MAX_HEAD_BYTES = 64 * 1024
-_MAX_LINE_BYTES = 4 * 1024
 _HIGH_WATER = 256 * 1024  # bytes waiting unread before the socket is no longer read
 _BODY_METHODS = (b"POST", b"PUT", b"PATCH")
-_NO_BODY_STATUS = (204, 304)
-_HEX = frozenset(b"0123456789abcdefABCDEF")
 _STALE = (httpx.RemoteProtocolError, httpx.ReadError)
 
 
@@ -54,14 +61,6 @@ class _Default:
 
 
 _POOLS = _Default()
-
-
-def header_value(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    """The first value of header `name` (lowercase), or None."""
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return None
 
 
 def _expire(waiter: asyncio.Future[None], seconds: float) -> None:
@@ -79,6 +78,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.error: BaseException | None = None
         self.idle_since = 0.0
+        self.sink: Callable[[], None] | None = None  # push mode: called on every arrival and at the end
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
 
@@ -89,6 +89,10 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        sink = self.sink
+        if sink is not None:
+            sink()
+            return
         if len(self.buffer) > _HIGH_WATER and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
@@ -106,6 +110,9 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def _wake(self) -> None:
+        if self.sink is not None:
+            self.sink()
+            return
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -153,8 +160,9 @@ class _Connection(asyncio.Protocol):
 class UpstreamResponse:
     """An answer whose status and headers are in; `read()` its body, `aclose()` when done with it."""
 
-    __slots__ = ("_chunk_left", "_conn", "_done", "_keep", "_left", "_mode", "_pool", "_timeout",
-                 "headers", "received", "status")  # fmt: skip
+    __slots__ = ("_chunks", "_conn", "_deliver", "_done", "_finished", "_held", "_keep", "_last", "_left",
+                 "_mode", "_on_done", "_pool", "_timeout", "_watchdog", "headers", "received",
+                 "status")  # fmt: skip
 
     def __init__(self, pool: UpstreamPool, conn: _Connection, status: int,
                  headers: list[tuple[bytes, bytes]], mode: str, length: int, keep: bool,
@@ -167,9 +175,15 @@ class UpstreamResponse:
         self.received = 0
         self._mode = mode  # "none", "length", "chunked" or "close"
         self._left = length
-        self._chunk_left = -1  # -1: a chunk's size line is next; -2: the CRLF after a chunk's data
+        self._chunks = ChunkedBody() if mode == "chunked" else None
         self._keep = keep
         self._timeout = timeout_s
+        self._finished: asyncio.Future[None] | None = None
+        self._deliver: Callable[[bytes], None] | None = None
+        self._on_done: Callable[[], None] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._held = False
+        self._last = 0.0
         self._done = mode == "none" or (mode == "length" and length == 0)
         if self._done:
             self._finish()
@@ -197,56 +211,152 @@ class UpstreamResponse:
                 raise conn.ended(f"in the middle of its answer ({self.received} bytes of the body in)")
             await conn.more(self._timeout)
 
+    def stream_to(self, deliver: Callable[[bytes], None], done: Callable[[], None]) -> asyncio.Future[None]:
+        """Push mode: hand each piece of the body (unframed) to `deliver` as it arrives, then call `done`.
+
+        Both are called from the connection's own callbacks: no task wakes up
+        per piece. The future returned ends (None) once `done` has been
+        called, or with the httpx error the body ended in (ReadTimeout when
+        `read_timeout_s` passed without a byte while not paused), or with
+        what `deliver` or `done` raised. Nothing else is read from this
+        response afterwards; `aclose()` it as always.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._finished, self._deliver, self._on_done = future, deliver, done
+        conn = self._conn
+        if self._done or conn is None:  # no body (HEAD, 204, 304, an empty one)
+            self._complete(future)
+            return future
+        conn.sink = self._pump
+        if self._timeout is not None:
+            self._last = loop.time()
+            self._watchdog = loop.call_later(self._timeout, self._watch)
+        if conn.buffer or conn.closed:
+            self._pump()
+        return future
+
+    @property
+    def timeout_s(self) -> float | None:
+        """The longest wait for the upstream's next bytes (None: no limit)."""
+        return self._timeout
+
+    def handoff(self) -> tuple[int, bytearray, ChunkedBody | None] | None:
+        """For a pump of its own: the socket (fd), the bytes read so far, the chunked body's state.
+
+        Only for a chunked or close-delimited body not yet complete, on a
+        plain-HTTP connection; None otherwise. The connection stops reading
+        until `handed_back`; `buffer` is to be consumed as the body is read.
+        """
+        conn = self._conn
+        if conn is None or self._done or self._mode not in ("chunked", "close") or self._pool.tls:
+            return None
+        transport = conn.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if transport is None or sock is None or conn.closed or transport.is_closing():
+            return None
+        transport.pause_reading()
+        return sock.fileno(), conn.buffer, self._chunks
+
+    def handed_back(self, complete: bool) -> None:
+        """The pump is over; `complete` if it read the body to its end (the connection may be pooled)."""
+        conn = self._conn
+        if conn is None:
+            return
+        if complete and conn.transport is not None and not conn.closed:
+            conn.transport.resume_reading()
+            self._done = True
+            self._finish()
+
+    def pause(self) -> None:
+        """Push mode: stop reading from the upstream (the caller reads slowly); no timeout runs meanwhile."""
+        conn = self._conn
+        if conn is not None and not self._held and conn.transport is not None and not conn.closed:
+            self._held = True
+            conn.transport.pause_reading()
+
+    def resume(self) -> None:
+        """Push mode: read from the upstream again after `pause()`."""
+        conn = self._conn
+        if conn is not None and self._held and conn.transport is not None and not conn.closed:
+            self._held = False
+            self._last = conn.loop.time()
+            conn.transport.resume_reading()
+
+    def _pump(self) -> None:
+        conn, future = self._conn, self._finished
+        if conn is None or future is None or future.done():
+            return
+        try:
+            if conn.buffer:
+                data = self._take()
+                if data:
+                    self.received += len(data)
+                    if self._timeout is not None:
+                        self._last = conn.loop.time()
+                    self._deliver(data)  # type: ignore[misc]
+                if self._done:
+                    self._complete(future)
+                    return
+            if conn.closed:
+                if self._mode == "close" and not conn.buffer and not isinstance(conn.error, OSError):
+                    self._done = True
+                    self._complete(future)
+                    return
+                raise conn.ended(f"in the middle of its answer ({self.received} bytes of the body in)")
+        except Exception as exc:
+            self._unhook()
+            future.set_exception(exc)
+
+    def _complete(self, future: asyncio.Future[None]) -> None:
+        self._unhook()
+        self._finish()
+        try:
+            self._on_done()  # type: ignore[misc]
+        except Exception as exc:
+            future.set_exception(exc)
+            return
+        future.set_result(None)
+
+    def _watch(self) -> None:
+        conn, future, timeout = self._conn, self._finished, self._timeout
+        if conn is None or future is None or future.done() or timeout is None:
+            return
+        idle = 0.0 if self._held else conn.loop.time() - self._last
+        if idle >= timeout:
+            self._unhook()
+            future.set_exception(httpx.ReadTimeout(f"no bytes from the upstream within {timeout:g} s"))
+        else:
+            self._watchdog = conn.loop.call_later(timeout - idle, self._watch)
+
+    def _unhook(self) -> None:
+        if self._conn is not None:
+            self._conn.sink = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
     def _take(self) -> bytes:
         """Unframe what the buffer holds; sets `_done` when the body's end is in it."""
         buffer = self._conn.buffer
-        mode = self._mode
-        if mode == "close":
+        chunks = self._chunks
+        if chunks is not None:
+            try:
+                data = chunks.take(buffer)
+            except FramingError as exc:
+                raise httpx.RemoteProtocolError(f"the upstream's answer has {exc}") from None
+            self._done = chunks.done
+            return data
+        if self._mode == "close":
             data = bytes(buffer)
             buffer.clear()
             return data
-        if mode == "length":
-            n = min(len(buffer), self._left)
-            data = bytes(buffer[:n])
-            del buffer[:n]
-            self._left -= n
-            self._done = self._left == 0
-            return data
-        pieces: list[bytes] = []
-        while buffer and not self._done:
-            left = self._chunk_left
-            if left > 0:
-                n = min(len(buffer), left)
-                pieces.append(bytes(buffer[:n]))
-                del buffer[:n]
-                self._chunk_left = -2 if n == left else left - n
-            elif left == -2:
-                if len(buffer) < 2:
-                    break
-                if buffer[0] != 13 or buffer[1] != 10:
-                    raise httpx.RemoteProtocolError("the upstream's chunked body is malformed (no CRLF after "
-                                                    "a chunk)")  # fmt: skip
-                del buffer[:2]
-                self._chunk_left = -1
-            else:
-                end = buffer.find(b"\r\n")
-                if end < 0:
-                    if len(buffer) > _MAX_LINE_BYTES:
-                        raise httpx.RemoteProtocolError("the upstream's chunk size line is too long")
-                    break
-                size = bytes(buffer[:end]).split(b";", 1)[0].strip()
-                if not size or not _HEX.issuperset(size):
-                    raise httpx.RemoteProtocolError("the upstream's chunked body has a bad chunk size")
-                if int(size, 16) == 0:
-                    trailer_end = buffer.find(b"\r\n\r\n", end) if buffer[end + 2:end + 4] != b"\r\n" else end
-                    if trailer_end < 0:
-                        break  # trailers still coming
-                    del buffer[:trailer_end + 4]
-                    self._done = True
-                    break
-                del buffer[:end + 2]
-                self._chunk_left = int(size, 16)
-        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        n = min(len(buffer), self._left)  # "length"
+        data = bytes(buffer[:n])
+        del buffer[:n]
+        self._left -= n
+        self._done = self._left == 0
+        return data
 
     def _finish(self) -> None:
         conn, self._conn = self._conn, None  # type: ignore[assignment]
@@ -259,6 +369,7 @@ class UpstreamResponse:
 
     async def aclose(self) -> None:
         """Done with the answer: a connection read to the end is pooled, any other closed."""
+        self._unhook()
         conn, self._conn = self._conn, None  # type: ignore[assignment]
         if conn is not None:
             if self._done and self._keep and conn.usable:
@@ -280,6 +391,7 @@ class UpstreamPool:
         if port != (443 if scheme == "https" else 80):
             self.host_header += b":%d" % port
         self._ssl: ssl.SSLContext | None = None
+        self.tls = scheme == "https"
         if scheme == "https":
             self._ssl = ssl_context if ssl_context is not None else httpx.create_ssl_context()
         self.connect_timeout_s = connect_timeout_s
@@ -365,7 +477,7 @@ class UpstreamPool:
         while True:
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
-                if len(buffer) > _MAX_HEAD_BYTES:
+                if len(buffer) > MAX_HEAD_BYTES:
                     raise httpx.RemoteProtocolError("the upstream's answer headers are too large")
                 if conn.closed:
                     raise conn.ended("before answering")
@@ -373,45 +485,16 @@ class UpstreamPool:
                 continue
             head = bytes(buffer[:end])
             del buffer[:end + 4]
-            version, status, headers = _parse_head(head)
+            try:
+                version, status, headers = parse_status_head(head)
+            except FramingError as exc:
+                raise httpx.RemoteProtocolError(f"the upstream sent {exc}") from None
             if 100 <= status < 200 and status != 101:
                 continue  # informational: the real answer follows
             break
-        mode, length = _framing(verb, status, headers)
-        keep = version == b"HTTP/1.1" and mode != "close" and status != 101 and not _says_close(headers)
+        try:
+            mode, length = answer_framing(verb, status, headers)
+        except FramingError as exc:
+            raise httpx.RemoteProtocolError(f"the upstream sent {exc}") from None
+        keep = version == b"HTTP/1.1" and mode != "close" and status != 101 and not says_close(headers)
         return UpstreamResponse(self, conn, status, headers, mode, length, keep, timeout_s)
-
-
-def _parse_head(head: bytes) -> tuple[bytes, int, list[tuple[bytes, bytes]]]:
-    lines = head.split(b"\r\n")
-    version, _, rest = lines[0].partition(b" ")
-    code = rest[:3]
-    if not version.startswith(b"HTTP/1.") or len(code) != 3 or not code.isdigit():
-        raise httpx.RemoteProtocolError("the upstream did not answer in HTTP/1.x")
-    headers: list[tuple[bytes, bytes]] = []
-    for line in lines[1:]:
-        name, colon, value = line.partition(b":")
-        if not colon or not name or name != name.strip() or b" " in name:
-            raise httpx.RemoteProtocolError("the upstream sent a malformed header line")
-        headers.append((name, value.strip(b" \t")))
-    return version, int(code), headers
-
-
-def _framing(verb: bytes, status: int, headers: list[tuple[bytes, bytes]]) -> tuple[str, int]:
-    """How the body ends (RFC 9112 section 6.3): ("none" | "chunked" | "length" | "close", length)."""
-    if verb == b"HEAD" or status in _NO_BODY_STATUS or 100 <= status < 200:
-        return "none", 0
-    encoding = header_value(headers, b"transfer-encoding")
-    if encoding is not None:
-        final = encoding.split(b",")[-1].strip().lower()
-        return ("chunked", 0) if final == b"chunked" else ("close", 0)
-    lengths = {value.strip() for key, value in headers if key.lower() == b"content-length"}
-    if not lengths:
-        return "close", 0
-    if len(lengths) > 1 or not all(v.isdigit() for v in lengths):
-        raise httpx.RemoteProtocolError("the upstream sent a bad Content-Length")
-    return "length", int(lengths.pop())
-
-
-def _says_close(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(key.lower() == b"connection" and b"close" in value.lower() for key, value in headers)

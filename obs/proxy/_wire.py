@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "HOP_BY_HOP",
+    "charset_of",
     "error_body",
     "header_map",
     "request_headers",
@@ -93,3 +94,14 @@ def secrets_of(raw: Headers) -> list[str]:
 def error_body(status: int, message: str, kind: str) -> bytes:
     """An error answer in llama-server's own JSON shape: `{"error": {"code", "message", "type"}}`."""
     return json.dumps({"error": {"code": status, "message": message, "type": kind}}).encode("utf-8")
+
+
+def charset_of(content_type: str | None) -> str | None:
+    """The `charset` parameter of a Content-Type, if it names one."""
+    if not content_type:
+        return None
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"'):
+            return value.strip().strip('"')
+    return None

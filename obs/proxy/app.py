@@ -5,11 +5,14 @@ uvicorn, or mount it in Starlette). For each HTTP request it:
 
 - reads the body, sends the request to `upstream` unchanged (hop-by-hop
   headers aside, `obs.proxy._wire`) on a pool of kept-alive connections
-  (`obs.proxy._upstream`, a lean HTTP/1.1 client: relaying a stream costs
-  one read and one write per token, and little more), and relays the
-  answer back as it arrives, byte for byte: status, headers, body,
-  server-sent events, errors; the only header it adds is `traceparent`,
-  naming the recorded span;
+  (`obs.proxy._upstream`, a lean HTTP/1.1 client), and relays the answer
+  back as it arrives, byte for byte: status, headers, body, server-sent
+  events, errors; the only header it adds is `traceparent`, naming the
+  recorded span. `relay(request, caller)` is that relay for any server:
+  each piece of the body is handed to the caller's side from the callback
+  that received it (`obs.proxy._caller`); `start_proxy` and `python -m
+  obs.proxy` serve it with the proxy's own HTTP/1.1 server
+  (`obs.proxy._serve`), which writes it straight to the caller's socket;
 - records `POST /v1/chat/completions`, `/v1/completions` and `/completion`
   (and their aliases without `/v1`) through `obs.llm.exchange.Exchange`:
   the span, metrics record and log entries InstrumentedClient writes, into
@@ -56,15 +59,25 @@ from obs.llm._recording import CallRecorder
 from obs.llm._redaction import Redactor
 from obs.llm._server_errors import ServerErrors
 from obs.llm.errors import LLMServerError, ServerTimeout, ServerUnavailable
-from obs.llm.exchange import Exchange, Route, route_of
+from obs.llm.exchange import Exchange, route_of
 from obs.llm.llama.props import ServerProps
 from obs.logs import LLMLogger
 from obs.metrics.collector import MetricsCollector
+from obs.proxy._caller import (
+    AsgiCaller,
+    Caller,
+    CallerRequest,
+    UpstreamBroke,
+    asgi_disconnected,
+    asgi_request,
+    read_asgi_body,
+)
+from obs.proxy._pump import CallerLeft
 from obs.proxy._upstream import UpstreamPool, UpstreamResponse, header_value
-from obs.proxy._wire import error_body, header_map, request_headers, response_headers, secrets_of
+from obs.proxy._wire import charset_of, error_body, header_map, request_headers, response_headers, secrets_of
 from obs.trace.tracer import Tracer
 
-__all__ = ["DEFAULT_MAX_CONTENT_CHARS", "ProxyApp", "ProxyStats", "UpstreamBroke"]
+__all__ = ["DEFAULT_MAX_CONTENT_CHARS", "CallerRequest", "ProxyApp", "ProxyStats", "UpstreamBroke"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -78,10 +91,6 @@ _PROPS_RETRY_MS = 30_000.0
 _PROPS_TIMEOUT_S = 5.0
 _PROPS_MAX_BYTES = 1024 * 1024
 _STARTUP_PROPS_S = 2.0
-
-
-class UpstreamBroke(Exception):
-    """Raised to the ASGI server to break the caller's connection as the upstream's broke."""
 
 
 class _QuietBreaks(logging.Filter):
@@ -113,15 +122,6 @@ class ProxyStats:
     broken: int = 0
     client_gone: int = 0
     telemetry_errors: int = 0
-
-
-class _Relay:
-    """One request's progress, shared by the task relaying it and the one watching the caller."""
-
-    __slots__ = ("complete",)
-
-    def __init__(self) -> None:
-        self.complete = False  # the last byte is on its way to the caller: the call is no longer cancelable
 
 
 def _seconds(owner: str, name: str, value: Any, allow_none: bool) -> float | None:
@@ -199,29 +199,30 @@ class ProxyApp:
     def __repr__(self) -> str:
         return f"ProxyApp(upstream={self.upstream!r})"
 
-    # -- ASGI -------------------------------------------------------------------------------------
+    # -- serving ----------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI entry point: HTTP requests are relayed; lifespan reads `/props` and closes the pool."""
         kind = scope["type"]
         if kind == "http":
-            await self._http_request(scope, receive, send)
+            await self._asgi_request(scope, receive, send)
         elif kind == "lifespan":
-            await self._lifespan(receive, send)
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await self.startup()
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await self.aclose()
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
         else:  # websockets: llama-server speaks none
             await send({"type": "websocket.close", "code": 1003})
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._read_props(None), _STARTUP_PROPS_S)
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+    async def startup(self) -> None:
+        """Read the upstream's `/props` (model name, context size), giving it at most 2 s."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._read_props(None), _STARTUP_PROPS_S)
 
     async def aclose(self) -> None:
         """Close the upstream connection pool (the next request opens a new one)."""
@@ -238,44 +239,69 @@ class ProxyApp:
     def _count_retry(self) -> None:
         self.stats.retried += 1
 
-    # -- one request ------------------------------------------------------------------------------
-
-    async def _http_request(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.stats.requests += 1
-        body = await _read_body(receive)
+    async def _asgi_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = await read_asgi_body(receive)
         if body is None:
             return  # the caller left before its request was complete: nothing was sent upstream
-        raw = scope["headers"]
-        route = route_of(scope["method"], _own_path(scope))
-        exchange = self._begin(route, raw, body) if route is not None else None
-        relay = _Relay()
-        pump = asyncio.ensure_future(self._relay(scope, raw, body, exchange, send, relay))
-        watch = asyncio.ensure_future(_disconnected(receive))
+        caller = AsgiCaller(send)
+        relay = asyncio.ensure_future(self.relay(asgi_request(scope, body), caller))
+        out = asyncio.ensure_future(caller.deliver())
+        watch = asyncio.ensure_future(asgi_disconnected(receive))
         try:
-            await asyncio.wait((pump, watch), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((out, watch), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:  # the server is shutting down with this call still open
-            pump.cancel()
-            watch.cancel()
-            if exchange is not None:
-                exchange.cut(httpx.ReadError("the proxy was stopped before the answer was complete"))
-                self._settle(exchange)
+            for task in (relay, out, watch):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await relay
             raise
+        if out.done() or caller.ended:
+            watch.cancel()
+            await relay
+            await out
+            return
+        caller.gone = True
+        relay.cancel()
+        out.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay
+
+    # -- one request ------------------------------------------------------------------------------
+
+    async def relay(self, request: CallerRequest, caller: Caller) -> None:
+        """Relay `request` upstream and its answer to `caller`, recording a model call on the way.
+
+        Cancel it when the caller leaves (after setting `caller.gone`: the
+        upstream request is stopped and the call recorded as left) or when
+        the proxy stops (the call is recorded as cut, the caller's answer
+        broken). Never raises but CancelledError.
+        """
+        self.stats.requests += 1
+        route = route_of(request.method, request.path)
+        exchange = self._begin(route, request.headers, request.body) if route is not None else None
         try:
-            if pump.done() or relay.complete:
-                watch.cancel()
-                await pump
+            await self._forward(request, caller, exchange)
+        except CallerLeft:  # noticed while streaming (obs.proxy._pump)
+            caller.gone = True
+            self._caller_left(exchange)
+        except asyncio.CancelledError:
+            if caller.gone:
+                self._caller_left(exchange)
             else:
-                self.stats.client_gone += 1
-                pump.cancel()
-                with contextlib.suppress(asyncio.CancelledError, UpstreamBroke):
-                    await pump
                 if exchange is not None:
-                    exchange.client_gone()
+                    exchange.cut(httpx.ReadError("the proxy was stopped before the answer was complete"))
+                caller.abort()
+            raise
         finally:
             if exchange is not None:
                 self._settle(exchange)
 
-    def _begin(self, route: Route, raw: list[tuple[bytes, bytes]], body: bytes) -> Exchange | None:
+    def _caller_left(self, exchange: Exchange | None) -> None:
+        self.stats.client_gone += 1
+        if exchange is not None:
+            exchange.client_gone()
+
+    def _begin(self, route: Any, raw: list[tuple[bytes, bytes]], body: bytes) -> Exchange | None:
         """Begin recording a model call; None (and counted) if even that fails: the relay goes on."""
         try:
             secrets = secrets_of(raw)
@@ -298,39 +324,29 @@ class ProxyApp:
             exchange.client_gone()
         self.stats.telemetry_errors += exchange.recorder.telemetry_errors
 
-    async def _relay(
-        self, scope: Scope, raw: list[tuple[bytes, bytes]], body: bytes, exchange: Exchange | None,
-        send: Send, relay: _Relay,
-    ) -> None:
-        """Send the request upstream and the answer back; record it on the way."""
-        target = self._target(scope)
-        headers = request_headers(raw)
+    async def _forward(self, request: CallerRequest, caller: Caller, exchange: Exchange | None) -> None:
+        """Send the request upstream and stream the answer to `caller` (the body from push callbacks)."""
         if exchange is not None:
             exchange.sent()
         try:
-            response = await self._upstream().send(scope["method"], target, headers, body,
+            response = await self._upstream().send(request.method, self._upstream_target(request.target),
+                                                   request_headers(request.headers), request.body,
                                                    on_retry=self._count_retry)  # fmt: skip
         except httpx.HTTPError as exc:
-            await self._no_answer(exc, exchange, send, relay)
+            status, headers, payload = self._no_answer(exc, exchange)
+            caller.start(status, headers)
+            caller.write(payload)
+            caller.end()
             return
         try:
             traceparent = None
             if exchange is not None:
                 self._answer_began(exchange, response)
                 traceparent = exchange.traceparent()
-            await send({"type": "http.response.start", "status": response.status,
-                        "headers": response_headers(response.headers, traceparent)})
-            read = response.read
-            if exchange is None:
-                while chunk := await read():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            else:
-                # The hot path: the chunk goes to the caller first; recording only keeps it, timed.
-                now_ms, feed = exchange.recorder.clock.monotonic_ms, exchange.feed
-                while chunk := await read():
-                    arrived = now_ms()
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    feed(chunk, arrived)
+            caller.start(response.status, response_headers(response.headers, traceparent))
+            # The hot path: each piece goes to the caller first; recording only keeps it, timed.
+            feed = exchange.feed if exchange is not None else None
+            await caller.stream(response, feed, self.clock.monotonic_ms)
         except httpx.HTTPError as exc:
             self.stats.broken += 1
             if exchange is not None:
@@ -338,11 +354,10 @@ class ProxyApp:
                     exchange.fail(self._timeout_error(mid_answer=True))
                 else:
                     exchange.cut(exc)
-            raise UpstreamBroke(f"the upstream connection broke: {type(exc).__name__}") from None
+            caller.abort()
+            return
         finally:
             await response.aclose()
-        relay.complete = True
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
         if exchange is not None:
             exchange.end()
 
@@ -353,16 +368,11 @@ class ProxyApp:
         text_type = content_type.decode("latin-1") if content_type is not None else None
         exchange.response(response.status, text_type,
                           encoding.decode("latin-1") if encoding is not None else None,
-                          _charset(text_type))  # fmt: skip
+                          charset_of(text_type))  # fmt: skip
 
-    def _target(self, scope: Scope) -> str:
-        """The request's path and query as the upstream is asked for them (below its own prefix, if any)."""
-        path = scope.get("raw_path") or scope["path"].encode("utf-8")
-        root = scope.get("root_path", "").encode("utf-8")
-        if root and path.startswith(root):
-            path = path[len(root):]  # mounted under a prefix: the upstream knows only what follows it
-        query = scope.get("query_string") or b""
-        target = self._prefix + path.decode("latin-1") + ("?" + query.decode("latin-1") if query else "")
+    def _upstream_target(self, target: str) -> str:
+        """The path and query the upstream is asked for: `target` below the upstream's own prefix, if any."""
+        target = self._prefix + target
         if self.endpoint.params:  # the upstream URL's own query (an api-version, say) goes on every request
             url = httpx.URL(self.endpoint.root + target).copy_merge_params(self.endpoint.params)
             target = url.raw_path.decode("ascii")
@@ -382,10 +392,10 @@ class ProxyApp:
                 message += "; the partial answer is kept on the span"
         return ServerTimeout(message, url=url)
 
-    async def _no_answer(
-        self, exc: httpx.HTTPError, exchange: Exchange | None, send: Send, relay: _Relay
-    ) -> None:
-        """Nothing answered upstream: answer 502 (504 for a timeout) with llama-server's error JSON."""
+    def _no_answer(
+        self, exc: httpx.HTTPError, exchange: Exchange | None
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        """Nothing answered upstream: 502 (504 for a timeout) with llama-server's error JSON, recorded."""
         self.stats.no_answer += 1
         url = self.upstream
         detail = Redactor(self.endpoint.secrets).snippet(str(exc) or type(exc).__name__, 300)
@@ -401,18 +411,13 @@ class ProxyApp:
             status, kind = 502, "unavailable_error"
             error = ServerUnavailable(f"the server at {url} closed the connection without answering "
                                       f"({detail}): check the server's log", url=url)  # fmt: skip
-        traceparent = None
-        if exchange is not None:
-            exchange.fail(error)
-            traceparent = exchange.traceparent()
         payload = error_body(status, f"obs.proxy: {error}", kind)
         headers = [(b"content-type", b"application/json; charset=utf-8"),
                    (b"content-length", str(len(payload)).encode("ascii"))]
-        if traceparent is not None:
-            headers.append((b"traceparent", traceparent.encode("ascii")))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        relay.complete = True
-        await send({"type": "http.response.body", "body": payload, "more_body": False})
+        if exchange is not None:
+            exchange.fail(error)
+            headers.append((b"traceparent", exchange.traceparent().encode("ascii")))
+        return status, headers, payload
 
     # -- the upstream's /props --------------------------------------------------------------------
 
@@ -432,10 +437,9 @@ class ProxyApp:
         """Read the upstream's `/props` (model name, context size, build) with the caller's credentials."""
         self._props_tried_at = self.clock.monotonic_ms()
         headers = [(b"authorization", authorization.encode("latin-1"))] if authorization else []
-        target = self._target({"path": "/props", "query_string": b""})
         try:
             async with asyncio.timeout(_PROPS_TIMEOUT_S):
-                response = await self._upstream().send("GET", target, headers, b"",
+                response = await self._upstream().send("GET", self._upstream_target("/props"), headers, b"",
                                                        read_timeout_s=_PROPS_TIMEOUT_S)  # fmt: skip
                 try:
                     body = b""
@@ -450,38 +454,3 @@ class ProxyApp:
                 self.props = ServerProps.from_json(data)
         except (httpx.HTTPError, TimeoutError, ValueError, UnicodeError) as exc:
             _log.debug("obs.proxy: /props not read: %s", type(exc).__name__)
-
-
-def _charset(content_type: str | None) -> str | None:
-    """The `charset` parameter of a Content-Type, if it names one."""
-    if not content_type:
-        return None
-    for param in content_type.split(";")[1:]:
-        name, _, value = param.partition("=")
-        if name.strip().lower() == "charset" and value.strip().strip('"'):
-            return value.strip().strip('"')
-    return None
-
-
-def _own_path(scope: Scope) -> str:
-    """The request's path below the prefix the app is mounted at (`root_path`), if any."""
-    path, root = scope["path"], scope.get("root_path", "")
-    return path[len(root):] if root and path.startswith(root) else path
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole request body; None if the caller disconnected first."""
-    parts: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        parts.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(parts)
-
-
-async def _disconnected(receive: Receive) -> None:
-    """Returns when the caller disconnects (or, once the answer is complete, when the server says so)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass

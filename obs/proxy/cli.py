@@ -18,9 +18,8 @@ import contextlib
 import sys
 from collections.abc import Sequence
 
-import uvicorn
-
 from obs import config
+from obs.proxy._serve import ProxyServer
 from obs.proxy.app import ProxyApp
 from obs.proxy.server import (
     DEFAULT_HOST,
@@ -28,7 +27,6 @@ from obs.proxy.server import (
     ProxyStartError,
     bind_socket,
     open_recording,
-    server_config,
 )
 from obs.receive.cli import is_loopback
 
@@ -82,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"obs.proxy: {exc}", file=sys.stderr)
         close(10.0)
         return 2
-    server = uvicorn.Server(server_config(app, sock))
+    server = ProxyServer(app, sock)
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(f"obs.proxy: http://{shown}:{port} -> {app.upstream}, recording into {path} "
@@ -91,9 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"obs.proxy: listening on {args.host}: whoever reaches it uses {app.upstream} through it "
               "(the upstream's own --api-key still applies)", file=sys.stderr, flush=True)  # fmt: skip
     try:
-        # uvicorn raises Ctrl-C again once it has shut down.
-        with contextlib.suppress(KeyboardInterrupt):
-            server.run(sockets=[sock])
+        with contextlib.suppress(KeyboardInterrupt):  # a Ctrl-C before the server took over the signal
+            server.run(handle_signals=True)
     finally:
         close(10.0)
     return 0 if server.started else 1

@@ -1,7 +1,8 @@
 """Starting the recording proxy in one call: `start_proxy(upstream, port, db=...) -> ProxyHandle`.
 
-The proxy is served by uvicorn on a thread of its own (its own event loop),
-so any program, the dashboard included, can start and stop it:
+The proxy is served by its own HTTP/1.1 server (`obs.proxy._serve`) on a
+thread of its own (its own event loop), so any program, the dashboard
+included, can start and stop it:
 
     handle = start_proxy("http://127.0.0.1:8080", port=8033)   # records into .obs/obs.db
     ...                                                         # point programs at handle.url
@@ -25,13 +26,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import uvicorn
 
 from obs.config import db_path_from_env
 from obs.logs import LLMLogger
 from obs.metrics.collector import MetricsCollector
+from obs.proxy._serve import ProxyServer
 from obs.proxy.app import ProxyApp, ProxyStats
 from obs.storage.exporter import SqliteExporter, SqliteLogSink
 from obs.storage.schema import MEMORY
@@ -47,7 +46,6 @@ __all__ = [
     "bind_socket",
     "open_recording",
     "record_into",
-    "server_config",
     "start_proxy",
 ]
 
@@ -79,17 +77,6 @@ def bind_socket(host: str, port: int) -> socket.socket:
             "(--port, or port=0 for any free one)"
         ) from None
     return sock
-
-
-def server_config(app: Any, sock: socket.socket) -> uvicorn.Config:
-    """uvicorn's settings for the proxy: no `server` or `date` header of its own, no access log.
-
-    `X-Forwarded-*` headers are relayed as they came, not taken as the caller's address.
-    """
-    host, port = sock.getsockname()[:2]
-    return uvicorn.Config(app, host=host, port=port, lifespan="on", log_level="warning", access_log=False,
-                          server_header=False, date_header=False, proxy_headers=False,
-                          timeout_graceful_shutdown=5)  # fmt: skip
 
 
 class _QueueOnly:
@@ -180,7 +167,7 @@ class ProxyHandle:
     """
 
     def __init__(
-        self, app: ProxyApp, server: uvicorn.Server, thread: threading.Thread, url: str,
+        self, app: ProxyApp, server: ProxyServer, thread: threading.Thread, url: str,
         close: Callable[[float], bool] | None,
     ) -> None:
         """Internal: made by `start_proxy`."""
@@ -221,7 +208,7 @@ class ProxyHandle:
             return True
         self._stopped = True
         deadline = time.monotonic() + timeout_s
-        self._server.should_exit = True
+        self._server.stop()
         self._thread.join(max(0.0, deadline - time.monotonic()))
         ok = not self._thread.is_alive()
         if self._close is not None:
@@ -272,15 +259,14 @@ def start_proxy(
         app = ProxyApp(upstream, tracer=tracer, capture_content=capture_content,
                        connect_timeout_s=connect_timeout_s, timeout_s=timeout_s)  # fmt: skip
         sock = bind_socket(host, port)
-        server = uvicorn.Server(server_config(app, sock))
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="obs-proxy",
-                                  daemon=True)  # fmt: skip
+        server = ProxyServer(app, sock)
+        thread = threading.Thread(target=server.run, name="obs-proxy", daemon=True)
         thread.start()
         deadline = time.monotonic() + startup_timeout_s
         while not server.started and thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.005)
         if not server.started:
-            server.should_exit = True
+            server.stop()
             thread.join(5.0)
             with contextlib.suppress(OSError):
                 sock.close()

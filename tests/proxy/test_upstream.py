@@ -249,7 +249,7 @@ def test_a_body_cut_or_malformed_is_a_remote_protocol_error_after_what_came(
 
 def test_not_http_and_silence_and_nobody_are_httpx_errors() -> None:
     with scripted([([b"SSH-2.0-OpenSSH\r\n\r\n"], True)]) as server, \
-            pytest.raises(httpx.RemoteProtocolError, match=r"did not answer in HTTP/1\.x"):
+            pytest.raises(httpx.RemoteProtocolError, match=r"sent an answer not in HTTP/1\.x"):
         _run(lambda: _pool(server.port).send("GET", "/", [], b""))
     with scripted([([b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nab"], False)]) as server:
         async def stalls() -> None:

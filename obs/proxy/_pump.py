@@ -1,0 +1,265 @@
+"""A streamed answer relayed by a thread of its own: poll, read, unframe, write, keep; no loop turn per piece.
+
+Each piece of a stream wakes the relay once. On the event loop a wake-up
+is the loop's own turn (the selector, the ready queue, the transport's
+callbacks) before any of the proxy's code runs: most of the CPU a piece
+costs, and on a machine whose cores all run the model every microsecond of
+it is taken from generation. `ThreadPump` moves the body of one streamed
+answer (chunked or close-delimited, from a plain-HTTP upstream, to an
+HTTP/1.1 caller) off the loop: while it runs, neither connection's
+transport reads, and a thread waits on both sockets with `poll`, reads what
+the upstream sent, writes each piece on to the caller (framed as a chunk)
+and only then hands it to `feed` with its arrival time, as the relay on the
+loop does. When the caller's socket is full it stops reading the upstream
+until the caller catches up.
+
+`await pump.run()` returns once the body's last chunk went out; it raises
+httpx's exception classes when the upstream connection breaks or stays
+silent past `timeout_s` (ReadTimeout), `CallerLeft` when the caller closes
+its connection, and CancelledError (after stopping the thread) when the
+relay is cancelled. The thread never touches the event loop's objects: it
+reports through `call_soon_threadsafe`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import select
+import socket
+import threading
+from collections.abc import Callable
+
+import httpx
+
+from obs.proxy._http1 import ChunkedBody, FramingError
+
+__all__ = ["CallerLeft", "ThreadPump", "available"]
+
+_READ_BYTES = 256 * 1024
+_PENDING_BYTES = 1024 * 1024  # chunked bytes passed on before their framing is read anyway
+_POLLIN = getattr(select, "POLLIN", 1)
+_POLLOUT = getattr(select, "POLLOUT", 4)
+_POLLRDHUP = getattr(select, "POLLRDHUP", 0)  # Linux: the caller closed its side
+_GONE = getattr(select, "POLLHUP", 16) | getattr(select, "POLLERR", 8) | _POLLRDHUP
+_END = b"0\r\n\r\n"
+
+
+def available() -> bool:
+    """True where `select.poll` exists (Linux, macOS): elsewhere answers stay on the event loop."""
+    return hasattr(select, "poll")
+
+
+class CallerLeft(Exception):
+    """The caller closed its connection before the whole answer was written to it."""
+
+
+class _Stopped(Exception):
+    """The relay was cancelled: the thread stops where it is."""
+
+
+class ThreadPump:
+    """One answer's body relayed upstream to caller by a thread (module docstring).
+
+    `upstream_fd` and `caller_fd` are the two connections' sockets (their
+    transports must not read or write meanwhile); `buffer` holds the body's
+    bytes already read and is left holding any bytes read past its end;
+    `chunks` unframes a chunked body (None: the body ends when the upstream
+    closes the connection); `feed(piece, arrived_ms)` keeps each piece for
+    recording (None: nothing is kept) with `now_ms`'s time of its arrival.
+
+    A chunked body goes to the caller as it came, framing and all (the
+    caller's answer is chunked too): per piece, the thread only reads,
+    writes and notes the time. Its framing is read, and its pieces handed to
+    `feed`, when its last bytes may have come (the data so far ends in an
+    empty line), past `_PENDING_BYTES`, and when the relay ends any other way.
+    """
+
+    def __init__(
+        self, upstream_fd: int, buffer: bytearray, chunks: ChunkedBody | None, caller_fd: int, *,
+        feed: Callable[[bytes, float], None] | None, now_ms: Callable[[], float], timeout_s: float | None,
+    ) -> None:
+        """Nothing runs until `run()`."""
+        self.buffer = buffer
+        self.done = False
+        self._chunks = chunks
+        self._feed = feed
+        self._now_ms = now_ms
+        self._timeout_ms = None if timeout_s is None else max(1, int(timeout_s * 1000))
+        self._timeout_s = timeout_s
+        self._pending: list[tuple[float, bytes]] = []  # chunked bytes passed on, not yet unframed
+        self._pending_bytes = 0
+        self._up = socket.socket(fileno=os.dup(upstream_fd))
+        self._caller = socket.socket(fileno=os.dup(caller_fd))
+        self._wake_r, self._wake_w = os.pipe()
+
+    async def run(self) -> None:
+        """Relay the body in a thread; return once it is complete (module docstring for the failures)."""
+        loop = asyncio.get_running_loop()
+        finished: asyncio.Future[None] = loop.create_future()
+        thread = threading.Thread(target=self._main, args=(loop, finished), name="obs-proxy-stream",
+                                  daemon=True)  # fmt: skip
+        try:
+            thread.start()
+        except BaseException:
+            self._close()
+            raise
+        try:
+            await asyncio.shield(finished)
+        except asyncio.CancelledError:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
+            with contextlib.suppress(Exception):
+                await finished  # the thread stops at once; nothing it holds may be used before that
+            raise
+
+    def _main(self, loop: asyncio.AbstractEventLoop, finished: asyncio.Future[None]) -> None:
+        error: BaseException | None = None
+        try:
+            self._relay()
+        except BaseException as exc:  # reported to the loop, where it is raised
+            error = exc
+            with contextlib.suppress(httpx.RemoteProtocolError):
+                self._unframe()  # what came before the failure is recorded with it
+        finally:
+            self._close()
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(_settle, finished, error)
+
+    def _close(self) -> None:
+        for sock in (self._up, self._caller):
+            sock.close()  # the duplicates only: the connections stay open
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _relay(self) -> None:
+        up, caller, chunked = self._up, self._caller, self._chunks is not None
+        poller = select.poll()
+        poller.register(self._wake_r, _POLLIN)
+        poller.register(up, _POLLIN)
+        poller.register(caller, _POLLIN | _POLLRDHUP)
+        up_fd, caller_fd = up.fileno(), caller.fileno()
+        pending, now_ms, send, tail = self._pending, self._now_ms, self._send, b""
+        if self.buffer:
+            data = bytes(self.buffer)
+            self.buffer.clear()
+            if self._pass_on(data, now_ms()):
+                return
+        while True:
+            events = poller.poll(self._timeout_ms)
+            if not events:
+                raise httpx.ReadTimeout(f"no bytes from the upstream within {self._timeout_s:g} s")
+            for fd, event in events:
+                if fd == up_fd:
+                    try:
+                        data = up.recv(_READ_BYTES)
+                    except BlockingIOError:
+                        continue
+                    except OSError as exc:
+                        raise httpx.ReadError(f"the upstream connection broke ({exc}) in the middle of "
+                                              "its answer") from None  # fmt: skip
+                    if not data:
+                        self._unframe()
+                        if not chunked:
+                            self.done = True
+                            send(_END)
+                            return
+                        raise httpx.RemoteProtocolError("the upstream closed the connection in the middle "
+                                                        "of its answer")  # fmt: skip
+                    arrived = now_ms()
+                    if not chunked:
+                        self._pass_on(data, arrived)
+                        continue
+                    # The hot path: the bytes go on as they came, and are only noted.
+                    send(data)
+                    pending.append((arrived, data))
+                    self._pending_bytes += len(data)
+                    tail = data[-4:] if len(data) >= 4 else (tail + data)[-4:]
+                    if (tail == b"\r\n\r\n" or self._pending_bytes > _PENDING_BYTES) and self._unframe():
+                        return
+                elif fd == caller_fd:
+                    if event & _GONE or not _peek(caller):
+                        raise CallerLeft("the caller closed its connection")
+                    poller.modify(caller, _POLLRDHUP)  # its next request waits for this answer to end
+                else:
+                    raise _Stopped
+
+    def _pass_on(self, data: bytes, arrived: float) -> bool:
+        """Write bytes that arrived (already read) on to the caller; True once the body is complete."""
+        if self._chunks is not None:
+            self._send(data)
+            self._pending.append((arrived, data))
+            return self._unframe()
+        self._send(b"%x\r\n%b\r\n" % (len(data), data))
+        if self._feed is not None:
+            self._feed(data, arrived)
+        return False
+
+    def _unframe(self) -> bool:
+        """Take the framing off the chunked bytes passed on, feed the pieces; True at the body's end."""
+        chunks, buffer, feed = self._chunks, self.buffer, self._feed
+        if chunks is None:
+            return False
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        for arrived, data in pending:
+            if chunks.done:
+                buffer += data  # past the end: the connection is not reused
+                continue
+            buffer += data
+            try:
+                piece = chunks.take(buffer)
+            except FramingError as exc:
+                raise httpx.RemoteProtocolError(f"the upstream's answer has {exc}") from None
+            if piece and feed is not None:
+                feed(piece, arrived)
+        self.done = chunks.done
+        return self.done
+
+    def _send(self, data: bytes) -> None:
+        """Write all of `data` to the caller, waiting while its socket is full (the upstream waits too)."""
+        caller = self._caller
+        try:
+            sent = caller.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            raise CallerLeft("the caller's connection broke") from None
+        if sent == len(data):
+            return
+        view = memoryview(data)[sent:]
+        waiting = select.poll()
+        waiting.register(caller, _POLLOUT)
+        waiting.register(self._wake_r, _POLLIN)
+        while view:
+            for fd, event in waiting.poll():
+                if fd == self._wake_r:
+                    raise _Stopped
+                if event & _GONE & ~_POLLRDHUP:
+                    raise CallerLeft("the caller's connection broke")
+            try:
+                view = view[caller.send(view):]
+            except BlockingIOError:
+                continue
+            except OSError:
+                raise CallerLeft("the caller's connection broke") from None
+
+
+def _peek(sock: socket.socket) -> bool:
+    """True if the socket has bytes to read (a pipelined request), False at its end."""
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+def _settle(finished: asyncio.Future[None], error: BaseException | None) -> None:
+    if finished.done():
+        return
+    if error is None or isinstance(error, _Stopped):
+        finished.set_result(None)
+    else:
+        finished.set_exception(error)

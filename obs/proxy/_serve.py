@@ -1,0 +1,428 @@
+"""The proxy's own HTTP/1.1 server: each streamed piece is written to the caller by the callback that got it.
+
+Relaying a stream is a wake-up per token. Served through uvicorn and ASGI,
+each piece also woke a task, went through an event object and several
+wrappers, and the event loop turned once more; on a machine whose cores all
+run the model, every such microsecond is taken from generation. Here the
+upstream connection's callback unframes the piece and writes it, framed
+again, to the caller's socket (`ProxyApp.relay` with this module's caller):
+one loop turn, one read, one write.
+
+What it speaks (RFC 9112), towards callers:
+
+- requests: a request line (`METHOD target HTTP/1.1` or `HTTP/1.0`, origin
+  or absolute form), headers (64 KiB at most, else 431), a body by
+  `Content-Length` or `Transfer-Encoding: chunked` (100 MiB at most, else
+  413; `Expect: 100-continue` answered); pipelined requests are answered in
+  order; a malformed one gets 400 (505 for another HTTP version) with
+  llama-server's error JSON, and the connection is closed;
+- answers: the status and headers the relay gives; a body with its
+  `Content-Length` is written as is, any other chunked (close-delimited to
+  an HTTP/1.0 caller); none for HEAD, 1xx, 204 and 304;
+- connections: kept alive (HTTP/1.1) unless the caller says close; an idle
+  one is closed after 5 s, as uvicorn does; a caller that reads slowly holds
+  the upstream back (`pause_writing`); a caller that leaves cancels its
+  request (the relay stops the upstream request and records it).
+
+`ProxyServer(app, sock).run()` serves on its own event loop until `stop()`
+(from any thread; `handle_signals=True` also stops on SIGINT or SIGTERM):
+it stops accepting, closes idle connections, gives open answers `grace_s`
+seconds, then cancels them (recorded as cut, the callers' answers broken).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import threading
+from collections.abc import Awaitable, Callable
+from http import HTTPStatus
+
+from obs.proxy._caller import CallerRequest, Clock, Feed, push, request_of
+from obs.proxy._http1 import (
+    MAX_HEAD_BYTES,
+    ChunkedBody,
+    FramingError,
+    content_length,
+    header_value,
+    is_chunked,
+    parse_head,
+    says_close,
+)
+from obs.proxy._pump import CallerLeft, ThreadPump
+from obs.proxy._pump import available as pump_available
+from obs.proxy._upstream import UpstreamResponse
+from obs.proxy._wire import error_body
+from obs.proxy.app import ProxyApp
+
+__all__ = ["MAX_BODY_BYTES", "ProxyServer"]
+
+_log = logging.getLogger("obs.proxy")
+
+MAX_BODY_BYTES = 100 * 1024 * 1024
+_PIPELINED_BYTES = 256 * 1024  # bytes of the next requests read ahead while one is answered
+_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class _Refused(Exception):
+    """A request the server answers itself, and then closes the connection."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Connection(asyncio.Protocol):
+    """One caller's connection: reads its requests, and is the `Caller` each answer is written to."""
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.gone = False
+        self._server = server
+        self._transport: asyncio.Transport | None = None
+        self._buffer = bytearray()
+        self._head: tuple[str, str, bool, list[tuple[bytes, bytes]], int] | None = None  # awaiting its body
+        self._chunks: ChunkedBody | None = None
+        self._body = bytearray()
+        self._task: asyncio.Task[None] | None = None
+        self._idle: asyncio.TimerHandle | None = None
+        self._method = "GET"
+        self._http11 = True
+        self._keep = True
+        self._started = False
+        self._ended = True
+        self._chunked = False
+        self._reading = True
+        self._writable = True
+        self._throttle: tuple[Callable[[], None], Callable[[], None]] | None = None
+
+    # -- asyncio's side ---------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._server.connections.add(self)
+        self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if self._task is None:
+            self._next()
+        elif len(self._buffer) > _PIPELINED_BYTES and self._reading and self._transport is not None:
+            self._reading = False
+            self._transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        return False  # a caller that half-closes is gone, as uvicorn takes it
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        noticed, self.gone = self.gone, True
+        self._server.connections.discard(self)
+        if self._idle is not None:
+            self._idle.cancel()
+        if self._task is not None and not self._ended and not noticed:
+            self._task.cancel()
+
+    def pause_writing(self) -> None:
+        self._writable = False
+        if self._throttle is not None:
+            self._throttle[0]()
+
+    def resume_writing(self) -> None:
+        self._writable = True
+        if self._throttle is not None:
+            self._throttle[1]()
+
+    # -- the Caller the relay writes to -----------------------------------------------------------
+
+    def start(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Write the status line and headers; choose how the body is delimited."""
+        bodyless = self._method == "HEAD" or status in (204, 304) or 100 <= status < 200
+        sized = any(name.lower() == b"content-length" for name, _ in headers)
+        self._chunked = self._http11 and not bodyless and not sized
+        if not (bodyless or sized or self._http11) or self._server.stopping:
+            self._keep = False  # an HTTP/1.0 caller learns the body's end from the connection's
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
+        for name, value in headers:
+            parts += (name, b": ", value, b"\r\n")
+        if self._chunked:
+            parts.append(b"transfer-encoding: chunked\r\n")
+        if not self._keep:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        self._started = True
+        if not self.gone and self._transport is not None:
+            self._transport.write(b"".join(parts))
+
+    def write(self, data: bytes) -> None:
+        """Write a piece of the body now (framed as a chunk when the answer is chunked)."""
+        if self.gone:
+            return
+        if self._chunked:
+            self._transport.write(b"%x\r\n%b\r\n" % (len(data), data))  # type: ignore[union-attr]
+        else:
+            self._transport.write(data)  # type: ignore[union-attr]
+
+    def end(self) -> None:
+        """The body is complete: its last chunk goes out now (a closing answer closes now)."""
+        self._ended = True
+        if self.gone or self._transport is None:
+            return
+        if self._chunked:
+            self._transport.write(b"0\r\n\r\n")
+        if not self._keep:
+            self._transport.close()
+
+    def abort(self) -> None:
+        """Break the connection once what was written is out: the caller sees its answer cut."""
+        self._keep = False
+        if self._transport is not None:
+            self._transport.close()
+
+    def stream(self, response: UpstreamResponse, feed: Feed | None, now_ms: Clock) -> Awaitable[None]:
+        """Relay the body: a stream in a thread of its own (`obs.proxy._pump`), anything else on the loop."""
+        transport = self._transport
+        if self._chunked and not self.gone and pump_available() and transport is not None \
+                and transport.get_write_buffer_size() == 0:  # fmt: skip
+            sock = transport.get_extra_info("socket")
+            handoff = response.handoff() if sock is not None else None
+            if handoff is not None:
+                pump = ThreadPump(*handoff, sock.fileno(), feed=feed, now_ms=now_ms,
+                                  timeout_s=response.timeout_s)
+                return self._pumped(pump, response)
+        self._throttle = (response.pause, response.resume)
+        if not self._writable:
+            response.pause()
+        return push(response, self.write, self.end, feed, now_ms)
+
+    async def _pumped(self, pump: ThreadPump, response: UpstreamResponse) -> None:
+        transport = self._transport
+        assert transport is not None
+        transport.pause_reading()  # the pump watches the caller's socket meanwhile
+        try:
+            await pump.run()
+        except CallerLeft:
+            self.gone = True
+            transport.close()
+            raise
+        finally:
+            response.handed_back(pump.done)
+            if self._reading and not transport.is_closing():
+                transport.resume_reading()
+        self._ended = True  # the pump wrote the body's last chunk
+        if pump.buffer:
+            self._keep = False  # the upstream sent bytes past the body's end, which went on with it
+        if not self._keep:
+            transport.close()
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def _next(self) -> None:
+        """Parse the next request from what was read; start answering it once it is whole."""
+        if self._idle is not None:
+            self._idle.cancel()
+            self._idle = None
+        try:
+            request = self._parse()
+        except _Refused as refused:
+            self._refuse(refused.status, str(refused))
+            return
+        if request is None:
+            if not self._buffer and self._head is None:
+                self._arm_idle()
+            return
+        self._throttle = None
+        self._started, self._ended = False, False
+        self._task = asyncio.get_running_loop().create_task(self._answer(request))
+
+    def _parse(self) -> CallerRequest | None:
+        buffer = self._buffer
+        if self._head is None:
+            while buffer[:2] == b"\r\n":
+                del buffer[:2]  # empty lines before a request line are allowed (RFC 9112 section 2.2)
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buffer) > MAX_HEAD_BYTES:
+                    raise _Refused(431, "the request's headers are larger than 64 KiB")
+                return None
+            self._head = _request_head(bytes(buffer[:end]))
+            del buffer[:end + 4]
+            method, _, http11, headers, length = self._head
+            self._method, self._http11 = method, http11
+            self._keep = http11 and not says_close(headers)
+            self._chunks = ChunkedBody() if length < 0 else None
+            self._body = bytearray()
+            expect = header_value(headers, b"expect")
+            if expect is not None and expect.lower() == b"100-continue" and length != 0 and self._transport:
+                self._transport.write(_CONTINUE)
+        method, target, _, headers, length = self._head
+        if self._chunks is not None:
+            try:
+                self._body += self._chunks.take(buffer)
+            except FramingError as exc:
+                raise _Refused(400, f"the request has {exc}") from None
+            if len(self._body) > MAX_BODY_BYTES:
+                raise _Refused(413, "the request body is larger than 100 MiB")
+            if not self._chunks.done:
+                return None
+            body = bytes(self._body)
+        else:
+            if len(buffer) < length:
+                return None
+            body = bytes(buffer[:length])
+            del buffer[:length]
+        self._head = None
+        return request_of(method, target, headers, body)
+
+    async def _answer(self, request: CallerRequest) -> None:
+        try:
+            await self._server.app.relay(request, self)
+        except asyncio.CancelledError:
+            pass  # the caller left, or the server stops: the relay recorded it
+        except Exception:
+            _log.exception("obs.proxy: a request failed inside the proxy")
+            if not self._started:
+                self._refuse(500, "the proxy failed to relay the request (see its log)")
+            else:
+                self.abort()
+        finally:
+            self._task = None
+            self._done()
+
+    def _done(self) -> None:
+        transport = self._transport
+        if self.gone or transport is None or transport.is_closing():
+            return
+        if not self._ended or not self._keep or self._server.stopping:
+            transport.close()
+            return
+        if not self._reading:
+            self._reading = True
+            transport.resume_reading()
+        self._next()
+
+    def _refuse(self, status: int, message: str) -> None:
+        payload = error_body(status, f"obs.proxy: {message}", "invalid_request_error")
+        self._keep = False
+        self._method = "GET"
+        self.start(status, [(b"content-type", b"application/json; charset=utf-8"),
+                            (b"content-length", b"%d" % len(payload))])  # fmt: skip
+        self.write(payload)
+        self.end()
+
+    def _arm_idle(self) -> None:
+        if self._idle is None and self._transport is not None:
+            self._idle = asyncio.get_running_loop().call_later(self._server.idle_s, self._transport.close)
+
+    # -- the server's side ------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """The server stops: close now when idle, else after the answer under way."""
+        self._keep = False
+        if self._task is None and self._transport is not None:
+            self._transport.close()
+
+    def cancel(self) -> asyncio.Task[None] | None:
+        """The server stops now: cancel the answer under way (recorded as cut); its task, if any."""
+        task = self._task
+        if task is not None and not self._ended:
+            task.cancel()
+        return task
+
+
+def _request_head(head: bytes) -> tuple[str, str, bool, list[tuple[bytes, bytes]], int]:
+    """(method, target, HTTP/1.1?, headers, body length; -1: chunked) of a request head; _Refused if bad."""
+    try:
+        line, headers = parse_head(head)
+    except FramingError as exc:
+        raise _Refused(400, f"the request has {exc}") from None
+    parts = line.split(b" ")
+    if len(parts) != 3 or not parts[0] or not _TOKEN.issuperset(parts[0]) or not parts[1] \
+            or any(c < 0x21 or c == 0x7f for c in parts[1]):  # fmt: skip
+        raise _Refused(400, "the request line is not `METHOD target HTTP/1.1`")
+    method, target, version = parts
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        if version.startswith(b"HTTP/"):
+            raise _Refused(505, "only HTTP/1.1 and HTTP/1.0 are served")
+        raise _Refused(400, "the request line is not `METHOD target HTTP/1.1`")
+    chunked = is_chunked(headers)
+    try:
+        length = content_length(headers)
+    except FramingError as exc:
+        raise _Refused(400, f"the request has {exc}") from None
+    if chunked is not None:
+        if not chunked or length is not None:
+            raise _Refused(400, "the request's Transfer-Encoding must end in chunked, without Content-Length")
+        length = -1
+    elif length is not None and length > MAX_BODY_BYTES:
+        raise _Refused(413, "the request body is larger than 100 MiB")
+    return method.decode("ascii"), target.decode("latin-1"), version == b"HTTP/1.1", headers, length or 0
+
+
+class ProxyServer:
+    """Serves a ProxyApp on a bound socket with the proxy's own HTTP/1.1 protocol (module docstring)."""
+
+    def __init__(
+        self, app: ProxyApp, sock: socket.socket, *, grace_s: float = 5.0, idle_s: float = 5.0
+    ) -> None:
+        """Nothing is served until `run()`; `sock` is bound (listening or not)."""
+        self.app = app
+        self.grace_s = grace_s
+        self.idle_s = idle_s
+        self.started = False
+        self.stopping = False
+        self.connections: set[_Connection] = set()
+        self._sock = sock
+        self._stop_asked = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+
+    def run(self, *, handle_signals: bool = False) -> None:
+        """Serve until `stop()` (or SIGINT/SIGTERM with `handle_signals`), then shut down; blocks."""
+        asyncio.run(self._serve(handle_signals))
+
+    def stop(self) -> None:
+        """Ask the server to stop (from any thread); `run()` returns once it has shut down."""
+        self._stop_asked.set()
+        loop, event = self._loop, self._stop
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                loop.call_soon_threadsafe(event.set)
+
+    async def _serve(self, handle_signals: bool) -> None:
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._loop = loop
+        if self._stop_asked.is_set():
+            self._stop.set()
+        signals = (signal.SIGINT, signal.SIGTERM) if handle_signals else ()
+        for number in signals:
+            loop.add_signal_handler(number, self._stop.set)
+        try:
+            await self.app.startup()
+            server = await loop.create_server(lambda: _Connection(self), sock=self._sock, backlog=1024)
+            self.started = True
+            await self._stop.wait()
+            await self._shutdown(server)
+        finally:
+            for number in signals:
+                loop.remove_signal_handler(number)
+            await self.app.aclose()
+
+    async def _shutdown(self, server: asyncio.Server) -> None:
+        self.stopping = True
+        server.close()
+        for connection in list(self.connections):
+            connection.shutdown()
+        open_answers = [c._task for c in self.connections if c._task is not None]
+        if open_answers:
+            await asyncio.wait(open_answers, timeout=self.grace_s)
+        cancelled = [task for c in list(self.connections) if (task := c.cancel()) is not None]
+        if cancelled:
+            await asyncio.wait(cancelled, timeout=self.grace_s)
+        for connection in list(self.connections):
+            if connection._transport is not None:
+                connection._transport.close()
