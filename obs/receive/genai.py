@@ -58,51 +58,90 @@ class GenAICall:
     cached: bool
 
 
-def _tokens(attributes: dict[str, Any], key: str, old_key: str) -> int:
-    value = attributes.get(key, attributes.get(old_key))
-    if type(value) is int and 0 <= value <= _MAX_TOKENS:
-        return value
-    return 0
+_OPERATION = semconv.GEN_AI_OPERATION_NAME
+_INPUT, _OUTPUT, _OLD_INPUT, _OLD_OUTPUT = _TOKEN_KEYS
+# A span with none of these keys is not a model call: one C-level test for most received spans.
+_CALL_KEYS = _TOKEN_KEY_SET | {_OPERATION}
+_ABSENT = object()
 
 
 def _ms(value: Any) -> float | None:
     """A duration in ms as the collector takes it, or None when `value` is not a usable number."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if type(value) is float:  # the usual case, decided without the general checks
+        return value if 0.0 <= value <= _MAX_MS else None
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if not math.isfinite(value):
         return None
     return float(value) if 0.0 <= value <= _MAX_MS else None
 
 
-def genai_call(span: Span) -> GenAICall | None:
-    """What the collector should record for `span`, or None when it is not a call to a model."""
+# latency, tokens in and out, cached, error, model, time to first token, timestamp, server time
+_Arguments = tuple[float, int, int, bool, bool, str | None, float | None, float, float | None]
+
+
+def _arguments(span: Span) -> _Arguments | None:
+    """What `record_request` takes for `span`, or None when the span is not a call to a model."""
     attributes = span.attributes
-    operation = attributes.get(semconv.GEN_AI_OPERATION_NAME)
+    get = attributes.get
+    operation = get(_OPERATION)
     if operation is None:
         if _TOKEN_KEY_SET.isdisjoint(attributes):
             return None
-    elif operation not in MODEL_OPERATIONS:
+    # Only text can name an operation (a list there must not make the membership test raise).
+    elif not isinstance(operation, str) or operation not in MODEL_OPERATIONS:
         return None
-    end = span.end_time if span.end_time is not None else span.start_time
-    latency = min(max(0.0, end - span.start_time), _MAX_MS)
-    model = attributes.get(semconv.GEN_AI_RESPONSE_MODEL) or attributes.get(semconv.GEN_AI_REQUEST_MODEL)
-    first_chunk = attributes.get(semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK)
-    seconds = isinstance(first_chunk, int | float) and not isinstance(first_chunk, bool)
-    ttft = _ms(first_chunk * 1000.0) if seconds else None
+    start = span.start_time
+    end = span.end_time if span.end_time is not None else start
+    latency = end - start  # clamped to [0, _MAX_MS] as min(max(0.0, latency), _MAX_MS) would, NaN to 0
+    if not latency > 0.0:
+        latency = 0.0
+    elif latency > _MAX_MS:
+        latency = _MAX_MS
+    model = get(semconv.GEN_AI_RESPONSE_MODEL) or get(semconv.GEN_AI_REQUEST_MODEL)
+    first_chunk = get(semconv.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK)
+    ttft = None
+    if type(first_chunk) is float:  # what _ms would say, without the call
+        ttft = first_chunk * 1000.0
+        if not 0.0 <= ttft <= _MAX_MS:
+            ttft = None
+    elif isinstance(first_chunk, int | float) and not isinstance(first_chunk, bool):
+        ttft = _ms(first_chunk * 1000.0)
     if ttft is None:
-        ttft = _ms(attributes.get(semconv.OBS_TTFT_MS))
-    prompt_ms = _ms(attributes.get(semconv.LLAMA_CPP_TIMINGS_PROMPT_MS))
-    predicted_ms = _ms(attributes.get(semconv.LLAMA_CPP_TIMINGS_PREDICTED_MS))
-    server = None if prompt_ms is None or predicted_ms is None else _ms(prompt_ms + predicted_ms)
-    return GenAICall(
-        latency_ms=float(latency),
-        prompt_tokens=_tokens(attributes, semconv.GEN_AI_USAGE_INPUT_TOKENS, _TOKEN_KEYS[2]),
-        completion_tokens=_tokens(attributes, semconv.GEN_AI_USAGE_OUTPUT_TOKENS, _TOKEN_KEYS[3]),
-        error=span.status == "error" or semconv.ERROR_TYPE in attributes,
-        model=model if isinstance(model, str) else None,
-        ttft_ms=ttft,
-        timestamp=end / 1000.0,
-        server_ms=server,
-        cached=attributes.get(semconv.OBS_CACHE_HIT) is True,
+        ttft = _ms(get(semconv.OBS_TTFT_MS))
+    server = None
+    prompt_ms = get(semconv.LLAMA_CPP_TIMINGS_PROMPT_MS)
+    if prompt_ms is not None:
+        prompt_ms = _ms(prompt_ms)
+        predicted_ms = _ms(get(semconv.LLAMA_CPP_TIMINGS_PREDICTED_MS))
+        if prompt_ms is not None and predicted_ms is not None:
+            server = _ms(prompt_ms + predicted_ms)
+    # A token count is an int in the collector's range, else 0; the current key wins when present.
+    prompt = get(_INPUT, _ABSENT)
+    if prompt is _ABSENT:
+        prompt = get(_OLD_INPUT)
+    if type(prompt) is not int or not 0 <= prompt <= _MAX_TOKENS:
+        prompt = 0
+    completion = get(_OUTPUT, _ABSENT)
+    if completion is _ABSENT:
+        completion = get(_OLD_OUTPUT)
+    if type(completion) is not int or not 0 <= completion <= _MAX_TOKENS:
+        completion = 0
+    return (
+        float(latency), prompt, completion, get(semconv.OBS_CACHE_HIT) is True,
+        span.status == "error" or semconv.ERROR_TYPE in attributes, model if isinstance(model, str) else None,
+        ttft, end / 1000.0, server,
     )
+
+
+def genai_call(span: Span) -> GenAICall | None:
+    """What the collector should record for `span`, or None when it is not a call to a model."""
+    arguments = _arguments(span)
+    if arguments is None:
+        return None
+    latency, prompt, completion, cached, error, model, ttft, timestamp, server = arguments
+    return GenAICall(latency_ms=latency, prompt_tokens=prompt, completion_tokens=completion, error=error,
+                     model=model, ttft_ms=ttft, timestamp=timestamp, server_ms=server, cached=cached)
 
 
 def record_genai_spans(collector: Any, traces: Iterable[Trace]) -> int:
@@ -115,15 +154,17 @@ def record_genai_spans(collector: Any, traces: Iterable[Trace]) -> int:
     recorded = 0
     for trace in traces:
         for span in trace.spans:
-            call = genai_call(span)
-            if call is None:
+            if _CALL_KEYS.isdisjoint(span.attributes):
                 continue
-            for timestamp in (call.timestamp, None):
+            arguments = _arguments(span)
+            if arguments is None:
+                continue
+            latency, prompt, completion, cached, error, model, ttft, at, server = arguments
+            for timestamp in (at, None):
                 try:
                     collector.record_request(
-                        call.latency_ms, call.prompt_tokens, call.completion_tokens, cached=call.cached,
-                        error=call.error, model=call.model, ttft_ms=call.ttft_ms, timestamp=timestamp,
-                        server_ms=call.server_ms,
+                        latency, prompt, completion, cached=cached, error=error, model=model, ttft_ms=ttft,
+                        timestamp=timestamp, server_ms=server,
                     )
                 except ValueError as exc:
                     if timestamp is None:
