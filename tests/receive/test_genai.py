@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy
 import pytest
 
 from obs.clock import FakeClock
@@ -73,3 +74,106 @@ def test_record_never_raises_for_a_collector_that_fails() -> None:
             raise RuntimeError("boom")
 
     assert record_genai_spans(Broken(), [chat_trace()]) == 0
+
+
+ODD_SPANS = [
+    {"gen_ai.operation.name": "chat", "gen_ai.usage.input_tokens": 5, "gen_ai.usage.output_tokens": 3,
+     "gen_ai.response.model": "m1", "gen_ai.response.time_to_first_chunk": 0.042, "obs.cache_hit": True},
+    {"gen_ai.operation.name": "embeddings", "gen_ai.request.model": "m2", "error.type": "timeout",
+     "llama_cpp.timings.prompt_ms": 12.5, "llama_cpp.timings.predicted_ms": 40.0},
+    {"gen_ai.usage.prompt_tokens": 8, "gen_ai.usage.completion_tokens": 2, "obs.ttft_ms": 30},
+    {"gen_ai.operation.name": "text_completion", "gen_ai.response.time_to_first_chunk": float("nan"),
+     "obs.ttft_ms": 15.5, "gen_ai.usage.input_tokens": True},
+    {"gen_ai.operation.name": "execute_tool", "gen_ai.usage.input_tokens": 99},
+    {"http.request.method": "GET"},
+    {"gen_ai.operation.name": ["chat"]},
+]
+
+
+def test_record_counts_exactly_what_genai_call_says() -> None:
+    spans = [_span(attributes, status) for attributes in ODD_SPANS for status in ("success", "error")]
+    trace = replace(chat_trace(), spans=tuple(spans))
+    recorded = MetricsCollector(clock=FakeClock(start_ms=T0_MS + 5000.0))
+    by_hand = MetricsCollector(clock=FakeClock(start_ms=T0_MS + 5000.0))
+    calls = [call for call in map(genai_call, spans) if call is not None]
+    for call in calls:
+        by_hand.record_request(call.latency_ms, call.prompt_tokens, call.completion_tokens,
+                               cached=call.cached, error=call.error, model=call.model, ttft_ms=call.ttft_ms,
+                               timestamp=call.timestamp, server_ms=call.server_ms)
+    assert record_genai_spans(recorded, [trace]) == len(calls) == 8
+    assert recorded.get_metrics() == by_hand.get_metrics()
+    assert recorded.cost_by_model() == by_hand.cost_by_model()
+
+
+@pytest.mark.parametrize("operation", [["chat"], {"name": "chat"}, 5, b"chat"])
+def test_an_operation_name_that_is_not_text_is_not_a_model_call(operation: object) -> None:
+    span = _span({"gen_ai.operation.name": operation, "gen_ai.usage.input_tokens": 4})
+    assert genai_call(span) is None
+    trace = replace(chat_trace(), spans=(span,))
+    assert record_genai_spans(MetricsCollector(clock=FakeClock(start_ms=T0_MS)), [trace]) == 0
+
+
+@pytest.mark.parametrize(("attributes", "prompt_tokens"), [
+    ({"gen_ai.usage.prompt_tokens": 8}, 8),
+    ({"gen_ai.usage.input_tokens": None, "gen_ai.usage.prompt_tokens": 8}, 0),  # the current key wins
+    ({"gen_ai.usage.input_tokens": 3, "gen_ai.usage.prompt_tokens": 8}, 3),
+    ({"gen_ai.usage.input_tokens": 10**12}, 10**12),
+    ({"gen_ai.usage.input_tokens": 10**12 + 1}, 0),
+    ({"gen_ai.usage.input_tokens": -1}, 0),
+    ({"gen_ai.usage.input_tokens": 4.0}, 0),
+])
+def test_token_counts_are_whole_numbers_in_range_from_the_current_key_first(
+        attributes: dict[str, object], prompt_tokens: int) -> None:
+    call = genai_call(_span({"gen_ai.operation.name": "chat", **attributes}))
+    assert call is not None and call.prompt_tokens == prompt_tokens
+
+
+@pytest.mark.parametrize(("start", "end", "latency_ms", "timestamp"), [
+    (T0_MS, T0_MS + 250.0, 250.0, (T0_MS + 250.0) / 1000.0),
+    (T0_MS, T0_MS - 5.0, 0.0, (T0_MS - 5.0) / 1000.0),  # an end before the start
+    (T0_MS, None, 0.0, T0_MS / 1000.0),  # no end: recorded at its start
+    (T0_MS, T0_MS + 2 * 86_400_000.0, 86_400_000.0, (T0_MS + 2 * 86_400_000.0) / 1000.0),  # capped at a day
+    (1_700_000_000_000, 1_700_000_000_300, 300.0, 1_700_000_000.3),  # whole milliseconds as ints
+])
+def test_latency_is_the_duration_within_the_collectors_range(
+        start: float, end: float | None, latency_ms: float, timestamp: float) -> None:
+    span = replace(_span({"gen_ai.operation.name": "chat"}), start_time=start, end_time=end)
+    call = genai_call(span)
+    assert call is not None
+    assert (call.latency_ms, call.timestamp) == (latency_ms, timestamp) and type(call.latency_ms) is float
+
+
+@pytest.mark.parametrize(("attributes", "ttft_ms"), [
+    ({"gen_ai.response.time_to_first_chunk": 0.042}, 0.042 * 1000.0),
+    ({"gen_ai.response.time_to_first_chunk": 2}, 2000.0),
+    ({"gen_ai.response.time_to_first_chunk": numpy.float64(0.5)}, 500.0),
+    ({"gen_ai.response.time_to_first_chunk": True, "obs.ttft_ms": 40.0}, 40.0),
+    ({"gen_ai.response.time_to_first_chunk": float("nan"), "obs.ttft_ms": 40.0}, 40.0),
+    ({"gen_ai.response.time_to_first_chunk": float("inf"), "obs.ttft_ms": 7}, 7.0),
+    ({"gen_ai.response.time_to_first_chunk": -0.5}, None),
+    ({"gen_ai.response.time_to_first_chunk": 100_000.0}, None),  # more than a day
+    ({"obs.ttft_ms": "40"}, None),
+    ({}, None),
+])
+def test_time_to_first_token_comes_from_seconds_else_from_obs_milliseconds(
+        attributes: dict[str, object], ttft_ms: float | None) -> None:
+    call = genai_call(_span({"gen_ai.operation.name": "chat", **attributes}))
+    assert call is not None and call.ttft_ms == ttft_ms
+    assert ttft_ms is None or type(call.ttft_ms) is float
+
+
+@pytest.mark.parametrize(("prompt_ms", "predicted_ms", "server_ms"), [
+    (12.5, 100.0, 112.5),
+    (12, 100, 112.0),
+    (12.5, None, None),
+    (None, 100.0, None),
+    (float("nan"), 100.0, None),
+    (50_000_000.0, 50_000_000.0, None),  # the sum is more than a day
+    (True, 100.0, None),
+])
+def test_server_time_needs_both_llama_cpp_timings(
+        prompt_ms: object, predicted_ms: object, server_ms: float | None) -> None:
+    timings = {"llama_cpp.timings.prompt_ms": prompt_ms, "llama_cpp.timings.predicted_ms": predicted_ms}
+    given = {key: value for key, value in timings.items() if value is not None}
+    call = genai_call(_span({"gen_ai.operation.name": "chat", **given}))
+    assert call is not None and call.server_ms == server_ms
