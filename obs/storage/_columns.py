@@ -9,6 +9,11 @@ cache hit, with the request's minute, hour and latency/TTFT bins for the rollups
 Text columns are what SQLite can bind (`column`); a span field whose exact
 text differs (a lone surrogate) is kept in `exact` as JSON, so `decode_trace`
 gives back exactly what was stored.
+
+Most traces need nothing replaced: those are encoded straight from their
+Span and SpanEvent objects (`_object_rows`), without the `to_dict()` copies;
+anything unusual takes the general path (`storable`, then `_rows`), which
+gives the same rows.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ from typing import Any
 
 from obs import semconv
 from obs.storage._rollup_sql import HOUR_BINS
-from obs.storage._rows import column, storable
+from obs.storage._rows import column, metadata_json, plain_json, plain_mapping, storable, times_kept
+from obs.trace.spans import FrozenDict, Span, SpanEvent
 from obs.trace.traces import Trace
 
 __all__ = [
@@ -234,11 +240,194 @@ def _rows(data: dict[str, Any]) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]
     return trace_row, span_rows
 
 
+_floor = math.floor
+_TEXT_TYPES = frozenset({str, type(None)})
+_NAMING_KEYS = (
+    semconv.SERVICE_NAME, semconv.GEN_AI_REQUEST_MODEL, semconv.GEN_AI_RESPONSE_MODEL,
+    semconv.GEN_AI_CONVERSATION_ID, semconv.SESSION_ID,
+)  # fmt: skip
+_SERVICE_KEY, _OPERATION_KEY = semconv.SERVICE_NAME, semconv.GEN_AI_OPERATION_NAME
+_NO_METADATA: dict[str, Any] = {}
+
+
+def _text_columns(
+    span_id: Any, parent_id: Any, name: Any, kind: Any, status: Any, span_trace: Any, trace_id: str
+) -> tuple[Any, ...] | None:
+    """The text columns of a span whose text `column` may change or that names another trace, as
+    `_span_row` makes them: id, parent, name, kind, status, and the JSON of the exact text (None when
+    nothing differs); None when a field is neither text nor None."""
+    text = (span_id, parent_id, name, kind, status)
+    if not set(map(type, (*text, span_trace))) <= _TEXT_TYPES:
+        return None
+    bound = (column(span_id), None if parent_id is None else column(parent_id), column(name), column(kind),
+             column(status))  # fmt: skip
+    exact = {field: value for field, value in zip(_SPAN_TEXT, text, strict=True)
+             if value is not None and column(value) != value}  # fmt: skip
+    if span_trace != trace_id:
+        exact["trace_id"] = span_trace
+    return (*bound, _json(exact) if exact else None)
+
+
+def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] | None:
+    """`_rows(storable(trace)[0])` read straight from the Span and SpanEvent objects, or None.
+
+    None (take the general path) unless `storable` would change nothing: the
+    checks of `obs.storage._rows._unchanged`, made on the objects, each of
+    the very class (Trace, Span, SpanEvent, FrozenDict, tuple) whose
+    `to_dict()` those checks assume. The columns are worked out as
+    `_span_row` and `_rows` do, without the `to_dict()` copies; tests hold
+    the two paths equal.
+    """
+    if type(trace) is not Trace:
+        return None
+    trace_id, name, status, metadata, spans = trace.id, trace.name, trace.status, trace.metadata, trace.spans
+    start, end, duration = trace.start_time, trace.end_time, trace.duration
+    if not (
+        type(metadata) is FrozenDict and type(spans) is tuple
+        and set(map(type, (trace_id, name, status))) <= _TEXT_TYPES and times_kept(start, end, duration)
+    ):  # fmt: skip
+        return None
+    metadata_text = metadata_json(metadata)
+    if metadata_text is None:
+        return None
+    trace_service = metadata.get(_SERVICE_KEY)
+    # `_text`, inline: a value of a plain mapping is text only when its type is exactly str.
+    trace_service = column(trace_service) if type(trace_service) is str and trace_service else None
+    bound_id = column(trace_id)
+    span_rows = []
+    conversation = model = input_preview = output_preview = None
+    requests = inputs = outputs = cost_units = 0
+    for position, span in enumerate(spans):
+        if type(span) is not Span:
+            return None
+        attrs = span.attributes
+        events = span.events
+        span_start = span.start_time
+        span_end = span.end_time
+        span_duration = span.duration
+        if type(span_start) is float and type(span_end) is float and type(span_duration) is float:
+            if (span_start - span_start) + (span_end - span_end) + (span_duration - span_duration) != 0.0:
+                return None  # not finite
+        elif not times_kept(span_start, span_end, span_duration):
+            return None
+        if not (type(attrs) is FrozenDict and type(events) is tuple and plain_mapping(attrs)):
+            return None
+        span_id = span.id
+        span_trace = span.trace_id
+        parent_id = span.parent_id
+        span_name = span.name
+        kind = span.kind
+        span_status = span.status
+        if (  # the usual span: ASCII text (which `column` hands back as it is) in its trace
+            type(span_id) is str and type(span_name) is str and type(kind) is str and type(span_status) is str
+            and (span_id + span_name + kind + span_status).isascii() and type(span_trace) is str
+            and span_trace == bound_id
+            and (parent_id is None or (type(parent_id) is str and parent_id.isascii()))
+        ):  # fmt: skip
+            bound_span, bound_parent, bound_name, bound_kind, bound_status, exact = (
+                span_id, parent_id, span_name, kind, span_status, None
+            )
+        else:
+            text = _text_columns(span_id, parent_id, span_name, kind, span_status, span_trace, bound_id)
+            if text is None:
+                return None
+            bound_span, bound_parent, bound_name, bound_kind, bound_status, exact = text
+        if events:
+            event_dicts = []
+            for event in events:
+                if type(event) is not SpanEvent:
+                    return None
+                event_name, stamp, event_attrs = event.name, event.timestamp, event.attributes
+                if not (
+                    (event_name is None or type(event_name) is str)
+                    and type(stamp) is float and stamp - stamp == 0.0
+                    and type(event_attrs) is FrozenDict and plain_mapping(event_attrs)
+                ):  # fmt: skip
+                    return None
+                event_dicts.append({"name": event_name, "timestamp": stamp, "attributes": event_attrs})
+            events_json = plain_json(event_dicts)
+        else:
+            events_json = "[]"
+        if attrs.keys().isdisjoint(_NAMING_KEYS):
+            service, span_model, span_conversation = trace_service, None, None
+        else:
+            service, request_model, response_model, conversation_id, session_id = map(attrs.get, _NAMING_KEYS)
+            service = column(service) if type(service) is str and service else trace_service
+            span_model = (
+                column(request_model) if type(request_model) is str and request_model
+                else column(response_model) if type(response_model) is str and response_model else None
+            )  # fmt: skip
+            span_conversation = (
+                column(conversation_id) if type(conversation_id) is str and conversation_id
+                else column(session_id) if type(session_id) is str and session_id else None
+            )  # fmt: skip
+            conversation = conversation or span_conversation
+        minute = _floor(span_start / 60_000.0)  # minute_of, inline
+        if _OPERATION_KEY in attrs:
+            span_inputs = _count(attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS))
+            span_outputs = _count(attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS))
+            cost = _number(attrs.get(semconv.OBS_COST_USD))
+            if cost is None:
+                span_units = None
+            else:
+                span_units = round(cost * COST_UNITS_PER_USD)
+                if span_units >= _MAX_UNITS:  # min(_MAX_UNITS, ...) without min's argument parsing
+                    span_units = _MAX_UNITS
+            ttft = _number(attrs.get(semconv.OBS_TTFT_MS))
+            latency = _number(attrs.get(semconv.OBS_LATENCY_MS))
+            if latency is None:
+                latency = _number(span_duration)
+            span_rows.append((
+                bound_id, position, bound_span, bound_parent, bound_name, bound_kind, span_start, span_end,
+                span_duration, bound_status, service, span_model, span_conversation, 1,
+                int(span_status == "error"), span_inputs, span_outputs, cost, span_units, ttft, latency,
+                _server_ms(attrs), int(attrs.get(semconv.OBS_CACHE_HIT) is True), minute,
+                minute - minute % 60, None if latency is None else bin_of(latency),
+                None if ttft is None else bin_of(ttft), plain_json(attrs), events_json, exact,
+            ))  # fmt: skip
+            requests += 1
+            model = model or span_model
+            if span_inputs:
+                inputs += span_inputs
+            if span_outputs:
+                outputs += span_outputs
+            if span_units:
+                cost_units += span_units
+            input_preview = input_preview or _message_text(attrs.get(semconv.GEN_AI_INPUT_MESSAGES), "user")
+            output_preview = _message_text(attrs.get(semconv.GEN_AI_OUTPUT_MESSAGES), None) or output_preview
+        else:
+            span_rows.append((
+                bound_id, position, bound_span, bound_parent, bound_name, bound_kind, span_start, span_end,
+                span_duration, bound_status, service, span_model, span_conversation, 0,
+                int(span_status == "error"), None, None, None, None, None, None, None, 0, minute,
+                minute - minute % 60, None, None, plain_json(attrs) if attrs else "{}", events_json, exact,
+            ))  # fmt: skip
+    if trace_service is None:
+        trace_service = next((row[_SERVICE] for row in span_rows if row[_SERVICE] is not None), None)
+    header = plain_json({  # with "metadata":{}} at its end, where the metadata's own JSON goes
+        "id": trace_id, "name": name, "start_time": start, "end_time": end, "duration": duration,
+        "status": status, "metadata": _NO_METADATA,
+    })[:-3] + metadata_text + "}"  # fmt: skip
+    trace_row = (
+        bound_id, column(name), start, end, duration, column(status), header, trace_service, conversation,
+        model, len(span_rows), requests, inputs if inputs < _MAX_UNITS else _MAX_UNITS,
+        outputs if outputs < _MAX_UNITS else _MAX_UNITS,
+        cost_units if cost_units < _MAX_UNITS else _MAX_UNITS, input_preview, output_preview,
+    )  # fmt: skip
+    return trace_row, span_rows
+
+
 def encode_trace(trace: Trace) -> EncodedTrace:
     """The rows of `trace` and the notes of what was replaced to store it.
 
     Raises only for a Trace whose fields are not what they claim to be.
     """
+    try:
+        rows = _object_rows(trace)
+    except Exception:  # the general path below gives the answer, or raises what it raises
+        rows = None
+    if rows is not None:
+        return EncodedTrace(rows[0][0], rows[0], rows[1], [])
     data, notes = storable(trace)
     try:
         trace_row, span_rows = _rows(data)

@@ -12,13 +12,20 @@ from __future__ import annotations
 import json
 import math
 import operator
+from collections.abc import Callable
+from itertools import compress
+from json import encoder as _json_encoder
 from typing import Any
 
 from obs import semconv
 from obs._validate import JSON_MAX_DEPTH, json_safe, placeholder, short_repr
+from obs.trace.spans import FrozenDict
 from obs.trace.traces import Trace
 
-__all__ = ["REPLACED_KEY", "column", "decode", "encode", "storable"]
+__all__ = [
+    "REPLACED_KEY", "column", "decode", "encode", "metadata_json", "plain_json", "plain_mapping", "storable",
+    "times_kept",
+]
 
 # The attribute (metadata for a trace) that says which values of a span, event or trace were
 # replaced to make it storable, and why.
@@ -30,6 +37,7 @@ _PLAIN = frozenset({str, int, float, bool, type(None)})
 _STR = frozenset({str})
 _ARRAYS = frozenset({list, tuple})
 _PLAIN_OR_ARRAY = _PLAIN | _ARRAYS
+_IS_INT = frozenset({int}).__contains__
 _TEXT = frozenset({str, type(None)})
 _SPAN_TEXT = operator.itemgetter("id", "trace_id", "parent_id", "name", "kind", "status")
 _BIG_INT = 10**18
@@ -40,28 +48,36 @@ Where = tuple[str, ...]  # ("span", id, "event", name): formatted only when a no
 
 def _plain_array(value: list[Any] | tuple[Any, ...]) -> bool:
     """True when `json_safe` keeps every item of `value` as it is: plain values, no int it would replace."""
-    kinds = {type(item) for item in value}
+    kinds = set(map(type, value))
     if not kinds <= _PLAIN:
         return False
-    return int not in kinds or all(-HUGE_INT < item < HUGE_INT for item in value if type(item) is int)
+    if int not in kinds:
+        return True
+    ints = list(compress(value, map(_IS_INT, map(type, value))))
+    return min(ints) > -HUGE_INT and max(ints) < HUGE_INT
 
 
-def _plain_mapping(container: dict[Any, Any]) -> bool:
-    """True when every key is text and every value one `json_safe` keeps as it is (ints unchecked)."""
+def plain_mapping(container: dict[Any, Any]) -> bool:
+    """True when every key is text and every value one `json_safe` keeps as it is (ints unchecked):
+    then `storable` keeps the mapping as it is."""
     if not set(map(type, container)) <= _STR:  # checked without a Python-level loop
         return False
     kinds = set(map(type, container.values()))
-    return kinds <= _PLAIN or (
-        kinds <= _PLAIN_OR_ARRAY
-        and all(_plain_array(value) for value in container.values() if type(value) in _ARRAYS)
-    )
+    if kinds <= _PLAIN:
+        return True
+    if not kinds <= _PLAIN_OR_ARRAY:
+        return False
+    for value in container.values():  # noqa: SIM110 (a loop is quicker than all() over a generator)
+        if type(value) in _ARRAYS and not _plain_array(value):
+            return False
+    return True
 
 
 def _unchanged(data: dict[str, Any]) -> bool:
     """True when `storable` would leave `trace.to_dict()` as it is (and note nothing), found quickly.
 
     Text fields text or None, times floats that are finite (an end or a
-    duration may be None), attributes and metadata plain (`_plain_mapping`).
+    duration may be None), attributes and metadata plain (`plain_mapping`).
     A float is finite when it minus itself is 0.0 (for NaN and the infinities
     that is NaN, which equals nothing).
     """
@@ -71,7 +87,7 @@ def _unchanged(data: dict[str, Any]) -> bool:
         and type(start) is float and start - start == 0.0
         and (end is None or (type(end) is float and end - end == 0.0))
         and (duration is None or (type(duration) is float and duration - duration == 0.0))
-        and _plain_mapping(data["metadata"])
+        and plain_mapping(data["metadata"])
     ):  # fmt: skip
         return False
     for span in data["spans"]:
@@ -81,17 +97,79 @@ def _unchanged(data: dict[str, Any]) -> bool:
             and type(start) is float and start - start == 0.0
             and (end is None or (type(end) is float and end - end == 0.0))
             and (duration is None or (type(duration) is float and duration - duration == 0.0))
-            and _plain_mapping(span["attributes"])
+            and plain_mapping(span["attributes"])
         ):  # fmt: skip
             return False
         for event in span["events"]:
             name, stamp = event["name"], event["timestamp"]
             if not (
                 (name is None or type(name) is str) and type(stamp) is float and stamp - stamp == 0.0
-                and _plain_mapping(event["attributes"])
+                and plain_mapping(event["attributes"])
             ):  # fmt: skip
                 return False
     return True
+
+
+def times_kept(start: Any, end: Any, duration: Any) -> bool:
+    """True when `storable` keeps these times of a trace or span as they are: floats that are finite
+    (end and duration may be None), as `_unchanged` checks them."""
+    return (
+        type(start) is float and start - start == 0.0
+        and (end is None or (type(end) is float and end - end == 0.0))
+        and (duration is None or (type(duration) is float and duration - duration == 0.0))
+    )  # fmt: skip
+
+
+def _encoder_without_setup() -> Callable[[Any], str]:
+    """`json.dumps(value, separators=(",", ":"))` without its setup at every call: C's encoder, made once
+    and without the check for cycles, for values `plain_mapping` passed (they cannot hold one). The
+    whole `json.dumps` where C's encoder is missing or writes other text."""
+    def slow_json(value: Any) -> str:
+        return json.dumps(value, separators=(",", ":"))
+
+    make = getattr(_json_encoder, "c_make_encoder", None)
+    try:
+        encode = make(None, json.JSONEncoder().default, _json_encoder.encode_basestring_ascii, None, ":", ",",
+                      False, False, True)  # type: ignore[misc]  # fmt: skip
+    except TypeError:  # no C encoder (None), or one of another signature
+        return slow_json
+
+    def plain_json(value: Any) -> str:
+        """The JSON text `json.dumps(value, separators=(",", ":"))` gives, for plain values."""
+        return "".join(encode(value, 0))
+
+    probe = [{"a": [1, 2.5, None, True, "\ud800\u00e9\n"], "b": FrozenDict(c=(1e300, -0.0, 10**30))}, 0.1]
+    return plain_json if plain_json(probe) == slow_json(probe) else slow_json
+
+
+plain_json = _encoder_without_setup()
+# The types whose equal values have equal JSON (not float: 0.0 == -0.0), by identity.
+_KEPT_TYPE_IDS = frozenset(map(id, (str, int, bool, type(None))))
+# The last metadata `metadata_json` wrote: its keys, values, their types, and its JSON. The traces of
+# one program carry the same metadata (OTLP's resource), and its JSON is much of a trace row's.
+_last_metadata: list[tuple[tuple[Any, ...], tuple[Any, ...], tuple[type, ...], str]] = [((), (), (), "{}")]
+
+
+def metadata_json(metadata: dict[str, Any]) -> str | None:
+    """`plain_json(metadata)` when `storable` keeps `metadata` as it is (`plain_mapping`), else None.
+
+    The last one written is remembered: metadata of the very same types
+    (compared by identity) and equal keys and values has the same JSON.
+    """
+    keys, values = tuple(metadata), tuple(metadata.values())
+    types = tuple(map(type, keys + values))
+    last_keys, last_values, last_types, last_text = _last_metadata[0]
+    if (  # types first: then == is that of str, int, bool and None
+        len(types) == len(last_types) and all(map(operator.is_, types, last_types))
+        and keys == last_keys and values == last_values
+    ):  # fmt: skip
+        return last_text
+    if not plain_mapping(metadata):
+        return None
+    text = plain_json(metadata)
+    if set(map(id, types)) <= _KEPT_TYPE_IDS:
+        _last_metadata[0] = (keys, values, types, text)
+    return text
 
 
 def _place(where: Where) -> str:
@@ -149,7 +227,7 @@ class _Fixer:
 
     def mapping(self, container: dict[Any, Any], where: Where) -> dict[str, Any]:
         """Attributes or metadata, with every value JSON can hold (see `obs._validate.json_safe`)."""
-        if not self.strict and _plain_mapping(container):
+        if not self.strict and plain_mapping(container):
             return container
         out: dict[str, Any] = {}
         notes = []
