@@ -16,6 +16,7 @@ import re
 
 __all__ = [
     "MAX_HEAD_BYTES",
+    "SIZE_LINE",
     "ChunkedBody",
     "FramingError",
     "answer_framing",
@@ -31,7 +32,7 @@ MAX_HEAD_BYTES = 64 * 1024
 _MAX_LINE_BYTES = 4 * 1024
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 # A chunk's size line: hex digits, then extensions (ignored) up to CRLF.
-_SIZE_LINE = re.compile(rb"([0-9a-fA-F]{1,15})(?:;[^\r\n]*)?\r\n")
+SIZE_LINE = re.compile(rb"([0-9a-fA-F]{1,15})(?:;[^\r\n]*)?\r\n")
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 Headers = list[tuple[bytes, bytes]]
@@ -129,7 +130,7 @@ class ChunkedBody:
         """
         if self._left == -1:
             # A stream's usual case first: `buffer` holds exactly one whole chunk, as it was written.
-            line = _SIZE_LINE.match(buffer)
+            line = SIZE_LINE.match(buffer)
             if line is not None:
                 start = line.end()
                 stop = start + int(line.group(1), 16)

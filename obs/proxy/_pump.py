@@ -33,6 +33,7 @@ from collections.abc import Callable
 
 import httpx
 
+from obs.proxy._http1 import SIZE_LINE as _SIZE_LINE
 from obs.proxy._http1 import ChunkedBody, FramingError
 
 __all__ = ["CallerLeft", "ThreadPump", "available"]
@@ -70,10 +71,11 @@ class ThreadPump:
     recording (None: nothing is kept) with `now_ms`'s time of its arrival.
 
     A chunked body goes to the caller as it came, framing and all (the
-    caller's answer is chunked too): per piece, the thread only reads,
-    writes and notes the time. Its framing is read, and its pieces handed to
-    `feed`, when its last bytes may have come (the data so far ends in an
-    empty line), past `_PENDING_BYTES`, and when the relay ends any other way.
+    caller's answer is chunked too): when what arrived is one whole chunk,
+    the thread only checks its size line, writes it and notes the time; its
+    framing is taken off, and its pieces handed to `feed`, with the next
+    bytes that are anything else (the last chunk among them), past
+    `_PENDING_BYTES`, and when the relay ends any other way.
     """
 
     def __init__(
@@ -121,7 +123,7 @@ class ThreadPump:
         except BaseException as exc:  # reported to the loop, where it is raised
             error = exc
             with contextlib.suppress(httpx.RemoteProtocolError):
-                self._unframe()  # what came before the failure is recorded with it
+                self._keep(self._unframe())  # what came before the failure is recorded with it
         finally:
             self._close()
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
@@ -135,17 +137,16 @@ class ThreadPump:
                 os.close(fd)
 
     def _relay(self) -> None:
-        up, caller, chunked = self._up, self._caller, self._chunks is not None
+        up, caller = self._up, self._caller
         poller = select.poll()
         poller.register(self._wake_r, _POLLIN)
         poller.register(up, _POLLIN)
         poller.register(caller, _POLLIN | _POLLRDHUP)
-        up_fd, caller_fd = up.fileno(), caller.fileno()
-        pending, now_ms, send, tail = self._pending, self._now_ms, self._send, b""
+        up_fd, caller_fd, now_ms, arrived = up.fileno(), caller.fileno(), self._now_ms, self._arrived
         if self.buffer:
             data = bytes(self.buffer)
             self.buffer.clear()
-            if self._pass_on(data, now_ms()):
+            if arrived(data, now_ms()):
                 return
         while True:
             events = poller.poll(self._timeout_ms)
@@ -161,23 +162,13 @@ class ThreadPump:
                         raise httpx.ReadError(f"the upstream connection broke ({exc}) in the middle of "
                                               "its answer") from None  # fmt: skip
                     if not data:
-                        self._unframe()
-                        if not chunked:
+                        if self._chunks is None:
                             self.done = True
-                            send(_END)
+                            self._send(_END)
                             return
                         raise httpx.RemoteProtocolError("the upstream closed the connection in the middle "
                                                         "of its answer")  # fmt: skip
-                    arrived = now_ms()
-                    if not chunked:
-                        self._pass_on(data, arrived)
-                        continue
-                    # The hot path: the bytes go on as they came, and are only noted.
-                    send(data)
-                    pending.append((arrived, data))
-                    self._pending_bytes += len(data)
-                    tail = data[-4:] if len(data) >= 4 else (tail + data)[-4:]
-                    if (tail == b"\r\n\r\n" or self._pending_bytes > _PENDING_BYTES) and self._unframe():
+                    if arrived(data, now_ms()):
                         return
                 elif fd == caller_fd:
                     if event & _GONE or not _peek(caller):
@@ -186,36 +177,62 @@ class ThreadPump:
                 else:
                     raise _Stopped
 
-    def _pass_on(self, data: bytes, arrived: float) -> bool:
-        """Write bytes that arrived (already read) on to the caller; True once the body is complete."""
-        if self._chunks is not None:
-            self._send(data)
-            self._pending.append((arrived, data))
-            return self._unframe()
-        self._send(b"%x\r\n%b\r\n" % (len(data), data))
-        if self._feed is not None:
-            self._feed(data, arrived)
-        return False
-
-    def _unframe(self) -> bool:
-        """Take the framing off the chunked bytes passed on, feed the pieces; True at the body's end."""
-        chunks, buffer, feed = self._chunks, self.buffer, self._feed
-        if chunks is None:
+    def _arrived(self, data: bytes, arrived: float) -> bool:
+        """Pass bytes from the upstream on to the caller, and keep them; True once the body is complete."""
+        chunks = self._chunks
+        if chunks is None:  # close-delimited: each piece becomes a chunk of the caller's answer
+            self._send(b"%x\r\n%b\r\n" % (len(data), data))
+            if self._feed is not None:
+                self._feed(data, arrived)
             return False
-        pending, self._pending, self._pending_bytes = self._pending, [], 0
-        for arrived, data in pending:
-            if chunks.done:
-                buffer += data  # past the end: the connection is not reused
-                continue
-            buffer += data
-            try:
-                piece = chunks.take(buffer)
-            except FramingError as exc:
-                raise httpx.RemoteProtocolError(f"the upstream's answer has {exc}") from None
-            if piece and feed is not None:
-                feed(piece, arrived)
-        self.done = chunks.done
+        line = _SIZE_LINE.match(data)
+        if line is not None and not self.buffer:
+            start = line.end()
+            stop = start + int(line.group(1), 16)
+            if stop > start and len(data) == stop + 2 and data.endswith(b"\r\n"):
+                # The hot path: one whole chunk, not the last, goes on as it came and is only noted.
+                self._send(data)
+                self._pending.append((arrived, data))
+                self._pending_bytes += len(data)
+                if self._pending_bytes > _PENDING_BYTES:
+                    self._keep(self._unframe())
+                return False
+        # Anything else (a chunk split, several at once, the last one): read before it goes on, so that
+        # bytes past the body's end (they stay in `buffer`) never reach the caller.
+        self._pending.append((arrived, data))
+        pieces = self._unframe()
+        self._send(data[:len(data) - len(self.buffer)] if self.done else data)
+        self._keep(pieces)
         return self.done
+
+    def _unframe(self) -> list[tuple[float, bytes]]:
+        """Take the framing off the chunked bytes kept so far: their pieces, with their arrival times."""
+        chunks, buffer, pieces = self._chunks, self.buffer, []
+        if chunks is None:
+            return pieces
+        pending = self._pending
+        try:
+            for arrived, data in pending:
+                buffer += data
+                if chunks.done:
+                    continue  # past the end: the connection is not reused
+                try:
+                    piece = chunks.take(buffer)
+                except FramingError as exc:
+                    raise httpx.RemoteProtocolError(f"the upstream's answer has {exc}") from None
+                if piece:
+                    pieces.append((arrived, piece))
+        finally:
+            pending.clear()
+            self._pending_bytes = 0
+            self.done = chunks.done
+        return pieces
+
+    def _keep(self, pieces: list[tuple[float, bytes]]) -> None:
+        feed = self._feed
+        if feed is not None:
+            for arrived, piece in pieces:
+                feed(piece, arrived)
 
     def _send(self, data: bytes) -> None:
         """Write all of `data` to the caller, waiting while its socket is full (the upstream waits too)."""

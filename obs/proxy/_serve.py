@@ -244,7 +244,7 @@ class _Connection(asyncio.Protocol):
             while buffer[:2] == b"\r\n":
                 del buffer[:2]  # empty lines before a request line are allowed (RFC 9112 section 2.2)
             end = buffer.find(b"\r\n\r\n")
-            if end < 0:
+            if end < 0 or end > MAX_HEAD_BYTES:
                 if len(buffer) > MAX_HEAD_BYTES:
                     raise _Refused(431, "the request's headers are larger than 64 KiB")
                 return None

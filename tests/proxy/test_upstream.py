@@ -16,7 +16,7 @@ import asyncio
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -114,12 +114,29 @@ def _pool(port: int, read_timeout_s: float | None = 10.0) -> UpstreamPool:
     return UpstreamPool("http", "127.0.0.1", port, connect_timeout_s=5.0, read_timeout_s=read_timeout_s)
 
 
-async def _body(response: UpstreamResponse) -> tuple[bytes, list[bytes]]:
+async def _read(response: UpstreamResponse) -> tuple[bytes, list[bytes]]:
     pieces = []
     while chunk := await response.read():
         pieces.append(chunk)
     await response.aclose()
     return b"".join(pieces), pieces
+
+
+async def _pushed(response: UpstreamResponse) -> tuple[bytes, list[bytes]]:
+    """The body as `stream_to` hands it over, piece by piece from the connection's callback."""
+    pieces: list[bytes] = []
+    ended: list[bytes] = []
+    try:
+        await response.stream_to(pieces.append, lambda: ended.append(b"".join(pieces)))
+    finally:
+        await response.aclose()
+    assert ended == [b"".join(pieces)]  # `done` came once, after the last piece
+    return b"".join(pieces), pieces
+
+
+Reader = Callable[[UpstreamResponse], Awaitable[tuple[bytes, list[bytes]]]]
+# Both ways of reading a body: pulled by `read()` (the proxy's own /props), pushed by `stream_to` (the relay).
+READERS = pytest.mark.parametrize("_body", [_read, _pushed], ids=["read", "pushed"])
 
 
 def _run(coroutine_function: Callable[[], object]) -> object:
@@ -136,7 +153,8 @@ CHUNKED_BODY = (b"f;name=value\r\n" + EVENTS[:15] + b"\r\n" + b"%x\r\n" % (len(E
                 + b"\r\n0\r\nx-trailer: yes\r\n\r\n")  # fmt: skip
 
 
-def test_a_chunked_body_split_anywhere_is_unframed_whole_and_the_connection_kept() -> None:
+@READERS
+def test_a_chunked_body_split_anywhere_is_unframed_whole_and_the_connection_kept(_body: Reader) -> None:
     answer = ([CHUNKED_HEAD, *_bytewise(CHUNKED_BODY)], False)
     with scripted([answer]) as server:
         async def main() -> tuple[list[bytes], list[tuple[bytes, bytes]], int]:
@@ -155,7 +173,8 @@ def test_a_chunked_body_split_anywhere_is_unframed_whole_and_the_connection_kept
         assert server.connections == 1  # read to the end: the second request went on the same connection
 
 
-def test_a_chunk_arriving_whole_is_one_read_and_chunks_already_in_are_joined() -> None:
+@READERS
+def test_a_chunk_arriving_whole_is_one_read_and_chunks_already_in_are_joined(_body: Reader) -> None:
     frame = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in (b"data: 1\n\n", b"data: 2\n\n"))
     answer = ([CHUNKED_HEAD, frame, b"%x\r\n" % 9 + b"data: 3\n\n\r\n", b"0\r\n\r\n"], False)
     with scripted([answer]) as server:
@@ -169,7 +188,8 @@ def test_a_chunk_arriving_whole_is_one_read_and_chunks_already_in_are_joined() -
         assert _run(main) == [b"data: 1\n\ndata: 2\n\n", b"data: 3\n\n"]
 
 
-def test_content_length_close_delimited_and_bodiless_answers_end_where_http_says() -> None:
+@READERS
+def test_content_length_close_delimited_and_bodiless_answers_end_where_http_says(_body: Reader) -> None:
     answers: list[Answer] = [
         ([b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhello", b" world"], False),
         ([b"HTTP/1.1 204 No Content\r\n\r\n"], False),
@@ -190,7 +210,8 @@ def test_content_length_close_delimited_and_bodiless_answers_end_where_http_says
         assert server.connections == 1  # the close-delimited answer was the last on it
 
 
-def test_informational_answers_are_skipped() -> None:
+@READERS
+def test_informational_answers_are_skipped(_body: Reader) -> None:
     answer = ([b"HTTP/1.1 100 Continue\r\n\r\n", b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"], False)
     with scripted([answer]) as server:
         async def main() -> tuple[int, bytes]:
@@ -226,17 +247,21 @@ def test_the_request_goes_out_as_given_with_host_and_content_length() -> None:
     ([CHUNKED_HEAD, b"zz\r\nnope\r\n"], "bad chunk size"),
     ([b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf"], "in the middle of its answer"),
 ])  # fmt: skip
+@pytest.mark.parametrize("pushed", [False, True], ids=["read", "pushed"])
 def test_a_body_cut_or_malformed_is_a_remote_protocol_error_after_what_came(
-    pieces: list[bytes], message: str
+    pieces: list[bytes], message: str, pushed: bool
 ) -> None:
     with scripted([(pieces, True)]) as server:
         async def main() -> tuple[list[bytes], BaseException]:
             pool = _pool(server.port)
             response = await pool.send("GET", "/", [], b"")
-            got = []
+            got: list[bytes] = []
             with pytest.raises(httpx.RemoteProtocolError) as caught:
-                while chunk := await response.read():
-                    got.append(chunk)
+                if pushed:
+                    await response.stream_to(got.append, lambda: pytest.fail("a broken body ended"))
+                else:
+                    while chunk := await response.read():
+                        got.append(chunk)
             await response.aclose()
             await pool.aclose()
             return got, caught.value
@@ -276,7 +301,7 @@ def test_a_pooled_connection_the_server_closed_is_replaced_once_and_a_new_one_ne
             bodies = []
             for _ in range(2):
                 response = await pool.send("GET", "/", [], b"", on_retry=lambda: retries.append(1))
-                bodies.append((await _body(response))[0])
+                bodies.append((await _read(response))[0])
                 await asyncio.sleep(0.05)  # the close reaches the client while the connection is idle
             await pool.aclose()
             return bodies, len(retries)
@@ -291,3 +316,28 @@ def test_a_pooled_connection_the_server_closed_is_replaced_once_and_a_new_one_ne
         with pytest.raises(httpx.RemoteProtocolError, match="before answering"):
             _run(fails)
         assert len(server.requests) == 1
+
+
+def test_a_pushed_body_times_out_only_while_the_upstream_is_silent_not_while_held_back() -> None:
+    with scripted([([b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", b"ab"], False)]) as server:
+        async def main() -> tuple[bool, list[bytes], BaseException | None]:
+            response = await _pool(server.port, read_timeout_s=0.3).send("GET", "/", [], b"")
+            got: list[bytes] = []
+            finished = response.stream_to(got.append, lambda: None)
+            response.pause()  # the caller reads slowly: no bytes are read, and no timeout runs
+            await asyncio.sleep(1.0)
+            held_without_timeout = not finished.done()
+            response.resume()
+            try:
+                await finished
+            except httpx.ReadTimeout as exc:
+                error: BaseException | None = exc
+            else:
+                error = None
+            await response.aclose()
+            return held_without_timeout, got, error
+
+        held_without_timeout, got, error = _run(main)  # type: ignore[misc]
+    assert held_without_timeout
+    assert got == [b"ab"]  # read once let go, then the silence timed out
+    assert isinstance(error, httpx.ReadTimeout)

@@ -59,7 +59,7 @@ def test_connections_the_proxy_accepts_send_without_waiting_for_acks() -> None:
             found.set_result(accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
             writer.close()
 
-        server = await asyncio.start_server(on_connect, sock=sock)  # as uvicorn serves the proxy's socket
+        server = await asyncio.start_server(on_connect, sock=sock)  # as the proxy serves its socket
         async with server:
             _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
             value = await asyncio.wait_for(found, 10)

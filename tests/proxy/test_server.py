@@ -1,0 +1,313 @@
+"""The proxy's own HTTP/1.1 server as callers meet it: exact requests on raw sockets, answers read by h11.
+
+Requests are written byte for byte (chunked bodies, `Expect: 100-continue`,
+pipelining, HTTP/1.0, malformed ones) to a proxy started with `start_proxy`
+in front of real loopback servers; every answer is parsed by h11, an HTTP
+parser other than the proxy's own, so its framing is checked too. Streamed
+answers take the thread that relays a stream: a caller that stops reading
+holds the upstream back and then gets every byte, a caller that leaves
+stops the upstream even while it is silent, a silent upstream past the
+proxy's timeout cuts the caller's answer, and bytes an upstream sends past
+the end of its answer never reach a later answer on the same connection.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import h11
+import httpx
+import pytest
+
+from obs import semconv
+from obs.proxy import ProxyHandle
+from obs.proxy._serve import ProxyServer
+from obs.proxy.app import ProxyApp
+from obs.proxy.server import bind_socket
+from obs.trace.tracer import Tracer
+from tests.llm.servers import (
+    DELTAS,
+    MODEL,
+    Handler,
+    LoopbackServer,
+    good,
+    hang_mid_stream,
+    huge_answer,
+    serve,
+    stream_lines,
+)
+from tests.proxy.support import only_span, recording_proxy, stored_traces, wait_until
+
+CHAT = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}]}).encode()
+STREAM = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}],
+                     "stream": True}).encode()  # fmt: skip
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "obs.db"
+
+
+@pytest.fixture
+def upstream() -> Iterator[LoopbackServer]:
+    with serve(good) as server:
+        yield server
+
+
+@pytest.fixture
+def proxy(upstream: LoopbackServer, db: Path) -> Iterator[ProxyHandle]:
+    with recording_proxy(upstream.url, db) as handle:
+        yield handle
+
+
+def _connect(base: str) -> socket.socket:
+    host, port = base.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+class _Answers:
+    """Answers read from a raw socket with h11: (status, headers, body), one after another."""
+
+    def __init__(self, sock: socket.socket, method: bytes = b"POST") -> None:
+        self.sock = sock
+        self.conn = h11.Connection(h11.CLIENT)
+        self.method = method
+
+    def next(self) -> tuple[int, dict[bytes, bytes], bytes]:
+        if self.conn.our_state is h11.DONE:
+            self.conn.start_next_cycle()
+        # h11 reads answers to requests it saw: tell it about one (the bytes went out raw).
+        self.conn.send(h11.Request(method=self.method, target=b"/", headers=[(b"host", b"proxy")]))
+        self.conn.send(h11.EndOfMessage())
+        status, headers, body = 0, {}, b""
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                self.conn.receive_data(self.sock.recv(65536))
+                continue
+            if isinstance(event, h11.Response):
+                status, headers = event.status_code, dict(event.headers)
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                return status, headers, body
+            elif isinstance(event, h11.ConnectionClosed):
+                raise AssertionError("the connection closed before the answer was complete")
+
+    def closed(self) -> bool:
+        """True once the proxy closed the connection (nothing more comes)."""
+        self.sock.settimeout(10)
+        return self.sock.recv(1) == b""
+
+
+def _post_head(target: str, *extra: str) -> bytes:
+    return ("\r\n".join([f"POST {target} HTTP/1.1", "Host: proxy", "Content-Type: application/json",
+                         *extra]) + "\r\n\r\n").encode()  # fmt: skip
+
+
+# -- requests -----------------------------------------------------------------------------------------
+
+
+def test_a_chunked_request_body_after_100_continue_reaches_the_upstream_whole(
+    upstream: LoopbackServer, proxy: ProxyHandle
+) -> None:
+    with _connect(proxy.url) as sock:
+        sock.sendall(_post_head("/v1/chat/completions", "Transfer-Encoding: chunked", "Expect: 100-continue"))
+        assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"  # sent before any body byte
+        for start in range(0, len(CHAT), 7):  # chunks of 7 bytes, each with an extension, then a trailer
+            piece = CHAT[start:start + 7]
+            sock.sendall(b"%x;n=%d\r\n%s\r\n" % (len(piece), start, piece))
+        sock.sendall(b"0\r\nx-trailer: 1\r\n\r\n")
+        status, _, body = _Answers(sock).next()
+    assert status == 200 and json.loads(body)["object"] == "chat.completion"
+    got = upstream.requests[-1]
+    sent = {name.lower(): value for name, value in got.headers.items()}
+    assert got.body == CHAT and sent["content-length"] == str(len(CHAT))
+    assert "transfer-encoding" not in sent and "expect" not in sent
+
+
+def test_pipelined_requests_are_answered_in_order_on_one_connection(
+    upstream: LoopbackServer, proxy: ProxyHandle, db: Path
+) -> None:
+    requests = (b"GET /health HTTP/1.1\r\nHost: proxy\r\n\r\n"
+                + _post_head("/v1/chat/completions", f"Content-Length: {len(STREAM)}") + STREAM
+                + b"GET /props HTTP/1.1\r\nHost: proxy\r\n\r\n")  # fmt: skip
+    with _connect(proxy.url) as sock:
+        sock.sendall(requests)  # all three at once: each waits for the answer before it
+        answers = _Answers(sock, b"GET")
+        health = answers.next()
+        answers.method = b"POST"
+        streamed = answers.next()
+        answers.method = b"GET"
+        props = answers.next()
+    assert json.loads(health[2]) == {"status": "ok"}
+    assert streamed[1][b"transfer-encoding"] == b"chunked"
+    assert streamed[2] == "".join(line + "\n\n" for line in stream_lines()).encode()
+    assert json.loads(props[2])["model_alias"] == MODEL
+    assert [r.path for r in upstream.requests if r.path != "/props"] == ["/health", "/v1/chat/completions"]
+    assert only_span(db, proxy).attributes[semconv.GEN_AI_REQUEST_STREAM] is True
+
+
+def test_an_http_1_0_caller_gets_the_stream_until_the_connection_closes(proxy: ProxyHandle) -> None:
+    with _connect(proxy.url) as sock:
+        head = b"POST /v1/chat/completions HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(STREAM)
+        sock.sendall(head + STREAM)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ") and b"connection: close" in head.lower()
+    assert b"transfer-encoding" not in head.lower()
+    assert body == "".join(line + "\n\n" for line in stream_lines()).encode()
+
+
+def test_an_absolute_target_is_forwarded_as_its_path(upstream: LoopbackServer, proxy: ProxyHandle) -> None:
+    with _connect(proxy.url) as sock:
+        sock.sendall(b"GET http://somewhere:9/health HTTP/1.1\r\nHost: somewhere\r\n\r\n")
+        status, _, body = _Answers(sock, b"GET").next()
+    assert (status, json.loads(body)) == (200, {"status": "ok"})
+    assert upstream.requests[-1].path == "/health"
+
+
+@pytest.mark.parametrize(("request_bytes", "status", "said"), [
+    (b"NOT AN HTTP REQUEST\r\n\r\n", 400, "the request line is not"),
+    (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505, "only HTTP/1.1 and HTTP/1.0"),
+    (b"GET / HTTP/1.1\r\nno colon here\r\n\r\n", 400, "malformed header line"),
+    (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", 400,
+     "without Content-Length"),
+    (b"POST / HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n", 400, "bad Content-Length"),
+    (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", 400, "bad chunk size"),
+    (b"POST / HTTP/1.1\r\nContent-Length: 209715200\r\n\r\n", 413, "larger than 100 MiB"),
+    (b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431, "larger than 64 KiB"),
+])  # fmt: skip
+def test_a_malformed_request_gets_a_json_error_and_the_connection_closes(
+    upstream: LoopbackServer, proxy: ProxyHandle, request_bytes: bytes, status: int, said: str
+) -> None:
+    before = len(upstream.requests)
+    with _connect(proxy.url) as sock:
+        sock.sendall(request_bytes)
+        answers = _Answers(sock, b"GET")
+        got_status, headers, body = answers.next()
+        assert answers.closed()
+    assert got_status == status and headers[b"connection"] == b"close"
+    error = json.loads(body)["error"]
+    assert error["code"] == status and said in error["message"] and error["message"].startswith("obs.proxy: ")
+    assert len(upstream.requests) == before  # nothing was forwarded
+
+
+def test_an_idle_kept_alive_connection_is_closed_after_its_idle_time(upstream: LoopbackServer) -> None:
+    server = ProxyServer(ProxyApp(upstream.url, tracer=Tracer()), bind_socket("127.0.0.1", 0), idle_s=0.2)
+    host, port = server._sock.getsockname()[:2]
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: server.started)
+        with _connect(f"http://{host}:{port}") as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: proxy\r\n\r\n")
+            answers = _Answers(sock, b"GET")
+            assert answers.next()[0] == 200
+            assert answers.closed()  # kept alive, then closed once idle
+    finally:
+        server.stop()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+# -- streams (relayed by a thread of their own) -----------------------------------------------------------
+
+
+def test_a_caller_that_stops_reading_holds_the_upstream_back_and_then_gets_every_byte(db: Path) -> None:
+    size = 8 * 1024 * 1024  # far more than the sockets' buffers hold
+    with serve(huge_answer(size, stream=True)) as server, recording_proxy(server.url, db) as proxy:
+        with httpx.Client(timeout=60) as client:
+            direct = client.post(server.url + "/v1/chat/completions", content=STREAM).content
+            with client.stream("POST", proxy.url + "/v1/chat/completions", content=STREAM) as response:
+                chunks = response.iter_raw()
+                received = next(chunks)
+                time.sleep(1.0)  # not reading: the proxy must wait, not drop or buffer without end
+                for chunk in chunks:
+                    received += chunk
+        span = stored_traces(db, proxy, 1)[0].spans[0]
+    assert received == direct and len(received) > size
+    assert span.status == "success" and span.attributes[semconv.OBS_STREAM_CHUNKS] >= size // 4096
+
+
+def test_a_caller_leaving_while_the_upstream_is_silent_stops_the_upstream_request(db: Path) -> None:
+    stopped = threading.Event()
+
+    def silent_until_left(handler: Handler) -> None:
+        if handler.path == "/props":
+            good(handler)
+            return
+        handler.start_stream()
+        handler.send_event(stream_lines()[0])
+        handler.send_event(stream_lines()[1])
+        while not handler.server.state.release.wait(0.05):
+            try:
+                if handler.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                    stopped.set()  # the proxy closed the connection: generation would stop here
+                    return
+            except BlockingIOError:
+                continue
+
+    with serve(silent_until_left) as server, recording_proxy(server.url, db) as proxy:
+        with httpx.Client() as client, client.stream(
+            "POST", proxy.url + "/v1/chat/completions", content=STREAM
+        ) as response:
+            received = b""
+            for chunk in response.iter_raw():
+                received += chunk
+                if received.count(b"data:") >= 2:
+                    break
+        assert wait_until(stopped.is_set), "the upstream request was left open"
+        span = only_span(db, proxy)
+        assert proxy.stats.client_gone == 1
+    assert span.status == "success" and span.attributes[semconv.OBS_STREAM_CLOSED_EARLY] is True
+
+
+def test_an_upstream_silent_past_the_proxys_timeout_cuts_the_answer_and_is_recorded(db: Path) -> None:
+    with serve(hang_mid_stream(after=2)) as server, \
+            recording_proxy(server.url, db, timeout_s=0.5, capture_content=True) as proxy:
+        with httpx.Client(timeout=30) as client, client.stream(
+            "POST", proxy.url + "/v1/chat/completions", content=STREAM
+        ) as response:
+            received = b""
+            with pytest.raises(httpx.RemoteProtocolError):
+                for chunk in response.iter_raw():
+                    received += chunk
+        span = only_span(db, proxy)
+    assert received.count(b"data:") == 3  # the role chunk and two deltas came through before the silence
+    assert span.attributes[semconv.ERROR_TYPE] == "ServerTimeout"
+    assert "in the middle of its answer" in span.attributes[semconv.ERROR_MESSAGE]
+    assert span.attributes[semconv.OBS_PARTIAL_OUTPUT] == "".join(DELTAS[:2])
+
+
+def test_bytes_an_upstream_sends_past_its_answer_never_reach_the_caller(db: Path) -> None:
+    def junk_after_the_end(handler: Handler) -> None:
+        good(handler)
+        if handler.path != "/props":
+            handler.wfile.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nforge")  # nobody asked for it
+            handler.wfile.flush()
+            handler.close_connection = True
+
+    expected = "".join(line + "\n\n" for line in stream_lines()).encode()
+    with serve(junk_after_the_end) as server, recording_proxy(server.url, db) as proxy:
+        for _ in range(3):
+            with _connect(proxy.url) as sock:
+                sock.sendall(_post_head("/v1/chat/completions", f"Content-Length: {len(STREAM)}") + STREAM)
+                status, _, body = _Answers(sock).next()
+                sock.settimeout(0.5)
+                try:
+                    after = sock.recv(65536)  # the proxy closes the connection, or keeps it idle
+                except TimeoutError:
+                    after = b""
+            assert (status, body, after) == (200, expected, b"")
+        traces = stored_traces(db, proxy, 3)
+    assert [t.spans[0].status for t in traces] == ["success"] * 3
