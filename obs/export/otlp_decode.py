@@ -214,7 +214,7 @@ def from_otlp(
     hex_of_trace: dict[bytes, str] = {}  # one text per trace id, shared by the trace's spans
     for r, resource_span in enumerate(message.resource_spans):
         # One read-only mapping per resource, shared by the traces that need nothing added to it.
-        resource = FrozenDict(_attributes(resource_span.resource.attributes))
+        resource = FrozenDict(_attributes(resource_span.resource.attributes)[0])
         for s, scope_span in enumerate(resource_span.scope_spans):
             # One span wrapper at a time: a slice would keep hundreds alive at once (measured slower).
             for i, pb in enumerate(scope_span.spans):
@@ -245,8 +245,6 @@ class _BadSpan(Exception):
 
 _ZERO_TRACE_ID = bytes(16)
 _ZERO_SPAN_ID = bytes(8)
-# A key starting with TRACE_PREFIX shows as this text in the keys joined by newlines, after a newline.
-_TRACE_KEY_MARK = "\n" + TRACE_PREFIX
 
 
 def _span(pb: Any, hex_of_trace: dict[bytes, str]) -> tuple[Span, dict[str, Any] | None]:
@@ -264,10 +262,9 @@ def _span(pb: Any, hex_of_trace: dict[bytes, str]) -> tuple[Span, dict[str, Any]
     trace_text = hex_of_trace.get(trace_id)
     if trace_text is None:
         trace_text = hex_of_trace[trace_id] = trace_id.hex()
-    attributes = _attributes(pb.attributes)
+    attributes, trace_keys = _attributes(pb.attributes)
     extras = None
-    # One search of the joined keys instead of a test of every key; an exact pass when it may match.
-    if _TRACE_KEY_MARK in "\n" + "\n".join(attributes):
+    if trace_keys:
         extras = {k: attributes.pop(k) for k in [k for k in attributes if k.startswith(TRACE_PREFIX)]}
     status = "success"
     pb_status = pb.status
@@ -298,7 +295,7 @@ def _event(pb: Any) -> SpanEvent:
     event: Any = _EventDraft()
     event.name = pb.name
     event.timestamp = pb.time_unix_nano / 1_000_000  # ns_to_ms
-    event.attributes = FrozenDict(_attributes(pb.attributes))
+    event.attributes = FrozenDict(_attributes(pb.attributes)[0])
     event.__class__ = SpanEvent
     return event
 
@@ -352,13 +349,16 @@ def _trace(trace_id: str, spans: list[Span], extras: dict[str, Any] | None, reso
 _PLAIN_VALUES = frozenset({"string_value", "int_value", "double_value", "bool_value", "bytes_value"})
 # The kind of value each key had last time, tried first: a value that is not its field's default
 # (empty, zero, False) can only be in the field that is set, so it needs no WhichOneof call. A hint
-# only: what a value decodes to never depends on it.
+# only: what a value decodes to never depends on it. `obs.trace.*` keys are never remembered, so a
+# key read through its hint is known not to be one.
 _KIND_BY_KEY: dict[str, str] = {}
 _KINDS_KEPT = 4096  # keys remembered at most (what clients send is not to fill the memory)
 
 
-def _attributes(key_values: Any) -> dict[str, Any]:
+def _attributes(key_values: Any) -> tuple[dict[str, Any], bool]:
+    """The attributes as a dict, and whether a key starts with TRACE_PREFIX."""
     out = {}
+    trace_keys = False
     kind_of = _KIND_BY_KEY.get
     # A slice: a plain loop over a upb repeated field ends in an IndexError, which costs as much as
     # reading two attributes.
@@ -372,13 +372,12 @@ def _attributes(key_values: Any) -> dict[str, Any]:
                 out[key] = got
                 continue
         which = value.WhichOneof("value")
-        if which in _PLAIN_VALUES:
-            out[key] = getattr(value, which)
-            if len(_KIND_BY_KEY) < _KINDS_KEPT:
-                _KIND_BY_KEY[key] = which
-        else:
-            out[key] = _value(value, which)
-    return out
+        out[key] = getattr(value, which) if which in _PLAIN_VALUES else _value(value, which)
+        if key.startswith(TRACE_PREFIX):
+            trace_keys = True
+        elif which in _PLAIN_VALUES and len(_KIND_BY_KEY) < _KINDS_KEPT:
+            _KIND_BY_KEY[key] = which
+    return out, trace_keys
 
 
 def _value(value: AnyValue, which: str | None) -> Any:
@@ -400,5 +399,5 @@ def _value(value: AnyValue, which: str | None) -> Any:
                 kind = None
         return out
     if which == "kvlist_value":
-        return _attributes(value.kvlist_value.values)
+        return _attributes(value.kvlist_value.values)[0]
     return None
