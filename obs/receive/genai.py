@@ -5,7 +5,8 @@ model (`chat`, `text_completion`, `generate_content`, `embeddings`), or when
 it has no operation name but reports token usage (`gen_ai.usage.*`, the
 deprecated `prompt_tokens`/`completion_tokens` names included). Agent and tool
 spans (`invoke_agent`, `execute_tool`, ...) are not requests themselves:
-the model calls under them are, so their tokens are not counted twice.
+the model calls under them are, so their tokens are not counted twice; nor is
+a span whose operation name is not text (a list, say).
 
 What is recorded (`genai_call`): latency = the span's duration; tokens =
 `gen_ai.usage.input_tokens` / `output_tokens` (0 when absent or not an int);
