@@ -1,40 +1,52 @@
-"""What the recording proxy adds to a call, next to the same call made directly to llama-server.
+"""What the recording proxy adds to a call, next to the same call made directly to the server behind it.
 
-Starts the embedded llama-server (SmolLM2-135M) and `python -m obs.proxy` in
-front of it (its own process, recording into a temporary SQLite file, as a
-user runs it), then sends the same requests with the same raw httpx client
-to each, interleaved (the order flips every round, so neither side always
-runs on a warmer server):
+`python -m obs.proxy` runs in its own process (recording into a temporary
+SQLite file, as a user runs it) in front of a server; the same requests go,
+with the same raw httpx client, to each, interleaved (the order flips every
+round, so neither side always runs on a warmer server):
 
-1. Streamed chat, `max_tokens` 16 with `ignore_eos`, temperature 0: time to
-   the first token (the first `data:` line with text) and total time to
-   `[DONE]`, ROUNDS of each; and a non-streamed chat's total time. Reported:
-   each side's median, and the median of the per-round differences (the
-   headline: both calls of a round share the machine's momentary load).
-   Target: at most 2 ms or 2% added, whichever is larger.
-2. Streamed chat, `max_tokens` 64 with `ignore_eos`: tokens per second from
-   request to `[DONE]`, STREAMS of each, interleaved. Target: the proxy keeps
-   at least 97% of the direct rate (median of the per-round ratios).
+1. Streamed chat, `max_tokens` 16: time to the first token (the first
+   `data:` line with text) and total time to `[DONE]`; and a non-streamed
+   chat's total time. Headline: the median of the per-round differences
+   (both calls of a round share the machine's momentary load). Target: at
+   most 2 ms or 2% added, whichever is larger. Each call starts 30 ms after
+   the previous one ended, on both sides: the proxy records a call after
+   its answer is relayed, so a call sent back to back would also wait for
+   the previous call's recording (the proxy's CPU per call, below, counts it).
+2. Streamed chat, `max_tokens` 64: tokens per second from request to
+   `[DONE]`. Headline: the median of the per-round ratios. Target: the proxy
+   keeps at least 97% of the direct rate.
 
-Also printed: the proxy process's CPU time per relayed call and per
-streamed chunk (from /proc, where there is one): the steadier figure on a
-noisy machine. A verdict is withheld (NOT MEASURABLE HERE) when the
-per-round differences (or ratios) spread, between their quartiles, over more
-than four times the margin the target allows: other work on the machine
-then decides the outcome, not the proxy. Both comparisons run twice, and every verdict names how
-llama-server's threads were set: first one thread per core (what llama.cpp
-chooses by default, one per physical core, on a machine with one thread per
-core), where every CPU millisecond the proxy spends is taken from the
-model's threads, which wait for each other at every layer; then one thread
-less, as on a machine with a core or a GPU to spare, where what is measured
-is the proxy itself.
+Verdicts come from a 95% interval of that median (between two order
+statistics of the rounds, so no distribution is assumed): PASS when all of
+it meets the target, FAIL when none of it does, and NOT MEASURABLE HERE
+when it straddles the target: other work on the machine then moves single
+calls by more than the proxy does. Rounds go on in batches while the
+interval straddles the target, until a time budget runs out.
 
-    python -m benchmarks.bench_proxy
+Three servers, each named in its verdicts:
+
+- a scripted llama-server stand-in (`benchmarks/llama_standin.py`: the
+  bytes llama-server streams, 64 chunks 5 ms apart, the first after 20 ms):
+  the proxy's cost isolated from model noise, measured to well under a
+  millisecond;
+- the embedded llama-server (SmolLM2-135M) on one thread per core (what
+  llama.cpp chooses by default), where every CPU millisecond the proxy
+  spends is taken from the model's threads, which wait for each other at
+  every layer;
+- the same on one thread less, as on a machine with a core or a GPU to
+  spare, where what is measured is the proxy itself next to a real model.
+
+Also printed: the proxy process's CPU time per streamed chunk (from /proc),
+recording included: the steadier figure on a noisy machine.
+
+    python -m benchmarks proxy
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -43,7 +55,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -51,12 +64,21 @@ import httpx
 
 from obs.llm.llama.server import start_embedded_server
 
-ROUNDS = 40
-STREAMS = 20
-WARMUP = 3
 ADDED_ABS_MS = 2.0
 ADDED_REL = 0.02
 STREAM_TARGET = 0.97
+CONFIDENCE = 0.95
+MIN_ROUNDS = 30
+BATCH = 10
+WARMUP = 3
+# Seconds each comparison may take before its verdict is given as it stands (model-free, real model).
+STANDIN_BUDGET_S = 60.0
+MODEL_BUDGET_S = 150.0
+STANDIN_FIRST_MS = 20.0
+STANDIN_INTERVAL_MS = 5.0
+# Each call starts this long after the previous one ended, on both sides: the proxy records a call once
+# its answer is relayed, and a call sent back to back would wait for that (its CPU is reported apart).
+GAP_S = 0.03
 
 _T = TypeVar("_T")
 _ROOT = Path(__file__).resolve().parents[1]
@@ -80,6 +102,16 @@ def _cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 class _Proxy:
     """`python -m obs.proxy` in a child process, recording into a temporary file."""
 
@@ -99,18 +131,29 @@ class _Proxy:
                     return
             except httpx.TransportError:
                 time.sleep(0.05)
-        self.stop()
+        _stop(self.process)
         err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
         raise RuntimeError(f"python -m obs.proxy did not start: {err}")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        _stop(self.process)
+
+
+@contextmanager
+def _standin() -> Iterator[str]:
+    """The scripted llama-server stand-in in a child process; its URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.llama_standin", "--port", "0",
+         "--first-ms", str(STANDIN_FIRST_MS), "--interval-ms", str(STANDIN_INTERVAL_MS)],
+        cwd=_ROOT, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        line = process.stdout.readline().decode() if process.stdout else ""
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"the llama-server stand-in did not start: {line!r}")
+        yield line.split()[-1]
+    finally:
+        _stop(process)
 
 
 def _retrying(call: Callable[[], _T]) -> _T:
@@ -129,6 +172,7 @@ def _stream(client: httpx.Client, url: str, body: bytes) -> tuple[float, float, 
     """(ms to the first token, ms to [DONE], completion tokens, server-sent events) of one streamed chat."""
 
     def once() -> tuple[float, float, int, int]:
+        time.sleep(GAP_S)
         started = time.perf_counter()
         first: float | None = None
         tokens = events = 0
@@ -157,6 +201,7 @@ def _post_ms(client: httpx.Client, url: str, body: bytes) -> float:
     """Milliseconds of one non-streamed chat, its body read."""
 
     def once() -> float:
+        time.sleep(GAP_S)
         started = time.perf_counter()
         client.post(url, content=body, headers={"Content-Type": "application/json"}).raise_for_status()
         return (time.perf_counter() - started) * 1000.0
@@ -164,43 +209,91 @@ def _post_ms(client: httpx.Client, url: str, body: bytes) -> float:
     return _retrying(once)
 
 
-def _interleave(direct: Callable[[], _T], proxied: Callable[[], _T], rounds: int
-                ) -> tuple[list[_T], list[_T]]:  # fmt: skip
+# -- verdicts -------------------------------------------------------------------------------------
+
+
+def median_interval(values: list[float], confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """A distribution-free interval holding the median with `confidence`: two order statistics of `values`."""
+    ordered = sorted(values)
+    n = len(ordered)
+    k = 0  # the interval [ordered[k], ordered[n - 1 - k]]; k = 0 is the whole range
+    for candidate in range(1, n // 2 + 1):
+        inside = sum(math.comb(n, i) for i in range(candidate, n - candidate + 1)) / 2**n
+        if inside < confidence:
+            break
+        k = candidate
+    return ordered[k], ordered[n - 1 - k]
+
+
+def _added_verdict(differences: list[float], base_ms: float) -> tuple[str | None, float]:
+    """(PASS, FAIL or None while the interval straddles the target, the target in ms)."""
+    allowed = max(ADDED_ABS_MS, ADDED_REL * base_ms)
+    low, high = median_interval(differences)
+    if high <= allowed:
+        return "PASS", allowed
+    if low > allowed:
+        return "FAIL", allowed
+    return None, allowed
+
+
+def _ratio_verdict(ratios: list[float]) -> str | None:
+    low, high = median_interval(ratios)
+    if low >= STREAM_TARGET:
+        return "PASS"
+    if high < STREAM_TARGET:
+        return "FAIL"
+    return None
+
+
+def _rounds(direct: Callable[[], _T], proxied: Callable[[], _T], budget_s: float,
+            decided: Callable[[list[_T], list[_T]], bool]) -> tuple[list[_T], list[_T]]:  # fmt: skip
+    """Interleaved rounds (the order flips each round): MIN_ROUNDS, then more until decided or out of time."""
     a: list[_T] = []
     b: list[_T] = []
-    for index in range(rounds):
-        if index % 2 == 0:
-            a.append(direct())
-            b.append(proxied())
-        else:
-            b.append(proxied())
-            a.append(direct())
-    return a, b
-
-
-def _verdict(added: float, base: float, spread: float, setting: str) -> str:
-    allowed = max(ADDED_ABS_MS, ADDED_REL * base)
-    if spread > 4 * allowed:
-        # Other work on the machine moves single calls by far more than the target: no verdict either way.
-        verdict = f"NOT MEASURABLE HERE (per-round differences spread over {spread:.1f} ms between quartiles)"
-    else:
-        verdict = "PASS" if added <= allowed else "FAIL"
-    return f"target at most {allowed:.2f} ms (the larger of 2 ms and 2%): {verdict} ({setting})"
+    started = time.monotonic()
+    while True:
+        for _ in range(BATCH):
+            if len(a) % 2 == 0:
+                a.append(direct())
+                b.append(proxied())
+            else:
+                b.append(proxied())
+                a.append(direct())
+        if len(a) >= MIN_ROUNDS and (decided(a, b) or time.monotonic() - started > budget_s):
+            return a, b
 
 
 def _line(label: str, direct: list[float], proxied: list[float], setting: str) -> str:
     d, p = statistics.median(direct), statistics.median(proxied)
     differences = [x - y for x, y in zip(proxied, direct, strict=True)]
     added = statistics.median(differences)
-    quartiles = statistics.quantiles(differences, n=4)
-    print(f"  {label:<26} direct {d:8.2f} ms   proxy {p:8.2f} ms   added {added:+6.2f} ms "
-          f"({added / d:+.2%}; difference of medians {p - d:+.2f} ms)")  # fmt: skip
-    verdict = _verdict(added, d, quartiles[2] - quartiles[0], setting)
-    print(f"  {'':<26} {verdict}")
-    return f"{label}: added {added:+.2f} ms ({added / d:+.1%}), {verdict}"
+    low, high = median_interval(differences)
+    verdict, allowed = _added_verdict(differences, d)
+    shown = verdict or f"NOT MEASURABLE HERE (the interval straddles {allowed:.2f} ms)"
+    print(f"  {label:<28} direct {d:8.2f} ms   proxy {p:8.2f} ms   added {added:+7.3f} ms "
+          f"({added / d:+.2%}), 95% interval {low:+.3f} to {high:+.3f} ms")  # fmt: skip
+    print(f"  {'':<28} target at most {allowed:.2f} ms (the larger of 2 ms and 2%): {shown}")
+    return (f"{label}: added {added:+.3f} ms ({added / d:+.1%}; {low:+.3f} to {high:+.3f}), {shown} "
+            f"({setting})")
 
 
-def bench_latency(client: httpx.Client, server: str, proxy: _Proxy, setting: str) -> list[str]:
+def _cpu_line(pid: int, cpu0: float | None, events: list[int]) -> str | None:
+    cpu1 = _cpu_seconds(pid)
+    if cpu0 is None or cpu1 is None or not events:
+        return None
+    cpu_ms = (cpu1 - cpu0) * 1000.0
+    # Each server-sent event arrives as a chunk of its own (llama-server writes one per token).
+    return (f"proxy process CPU: {cpu_ms * 1000.0 / sum(events):.0f} us per streamed chunk "
+            f"({cpu_ms / len(events):.1f} ms a call of {sum(events) / len(events):.0f} chunks; "
+            "recording included)")
+
+
+# -- the comparisons ------------------------------------------------------------------------------
+
+
+def bench_latency(
+    client: httpx.Client, server: str, proxy: _Proxy, setting: str, budget_s: float
+) -> list[str]:
     """Time to first token and total time, streamed and not, direct against through the proxy."""
     body = json.dumps({**_SHORT, "stream": True, "stream_options": {"include_usage": True}}).encode()
     plain = json.dumps(_SHORT).encode()
@@ -211,21 +304,28 @@ def bench_latency(client: httpx.Client, server: str, proxy: _Proxy, setting: str
             return ttft, total, _post_ms(client, base + "/v1/chat/completions", plain)
         return run
 
-    _interleave(side(server), side(proxy.url), WARMUP)
-    cpu0 = _cpu_seconds(proxy.process.pid)
-    direct, proxied = _interleave(side(server), side(proxy.url), ROUNDS)
-    cpu1 = _cpu_seconds(proxy.process.pid)
-    print(f"chat with max_tokens 16, {ROUNDS} rounds of a streamed and a non-streamed call each, interleaved")
-    verdicts = [_line(label, [r[index] for r in direct], [r[index] for r in proxied], setting)
-                for index, label in enumerate(("stream: time to first token", "stream: total",
-                                               "non-streamed: total"))]  # fmt: skip
-    if cpu0 is not None and cpu1 is not None:
-        per_call = (cpu1 - cpu0) * 1000.0 / (2 * ROUNDS)
-        print(f"  proxy process CPU: {per_call:.2f} ms per relayed and recorded call")
-    return verdicts
+    def decided(direct: list[tuple[float, ...]], proxied: list[tuple[float, ...]]) -> bool:
+        for index in range(3):
+            d = [r[index] for r in direct]
+            differences = [p[index] - x[index] for p, x in zip(proxied, direct, strict=True)]
+            if _added_verdict(differences, statistics.median(d))[0] is None:
+                return False
+        return True
+
+    for _ in range(WARMUP):
+        side(server)()
+        side(proxy.url)()
+    direct, proxied = _rounds(side(server), side(proxy.url), budget_s, decided)
+    print(f"chat with max_tokens 16, {len(direct)} rounds of a streamed and a non-streamed call each, "
+          "interleaved")
+    return [_line(label, [r[index] for r in direct], [r[index] for r in proxied], setting)
+            for index, label in enumerate(("stream: time to first token", "stream: total",
+                                           "non-streamed: total"))]  # fmt: skip
 
 
-def bench_stream(client: httpx.Client, server: str, proxy: _Proxy, setting: str) -> list[str]:
+def bench_stream(
+    client: httpx.Client, server: str, proxy: _Proxy, setting: str, budget_s: float
+) -> list[str]:
     """Streamed tokens per second through the proxy against direct, and the proxy's CPU per chunk."""
     body = json.dumps({**_LONG, "stream": True, "stream_options": {"include_usage": True}}).encode()
     events: list[int] = []
@@ -238,59 +338,63 @@ def bench_stream(client: httpx.Client, server: str, proxy: _Proxy, setting: str)
             return tokens / (total / 1000.0)
         return run
 
-    _interleave(rate(server), rate(proxy.url), 2)
+    for _ in range(2):
+        rate(server)()
+        rate(proxy.url)()
     events.clear()
     cpu0 = _cpu_seconds(proxy.process.pid)
-    direct_rates, proxied_rates = _interleave(rate(server), rate(proxy.url), STREAMS)
-    cpu1 = _cpu_seconds(proxy.process.pid)
+
+    def decided(direct: list[float], proxied: list[float]) -> bool:
+        return _ratio_verdict([p / d for p, d in zip(proxied, direct, strict=True)]) is not None
+
+    direct_rates, proxied_rates = _rounds(rate(server), rate(proxy.url), budget_s, decided)
+    cpu = _cpu_line(proxy.process.pid, cpu0, events)
     ratios = [x / y for x, y in zip(proxied_rates, direct_rates, strict=True)]
     ratio = statistics.median(ratios)
+    low, high = median_interval(ratios)
+    verdict = _ratio_verdict(ratios) or f"NOT MEASURABLE HERE (the interval straddles {STREAM_TARGET:.0%})"
     dm, pm = statistics.median(direct_rates), statistics.median(proxied_rates)
-    quartiles = statistics.quantiles(ratios, n=4)
-    if quartiles[2] - quartiles[0] > 4 * (1.0 - STREAM_TARGET):  # other work swamps a 3% difference
-        verdict = (f"NOT MEASURABLE HERE (per-round ratios spread over {quartiles[2] - quartiles[0]:.0%} "
-                   f"between quartiles) ({setting})")
-    else:
-        verdict = f"{'PASS' if ratio >= STREAM_TARGET else 'FAIL'} ({setting})"
-    print(f"streamed chat, 64 tokens per answer, {STREAMS} streams each, interleaved")
+    print(f"streamed chat, 64 tokens per answer, {len(ratios)} streams each, interleaved")
     print(f"  direct  median {dm:7.1f} tokens/s (range {min(direct_rates):.1f}-{max(direct_rates):.1f})")
     print(f"  proxy   median {pm:7.1f} tokens/s (range {min(proxied_rates):.1f}-{max(proxied_rates):.1f})")
-    print(f"  ratio {ratio:.1%} (median of per-round ratios; ratio of medians {pm / dm:.1%}); "
-          f"target >= {STREAM_TARGET:.0%}: {verdict}")  # fmt: skip
-    if cpu0 is not None and cpu1 is not None and events:
-        cpu_ms = (cpu1 - cpu0) * 1000.0
-        # Each server-sent event arrives as a chunk of its own (llama-server writes one per token).
-        print(f"  proxy process CPU: {cpu_ms / len(events):.2f} ms per streamed call, "
-              f"{cpu_ms * 1000.0 / sum(events):.0f} us per streamed chunk ({sum(events) / len(events):.0f} "
-              "chunks a call; recording included)")  # fmt: skip
-    return [f"streamed tokens/s: {ratio:.1%} of direct, target >= {STREAM_TARGET:.0%}: {verdict}"]
+    print(f"  ratio {ratio:.2%} (median of per-round ratios, 95% interval {low:.2%} to {high:.2%}; ratio of "
+          f"medians {pm / dm:.2%}); target >= {STREAM_TARGET:.0%}: {verdict}")  # fmt: skip
+    lines = [f"streamed tokens/s: {ratio:.2%} of direct ({low:.2%} to {high:.2%}), target >= "
+             f"{STREAM_TARGET:.0%}: {verdict} ({setting})"]  # fmt: skip
+    if cpu is not None:
+        print(f"  {cpu}")
+        lines.append(f"{cpu} ({setting})")
+    return lines
+
+
+def _compare(server: str, setting: str, budget_s: float) -> list[str]:
+    with tempfile.TemporaryDirectory() as folder:
+        proxy = _Proxy(server, folder)
+        try:
+            print(f"server at {server}, python -m obs.proxy at {proxy.url}")
+            with httpx.Client(timeout=120) as client:
+                return (bench_latency(client, server, proxy, setting, budget_s)
+                        + bench_stream(client, server, proxy, setting, budget_s))
+        finally:
+            proxy.stop()
 
 
 def main() -> None:
-    """Start the embedded server and the proxy, run both comparisons twice, print figures and verdicts.
-
-    First with the model on every core (the embedded server's default), where the proxy's CPU is taken
-    from the model's; then with the model on one thread less, as on a machine with a core (or a GPU)
-    to spare, where what is measured is the proxy itself.
-    """
+    """Run both comparisons against the stand-in, then the model on every core and on one less; verdicts."""
     cores = os.cpu_count() or 1
+    summary: list[str] = []
+    print(f"\n## scripted llama-server stand-in: {STANDIN_FIRST_MS:g} ms to the first token, then one "
+          f"every {STANDIN_INTERVAL_MS:g} ms (proxy cost isolated from model noise)")
+    with _standin() as url:
+        summary += _compare(url, "stand-in, proxy cost isolated from model noise", STANDIN_BUDGET_S)
     settings = [(cores, f"llama-server on {cores} thread(s), one per core of this machine (llama.cpp's "
                         "default is one per physical core)")]
     if cores > 1:
         settings.append((cores - 1, f"llama-server on {cores - 1} thread(s): a core left for the proxy"))
-    summary: list[str] = []
-    for threads, label in settings:
-        with start_embedded_server(port=0, threads=threads) as server, \
-                tempfile.TemporaryDirectory() as folder:
-            proxy = _Proxy(server.url, folder)
-            setting = f"model on {threads} of {cores} cores"
-            try:
-                print(f"\n## {label}: llama-server at {server.url}, python -m obs.proxy at {proxy.url}")
-                with httpx.Client(timeout=120) as client:
-                    summary += bench_latency(client, server.url, proxy, setting)
-                    summary += bench_stream(client, server.url, proxy, setting)
-            finally:
-                proxy.stop()
+    for threads, title in settings:
+        with start_embedded_server(port=0, threads=threads) as server:
+            print(f"\n## {title}")
+            summary += _compare(server.url, f"model on {threads} of {cores} cores", MODEL_BUDGET_S)
     print("\n## verdicts")
     for line in summary:
         print(f"  {line}")

@@ -241,9 +241,9 @@ class Exchange:
         """The recorder's monotonic clock now: the time to give `feed` for bytes that just arrived."""
         return self.recorder.clock.monotonic_ms()
 
-    def sent(self) -> None:
-        """The request is going out now: latency and time to first token count from here."""
-        self.call.t0 = self.now_ms()
+    def sent(self, at_ms: float | None = None) -> None:
+        """The request went out now (or at `at_ms`, recorder's clock): latency and TTFT count from then."""
+        self.call.t0 = self.now_ms() if at_ms is None else at_ms
 
     def response(
         self, status: int, content_type: str | None, content_encoding: str | None = None,

@@ -72,10 +72,10 @@ class ThreadPump:
 
     A chunked body goes to the caller as it came, framing and all (the
     caller's answer is chunked too): when what arrived is one whole chunk,
-    the thread only checks its size line, writes it and notes the time; its
-    framing is taken off, and its pieces handed to `feed`, with the next
-    bytes that are anything else (the last chunk among them), past
-    `_PENDING_BYTES`, and when the relay ends any other way.
+    the thread only checks its size line, writes it and notes the time; the
+    pieces are handed to `feed` after the next bytes that are anything else
+    (the last chunk among them) went on, past `_PENDING_BYTES`, and when the
+    relay ends any other way.
     """
 
     def __init__(
@@ -90,7 +90,7 @@ class ThreadPump:
         self._now_ms = now_ms
         self._timeout_ms = None if timeout_s is None else max(1, int(timeout_s * 1000))
         self._timeout_s = timeout_s
-        self._pending: list[tuple[float, bytes]] = []  # chunked bytes passed on, not yet unframed
+        self._pending: list[tuple[float, bytes, int, int]] = []  # whole chunks passed on, not yet fed
         self._pending_bytes = 0
         self._up = socket.socket(fileno=os.dup(upstream_fd))
         self._caller = socket.socket(fileno=os.dup(caller_fd))
@@ -122,8 +122,7 @@ class ThreadPump:
             self._relay()
         except BaseException as exc:  # reported to the loop, where it is raised
             error = exc
-            with contextlib.suppress(httpx.RemoteProtocolError):
-                self._keep(self._unframe())  # what came before the failure is recorded with it
+            self._keep_pending()  # what came before the failure is recorded with it
         finally:
             self._close()
         with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
@@ -179,60 +178,49 @@ class ThreadPump:
 
     def _arrived(self, data: bytes, arrived: float) -> bool:
         """Pass bytes from the upstream on to the caller, and keep them; True once the body is complete."""
-        chunks = self._chunks
+        chunks, buffer = self._chunks, self.buffer
         if chunks is None:  # close-delimited: each piece becomes a chunk of the caller's answer
             self._send(b"%x\r\n%b\r\n" % (len(data), data))
             if self._feed is not None:
                 self._feed(data, arrived)
             return False
-        line = _SIZE_LINE.match(data)
-        if line is not None and not self.buffer:
-            start = line.end()
-            stop = start + int(line.group(1), 16)
-            if stop > start and len(data) == stop + 2 and data.endswith(b"\r\n"):
-                # The hot path: one whole chunk, not the last, goes on as it came and is only noted.
-                self._send(data)
-                self._pending.append((arrived, data))
-                self._pending_bytes += len(data)
-                if self._pending_bytes > _PENDING_BYTES:
-                    self._keep(self._unframe())
-                return False
-        # Anything else (a chunk split, several at once, the last one): read before it goes on, so that
-        # bytes past the body's end (they stay in `buffer`) never reach the caller.
-        self._pending.append((arrived, data))
-        pieces = self._unframe()
-        self._send(data[:len(data) - len(self.buffer)] if self.done else data)
-        self._keep(pieces)
+        if not buffer:
+            line = _SIZE_LINE.match(data)
+            if line is not None:
+                start = line.end()
+                stop = start + int(line.group(1), 16)
+                if stop > start and len(data) == stop + 2 and data.endswith(b"\r\n"):
+                    # The hot path: one whole chunk, not the last, goes on as it came and is only noted.
+                    self._send(data)
+                    self._pending.append((arrived, data, start, stop))
+                    self._pending_bytes += len(data)
+                    if self._pending_bytes > _PENDING_BYTES:
+                        self._keep_pending()
+                    return False
+        # Anything else (a chunk split, several at once, the last one) is unframed before it goes on, so
+        # that bytes past the body's end (left in `buffer`) never reach the caller.
+        buffer += data
+        try:
+            piece = chunks.take(buffer)
+        except FramingError as exc:
+            raise httpx.RemoteProtocolError(f"the upstream's answer has {exc}") from None
+        self.done = chunks.done
+        self._send(data[:len(data) - len(buffer)] if self.done else data)
+        self._keep_pending()
+        if piece and self._feed is not None:
+            self._feed(piece, arrived)
         return self.done
 
-    def _unframe(self) -> list[tuple[float, bytes]]:
-        """Take the framing off the chunked bytes kept so far: their pieces, with their arrival times."""
-        chunks, buffer, pieces = self._chunks, self.buffer, []
-        if chunks is None:
-            return pieces
-        pending = self._pending
+    def _keep_pending(self) -> None:
+        """Hand the whole chunks passed on so far to `feed`, framing off, each with its arrival time."""
+        pending, feed = self._pending, self._feed
         try:
-            for arrived, data in pending:
-                buffer += data
-                if chunks.done:
-                    continue  # past the end: the connection is not reused
-                try:
-                    piece = chunks.take(buffer)
-                except FramingError as exc:
-                    raise httpx.RemoteProtocolError(f"the upstream's answer has {exc}") from None
-                if piece:
-                    pieces.append((arrived, piece))
+            if feed is not None:
+                for arrived, data, start, stop in pending:
+                    feed(data[start:stop], arrived)
         finally:
             pending.clear()
             self._pending_bytes = 0
-            self.done = chunks.done
-        return pieces
-
-    def _keep(self, pieces: list[tuple[float, bytes]]) -> None:
-        feed = self._feed
-        if feed is not None:
-            for arrived, piece in pieces:
-                feed(piece, arrived)
 
     def _send(self, data: bytes) -> None:
         """Write all of `data` to the caller, waiting while its socket is full (the upstream waits too)."""

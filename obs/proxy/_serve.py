@@ -93,6 +93,7 @@ class _Connection(asyncio.Protocol):
         self._method = "GET"
         self._http11 = True
         self._keep = True
+        self._answer_head = b""
         self._started = False
         self._ended = True
         self._chunked = False
@@ -154,37 +155,47 @@ class _Connection(asyncio.Protocol):
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
         self._started = True
-        if not self.gone and self._transport is not None:
-            self._transport.write(b"".join(parts))
+        self._answer_head = b"".join(parts)  # written with the body's first bytes if they are already here
+
+    def _flush(self) -> None:
+        head, self._answer_head = self._answer_head, b""
+        if head and not self.gone and self._transport is not None:
+            self._transport.write(head)
 
     def write(self, data: bytes) -> None:
         """Write a piece of the body now (framed as a chunk when the answer is chunked)."""
         if self.gone:
             return
         if self._chunked:
-            self._transport.write(b"%x\r\n%b\r\n" % (len(data), data))  # type: ignore[union-attr]
-        else:
-            self._transport.write(data)  # type: ignore[union-attr]
+            data = b"%x\r\n%b\r\n" % (len(data), data)
+        if self._answer_head:
+            data, self._answer_head = self._answer_head + data, b""
+        self._transport.write(data)  # type: ignore[union-attr]
 
     def end(self) -> None:
         """The body is complete: its last chunk goes out now (a closing answer closes now)."""
         self._ended = True
         if self.gone or self._transport is None:
             return
-        if self._chunked:
-            self._transport.write(b"0\r\n\r\n")
+        last = b"0\r\n\r\n" if self._chunked else b""
+        if self._answer_head or last:
+            head, self._answer_head = self._answer_head, b""
+            self._transport.write(head + last)
         if not self._keep:
             self._transport.close()
 
     def abort(self) -> None:
         """Break the connection once what was written is out: the caller sees its answer cut."""
         self._keep = False
+        self._flush()
         if self._transport is not None:
             self._transport.close()
 
     def stream(self, response: UpstreamResponse, feed: Feed | None, now_ms: Clock) -> Awaitable[None]:
         """Relay the body: a stream in a thread of its own (`obs.proxy._pump`), anything else on the loop."""
         transport = self._transport
+        if self._chunked:
+            self._flush()  # a stream's head goes out at once, as the upstream's did
         if self._chunked and not self.gone and pump_available() and transport is not None \
                 and transport.get_write_buffer_size() == 0:  # fmt: skip
             sock = transport.get_extra_info("socket")
@@ -196,7 +207,9 @@ class _Connection(asyncio.Protocol):
         self._throttle = (response.pause, response.resume)
         if not self._writable:
             response.pause()
-        return push(response, self.write, self.end, feed, now_ms)
+        pushed = push(response, self.write, self.end, feed, now_ms)
+        self._flush()  # no body byte was here yet: the head goes out alone
+        return pushed
 
     async def _pumped(self, pump: ThreadPump, response: UpstreamResponse) -> None:
         transport = self._transport

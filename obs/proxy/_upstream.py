@@ -1,20 +1,17 @@
 """The proxy's HTTP/1.1 client for its one upstream: an asyncio protocol and a pool of kept-alive connections.
 
-Relaying a streamed answer is the proxy's hot path: one upstream read and
-one write to the caller per token. A general client (httpx over httpcore,
-anyio and h11) spends most of the proxy's CPU there, in layers a relay does
-not need; this client does only what the relay needs:
+A general client (httpx over httpcore, anyio and h11) spent most of the
+proxy's CPU in layers a relay does not need; this one does only what it needs:
 
 - `UpstreamPool.send(method, target, headers, body)` writes the request
   (headers as given, plus `Host` and `Content-Length`) on a kept-alive
   connection or a new one and returns once the answer's status line and
   headers are in (informational 1xx answers skipped);
 - `UpstreamResponse.read()` returns the body's next bytes as they arrive,
-  everything already received at once (chunked framing removed: the caller's
-  side frames the answer again), b"" at the end; `stream_to(deliver, done)`
-  instead hands each piece to `deliver` from the callback that received it
-  (no task wakes up per piece: the relay's hot path), `pause()`/`resume()`
-  holding the upstream back while the caller reads slowly;
+  all that was received at once, unframed, b"" at the end; `stream_to(deliver,
+  done)` hands each piece to `deliver` from the callback that received it (no
+  task wakes up per piece), `pause()`/`resume()` holding the upstream back;
+  `handoff()` gives a streamed body to a pump of its own (`obs.proxy._pump`);
 - a connection whose answer was read to the end, that neither side asked to
   close, goes back to the pool for 4 s (less than llama-server's 5 s); one
   closed early or mid-answer is closed, which makes llama-server stop
@@ -24,10 +21,9 @@ not need; this client does only what the relay needs:
   `ReadTimeout` (`read_timeout_s` passed without a byte), `RemoteProtocolError`
   (closed before the answer was complete, or not HTTP), `ReadError` (reset).
 
-A pooled connection that turns out closed before any byte of the answer
-came is replaced by a new one and the request sent again, once (`on_retry`
-is told); a request that a new connection got no answer for is never sent
-twice.
+A pooled connection found closed before any byte of the answer came is
+replaced and the request sent again, once (`on_retry` is told); a request
+a new connection got no answer for is never sent twice.
 """
 
 from __future__ import annotations
@@ -44,16 +40,16 @@ from obs.proxy._http1 import (
     ChunkedBody,
     FramingError,
     answer_framing,
-    header_value,
     parse_status_head,
     says_close,
 )
 
-__all__ = ["UpstreamPool", "UpstreamResponse", "header_value"]
+__all__ = ["UpstreamPool", "UpstreamResponse"]
 
 _HIGH_WATER = 256 * 1024  # bytes waiting unread before the socket is no longer read
 _BODY_METHODS = (b"POST", b"PUT", b"PATCH")
 _STALE = (httpx.RemoteProtocolError, httpx.ReadError)
+Callback = Callable[[], None]
 
 
 class _Default:
@@ -178,12 +174,11 @@ class UpstreamResponse:
         self._chunks = ChunkedBody() if mode == "chunked" else None
         self._keep = keep
         self._timeout = timeout_s
-        self._finished: asyncio.Future[None] | None = None
+        self._finished: asyncio.Future[None] | None = None  # push mode (`stream_to`) from here on
         self._deliver: Callable[[bytes], None] | None = None
-        self._on_done: Callable[[], None] | None = None
+        self._on_done: Callback | None = None
         self._watchdog: asyncio.TimerHandle | None = None
-        self._held = False
-        self._last = 0.0
+        self._held, self._last = False, 0.0
         self._done = mode == "none" or (mode == "length" and length == 0)
         if self._done:
             self._finish()
@@ -401,11 +396,12 @@ class UpstreamPool:
         self._idle: list[_Connection] = []
 
     async def send(self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, *,
-                   read_timeout_s: float | _Default | None = _POOLS,
-                   on_retry: Callable[[], None] | None = None) -> UpstreamResponse:  # fmt: skip
+                   read_timeout_s: float | _Default | None = _POOLS, on_retry: Callback | None = None,
+                   on_sent: Callback | None = None) -> UpstreamResponse:  # fmt: skip
         """Send the request and return once its answer's head is in (module docstring for failures).
 
-        `target` is the path and query; `read_timeout_s` replaces the pool's for this request.
+        `target` is the path and query; `read_timeout_s` replaces the pool's
+        for this request; `on_sent` is called once the request is first written.
         """
         timeout = self.read_timeout_s if isinstance(read_timeout_s, _Default) else read_timeout_s
         verb = method.encode("ascii")
@@ -414,6 +410,9 @@ class UpstreamPool:
             conn, pooled = await self._connection()
             assert conn.transport is not None
             conn.transport.write(request)
+            if on_sent is not None:
+                on_sent()
+                on_sent = None
             try:
                 return await self._head(conn, verb, timeout)
             except _STALE:

@@ -72,8 +72,9 @@ from obs.proxy._caller import (
     asgi_request,
     read_asgi_body,
 )
+from obs.proxy._http1 import header_value
 from obs.proxy._pump import CallerLeft
-from obs.proxy._upstream import UpstreamPool, UpstreamResponse, header_value
+from obs.proxy._upstream import UpstreamPool, UpstreamResponse
 from obs.proxy._wire import charset_of, error_body, header_map, request_headers, response_headers, secrets_of
 from obs.trace.tracer import Tracer
 
@@ -131,6 +132,33 @@ def _seconds(owner: str, name: str, value: Any, allow_none: bool) -> float | Non
         none = " or None (no limit)" if allow_none else ""
         raise ValueError(f"{owner}: {name} must be seconds > 0{none}, got {value!r}")
     return float(value)
+
+
+class _Call:
+    """One relayed request's recording, for a model call: begun once its request is on its way upstream."""
+
+    __slots__ = ("_app", "_request", "_route", "_started", "exchange")
+
+    def __init__(self, app: ProxyApp, request: CallerRequest) -> None:
+        self._app = app
+        self._request = request
+        self._route = route_of(request.method, request.path)
+        self._started = app.clock.monotonic_ms()
+        self.exchange: Exchange | None = None
+
+    def sent(self) -> None:
+        """The request was written upstream just now: recording begins, timed from this moment."""
+        self.begin(self._app.clock.monotonic_ms())
+
+    def begin(self, sent_at_ms: float | None = None) -> Exchange | None:
+        """The recording, begun now if not yet (timed from `sent_at_ms`, else the relay's start), or None."""
+        if self.exchange is None and self._route is not None:
+            request = self._request
+            self.exchange = self._app._begin(self._route, request.headers, request.body)
+            self._route = None  # begun once, even when beginning failed
+            if self.exchange is not None:
+                self.exchange.sent(self._started if sent_at_ms is None else sent_at_ms)
+        return self.exchange
 
 
 class ProxyApp:
@@ -271,20 +299,22 @@ class ProxyApp:
     async def relay(self, request: CallerRequest, caller: Caller) -> None:
         """Relay `request` upstream and its answer to `caller`, recording a model call on the way.
 
-        Cancel it when the caller leaves (after setting `caller.gone`: the
+        A model call's recording begins once its request is on its way
+        upstream (timed from then), while the upstream works on it. Cancel
+        the relay when the caller leaves (after setting `caller.gone`: the
         upstream request is stopped and the call recorded as left) or when
         the proxy stops (the call is recorded as cut, the caller's answer
         broken). Never raises but CancelledError.
         """
         self.stats.requests += 1
-        route = route_of(request.method, request.path)
-        exchange = self._begin(route, request.headers, request.body) if route is not None else None
+        call = _Call(self, request)
         try:
-            await self._forward(request, caller, exchange)
+            await self._forward(request, caller, call)
         except CallerLeft:  # noticed while streaming (obs.proxy._pump)
             caller.gone = True
-            self._caller_left(exchange)
+            self._caller_left(call.begin())
         except asyncio.CancelledError:
+            exchange = call.begin()
             if caller.gone:
                 self._caller_left(exchange)
             else:
@@ -293,10 +323,11 @@ class ProxyApp:
                 caller.abort()
             raise
         finally:
-            if exchange is not None:
-                self._settle(exchange)
+            if call.exchange is not None:
+                self._settle(call.exchange)
 
     def _caller_left(self, exchange: Exchange | None) -> None:
+        """The caller left before the whole answer was relayed: counted, and recorded so."""
         self.stats.client_gone += 1
         if exchange is not None:
             exchange.client_gone()
@@ -324,20 +355,19 @@ class ProxyApp:
             exchange.client_gone()
         self.stats.telemetry_errors += exchange.recorder.telemetry_errors
 
-    async def _forward(self, request: CallerRequest, caller: Caller, exchange: Exchange | None) -> None:
+    async def _forward(self, request: CallerRequest, caller: Caller, call: _Call) -> None:
         """Send the request upstream and stream the answer to `caller` (the body from push callbacks)."""
-        if exchange is not None:
-            exchange.sent()
         try:
             response = await self._upstream().send(request.method, self._upstream_target(request.target),
                                                    request_headers(request.headers), request.body,
-                                                   on_retry=self._count_retry)  # fmt: skip
+                                                   on_retry=self._count_retry, on_sent=call.sent)  # fmt: skip
         except httpx.HTTPError as exc:
-            status, headers, payload = self._no_answer(exc, exchange)
+            status, headers, payload = self._no_answer(exc, call.begin())
             caller.start(status, headers)
             caller.write(payload)
             caller.end()
             return
+        exchange = call.begin()
         try:
             traceparent = None
             if exchange is not None:
