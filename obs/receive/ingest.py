@@ -15,7 +15,10 @@ answers with an `Admission`:
   `retry_after_s` ago) or stuck (one export has run longer than
   `export_timeout_s`), or the receiver is shut down: 503 with `Retry-After`.
 
-One worker thread exports the queued traces in batches of at most
+A builder thread builds each `Deferred` as soon as it is queued, so the
+building of one request (Python work, holding the interpreter's lock)
+overlaps the SQLite writes of the one before (which release it). One worker
+thread exports the queued traces in batches of at most
 `max_export_traces`, oldest first. A batch that fails (FAILURE or an
 exception) is tried again after `retry_after_s`, up to `max_attempts` times
 in all, then dropped and counted; meanwhile new requests get 503, so a client
@@ -147,6 +150,8 @@ class Ingest:
         self._stopping = False
         self._worker = threading.Thread(target=self._run, name="obs-receiver-export", daemon=True)
         self._worker.start()
+        self._builder = threading.Thread(target=self._build_ahead, name="obs-receiver-build", daemon=True)
+        self._builder.start()
 
     def offer(self, traces: Sequence[Trace] | Deferred, spans: int) -> Admission:
         """Queue `traces` (holding `spans` spans) unless the queue is full or the exporter is failing."""
@@ -217,7 +222,9 @@ class Ingest:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        deadline = time.monotonic() + timeout
         self._worker.join(timeout)
+        self._builder.join(max(0.0, deadline - time.monotonic()))
         return not self._worker.is_alive()
 
     def stats(self) -> IngestStats:
@@ -232,6 +239,17 @@ class Ingest:
         return f"Ingest({self.exporter!r}, max_queue_spans={self.max_queue_spans})"
 
     # -- the worker thread ----------------------------------------------------------------------
+
+    def _build_ahead(self) -> None:
+        """The builder thread: build each queued Deferred as it comes, until shutdown."""
+        while True:
+            with self._cond:
+                self._cond.wait_for(
+                    lambda: self._stopping or any(entry.traces is None for entry in self._queue)
+                )
+                if self._stopping:
+                    return
+            self.materialize()
 
     def _take(self) -> tuple[list[Trace], int, int] | None:
         """The next batch (whole requests, up to max_export_traces traces, built), the spans to export

@@ -105,3 +105,42 @@ def test_lists_and_deferred_bodies_mix_and_shutdown_stores_what_waits() -> None:
     assert ingest.shutdown(10.0)
     assert [t.id for t in exporter.traces] == [t.id for t in [*_ids(1), *_ids(3, 20), *_ids(3, 30)]]
     assert max(exporter.batches) <= 4 and ingest.stats().exported_spans == 14
+
+
+class _HeldExporter:
+    """An exporter whose first export waits for `release`; says when that export began."""
+
+    def __init__(self) -> None:
+        self.inner = InMemoryExporter()
+        self.exporting = threading.Event()
+        self.release = threading.Event()
+
+    def export(self, traces: Sequence[Trace]) -> ExportResult:
+        self.exporting.set()
+        assert self.release.wait(10.0)
+        return self.inner.export(traces)
+
+
+def test_a_request_is_built_while_the_one_before_is_being_exported() -> None:
+    exporter = _HeldExporter()
+    ingest = Ingest(exporter)
+    first, second = _Later(_ids(1)), _Later(_ids(1, 5))
+    built = threading.Event()
+    second_build = second.build
+
+    def build_and_say() -> list[Trace]:
+        traces = second_build()
+        built.set()
+        return traces
+
+    second.build = build_and_say  # type: ignore[method-assign]
+    ingest.offer(first, 4)
+    assert exporter.exporting.wait(10.0)  # the worker is inside the first export, held there
+    ingest.offer(second, 4)
+    # Built by the builder thread while the export of the first still runs, not after it.
+    assert built.wait(10.0)
+    assert not exporter.release.is_set() and second.builds == 1
+    exporter.release.set()
+    assert ingest.flush(10.0)
+    assert exporter.inner.traces == [*first.traces, *second.traces] and second.builds == 1
+    assert ingest.shutdown(10.0)
