@@ -23,12 +23,22 @@ import math
 import operator
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 from obs import semconv
 from obs.storage._rollup_sql import HOUR_BINS
-from obs.storage._rows import column, metadata_json, plain_json, plain_mapping, storable, times_kept
-from obs.trace.spans import FrozenDict, Span, SpanEvent
+from obs.storage._rows import (
+    column,
+    events_json,
+    metadata_json,
+    plain_json,
+    plain_mapping,
+    storable,
+    text_columns,
+    times_kept,
+)
+from obs.trace.spans import FrozenDict, Span
 from obs.trace.traces import Trace
 
 __all__ = [
@@ -241,31 +251,17 @@ def _rows(data: dict[str, Any]) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]
 
 
 _floor = math.floor
-_TEXT_TYPES = frozenset({str, type(None)})
+_text_json, _float_json = encode_basestring_ascii, float.__repr__  # JSON's own, for text and finite floats
 _NAMING_KEYS = (
     semconv.SERVICE_NAME, semconv.GEN_AI_REQUEST_MODEL, semconv.GEN_AI_RESPONSE_MODEL,
     semconv.GEN_AI_CONVERSATION_ID, semconv.SESSION_ID,
 )  # fmt: skip
-_SERVICE_KEY, _OPERATION_KEY = semconv.SERVICE_NAME, semconv.GEN_AI_OPERATION_NAME
-_NO_METADATA: dict[str, Any] = {}
-
-
-def _text_columns(
-    span_id: Any, parent_id: Any, name: Any, kind: Any, status: Any, span_trace: Any, trace_id: str
-) -> tuple[Any, ...] | None:
-    """The text columns of a span whose text `column` may change or that names another trace, as
-    `_span_row` makes them: id, parent, name, kind, status, and the JSON of the exact text (None when
-    nothing differs); None when a field is neither text nor None."""
-    text = (span_id, parent_id, name, kind, status)
-    if not set(map(type, (*text, span_trace))) <= _TEXT_TYPES:
-        return None
-    bound = (column(span_id), None if parent_id is None else column(parent_id), column(name), column(kind),
-             column(status))  # fmt: skip
-    exact = {field: value for field, value in zip(_SPAN_TEXT, text, strict=True)
-             if value is not None and column(value) != value}  # fmt: skip
-    if span_trace != trace_id:
-        exact["trace_id"] = span_trace
-    return (*bound, _json(exact) if exact else None)
+_SERVICE_KEY, _REQUEST_MODEL_KEY, _RESPONSE_MODEL_KEY, _CONVERSATION_KEY, _SESSION_KEY = _NAMING_KEYS
+_OPERATION_KEY, _INPUTS_KEY = semconv.GEN_AI_OPERATION_NAME, semconv.GEN_AI_USAGE_INPUT_TOKENS
+_OUTPUTS_KEY, _COST_KEY = semconv.GEN_AI_USAGE_OUTPUT_TOKENS, semconv.OBS_COST_USD
+_TTFT_KEY, _LATENCY_KEY = semconv.OBS_TTFT_MS, semconv.OBS_LATENCY_MS
+# The JSON `_json` writes for the `traces.data` header, filled in piece by piece.
+_HEADER_JSON = '{"id":%s,"name":%s,"start_time":%s,"end_time":%s,"duration":%s,"status":%s,"metadata":%s}'
 
 
 def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] | None:
@@ -275,8 +271,9 @@ def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] 
     checks of `obs.storage._rows._unchanged`, made on the objects, each of
     the very class (Trace, Span, SpanEvent, FrozenDict, tuple) whose
     `to_dict()` those checks assume. The columns are worked out as
-    `_span_row` and `_rows` do, without the `to_dict()` copies; tests hold
-    the two paths equal.
+    `_span_row` and `_rows` do, without the `to_dict()` copies (tests hold
+    the two paths equal). Plain Python steps, not sets of types: for the
+    few fields and attributes of a span they are the quicker.
     """
     if type(trace) is not Trace:
         return None
@@ -284,7 +281,8 @@ def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] 
     start, end, duration = trace.start_time, trace.end_time, trace.duration
     if not (
         type(metadata) is FrozenDict and type(spans) is tuple
-        and set(map(type, (trace_id, name, status))) <= _TEXT_TYPES and times_kept(start, end, duration)
+        and (trace_id is None or type(trace_id) is str) and (name is None or type(name) is str)
+        and (status is None or type(status) is str) and times_kept(start, end, duration)
     ):  # fmt: skip
         return None
     metadata_text = metadata_json(metadata)
@@ -307,7 +305,7 @@ def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] 
         span_duration = span.duration
         if type(span_start) is float and type(span_end) is float and type(span_duration) is float:
             if (span_start - span_start) + (span_end - span_end) + (span_duration - span_duration) != 0.0:
-                return None  # not finite
+                return None  # not finite: NaN for NaN and the infinities
         elif not times_kept(span_start, span_end, span_duration):
             return None
         if not (type(attrs) is FrozenDict and type(events) is tuple and plain_mapping(attrs)):
@@ -318,39 +316,30 @@ def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] 
         span_name = span.name
         kind = span.kind
         span_status = span.status
-        if (  # the usual span: ASCII text (which `column` hands back as it is) in its trace
+        exact = None
+        if not (  # the usual span: ASCII text (which `column` hands back as it is) in its trace
             type(span_id) is str and type(span_name) is str and type(kind) is str and type(span_status) is str
             and (span_id + span_name + kind + span_status).isascii() and type(span_trace) is str
             and span_trace == bound_id
             and (parent_id is None or (type(parent_id) is str and parent_id.isascii()))
         ):  # fmt: skip
-            bound_span, bound_parent, bound_name, bound_kind, bound_status, exact = (
-                span_id, parent_id, span_name, kind, span_status, None
-            )
-        else:
-            text = _text_columns(span_id, parent_id, span_name, kind, span_status, span_trace, bound_id)
+            text = text_columns(span_id, parent_id, span_name, kind, span_status, span_trace, bound_id)
             if text is None:
                 return None
-            bound_span, bound_parent, bound_name, bound_kind, bound_status, exact = text
+            # The columns from here on (`column(status) == "error"` just when `status == "error"`).
+            span_id, parent_id, span_name, kind, span_status, exact = text
         if events:
-            event_dicts = []
-            for event in events:
-                if type(event) is not SpanEvent:
-                    return None
-                event_name, stamp, event_attrs = event.name, event.timestamp, event.attributes
-                if not (
-                    (event_name is None or type(event_name) is str)
-                    and type(stamp) is float and stamp - stamp == 0.0
-                    and type(event_attrs) is FrozenDict and plain_mapping(event_attrs)
-                ):  # fmt: skip
-                    return None
-                event_dicts.append({"name": event_name, "timestamp": stamp, "attributes": event_attrs})
-            events_json = plain_json(event_dicts)
+            events_text = events_json(events)
+            if events_text is None:
+                return None
         else:
-            events_json = "[]"
-        if attrs.keys().isdisjoint(_NAMING_KEYS):
+            events_text = "[]"
+        if not (
+            _SERVICE_KEY in attrs or _REQUEST_MODEL_KEY in attrs or _RESPONSE_MODEL_KEY in attrs
+            or _CONVERSATION_KEY in attrs or _SESSION_KEY in attrs
+        ):  # fmt: skip
             service, span_model, span_conversation = trace_service, None, None
-        else:
+        else:  # `_text`, inline
             service, request_model, response_model, conversation_id, session_id = map(attrs.get, _NAMING_KEYS)
             service = column(service) if type(service) is str and service else trace_service
             span_model = (
@@ -364,26 +353,29 @@ def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] 
             conversation = conversation or span_conversation
         minute = _floor(span_start / 60_000.0)  # minute_of, inline
         if _OPERATION_KEY in attrs:
-            span_inputs = _count(attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS))
-            span_outputs = _count(attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS))
-            cost = _number(attrs.get(semconv.OBS_COST_USD))
+            span_inputs, span_outputs = attrs.get(_INPUTS_KEY), attrs.get(_OUTPUTS_KEY)
+            if not (type(span_inputs) is int and 0 <= span_inputs < _MAX_UNITS):  # `_count`, inline
+                span_inputs = None
+            if not (type(span_outputs) is int and 0 <= span_outputs < _MAX_UNITS):
+                span_outputs = None
+            cost = _number(attrs.get(_COST_KEY))
             if cost is None:
                 span_units = None
             else:
                 span_units = round(cost * COST_UNITS_PER_USD)
-                if span_units >= _MAX_UNITS:  # min(_MAX_UNITS, ...) without min's argument parsing
+                if span_units >= _MAX_UNITS:  # min(_MAX_UNITS, ...), without min's argument parsing
                     span_units = _MAX_UNITS
-            ttft = _number(attrs.get(semconv.OBS_TTFT_MS))
-            latency = _number(attrs.get(semconv.OBS_LATENCY_MS))
+            ttft = _number(attrs.get(_TTFT_KEY))
+            latency = _number(attrs.get(_LATENCY_KEY))
             if latency is None:
                 latency = _number(span_duration)
             span_rows.append((
-                bound_id, position, bound_span, bound_parent, bound_name, bound_kind, span_start, span_end,
-                span_duration, bound_status, service, span_model, span_conversation, 1,
-                int(span_status == "error"), span_inputs, span_outputs, cost, span_units, ttft, latency,
-                _server_ms(attrs), int(attrs.get(semconv.OBS_CACHE_HIT) is True), minute,
-                minute - minute % 60, None if latency is None else bin_of(latency),
-                None if ttft is None else bin_of(ttft), plain_json(attrs), events_json, exact,
+                bound_id, position, span_id, parent_id, span_name, kind, span_start, span_end, span_duration,
+                span_status, service, span_model, span_conversation, 1, int(span_status == "error"),
+                span_inputs, span_outputs, cost, span_units, ttft, latency, _server_ms(attrs),
+                int(attrs.get(semconv.OBS_CACHE_HIT) is True), minute, minute - minute % 60,
+                None if latency is None else bin_of(latency), None if ttft is None else bin_of(ttft),
+                plain_json(attrs), events_text, exact,
             ))  # fmt: skip
             requests += 1
             model = model or span_model
@@ -397,17 +389,19 @@ def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] 
             output_preview = _message_text(attrs.get(semconv.GEN_AI_OUTPUT_MESSAGES), None) or output_preview
         else:
             span_rows.append((
-                bound_id, position, bound_span, bound_parent, bound_name, bound_kind, span_start, span_end,
-                span_duration, bound_status, service, span_model, span_conversation, 0,
-                int(span_status == "error"), None, None, None, None, None, None, None, 0, minute,
-                minute - minute % 60, None, None, plain_json(attrs) if attrs else "{}", events_json, exact,
+                bound_id, position, span_id, parent_id, span_name, kind, span_start, span_end, span_duration,
+                span_status, service, span_model, span_conversation, 0, int(span_status == "error"), None,
+                None, None, None, None, None, None, 0, minute, minute - minute % 60, None, None,
+                plain_json(attrs) if attrs else "{}", events_text, exact,
             ))  # fmt: skip
     if trace_service is None:
         trace_service = next((row[_SERVICE] for row in span_rows if row[_SERVICE] is not None), None)
-    header = plain_json({  # with "metadata":{}} at its end, where the metadata's own JSON goes
-        "id": trace_id, "name": name, "start_time": start, "end_time": end, "duration": duration,
-        "status": status, "metadata": _NO_METADATA,
-    })[:-3] + metadata_text + "}"  # fmt: skip
+    header = _HEADER_JSON % (
+        "null" if trace_id is None else _text_json(trace_id), "null" if name is None else _text_json(name),
+        _float_json(start), "null" if end is None else _float_json(end),
+        "null" if duration is None else _float_json(duration),
+        "null" if status is None else _text_json(status), metadata_text,
+    )  # fmt: skip
     trace_row = (
         bound_id, column(name), start, end, duration, column(status), header, trace_service, conversation,
         model, len(span_rows), requests, inputs if inputs < _MAX_UNITS else _MAX_UNITS,
@@ -415,6 +409,15 @@ def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] 
         cost_units if cost_units < _MAX_UNITS else _MAX_UNITS, input_preview, output_preview,
     )  # fmt: skip
     return trace_row, span_rows
+
+
+# An EncodedTrace made without the dataclass __init__ (which sets each frozen field through
+# object.__setattr__): its slots are set directly, for the many traces of the quick path.
+_new = object.__new__
+_set_trace_id, _set_trace_row, _set_span_rows, _set_notes = (
+    EncodedTrace.trace_id.__set__, EncodedTrace.trace_row.__set__,  # type: ignore[attr-defined]
+    EncodedTrace.span_rows.__set__, EncodedTrace.notes.__set__,  # type: ignore[attr-defined]
+)
 
 
 def encode_trace(trace: Trace) -> EncodedTrace:
@@ -427,7 +430,12 @@ def encode_trace(trace: Trace) -> EncodedTrace:
     except Exception:  # the general path below gives the answer, or raises what it raises
         rows = None
     if rows is not None:
-        return EncodedTrace(rows[0][0], rows[0], rows[1], [])
+        encoded = _new(EncodedTrace)
+        _set_trace_id(encoded, rows[0][0])
+        _set_trace_row(encoded, rows[0])
+        _set_span_rows(encoded, rows[1])
+        _set_notes(encoded, [])
+        return encoded
     data, notes = storable(trace)
     try:
         trace_row, span_rows = _rows(data)

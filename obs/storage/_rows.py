@@ -13,18 +13,17 @@ import json
 import math
 import operator
 from collections.abc import Callable
-from itertools import compress
 from json import encoder as _json_encoder
 from typing import Any
 
 from obs import semconv
 from obs._validate import JSON_MAX_DEPTH, json_safe, placeholder, short_repr
-from obs.trace.spans import FrozenDict
+from obs.trace.spans import FrozenDict, SpanEvent
 from obs.trace.traces import Trace
 
 __all__ = [
-    "REPLACED_KEY", "column", "decode", "encode", "metadata_json", "plain_json", "plain_mapping", "storable",
-    "times_kept",
+    "REPLACED_KEY", "column", "decode", "encode", "events_json", "metadata_json", "plain_json",
+    "plain_mapping", "storable", "text_columns", "times_kept",
 ]
 
 # The attribute (metadata for a trace) that says which values of a span, event or trace were
@@ -34,10 +33,7 @@ REPLACED_KEY = semconv.OBS_REPLACED
 # Value types kept without a closer look. An int of more than 4300 digits is one too, which makes
 # `json.dumps` raise: `encode` then retries with `strict`, which checks every int.
 _PLAIN = frozenset({str, int, float, bool, type(None)})
-_STR = frozenset({str})
 _ARRAYS = frozenset({list, tuple})
-_PLAIN_OR_ARRAY = _PLAIN | _ARRAYS
-_IS_INT = frozenset({int}).__contains__
 _TEXT = frozenset({str, type(None)})
 _SPAN_TEXT = operator.itemgetter("id", "trace_id", "parent_id", "name", "kind", "status")
 _BIG_INT = 10**18
@@ -48,27 +44,21 @@ Where = tuple[str, ...]  # ("span", id, "event", name): formatted only when a no
 
 def _plain_array(value: list[Any] | tuple[Any, ...]) -> bool:
     """True when `json_safe` keeps every item of `value` as it is: plain values, no int it would replace."""
-    kinds = set(map(type, value))
-    if not kinds <= _PLAIN:
-        return False
-    if int not in kinds:
-        return True
-    ints = list(compress(value, map(_IS_INT, map(type, value))))
-    return min(ints) > -HUGE_INT and max(ints) < HUGE_INT
+    # Item by item: for the few items of an attribute a loop is quicker than sets of their types.
+    for item in value:
+        kind = type(item)
+        if kind not in _PLAIN or (kind is int and not -HUGE_INT < item < HUGE_INT):
+            return False
+    return True
 
 
 def plain_mapping(container: dict[Any, Any]) -> bool:
     """True when every key is text and every value one `json_safe` keeps as it is (ints unchecked):
     then `storable` keeps the mapping as it is."""
-    if not set(map(type, container)) <= _STR:  # checked without a Python-level loop
-        return False
-    kinds = set(map(type, container.values()))
-    if kinds <= _PLAIN:
-        return True
-    if not kinds <= _PLAIN_OR_ARRAY:
-        return False
-    for value in container.values():  # noqa: SIM110 (a loop is quicker than all() over a generator)
-        if type(value) in _ARRAYS and not _plain_array(value):
+    for key, value in container.items():
+        if type(key) is not str:
+            return False
+        if type(value) not in _PLAIN and (type(value) not in _ARRAYS or not _plain_array(value)):
             return False
     return True
 
@@ -143,33 +133,75 @@ def _encoder_without_setup() -> Callable[[Any], str]:
 
 
 plain_json = _encoder_without_setup()
-# The types whose equal values have equal JSON (not float: 0.0 == -0.0), by identity.
-_KEPT_TYPE_IDS = frozenset(map(id, (str, int, bool, type(None))))
-# The last metadata `metadata_json` wrote: its keys, values, their types, and its JSON. The traces of
-# one program carry the same metadata (OTLP's resource), and its JSON is much of a trace row's.
-_last_metadata: list[tuple[tuple[Any, ...], tuple[Any, ...], tuple[type, ...], str]] = [((), (), (), "{}")]
+# The types of values that never change, by identity.
+_IMMUTABLE_TYPE_IDS = frozenset(map(id, (str, int, bool, type(None))))
+# The last metadata `metadata_json` wrote: its keys, its values (all of `_IMMUTABLE_TYPE_IDS`) and its
+# JSON. The traces of one program carry the same metadata (OTLP's resource), and its JSON is much of
+# what writing a trace row costs.
+_last_metadata: list[tuple[tuple[Any, ...], tuple[Any, ...], str]] = [((), (), "{}")]
 
 
 def metadata_json(metadata: dict[str, Any]) -> str | None:
     """`plain_json(metadata)` when `storable` keeps `metadata` as it is (`plain_mapping`), else None.
 
-    The last one written is remembered: metadata of the very same types
-    (compared by identity) and equal keys and values has the same JSON.
+    The last JSON written is given again for metadata that holds the very
+    same key and value objects (compared by identity, so never a value that
+    merely equals another: 1 == True == 1.0, 0.0 == -0.0).
     """
-    keys, values = tuple(metadata), tuple(metadata.values())
-    types = tuple(map(type, keys + values))
-    last_keys, last_values, last_types, last_text = _last_metadata[0]
-    if (  # types first: then == is that of str, int, bool and None
-        len(types) == len(last_types) and all(map(operator.is_, types, last_types))
-        and keys == last_keys and values == last_values
-    ):  # fmt: skip
-        return last_text
+    keys, values, text = _last_metadata[0]
+    if len(metadata) == len(keys) and all(map(operator.is_, metadata, keys)) and all(
+        map(operator.is_, metadata.values(), values)
+    ):
+        return text
     if not plain_mapping(metadata):
         return None
     text = plain_json(metadata)
-    if set(map(id, types)) <= _KEPT_TYPE_IDS:
-        _last_metadata[0] = (keys, values, types, text)
+    values = tuple(metadata.values())
+    if set(map(id, map(type, values))) <= _IMMUTABLE_TYPE_IDS:
+        _last_metadata[0] = (tuple(metadata), values, text)
     return text
+
+
+_EVENT_JSON = '{"name":%s,"timestamp":%s,"attributes":%s}'  # the JSON of `SpanEvent.to_dict()`
+_text_json, _float_json = _json_encoder.encode_basestring_ascii, float.__repr__  # JSON's own
+_TEXT_FIELDS = ("id", "parent_id", "name", "kind", "status")
+
+
+def text_columns(
+    span_id: Any, parent_id: Any, name: Any, kind: Any, status: Any, span_trace: Any, trace_id: str
+) -> tuple[Any, ...] | None:
+    """The text columns of a span whose text `column` may change or that names another trace
+    `trace_id` (as `column` made it): id, parent, name, kind, status as `column` makes them, and the
+    JSON of the exact text of those that differ (None when none does); None when a field is neither
+    text nor None (`storable` would change it)."""
+    text = (span_id, parent_id, name, kind, status)
+    if not set(map(type, (*text, span_trace))) <= _TEXT:
+        return None
+    bound = (column(span_id), None if parent_id is None else column(parent_id), column(name), column(kind),
+             column(status))  # fmt: skip
+    exact = {field: value for field, value in zip(_TEXT_FIELDS, text, strict=True)
+             if value is not None and column(value) != value}  # fmt: skip
+    if span_trace != trace_id:
+        exact["trace_id"] = span_trace
+    return (*bound, plain_json(exact) if exact else None)
+
+
+def events_json(events: tuple[Any, ...]) -> str | None:
+    """The JSON of `[event.to_dict() for event in events]`, or None when `storable` would change one."""
+    texts = []
+    for event in events:
+        if type(event) is not SpanEvent:
+            return None
+        name, stamp, attrs = event.name, event.timestamp, event.attributes
+        if not (
+            (name is None or type(name) is str) and type(stamp) is float and stamp - stamp == 0.0
+            and type(attrs) is FrozenDict and plain_mapping(attrs)
+        ):  # fmt: skip
+            return None
+        attrs_text = plain_json(attrs) if attrs else "{}"
+        name_text = "null" if name is None else _text_json(name)
+        texts.append(_EVENT_JSON % (name_text, _float_json(stamp), attrs_text))
+    return "[" + ",".join(texts) + "]"
 
 
 def _place(where: Where) -> str:
