@@ -20,9 +20,11 @@ round, so neither side always runs on a warmer server):
 Verdicts come from a 95% interval of that median (between two order
 statistics of the rounds, so no distribution is assumed): PASS when all of
 it meets the target, FAIL when none of it does, and NOT MEASURABLE HERE
-when it straddles the target: other work on the machine then moves single
-calls by more than the proxy does. Rounds go on in batches while the
-interval straddles the target, until a time budget runs out.
+when it straddles the target, or when the per-round differences (ratios)
+spread between their quartiles over more than four times the margin the
+target allows: other work on the machine then moves single calls by more
+than the proxy does. Rounds go on in batches while there is no verdict,
+until a time budget runs out.
 
 Three servers, each named in its verdicts:
 
@@ -73,7 +75,7 @@ BATCH = 10
 WARMUP = 3
 # Seconds each comparison may take before its verdict is given as it stands (model-free, real model).
 STANDIN_BUDGET_S = 60.0
-MODEL_BUDGET_S = 150.0
+MODEL_BUDGET_S = 120.0
 STANDIN_FIRST_MS = 20.0
 STANDIN_INTERVAL_MS = 5.0
 # Each call starts this long after the previous one ended, on both sides: the proxy records a call once
@@ -225,9 +227,17 @@ def median_interval(values: list[float], confidence: float = CONFIDENCE) -> tupl
     return ordered[k], ordered[n - 1 - k]
 
 
+def _spread(values: list[float]) -> float:
+    """The distance between the first and third quartiles."""
+    quartiles = statistics.quantiles(values, n=4)
+    return quartiles[2] - quartiles[0]
+
+
 def _added_verdict(differences: list[float], base_ms: float) -> tuple[str | None, float]:
-    """(PASS, FAIL or None while the interval straddles the target, the target in ms)."""
+    """(PASS, FAIL or None when no verdict can be given here, the target in ms)."""
     allowed = max(ADDED_ABS_MS, ADDED_REL * base_ms)
+    if _spread(differences) > 4 * allowed:
+        return None, allowed  # other work moves single calls by far more than the target: no verdict
     low, high = median_interval(differences)
     if high <= allowed:
         return "PASS", allowed
@@ -237,6 +247,8 @@ def _added_verdict(differences: list[float], base_ms: float) -> tuple[str | None
 
 
 def _ratio_verdict(ratios: list[float]) -> str | None:
+    if _spread(ratios) > 4 * (1.0 - STREAM_TARGET):
+        return None
     low, high = median_interval(ratios)
     if low >= STREAM_TARGET:
         return "PASS"
@@ -245,9 +257,17 @@ def _ratio_verdict(ratios: list[float]) -> str | None:
     return None
 
 
+def _undecided(spread: float, limit: float, unit: str, target: str) -> str:
+    if spread > limit:
+        what = "ratios" if unit == "%" else "differences"
+        return (f"NOT MEASURABLE HERE (per-round {what} spread over {spread:.1f}{unit} "
+                "between quartiles: other work on the machine, not the proxy, decides single calls)")
+    return f"NOT MEASURABLE HERE (the interval straddles {target})"
+
+
 def _rounds(direct: Callable[[], _T], proxied: Callable[[], _T], budget_s: float,
             decided: Callable[[list[_T], list[_T]], bool]) -> tuple[list[_T], list[_T]]:  # fmt: skip
-    """Interleaved rounds (the order flips each round): MIN_ROUNDS, then more until decided or out of time."""
+    """Interleaved rounds (order flipped each round) in batches: until decided, or out of time."""
     a: list[_T] = []
     b: list[_T] = []
     started = time.monotonic()
@@ -259,7 +279,7 @@ def _rounds(direct: Callable[[], _T], proxied: Callable[[], _T], budget_s: float
             else:
                 b.append(proxied())
                 a.append(direct())
-        if len(a) >= MIN_ROUNDS and (decided(a, b) or time.monotonic() - started > budget_s):
+        if time.monotonic() - started > budget_s or (len(a) >= MIN_ROUNDS and decided(a, b)):
             return a, b
 
 
@@ -269,7 +289,7 @@ def _line(label: str, direct: list[float], proxied: list[float], setting: str) -
     added = statistics.median(differences)
     low, high = median_interval(differences)
     verdict, allowed = _added_verdict(differences, d)
-    shown = verdict or f"NOT MEASURABLE HERE (the interval straddles {allowed:.2f} ms)"
+    shown = verdict or _undecided(_spread(differences), 4 * allowed, " ms", f"{allowed:.2f} ms")
     print(f"  {label:<28} direct {d:8.2f} ms   proxy {p:8.2f} ms   added {added:+7.3f} ms "
           f"({added / d:+.2%}), 95% interval {low:+.3f} to {high:+.3f} ms")  # fmt: skip
     print(f"  {'':<28} target at most {allowed:.2f} ms (the larger of 2 ms and 2%): {shown}")
@@ -352,7 +372,8 @@ def bench_stream(
     ratios = [x / y for x, y in zip(proxied_rates, direct_rates, strict=True)]
     ratio = statistics.median(ratios)
     low, high = median_interval(ratios)
-    verdict = _ratio_verdict(ratios) or f"NOT MEASURABLE HERE (the interval straddles {STREAM_TARGET:.0%})"
+    verdict = _ratio_verdict(ratios) or _undecided(100 * _spread(ratios), 400 * (1.0 - STREAM_TARGET), "%",
+                                                   f"{STREAM_TARGET:.0%}")  # fmt: skip
     dm, pm = statistics.median(direct_rates), statistics.median(proxied_rates)
     print(f"streamed chat, 64 tokens per answer, {len(ratios)} streams each, interleaved")
     print(f"  direct  median {dm:7.1f} tokens/s (range {min(direct_rates):.1f}-{max(direct_rates):.1f})")
