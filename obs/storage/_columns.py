@@ -32,8 +32,8 @@ from obs.storage._rows import (
     column,
     events_json,
     metadata_json,
+    plain_items,
     plain_json,
-    plain_mapping,
     storable,
     text_columns,
     times_kept,
@@ -256,10 +256,14 @@ _NAMING_KEYS = (
     semconv.SERVICE_NAME, semconv.GEN_AI_REQUEST_MODEL, semconv.GEN_AI_RESPONSE_MODEL,
     semconv.GEN_AI_CONVERSATION_ID, semconv.SESSION_ID,
 )  # fmt: skip
-_SERVICE_KEY, _REQUEST_MODEL_KEY, _RESPONSE_MODEL_KEY, _CONVERSATION_KEY, _SESSION_KEY = _NAMING_KEYS
-_OPERATION_KEY, _INPUTS_KEY = semconv.GEN_AI_OPERATION_NAME, semconv.GEN_AI_USAGE_INPUT_TOKENS
-_OUTPUTS_KEY, _COST_KEY = semconv.GEN_AI_USAGE_OUTPUT_TOKENS, semconv.OBS_COST_USD
-_TTFT_KEY, _LATENCY_KEY = semconv.OBS_TTFT_MS, semconv.OBS_LATENCY_MS
+_SERVICE_KEY, _OPERATION_KEY = semconv.SERVICE_NAME, semconv.GEN_AI_OPERATION_NAME
+_INPUTS_KEY, _OUTPUTS_KEY = semconv.GEN_AI_USAGE_INPUT_TOKENS, semconv.GEN_AI_USAGE_OUTPUT_TOKENS
+_COST_KEY, _TTFT_KEY, _LATENCY_KEY = semconv.OBS_COST_USD, semconv.OBS_TTFT_MS, semconv.OBS_LATENCY_MS
+_PROMPT_KEY, _PREDICTED_KEY = semconv.LLAMA_CPP_TIMINGS_PROMPT_MS, semconv.LLAMA_CPP_TIMINGS_PREDICTED_MS
+_HIT_KEY, _QUESTION_KEY = semconv.OBS_CACHE_HIT, semconv.GEN_AI_INPUT_MESSAGES
+_ANSWER_KEY = semconv.GEN_AI_OUTPUT_MESSAGES
+_contains = dict.__contains__  # `in` on a dict subclass looks `__contains__` up at every call
+_NAMING_KEY_SET = frozenset(_NAMING_KEYS)
 # The JSON `_json` writes for the `traces.data` header, filled in piece by piece.
 _HEADER_JSON = '{"id":%s,"name":%s,"start_time":%s,"end_time":%s,"duration":%s,"status":%s,"metadata":%s}'
 
@@ -291,7 +295,7 @@ def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] 
     trace_service = metadata.get(_SERVICE_KEY)
     # `_text`, inline: a value of a plain mapping is text only when its type is exactly str.
     trace_service = column(trace_service) if type(trace_service) is str and trace_service else None
-    bound_id = column(trace_id)
+    bound_id = trace_id if type(trace_id) is str and trace_id.isascii() else column(trace_id)
     span_rows = []
     conversation = model = input_preview = output_preview = None
     requests = inputs = outputs = cost_units = 0
@@ -308,8 +312,15 @@ def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] 
                 return None  # not finite: NaN for NaN and the infinities
         elif not times_kept(span_start, span_end, span_duration):
             return None
-        if not (type(attrs) is FrozenDict and type(events) is tuple and plain_mapping(attrs)):
+        if type(attrs) is not FrozenDict or type(events) is not tuple:
             return None
+        for key, value in attrs.items():  # `plain_mapping`, with the types compared by identity
+            kind = type(value)
+            if type(key) is not str or not (
+                kind is str or kind is int or kind is float or value is None or kind is bool
+                or ((kind is list or kind is tuple) and plain_items(value))
+            ):  # fmt: skip
+                return None
         span_id = span.id
         span_trace = span.trace_id
         parent_id = span.parent_id
@@ -334,10 +345,7 @@ def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] 
                 return None
         else:
             events_text = "[]"
-        if not (
-            _SERVICE_KEY in attrs or _REQUEST_MODEL_KEY in attrs or _RESPONSE_MODEL_KEY in attrs
-            or _CONVERSATION_KEY in attrs or _SESSION_KEY in attrs
-        ):  # fmt: skip
+        if attrs.keys().isdisjoint(_NAMING_KEY_SET):  # (iterates the smaller of the two)
             service, span_model, span_conversation = trace_service, None, None
         else:  # `_text`, inline
             service, request_model, response_model, conversation_id, session_id = map(attrs.get, _NAMING_KEYS)
@@ -352,28 +360,33 @@ def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] 
             )  # fmt: skip
             conversation = conversation or span_conversation
         minute = _floor(span_start / 60_000.0)  # minute_of, inline
-        if _OPERATION_KEY in attrs:
-            span_inputs, span_outputs = attrs.get(_INPUTS_KEY), attrs.get(_OUTPUTS_KEY)
+        if _contains(attrs, _OPERATION_KEY):
+            get = attrs.get
+            span_inputs, span_outputs = get(_INPUTS_KEY), get(_OUTPUTS_KEY)
             if not (type(span_inputs) is int and 0 <= span_inputs < _MAX_UNITS):  # `_count`, inline
                 span_inputs = None
             if not (type(span_outputs) is int and 0 <= span_outputs < _MAX_UNITS):
                 span_outputs = None
-            cost = _number(attrs.get(_COST_KEY))
-            if cost is None:
-                span_units = None
-            else:
-                span_units = round(cost * COST_UNITS_PER_USD)
-                if span_units >= _MAX_UNITS:  # min(_MAX_UNITS, ...), without min's argument parsing
-                    span_units = _MAX_UNITS
-            ttft = _number(attrs.get(_TTFT_KEY))
-            latency = _number(attrs.get(_LATENCY_KEY))
+            cost, ttft, latency = get(_COST_KEY), get(_TTFT_KEY), get(_LATENCY_KEY)
+            span_units = None  # `_number` only for the attributes there are
+            if cost is not None:
+                cost = _number(cost)
+                if cost is not None:
+                    span_units = round(cost * COST_UNITS_PER_USD)
+                    if span_units >= _MAX_UNITS:  # min(_MAX_UNITS, ...), without min's argument parsing
+                        span_units = _MAX_UNITS
+            if ttft is not None:
+                ttft = _number(ttft)
+            if latency is not None:
+                latency = _number(latency)
             if latency is None:
                 latency = _number(span_duration)
+            server_ms = None if get(_PROMPT_KEY) is None or get(_PREDICTED_KEY) is None else _server_ms(attrs)
             span_rows.append((
                 bound_id, position, span_id, parent_id, span_name, kind, span_start, span_end, span_duration,
-                span_status, service, span_model, span_conversation, 1, int(span_status == "error"),
-                span_inputs, span_outputs, cost, span_units, ttft, latency, _server_ms(attrs),
-                int(attrs.get(semconv.OBS_CACHE_HIT) is True), minute, minute - minute % 60,
+                span_status, service, span_model, span_conversation, 1, 1 if span_status == "error" else 0,
+                span_inputs, span_outputs, cost, span_units, ttft, latency, server_ms,
+                1 if get(_HIT_KEY) is True else 0, minute, minute - minute % 60,
                 None if latency is None else bin_of(latency), None if ttft is None else bin_of(ttft),
                 plain_json(attrs), events_text, exact,
             ))  # fmt: skip
@@ -385,13 +398,16 @@ def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] 
                 outputs += span_outputs
             if span_units:
                 cost_units += span_units
-            input_preview = input_preview or _message_text(attrs.get(semconv.GEN_AI_INPUT_MESSAGES), "user")
-            output_preview = _message_text(attrs.get(semconv.GEN_AI_OUTPUT_MESSAGES), None) or output_preview
+            question, answer = get(_QUESTION_KEY), get(_ANSWER_KEY)  # `_message_text` of None is None
+            if question is not None:
+                input_preview = input_preview or _message_text(question, "user")
+            if answer is not None:
+                output_preview = _message_text(answer, None) or output_preview
         else:
             span_rows.append((
                 bound_id, position, span_id, parent_id, span_name, kind, span_start, span_end, span_duration,
-                span_status, service, span_model, span_conversation, 0, int(span_status == "error"), None,
-                None, None, None, None, None, None, 0, minute, minute - minute % 60, None, None,
+                span_status, service, span_model, span_conversation, 0, 1 if span_status == "error" else 0,
+                None, None, None, None, None, None, None, 0, minute, minute - minute % 60, None, None,
                 plain_json(attrs) if attrs else "{}", events_text, exact,
             ))  # fmt: skip
     if trace_service is None:
@@ -403,8 +419,9 @@ def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] 
         "null" if status is None else _text_json(status), metadata_text,
     )  # fmt: skip
     trace_row = (
-        bound_id, column(name), start, end, duration, column(status), header, trace_service, conversation,
-        model, len(span_rows), requests, inputs if inputs < _MAX_UNITS else _MAX_UNITS,
+        bound_id, name if type(name) is str and name.isascii() else column(name), start, end, duration,
+        status if type(status) is str and status.isascii() else column(status), header, trace_service,
+        conversation, model, len(span_rows), requests, inputs if inputs < _MAX_UNITS else _MAX_UNITS,
         outputs if outputs < _MAX_UNITS else _MAX_UNITS,
         cost_units if cost_units < _MAX_UNITS else _MAX_UNITS, input_preview, output_preview,
     )  # fmt: skip
