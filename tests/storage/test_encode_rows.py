@@ -36,7 +36,7 @@ from obs.llm.client import InstrumentedClient
 from obs.llm.errors import LLMServerError
 from obs.llm.llama.server import EmbeddedServer
 from obs.storage._columns import EncodedTrace, _object_rows, _rows, encode_trace
-from obs.storage._rows import HUGE_INT, plain_mapping, storable
+from obs.storage._rows import HUGE_INT, plain_items, plain_mapping, storable
 from obs.trace.spans import FrozenDict, Span, SpanEvent
 from obs.trace.traces import Trace
 from tests.storage._traces import random_traces
@@ -333,6 +333,18 @@ def test_a_span_of_another_trace_is_kept_exactly_on_the_quick_path() -> None:
     assert json.loads(encode_trace(trace).span_rows[0][29]) == {"trace_id": "f" * 32}
 
 
+def test_metadata_changed_in_place_is_written_as_it_is_now() -> None:
+    """The JSON of the last metadata is given again only for its very objects: metadata changed through
+    dict's own methods (which FrozenDict refuses, dict does not) is written anew."""
+    metadata = FrozenDict({"service.name": "svc", "host": "a"})
+    first = encode_trace(_trace(_span(), metadata=metadata))
+    dict.__setitem__(metadata, "host", "b")
+    second = encode_trace(_trace(_span(), metadata=metadata))
+    assert json.loads(first.trace_row[6])["metadata"]["host"] == "a"
+    assert json.loads(second.trace_row[6])["metadata"]["host"] == "b"
+    assert_encoded_as_reference(_trace(_span(), metadata=metadata))
+
+
 def test_metadata_equal_in_value_but_not_in_type_is_written_as_its_own() -> None:
     """One trace after another with metadata that compares equal (1 == True == 1.0, 0.0 == -0.0,
     text == text of another type) is each written as it is, not as the one before."""
@@ -460,3 +472,6 @@ def _plain_mapping_as_before(container: dict[Any, Any]) -> bool:
 def test_plain_mapping_says_what_it_said_before(mapping: dict[Any, Any]) -> None:
     assert plain_mapping(mapping) == _plain_mapping_as_before(mapping)
     assert plain_mapping(FrozenDict(mapping)) == _plain_mapping_as_before(mapping)
+    arrays = [value for value in mapping.values() if type(value) in (list, tuple)]
+    for array in arrays:  # items compared by identity of their types: the same answer for these types
+        assert plain_items(array) == _plain_mapping_as_before({"k": array})
