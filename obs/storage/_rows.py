@@ -5,6 +5,12 @@ value JSON can hold, every time a finite number, so that `decode(encode(...))`
 always gives a Trace back. What had to be replaced is marked under
 `REPLACED_KEY` where it happened and listed for the log. `column` makes text
 SQLite can bind (lone surrogates, which UTF-8 cannot hold, become U+FFFD).
+
+For traces that need nothing replaced, `obs.storage._columns` skips
+`to_dict()` and writes the JSON from the objects with the helpers here
+(`plain_json`, `metadata_json`, `events_json`, `text_columns`), each
+checking what `storable` would check and saying None where it would change
+something.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ def _plain_array(value: list[Any] | tuple[Any, ...]) -> bool:
 
 def plain_items(value: list[Any] | tuple[Any, ...]) -> bool:
     """True when every item of `value` is plain and no int `json_safe` would replace: `_plain_array`
-    with the types compared by identity (which only ever says False where it says True too)."""
+    with the types compared by identity, so never True where `_plain_array` says False."""
     for item in value:
         kind = type(item)
         if not (kind is str or kind is float or item is None or kind is bool or (
