@@ -78,7 +78,11 @@ def test_a_low_p95_threshold_fires_after_one_answer_and_shows_a_banner(
     text = banner.inner_text()
     assert f"> {THRESHOLD_MS} ms over the last 300 s (1 request)" in text
     assert "p95 latency is" in text
-    assert page.get_by_role("link", name="Open the Alerts page").count() == 1
+    # The link is drawn after the banner's text, by the same run of the fragment: wait for it, then
+    # check there is exactly one.
+    link = page.get_by_role("link", name="Open the Alerts page")
+    link.first.wait_for(timeout=30_000)
+    assert link.count() == 1
     shot(page, artifacts, "alerts-banner")
 
 
