@@ -252,16 +252,14 @@ def _rows(data: dict[str, Any]) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]
 
 _floor = math.floor
 _text_json, _float_json = encode_basestring_ascii, float.__repr__  # JSON's own, for text and finite floats
-_NAMING_KEYS = (
-    semconv.SERVICE_NAME, semconv.GEN_AI_REQUEST_MODEL, semconv.GEN_AI_RESPONSE_MODEL,
-    semconv.GEN_AI_CONVERSATION_ID, semconv.SESSION_ID,
-)  # fmt: skip
 _SERVICE_KEY, _OPERATION_KEY = semconv.SERVICE_NAME, semconv.GEN_AI_OPERATION_NAME
+_NAMING_KEYS = (_SERVICE_KEY, semconv.GEN_AI_REQUEST_MODEL, semconv.GEN_AI_RESPONSE_MODEL,
+                semconv.GEN_AI_CONVERSATION_ID, semconv.SESSION_ID)  # fmt: skip
 _INPUTS_KEY, _OUTPUTS_KEY = semconv.GEN_AI_USAGE_INPUT_TOKENS, semconv.GEN_AI_USAGE_OUTPUT_TOKENS
 _COST_KEY, _TTFT_KEY, _LATENCY_KEY = semconv.OBS_COST_USD, semconv.OBS_TTFT_MS, semconv.OBS_LATENCY_MS
 _PROMPT_KEY, _PREDICTED_KEY = semconv.LLAMA_CPP_TIMINGS_PROMPT_MS, semconv.LLAMA_CPP_TIMINGS_PREDICTED_MS
-_HIT_KEY, _QUESTION_KEY = semconv.OBS_CACHE_HIT, semconv.GEN_AI_INPUT_MESSAGES
-_ANSWER_KEY = semconv.GEN_AI_OUTPUT_MESSAGES
+_HIT_KEY, _QUESTION_KEY, _ANSWER_KEY = (semconv.OBS_CACHE_HIT, semconv.GEN_AI_INPUT_MESSAGES,
+                                       semconv.GEN_AI_OUTPUT_MESSAGES)  # fmt: skip
 _contains = dict.__contains__  # `in` on a dict subclass looks `__contains__` up at every call
 _NAMING_KEY_SET = frozenset(_NAMING_KEYS)
 # The JSON `_json` writes for the `traces.data` header, filled in piece by piece.
@@ -430,11 +428,8 @@ def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] 
 
 # An EncodedTrace made without the dataclass __init__ (which sets each frozen field through
 # object.__setattr__): its slots are set directly, for the many traces of the quick path.
-_new = object.__new__
-_set_trace_id, _set_trace_row, _set_span_rows, _set_notes = (
-    EncodedTrace.trace_id.__set__, EncodedTrace.trace_row.__set__,  # type: ignore[attr-defined]
-    EncodedTrace.span_rows.__set__, EncodedTrace.notes.__set__,  # type: ignore[attr-defined]
-)
+_new, _set_trace_id, _set_trace_row, _set_span_rows, _set_notes = object.__new__, *(
+    getattr(EncodedTrace, name).__set__ for name in ("trace_id", "trace_row", "span_rows", "notes"))
 
 
 def encode_trace(trace: Trace) -> EncodedTrace:
