@@ -262,8 +262,6 @@ _HIT_KEY, _QUESTION_KEY, _ANSWER_KEY = (semconv.OBS_CACHE_HIT, semconv.GEN_AI_IN
                                        semconv.GEN_AI_OUTPUT_MESSAGES)  # fmt: skip
 _contains = dict.__contains__  # `in` on a dict subclass looks `__contains__` up at every call
 _NAMING_KEY_SET = frozenset(_NAMING_KEYS)
-# The JSON `_json` writes for the `traces.data` header, filled in piece by piece.
-_HEADER_JSON = '{"id":%s,"name":%s,"start_time":%s,"end_time":%s,"duration":%s,"status":%s,"metadata":%s}'
 
 
 def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] | None:
@@ -410,12 +408,13 @@ def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] 
             ))  # fmt: skip
     if trace_service is None:
         trace_service = next((row[_SERVICE] for row in span_rows if row[_SERVICE] is not None), None)
-    header = _HEADER_JSON % (
-        "null" if trace_id is None else _text_json(trace_id), "null" if name is None else _text_json(name),
-        _float_json(start), "null" if end is None else _float_json(end),
-        "null" if duration is None else _float_json(duration),
-        "null" if status is None else _text_json(status), metadata_text,
-    )  # fmt: skip
+    header = "".join((  # the JSON `_json` writes for the header of `_rows`, piece by piece
+        '{"id":', "null" if trace_id is None else _text_json(trace_id), ',"name":',
+        "null" if name is None else _text_json(name), ',"start_time":', _float_json(start), ',"end_time":',
+        "null" if end is None else _float_json(end), ',"duration":',
+        "null" if duration is None else _float_json(duration), ',"status":',
+        "null" if status is None else _text_json(status), ',"metadata":', metadata_text, "}",
+    ))  # fmt: skip
     trace_row = (
         bound_id, name if type(name) is str and name.isascii() else column(name), start, end, duration,
         status if type(status) is str and status.isascii() else column(status), header, trace_service,

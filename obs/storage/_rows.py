@@ -180,7 +180,6 @@ def metadata_json(metadata: dict[str, Any]) -> str | None:
     return text
 
 
-_EVENT_JSON = '{"name":%s,"timestamp":%s,"attributes":%s}'  # the JSON of `SpanEvent.to_dict()`
 _text_json, _float_json = _json_encoder.encode_basestring_ascii, float.__repr__  # JSON's own
 _TEXT_FIELDS = ("id", "parent_id", "name", "kind", "status")
 
@@ -216,9 +215,10 @@ def events_json(events: tuple[Any, ...]) -> str | None:
             and type(attrs) is FrozenDict and plain_mapping(attrs)
         ):  # fmt: skip
             return None
-        attrs_text = plain_json(attrs) if attrs else "{}"
-        name_text = "null" if name is None else _text_json(name)
-        texts.append(_EVENT_JSON % (name_text, _float_json(stamp), attrs_text))
+        texts.append("".join((  # the JSON of `event.to_dict()`, piece by piece
+            '{"name":', "null" if name is None else _text_json(name), ',"timestamp":', _float_json(stamp),
+            ',"attributes":', plain_json(attrs) if attrs else "{}", "}",
+        )))  # fmt: skip
     return "[" + ",".join(texts) + "]"
 
 
