@@ -7,7 +7,7 @@ always gives a Trace back. What had to be replaced is marked under
 SQLite can bind (lone surrogates, which UTF-8 cannot hold, become U+FFFD).
 
 For traces that need nothing replaced, `obs.storage._columns` skips
-`to_dict()` and writes the JSON from the objects with the helpers here
+`to_dict()` and writes the JSON from the objects with the functions here
 (`plain_json`, `metadata_json`, `events_json`, `text_columns`), each
 checking what `storable` would check and saying None where it would change
 something.
