@@ -21,15 +21,19 @@ the development machine.
 
 from __future__ import annotations
 
+import gzip
+import http.client
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
@@ -40,7 +44,7 @@ from opentelemetry.trace import SpanKind
 
 from obs.storage.sqlite import SqliteTraceStore
 
-ROUNDS = 3
+ROUNDS = 5
 TRACES = 2560
 BATCH = 512
 GOAL = 10_000.0
@@ -109,22 +113,59 @@ def _cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _round(spans: list[ReadableSpan], trace_ids: list[str]) -> tuple[float, float | None]:
+def _sdk_sender(spans: list[ReadableSpan]) -> Callable[[str], None]:
+    """Sends `spans` to an endpoint through OpenTelemetry's OTLPSpanExporter, a batch at a time."""
+
+    def send(endpoint: str) -> None:
+        exporter = OTLPSpanExporter(endpoint=endpoint, compression=Compression.Gzip, timeout=60)
+        try:
+            for at in range(0, len(spans), BATCH):
+                if exporter.export(spans[at:at + BATCH]) is not SpanExportResult.SUCCESS:
+                    raise RuntimeError(f"{endpoint} refused a batch")
+        finally:
+            exporter.shutdown()
+
+    return send
+
+
+def _sdk_bodies(spans: list[ReadableSpan]) -> list[bytes]:
+    """The request bodies OTLPSpanExporter sends for `spans`: its own encoder's bytes, gzip-compressed."""
+    return [gzip.compress(encode_spans(spans[at:at + BATCH]).SerializePartialToString())
+            for at in range(0, len(spans), BATCH)]  # fmt: skip
+
+
+def _replay_sender(bodies: list[bytes]) -> Callable[[str], None]:
+    """Sends already encoded `bodies` on one keep-alive connection, each once the one before is answered."""
+
+    def send(endpoint: str) -> None:
+        url = httpx.URL(endpoint)
+        connection = http.client.HTTPConnection(url.host, url.port, timeout=60)
+        headers = {"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}
+        try:
+            for body in bodies:
+                connection.request("POST", url.path, body, headers)
+                response = connection.getresponse()
+                response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"{endpoint} answered {response.status} to a batch")
+        finally:
+            connection.close()
+
+    return send
+
+
+def _round(send: Callable[[str], None], spans: int, trace_ids: list[str]) -> tuple[float, float | None]:
     """One round on a new file and receiver: spans per second from the first send to the last stored,
     and per second of the receiver's CPU time over that interval."""
     with tempfile.TemporaryDirectory() as folder:
         db = Path(folder) / "bench.sqlite"
         process, port = _start_receiver(db)
         try:
-            exporter = OTLPSpanExporter(endpoint=f"http://127.0.0.1:{port}/v1/traces",
-                                        compression=Compression.Gzip, timeout=60)
             reader = SqliteTraceStore(db)
             last = trace_ids[-1]
             cpu_before = _cpu_s(process.pid)
             started = time.perf_counter()
-            for at in range(0, len(spans), BATCH):
-                if exporter.export(spans[at:at + BATCH]) is not SpanExportResult.SUCCESS:
-                    raise RuntimeError("the receiver refused a batch")
+            send(f"http://127.0.0.1:{port}/v1/traces")
             while True:
                 stored = reader.get(last)
                 if stored is not None and len(stored.spans) == 4:
@@ -134,34 +175,71 @@ def _round(spans: list[ReadableSpan], trace_ids: list[str]) -> tuple[float, floa
             cpu_after = _cpu_s(process.pid)
             stored_spans = sum(len(t.spans) for t in reader.all())
             reader.close()
-            exporter.shutdown()
-            if stored_spans != len(spans):
-                raise RuntimeError(f"{stored_spans} of {len(spans)} spans were stored")
+            if stored_spans != spans:
+                raise RuntimeError(f"{stored_spans} of {spans} spans were stored")
         finally:
             process.terminate()
             process.wait(30)
     cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
-    return len(spans) / elapsed, (len(spans) / cpu if cpu else None)
+    return spans / elapsed, (spans / cpu if cpu else None)
+
+
+def _sink_round(send: Callable[[str], None], spans: int) -> float:
+    """Spans per second `send` reaches against a receiver that stores nothing (`benchmarks.otlp_sink`)."""
+    port = _free_port()
+    process = subprocess.Popen([sys.executable, "-m", "benchmarks.otlp_sink", "--port", str(port)],
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        if process.stdout is None or process.stdout.readline().strip() != b"listening":
+            raise RuntimeError("the stand-in receiver did not start")
+        started = time.perf_counter()
+        send(f"http://127.0.0.1:{port}/v1/traces")
+        return spans / (time.perf_counter() - started)
+    finally:
+        process.kill()
+        process.wait(30)
 
 
 def main() -> None:
-    """Print the spans per second of each round, their median and the goal."""
+    """Print each round's rates (three ways of sending, interleaved), their medians and the verdicts."""
     spans, trace_ids = _spans()
-    print(f"{len(spans):,} spans ({TRACES:,} traces) sent by OpenTelemetry's OTLPSpanExporter in batches "
-          f"of {BATCH}, stored by python -m obs.receiver into SQLite:")
-    rates, per_cpu = [], []
+    sdk, replay = _sdk_sender(spans), _replay_sender(_sdk_bodies(spans))
+    count = len(spans)
+    print(f"{count:,} spans ({TRACES:,} traces) in batches of {BATCH}, one request at a time; in each round, "
+          "side by side:\n"
+          "  sdk:     OpenTelemetry's OTLPSpanExporter (protobuf, gzip) to python -m obs.receiver, stored "
+          "into SQLite (the goal's measure)\n"
+          "  alone:   the same exporter to a receiver that stores nothing: how fast the sender itself goes "
+          "here and now\n"
+          "  replay:  the exporter's own request bodies, encoded beforehand, to python -m obs.receiver: what "
+          "the receiver takes when the sender costs (almost) nothing, as from many services at once")
+    runs: dict[str, list[float]] = {"sdk": [], "alone": [], "replay": []}
+    per_cpu: dict[str, list[float]] = {"sdk": [], "replay": []}
     for i in range(ROUNDS):
-        rate, cpu_rate = _round(spans, trace_ids)
-        rates.append(rate)
-        if cpu_rate is not None:
-            per_cpu.append(cpu_rate)
-        cpu_text = "" if cpu_rate is None else f"   {cpu_rate:10,.0f} spans per CPU second of the receiver"
-        print(f"  round {i + 1}: {rate:10,.0f} spans/s{cpu_text}")
-    median = statistics.median(rates)
-    verdict = "met" if median >= GOAL else "MISSED"
-    cpu_text = f"   {statistics.median(per_cpu):10,.0f} spans per CPU second" if per_cpu else ""
-    print(f"  median   {median:10,.0f} spans/s{cpu_text}")
-    print(f"  goal >= {GOAL:,.0f} spans/s: {verdict}   (Arize Phoenix 20.26, same measure: about 60 spans/s)")
+        runs["alone"].append(_sink_round(sdk, count))
+        for name, send in (("sdk", sdk), ("replay", replay)):
+            rate, cpu_rate = _round(send, count, trace_ids)
+            runs[name].append(rate)
+            if cpu_rate is not None:
+                per_cpu[name].append(cpu_rate)
+        sdk_rate, alone_rate, replay_rate = (runs[name][-1] for name in ("sdk", "alone", "replay"))
+        print(f"  round {i + 1}:  sdk {sdk_rate:8,.0f} spans/s   alone {alone_rate:8,.0f} spans/s   "
+              f"replay {replay_rate:8,.0f} spans/s")
+    median = {name: statistics.median(rates) for name, rates in runs.items()}
+    cpu = {name: f", {statistics.median(rates):,.0f} spans per CPU second of the receiver" if rates else ""
+           for name, rates in per_cpu.items()}  # fmt: skip
+    share = statistics.median(s / a for s, a in zip(runs["sdk"], runs["alone"], strict=True))
+    print(f"  medians: sdk {median['sdk']:,.0f} spans/s{cpu['sdk']}; alone {median['alone']:,.0f} spans/s; "
+          f"replay {median['replay']:,.0f} spans/s{cpu['replay']}")
+    print(f"  sdk is {share:.0%} of alone (median of per-round ratios): the receiver's share of what the "
+          "sender could reach without it")
+    for name, what in (("sdk", "sent by OpenTelemetry's exporter"), ("replay", "the receiver's capacity")):
+        verdict = "met" if median[name] >= GOAL else "MISSED"
+        print(f"  goal >= {GOAL:,.0f} spans/s, {what}: {verdict} ({median[name]:,.0f})")
+    if median["alone"] < GOAL:
+        print(f"  (the exporter alone reaches {median['alone']:,.0f} spans/s here: no receiver can make the "
+              "first measure reach the goal on this machine now)")
+    print("  Arize Phoenix 20.26, measured like sdk: about 60 spans/s")
 
 
 if __name__ == "__main__":
