@@ -18,13 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from obs.storage._columns import bin_of, bin_value
-from obs.storage._rollup_sql import LATENCY_BOUNDS_MS, SPAN_SUMS, SUM_COLUMNS
+from obs.storage._rollup_sql import LATENCY_BOUNDS_MS, ROLLUP_TOTALS, SPAN_TOTALS
 
 __all__ = ["Agg", "Piece", "Scope", "exact_percentile", "percentile_of_bins", "plan", "rank", "sums_of"]
 
 FAR = 60 * 2**56  # a minute (on an hour) beyond any time: the end of an unbounded range
 MINUTE_MS = 60_000.0
-_ROLLUP_SUMS = ", ".join(f"SUM({c})" for c in SUM_COLUMNS)
 _HISTOGRAM = len(LATENCY_BOUNDS_MS) + 1
 
 
@@ -226,9 +225,9 @@ def sums_of(conn: sqlite3.Connection, piece: Piece, scope: Scope) -> Sequence[An
         terms, params = piece.spans_sql()
         extra, more = scope.spans_sql()
         index = "INDEXED BY spans_conversation" if scope.conversations else "INDEXED BY spans_request_start"
-        sql = f"SELECT {SPAN_SUMS} FROM spans {index} WHERE {terms}{extra}"
+        sql = f"SELECT {SPAN_TOTALS} FROM spans {index} WHERE {terms}{extra}"
         return conn.execute(sql, [*params, *more]).fetchone()  # type: ignore[no-any-return]
     key = "minute" if piece.table == "rollup" else "hour"
     extra, more = scope.rollup_sql()
-    sql = f"SELECT {_ROLLUP_SUMS} FROM {piece.table} WHERE {key} >= ? AND {key} < ?{extra}"
+    sql = f"SELECT {ROLLUP_TOTALS} FROM {piece.table} WHERE {key} >= ? AND {key} < ?{extra}"
     return conn.execute(sql, [piece.first, piece.end, *more]).fetchone()  # type: ignore[no-any-return]

@@ -10,6 +10,11 @@ Text columns are what SQLite can bind (`column`); a span field whose exact
 text differs (a lone surrogate) is kept in `exact` as JSON, so `decode_trace`
 gives back exactly what was stored.
 
+Cost: `obs.cost.usd` counts when a finite number >= 0 (`_number`); text, NaN,
+infinities and negatives are no cost (`cost`, `cost_units` NULL). `cost_units`
+(integer picodollars, what the sums add) is clamped to 2**62, so an absurd cost
+(1e300 USD: its picodollars overflow a float) is stored with its trace.
+
 Most traces need nothing replaced: those are encoded straight from their
 Span and SpanEvent objects (`_object_rows`), without the `to_dict()` copies;
 anything unusual takes the general path (`storable`, then `_rows`), which
@@ -59,6 +64,7 @@ ZERO_BIN = -(2**31)  # the bin of exact zeros, read back as 0.0
 # Cost is summed as integer picodollars, as the MetricsCollector does: exact sums, exact removals.
 COST_UNITS_PER_USD = 10**12
 _MAX_UNITS = 2**62
+_UNITS_LIMIT = float(_MAX_UNITS)  # the same number, compared with a float product without an int
 PREVIEW_CHARS = 300
 
 TRACE_COLUMNS = (
@@ -180,8 +186,8 @@ def _span_row(
         inputs = _count(attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS))
         outputs = _count(attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS))
         cost = _number(attrs.get(semconv.OBS_COST_USD))
-        if cost is not None:
-            cost_units = min(_MAX_UNITS, round(cost * COST_UNITS_PER_USD))
+        if cost is not None:  # clamped before round(), which raises for the infinity of an absurd cost
+            cost_units = round(units) if (units := cost * COST_UNITS_PER_USD) < _UNITS_LIMIT else _MAX_UNITS
         ttft = _number(attrs.get(semconv.OBS_TTFT_MS))
         latency = _number(attrs.get(semconv.OBS_LATENCY_MS))
         if latency is None:
@@ -367,10 +373,9 @@ def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] 
             span_units = None  # `_number` only for the attributes there are
             if cost is not None:
                 cost = _number(cost)
-                if cost is not None:
-                    span_units = round(cost * COST_UNITS_PER_USD)
-                    if span_units >= _MAX_UNITS:  # min(_MAX_UNITS, ...), without min's argument parsing
-                        span_units = _MAX_UNITS
+                if cost is not None:  # as in `_span_row`: clamped before round()
+                    span_units = cost * COST_UNITS_PER_USD
+                    span_units = round(span_units) if span_units < _UNITS_LIMIT else _MAX_UNITS
             if ttft is not None:
                 ttft = _number(ttft)
             if latency is not None:

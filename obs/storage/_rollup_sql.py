@@ -33,7 +33,8 @@ from obs.metrics.quantiles import LogMapping
 
 __all__ = [
     "BINS_ALL_UPSERT", "BINS_UPSERT", "HOUR_BINS", "LATENCY_BOUNDS_MS", "ROLLUP_HOUR_UPSERT", "ROLLUP_SCHEMA",
-    "ROLLUP_UPSERT", "SPAN_SUMS", "SUM_COLUMNS", "WRITER_SUMS", "request_sums",
+    "ROLLUP_TOTALS", "ROLLUP_UPSERT", "SPAN_SUMS", "SPAN_TOTALS", "SUM_COLUMNS", "WRITER_SUMS",
+    "request_sums",
 ]  # fmt: skip
 
 # The dashboard's latency histogram (obs.dashboard.LATENCY_BUCKETS): its counts are kept in the rollups.
@@ -67,6 +68,14 @@ _SUMS: list[tuple[str, str]] = [
 SUM_COLUMNS = tuple(name for name, _ in _SUMS)
 # The same sums computed over `spans` rows directly (for the parts of a range no rollup row covers).
 SPAN_SUMS = ", ".join(f"SUM({expr.format(r='spans')})" for _, expr in _SUMS)
+# The sums as queries read them, over `spans` and over rollup rows: TOTAL (a float sum) for tokens and
+# cost units, which reach 2**62 per span and for which SQLite's SUM of integers raises "integer
+# overflow" past 2**63 (TOTAL is exact up to 2**53: 9e15 tokens, 9,007 USD); SUM, exact, for the rest.
+_WIDE = frozenset({"input_tokens", "output_tokens", "cost_units"})
+SPAN_TOTALS = ", ".join(
+    f"{'TOTAL' if name in _WIDE else 'SUM'}({expr.format(r='spans')})" for name, expr in _SUMS
+)
+ROLLUP_TOTALS = ", ".join(f"{'TOTAL' if name in _WIDE else 'SUM'}({name})" for name, _ in _SUMS)
 _REAL = {"latency_sum", "ttft_sum"}
 # The `counters` row that is 1 while a writer adds the rollups itself (inside its transaction only).
 WRITER_SUMS = "writer_sums"

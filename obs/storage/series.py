@@ -24,7 +24,7 @@ from typing import Any
 
 from obs.storage._aggregate import FAR, Agg, Scope, plan, sums_of
 from obs.storage._columns import COST_UNITS_PER_USD, hour_of
-from obs.storage._rollup_sql import SUM_COLUMNS
+from obs.storage._rollup_sql import ROLLUP_TOTALS
 from obs.storage.results import SeriesBucket
 
 __all__ = ["series_buckets"]
@@ -33,7 +33,6 @@ _HOUR_MS = 3_600_000.0
 _SPAN_FIELDS = (
     "start_time, minute, hour, error, input_tokens, output_tokens, cost_units, latency_ms, cache_hit, ttft_ms"
 )
-_ROLLUP_SUMS = ", ".join(f"SUM({c})" for c in SUM_COLUMNS)
 
 
 class _Buckets(dict[int, Agg]):
@@ -73,7 +72,7 @@ def _whole_hours(conn: sqlite3.Connection, buckets: _Buckets, first: int, end: i
     extra, more = scope.rollup_sql()
     where = f"hour >= ? AND hour < ?{extra}"
     for hour, *sums in conn.execute(
-        f"SELECT hour, {_ROLLUP_SUMS} FROM rollup_hour WHERE {where} GROUP BY hour", [first, end, *more]
+        f"SELECT hour, {ROLLUP_TOTALS} FROM rollup_hour WHERE {where} GROUP BY hour", [first, end, *more]
     ):
         buckets.at(hour * 60_000).add_sums(sums)
         buckets.from_bins.add(hour * 60_000)
@@ -104,7 +103,7 @@ def _rollup_sums(
         table, column = ("rollup_hour", "hour") if piece.table == "rollup_hour" and bucket_s == 3600 else (
             "rollup", "minute")  # fmt: skip
         rows = conn.execute(
-            f"SELECT {column}, {_ROLLUP_SUMS} FROM {table} WHERE {column} >= ? AND {column} < ?{extra} "
+            f"SELECT {column}, {ROLLUP_TOTALS} FROM {table} WHERE {column} >= ? AND {column} < ?{extra} "
             f"GROUP BY {column}", [piece.first, piece.end, *more],
         )  # fmt: skip
         for key, *sums in rows:
