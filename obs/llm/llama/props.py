@@ -8,6 +8,7 @@ for display and enrichment, never for the request path.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import ssl
@@ -36,6 +37,7 @@ _LLAMA_PREFIX = "llamacpp:"
 _SAMPLE_RE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)(?:\s+\S+)?\s*$")
 
 
+@functools.lru_cache(maxsize=64)  # asked for on every recorded call, about the same few names
 def model_display_name(name: str | None) -> str | None:
     """A short model name: a path becomes its file name without `.gguf`; None stays None."""
     if not name:
