@@ -44,6 +44,7 @@ from obs.export._values import (
     derived_root,
     ns_to_ms,
 )
+from obs.trace._build import EventDraft, SpanDraft, TraceDraft
 from obs.trace.spans import FrozenDict, Span, SpanEvent
 from obs.trace.traces import Trace
 
@@ -52,34 +53,6 @@ __all__ = ["from_otlp", "parse_otlp"]
 _KINDS = {0: "internal", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 _ERROR = 2
 _STATUSES = ("success", "error", "running")
-
-
-def _draft_class(cls: type, fields: tuple[str, ...]) -> type:
-    """A plain class with the slots of frozen, slotted dataclass `cls`, whose fields are `fields`.
-
-    A value is filled in on a draft with plain attribute stores and then becomes a `cls` by
-    `__class__` assignment, which CPython allows between classes with the same slots. The frozen
-    dataclass's constructor sets every field through `object.__setattr__` instead: a Span built
-    that way took five times the instructions (21,000 against 4,000, its attribute mapping
-    included). Checked here once, so a change to `cls` that breaks this fails at import rather
-    than in a request.
-    """
-    if tuple(cls.__dataclass_fields__) != fields or sorted(cls.__slots__) != sorted(fields):  # type: ignore[attr-defined]
-        raise RuntimeError(f"{cls.__name__} no longer has exactly the fields {fields} that "
-                           "obs.export.otlp_decode fills in: update it to set every field")
-    draft = type(f"_{cls.__name__}Draft", (), {"__slots__": cls.__slots__, "__module__": __name__})
-    probe = draft()
-    for name in fields:
-        setattr(probe, name, None)
-    probe.__class__ = cls  # TypeError here, at import, if the layouts differ
-    return draft
-
-
-_SpanDraft = _draft_class(Span, ("id", "trace_id", "parent_id", "name", "start_time", "end_time", "duration",
-                                 "status", "attributes", "events", "kind", "start_mono"))
-_EventDraft = _draft_class(SpanEvent, ("name", "timestamp", "attributes"))
-_TraceDraft = _draft_class(Trace, ("id", "name", "start_time", "end_time", "duration", "status", "metadata",
-                                   "spans", "start_mono"))
 
 
 def parse_otlp(data: ExportTraceServiceRequest | bytes | bytearray | memoryview | str | Mapping[str, Any]
@@ -274,7 +247,7 @@ def _span(pb: Any, hex_of_trace: dict[bytes, str]) -> tuple[Span, dict[str, Any]
             attributes[semconv.ERROR_MESSAGE] = pb_status.message
     start, end = start_ns / 1_000_000, end_ns / 1_000_000  # ns_to_ms, without a call per time
     pb_events = pb.events
-    span: Any = _SpanDraft()  # becomes a Span below (see _draft_class)
+    span: Any = SpanDraft()  # becomes a Span below (see obs.trace._build)
     span.id = span_id.hex()
     span.trace_id = trace_text
     span.parent_id = parent.hex() if parent else None
@@ -292,7 +265,7 @@ def _span(pb: Any, hex_of_trace: dict[bytes, str]) -> tuple[Span, dict[str, Any]
 
 
 def _event(pb: Any) -> SpanEvent:
-    event: Any = _EventDraft()
+    event: Any = EventDraft()
     event.name = pb.name
     event.timestamp = pb.time_unix_nano / 1_000_000  # ns_to_ms
     event.attributes = FrozenDict(_attributes(pb.attributes)[0])
@@ -331,7 +304,7 @@ def _trace(trace_id: str, spans: list[Span], extras: dict[str, Any] | None, reso
     end: float | None = None
     if status != "running":
         end = ns_to_ms(end_ns) if isinstance(end_ns, int) else max(start, latest)  # type: ignore[type-var]
-    trace: Any = _TraceDraft()
+    trace: Any = TraceDraft()
     trace.id = trace_id
     trace.name = name
     trace.start_time = start
