@@ -1,10 +1,12 @@
-"""Helpers for the proxy tests: a proxy recording into a real SQLite file, and reading it back."""
+"""Helpers for the proxy tests: a proxy recording into a real SQLite file and reading it back, the
+request bodies, raw sockets to a server on loopback, and an upstream whose stream never ends."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -13,12 +15,57 @@ from obs.proxy import ProxyHandle, start_proxy
 from obs.storage.sqlite import SqliteTraceStore
 from obs.trace.spans import Span
 from obs.trace.traces import Trace
-from tests.llm.servers import Behaviour, LoopbackServer, _Server
+from tests.llm.servers import MODEL, Behaviour, Handler, LoopbackServer, _Server, good, stream_lines
 
 API_KEY = "sk-proxy-test-4f1c9a7e2b6d8035"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
+# The request bodies of the relay tests, as JSON: a chat answered whole, and the same chat streamed.
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 16}
+STREAM = {**CHAT, "stream": True}
+
+
+def event_stream(lines: Sequence[str]) -> bytes:
+    """The bytes an upstream streams for the server-sent event `lines` (each followed by a blank line)."""
+    return "".join(line + "\n\n" for line in lines).encode()
+
+
+def connect(base: str) -> socket.socket:
+    """A TCP connection to the server at `base` ("http://host:port"): 10 s timeout, Nagle off."""
+    host, port = base.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Every byte `sock` receives until the other side closes the connection."""
+    received = b""
+    while chunk := sock.recv(65536):
+        received += chunk
+    return received
+
+
+def endless_stream(stopped: threading.Event) -> Behaviour:
+    """An upstream whose chat stream never ends (a role chunk, then deltas every 20 ms) until its caller
+    closes the connection, which sets `stopped`; other paths (/props) are answered as `good` does."""
+
+    def endless(handler: Handler) -> None:
+        if handler.path == "/props":
+            good(handler)
+            return
+        handler.start_stream()
+        handler.send_event(stream_lines()[0])
+        while not handler.server.state.release.is_set():
+            try:
+                handler.send_event(stream_lines()[1])
+            except OSError:  # the proxy closed the connection: generation would stop here
+                stopped.set()
+                return
+            handler.server.state.release.wait(0.02)
+
+    return endless
 
 
 def wait_until(condition: Callable[[], object], timeout_s: float = 20.0) -> bool:

@@ -25,11 +25,8 @@ import uvicorn
 from obs import semconv
 from obs.proxy.app import ProxyApp
 from obs.proxy.server import bind_socket, open_recording
-from tests.llm.servers import DELTAS, MODEL, Handler, good, huge_answer, serve, stream_cut, stream_lines
-from tests.proxy.support import stored_traces, wait_until
-
-CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 16}
-STREAM = {**CHAT, "stream": True}
+from tests.llm.servers import DELTAS, good, huge_answer, serve, stream_cut, stream_lines
+from tests.proxy.support import CHAT, STREAM, endless_stream, event_stream, stored_traces, wait_until
 
 
 @contextmanager
@@ -49,11 +46,6 @@ def asgi_proxy(upstream: str, db: Path) -> Iterator[tuple[str, ProxyApp]]:
         server.should_exit = True
         thread.join(10)
         close(10.0)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "obs.db"
 
 
 @pytest.mark.parametrize("body", [CHAT, STREAM], ids=["whole", "streamed"])
@@ -81,29 +73,14 @@ def test_a_stream_cut_upstream_is_cut_for_the_caller_too_and_recorded(db: Path) 
                 received += chunk
         span = stored_traces(db, None, 1)[0].spans[0]
         assert app.stats.broken == 1
-    assert received == "".join(line + "\n\n" for line in stream_lines()[:3]).encode()
+    assert received == event_stream(stream_lines()[:3])
     assert span.attributes[semconv.ERROR_TYPE] == "StreamInterrupted"
     assert span.attributes[semconv.OBS_PARTIAL_OUTPUT] == "".join(DELTAS[:2])
 
 
 def test_a_caller_leaving_mid_stream_stops_the_upstream_request(db: Path) -> None:
     stopped = threading.Event()
-
-    def endless(handler: Handler) -> None:
-        if handler.path == "/props":
-            good(handler)
-            return
-        handler.start_stream()
-        handler.send_event(stream_lines()[0])
-        while not handler.server.state.release.is_set():
-            try:
-                handler.send_event(stream_lines()[1])
-            except OSError:  # the proxy closed the connection: generation would stop here
-                stopped.set()
-                return
-            handler.server.state.release.wait(0.02)
-
-    with serve(endless) as server, asgi_proxy(server.url, db) as (url, app):
+    with serve(endless_stream(stopped)) as server, asgi_proxy(server.url, db) as (url, app):
         with httpx.Client() as client, client.stream(
             "POST", url + "/v1/chat/completions", json=STREAM
         ) as response:

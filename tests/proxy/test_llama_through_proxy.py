@@ -30,11 +30,6 @@ FIXED = {"seed": 42, "temperature": 0.0, "max_tokens": 12}
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "obs.db"
-
-
-@pytest.fixture
 def proxy(embedded_server: EmbeddedServer, db: Path) -> Iterator[ProxyHandle]:
     with recording_proxy(embedded_server.url, db, capture_content=True) as handle:
         yield handle

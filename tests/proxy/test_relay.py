@@ -37,35 +37,26 @@ from tests.llm.servers import (
     refused_url,
     serve,
     stream_cut,
-    stream_lines,
 )
 from tests.proxy.support import (
     API_KEY,
+    CHAT,
     PARENT_ID,
+    STREAM,
     TRACE_ID,
     TRACEPARENT,
+    connect,
+    endless_stream,
     only_span,
+    read_until_closed,
     recording_proxy,
     serve_many,
     stored_traces,
     wait_until,
 )
 
-CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}], "max_tokens": 16}
-STREAM = {**CHAT, "stream": True}
 # Headers that describe one connection (and the date, which moves): the only ones allowed to differ.
 _PER_CONNECTION = {"connection", "keep-alive", "transfer-encoding", "date", "traceparent"}
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "obs.db"
-
-
-@pytest.fixture
-def upstream() -> Iterator[LoopbackServer]:
-    with serve(good) as server:
-        yield server
 
 
 @pytest.fixture
@@ -106,12 +97,9 @@ def _raw_post(base: str, target: str, body: bytes, headers: dict[str, str]) -> b
     host, port = base.removeprefix("http://").split(":")
     head = [f"POST {target} HTTP/1.1", f"Host: {host}:{port}", f"Content-Length: {len(body)}",
             "Connection: close", *(f"{name}: {value}" for name, value in headers.items())]
-    received = b""
-    with socket.create_connection((host, int(port)), timeout=10) as sock:
+    with connect(base) as sock:
         sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
-        while chunk := sock.recv(65536):
-            received += chunk
-    return received
+        return read_until_closed(sock)
 
 
 def test_the_request_reaches_the_upstream_unchanged(upstream: LoopbackServer, proxy: ProxyHandle) -> None:
@@ -264,19 +252,7 @@ def test_a_hanging_upstream_is_abandoned_with_the_caller_and_recorded(db: Path) 
 
 def test_a_caller_leaving_mid_stream_stops_the_upstream_request(db: Path) -> None:
     stopped = threading.Event()
-
-    def endless(handler: Handler) -> None:
-        handler.start_stream()
-        handler.send_event(stream_lines()[0])
-        while not handler.server.state.release.is_set():
-            try:
-                handler.send_event(stream_lines()[1])
-            except OSError:  # the proxy closed the connection: generation would stop here
-                stopped.set()
-                return
-            handler.server.state.release.wait(0.02)
-
-    with serve(endless) as server, recording_proxy(server.url, db) as proxy:
+    with serve(endless_stream(stopped)) as server, recording_proxy(server.url, db) as proxy:
         with httpx.Client() as client, client.stream(
             "POST", proxy.url + "/v1/chat/completions", content=json.dumps(STREAM).encode()
         ) as response:

@@ -41,7 +41,15 @@ from tests.llm.servers import (
     serve,
     stream_lines,
 )
-from tests.proxy.support import only_span, recording_proxy, stored_traces, wait_until
+from tests.proxy.support import (
+    connect,
+    event_stream,
+    only_span,
+    read_until_closed,
+    recording_proxy,
+    stored_traces,
+    wait_until,
+)
 
 CHAT = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}]}).encode()
 STREAM = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}],
@@ -49,27 +57,9 @@ STREAM = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "S
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "obs.db"
-
-
-@pytest.fixture
-def upstream() -> Iterator[LoopbackServer]:
-    with serve(good) as server:
-        yield server
-
-
-@pytest.fixture
 def proxy(upstream: LoopbackServer, db: Path) -> Iterator[ProxyHandle]:
     with recording_proxy(upstream.url, db) as handle:
         yield handle
-
-
-def _connect(base: str) -> socket.socket:
-    host, port = base.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)), timeout=10)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock
 
 
 class _Answers:
@@ -118,7 +108,7 @@ def _post_head(target: str, *extra: str) -> bytes:
 def test_a_chunked_request_body_after_100_continue_reaches_the_upstream_whole(
     upstream: LoopbackServer, proxy: ProxyHandle
 ) -> None:
-    with _connect(proxy.url) as sock:
+    with connect(proxy.url) as sock:
         sock.sendall(_post_head("/v1/chat/completions", "Transfer-Encoding: chunked", "Expect: 100-continue"))
         assert sock.recv(65536) == b"HTTP/1.1 100 Continue\r\n\r\n"  # sent before any body byte
         for start in range(0, len(CHAT), 7):  # chunks of 7 bytes, each with an extension, then a trailer
@@ -139,7 +129,7 @@ def test_pipelined_requests_are_answered_in_order_on_one_connection(
     requests = (b"GET /health HTTP/1.1\r\nHost: proxy\r\n\r\n"
                 + _post_head("/v1/chat/completions", f"Content-Length: {len(STREAM)}") + STREAM
                 + b"GET /props HTTP/1.1\r\nHost: proxy\r\n\r\n")  # fmt: skip
-    with _connect(proxy.url) as sock:
+    with connect(proxy.url) as sock:
         sock.sendall(requests)  # all three at once: each waits for the answer before it
         answers = _Answers(sock, b"GET")
         health = answers.next()
@@ -149,27 +139,25 @@ def test_pipelined_requests_are_answered_in_order_on_one_connection(
         props = answers.next()
     assert json.loads(health[2]) == {"status": "ok"}
     assert streamed[1][b"transfer-encoding"] == b"chunked"
-    assert streamed[2] == "".join(line + "\n\n" for line in stream_lines()).encode()
+    assert streamed[2] == event_stream(stream_lines())
     assert json.loads(props[2])["model_alias"] == MODEL
     assert [r.path for r in upstream.requests if r.path != "/props"] == ["/health", "/v1/chat/completions"]
     assert only_span(db, proxy).attributes[semconv.GEN_AI_REQUEST_STREAM] is True
 
 
 def test_an_http_1_0_caller_gets_the_stream_until_the_connection_closes(proxy: ProxyHandle) -> None:
-    with _connect(proxy.url) as sock:
+    with connect(proxy.url) as sock:
         head = b"POST /v1/chat/completions HTTP/1.0\r\nContent-Length: %d\r\n\r\n" % len(STREAM)
         sock.sendall(head + STREAM)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
+        received = read_until_closed(sock)
     head, _, body = received.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ") and b"connection: close" in head.lower()
     assert b"transfer-encoding" not in head.lower()
-    assert body == "".join(line + "\n\n" for line in stream_lines()).encode()
+    assert body == event_stream(stream_lines())
 
 
 def test_an_absolute_target_is_forwarded_as_its_path(upstream: LoopbackServer, proxy: ProxyHandle) -> None:
-    with _connect(proxy.url) as sock:
+    with connect(proxy.url) as sock:
         sock.sendall(b"GET http://somewhere:9/health HTTP/1.1\r\nHost: somewhere\r\n\r\n")
         status, _, body = _Answers(sock, b"GET").next()
     assert (status, json.loads(body)) == (200, {"status": "ok"})
@@ -191,7 +179,7 @@ def test_a_malformed_request_gets_a_json_error_and_the_connection_closes(
     upstream: LoopbackServer, proxy: ProxyHandle, request_bytes: bytes, status: int, said: str
 ) -> None:
     before = len(upstream.requests)
-    with _connect(proxy.url) as sock:
+    with connect(proxy.url) as sock:
         sock.sendall(request_bytes)
         answers = _Answers(sock, b"GET")
         got_status, headers, body = answers.next()
@@ -209,7 +197,7 @@ def test_an_idle_kept_alive_connection_is_closed_after_its_idle_time(upstream: L
     thread.start()
     try:
         assert wait_until(lambda: server.started)
-        with _connect(f"http://{host}:{port}") as sock:
+        with connect(f"http://{host}:{port}") as sock:
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: proxy\r\n\r\n")
             answers = _Answers(sock, b"GET")
             assert answers.next()[0] == 200
@@ -297,10 +285,10 @@ def test_bytes_an_upstream_sends_past_its_answer_never_reach_the_caller(db: Path
             handler.wfile.flush()
             handler.close_connection = True
 
-    expected = "".join(line + "\n\n" for line in stream_lines()).encode()
+    expected = event_stream(stream_lines())
     with serve(junk_after_the_end) as server, recording_proxy(server.url, db) as proxy:
         for _ in range(3):
-            with _connect(proxy.url) as sock:
+            with connect(proxy.url) as sock:
                 sock.sendall(_post_head("/v1/chat/completions", f"Content-Length: {len(STREAM)}") + STREAM)
                 status, _, body = _Answers(sock).next()
                 sock.settimeout(0.5)
