@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from obs.proxy import ProxyHandle, start_proxy
 from obs.storage.sqlite import SqliteTraceStore
 from obs.trace.spans import Span
@@ -66,6 +68,18 @@ def endless_stream(stopped: threading.Event) -> Behaviour:
             handler.server.state.release.wait(0.02)
 
     return endless
+
+
+def stream_then_leave(url: str, content: bytes, events: int) -> bytes:
+    """POST `content` to `url`, read the streamed answer until `events` server-sent events came, then close
+    the connection, as a caller that leaves midway does; the bytes received."""
+    with httpx.Client() as client, client.stream("POST", url, content=content) as response:
+        received = b""
+        for chunk in response.iter_raw():
+            received += chunk
+            if received.count(b"data:") >= events:
+                break
+    return received
 
 
 def wait_until(condition: Callable[[], object], timeout_s: float = 20.0) -> bool:

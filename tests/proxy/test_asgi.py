@@ -26,7 +26,15 @@ from obs import semconv
 from obs.proxy.app import ProxyApp
 from obs.proxy.server import bind_socket, open_recording
 from tests.llm.servers import DELTAS, good, huge_answer, serve, stream_cut, stream_lines
-from tests.proxy.support import CHAT, STREAM, endless_stream, event_stream, stored_traces, wait_until
+from tests.proxy.support import (
+    CHAT,
+    STREAM,
+    endless_stream,
+    event_stream,
+    stored_traces,
+    stream_then_leave,
+    wait_until,
+)
 
 
 @contextmanager
@@ -81,14 +89,7 @@ def test_a_stream_cut_upstream_is_cut_for_the_caller_too_and_recorded(db: Path) 
 def test_a_caller_leaving_mid_stream_stops_the_upstream_request(db: Path) -> None:
     stopped = threading.Event()
     with serve(endless_stream(stopped)) as server, asgi_proxy(server.url, db) as (url, app):
-        with httpx.Client() as client, client.stream(
-            "POST", url + "/v1/chat/completions", json=STREAM
-        ) as response:
-            received = b""
-            for chunk in response.iter_raw():
-                received += chunk
-                if received.count(b"data:") >= 4:
-                    break
+        stream_then_leave(url + "/v1/chat/completions", json.dumps(STREAM).encode(), 4)
         assert wait_until(stopped.is_set), "the upstream went on streaming to nobody"
         span = stored_traces(db, None, 1)[0].spans[0]
         assert app.stats.client_gone == 1

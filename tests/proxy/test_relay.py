@@ -52,6 +52,7 @@ from tests.proxy.support import (
     recording_proxy,
     serve_many,
     stored_traces,
+    stream_then_leave,
     wait_until,
 )
 
@@ -253,14 +254,7 @@ def test_a_hanging_upstream_is_abandoned_with_the_caller_and_recorded(db: Path) 
 def test_a_caller_leaving_mid_stream_stops_the_upstream_request(db: Path) -> None:
     stopped = threading.Event()
     with serve(endless_stream(stopped)) as server, recording_proxy(server.url, db) as proxy:
-        with httpx.Client() as client, client.stream(
-            "POST", proxy.url + "/v1/chat/completions", content=json.dumps(STREAM).encode()
-        ) as response:
-            received = b""
-            for chunk in response.iter_raw():
-                received += chunk
-                if received.count(b"data:") >= 4:
-                    break
+        stream_then_leave(proxy.url + "/v1/chat/completions", json.dumps(STREAM).encode(), 4)
         assert wait_until(stopped.is_set), "the upstream went on streaming to nobody"
         span = only_span(db, proxy)
     assert span.status == "success" and span.attributes[semconv.OBS_STREAM_CLOSED_EARLY] is True

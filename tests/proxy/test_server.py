@@ -48,6 +48,7 @@ from tests.proxy.support import (
     read_until_closed,
     recording_proxy,
     stored_traces,
+    stream_then_leave,
     wait_until,
 )
 
@@ -246,14 +247,7 @@ def test_a_caller_leaving_while_the_upstream_is_silent_stops_the_upstream_reques
                 continue
 
     with serve(silent_until_left) as server, recording_proxy(server.url, db) as proxy:
-        with httpx.Client() as client, client.stream(
-            "POST", proxy.url + "/v1/chat/completions", content=STREAM
-        ) as response:
-            received = b""
-            for chunk in response.iter_raw():
-                received += chunk
-                if received.count(b"data:") >= 2:
-                    break
+        stream_then_leave(proxy.url + "/v1/chat/completions", STREAM, 2)
         assert wait_until(stopped.is_set), "the upstream request was left open"
         span = only_span(db, proxy)
         assert proxy.stats.client_gone == 1
