@@ -241,8 +241,10 @@ def median_interval(values: list[float], confidence: float = CONFIDENCE) -> tupl
     ordered = sorted(values)
     n = len(ordered)
     k = 0  # the interval [ordered[k], ordered[n - 1 - k]]; k = 0 is the whole range
-    for candidate in range(1, n // 2 + 1):
-        inside = sum(math.comb(n, i) for i in range(candidate, n - candidate + 1)) / 2**n
+    for candidate in range(1, n // 2):
+        # The median lies between the (candidate+1)-th and the (n-candidate)-th smallest values when
+        # more than `candidate` of the n values fall on each side of it: Binomial(n, 1/2) odds.
+        inside = sum(math.comb(n, i) for i in range(candidate + 1, n - candidate)) / 2**n
         if inside < confidence:
             break
         k = candidate

@@ -1,0 +1,42 @@
+"""The proxy benchmark's verdicts rest on `median_interval`: it must hold the median as often as it says."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+
+from benchmarks.bench_proxy import median_interval
+
+
+def _coverage(n: int, low_rank: int, high_rank: int) -> float:
+    """Odds that the median of a continuous distribution lies between the low_rank-th and high_rank-th
+    smallest of n draws (ranks from 1): at least low_rank draws below it and at least n-high_rank+1 above."""
+    return sum(math.comb(n, below) for below in range(low_rank, high_rank)) / 2**n
+
+
+def test_thirty_values_give_the_tenth_and_twenty_first() -> None:
+    # The textbook 95% interval for the median of 30 values: ranks 10 and 21 (95.7%).
+    assert median_interval([float(v) for v in range(1, 31)]) == (10.0, 21.0)
+
+
+@pytest.mark.parametrize("n", [6, 7, 10, 11, 30, 31, 47, 61, 100, 115])
+def test_the_interval_is_the_narrowest_that_holds_the_median_95_percent_of_the_time(n: int) -> None:
+    low, high = median_interval([float(v) for v in range(1, n + 1)])
+    low_rank, high_rank = int(low), int(high)
+    assert low_rank - 1 == n - high_rank  # symmetric
+    if low_rank == 1:  # the whole range: nothing narrower reaches 95%
+        assert _coverage(n, 2, n - 1) < 0.95
+        return
+    assert _coverage(n, low_rank, high_rank) >= 0.95
+    assert _coverage(n, low_rank + 1, high_rank - 1) < 0.95
+
+
+def test_drawn_samples_have_their_median_inside_about_95_percent_of_the_time() -> None:
+    draw = random.Random(7)
+    trials, inside = 4000, 0
+    for _ in range(trials):
+        low, high = median_interval([draw.random() for _ in range(30)])
+        inside += low <= 0.5 <= high  # the uniform distribution's median
+    assert 0.94 <= inside / trials <= 0.975
