@@ -97,17 +97,40 @@ def _comparable(value: Any) -> Any:
     return (type(value).__name__, value)
 
 
+@pytest.fixture(autouse=True)
+def _no_remembered_kinds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with the decoder remembering no key's kind (and leaves the module's memory alone).
+
+    The memory is module-wide and capped: tests sharing it would fill it, and
+    later tests would no longer read keys through their remembered kind.
+    """
+    monkeypatch.setattr(otlp_decode, "_KIND_BY_KEY", {})
+
+
 def _decoded_spans(sdk: list[ReadableSpan]) -> list[Span]:
     return [span for trace in from_otlp(encode_spans(sdk)) for span in trace.spans]
+
+
+def _plain_keys(sdk: list[ReadableSpan]) -> set[str]:
+    """The keys the SDK sent at least once with a single value (not a sequence): resource, spans, events."""
+    keys = {key for key, value in sdk[0].resource.attributes.items() if not isinstance(value, tuple)}
+    for s in sdk:
+        for attributes in (s.attributes, *(e.attributes for e in s.events)):
+            keys.update(key for key, value in attributes.items() if not isinstance(value, tuple))
+    return keys
 
 
 def _assert_as_recorded(sdk: list[ReadableSpan]) -> None:
     """Decoding the SDK's spans (twice: the second time with every key's kind remembered) gives them back."""
     expected = [_comparable(_reference_span(s)) for s in sdk]
-    for _ in range(2):
+    assert otlp_decode._KIND_BY_KEY == {}
+    for round_ in range(2):
         decoded = _decoded_spans(sdk)
         by_id = {span.id: _comparable(span) for span in decoded}
         assert [by_id[format(s.context.span_id, "016x")] for s in sdk] == expected
+        if round_ == 0:
+            # So the second round reads every such key through its remembered kind first.
+            assert _plain_keys(sdk) <= set(otlp_decode._KIND_BY_KEY)
 
 
 EVERY_KIND = {
@@ -247,13 +270,17 @@ def test_trace_keys_on_a_child_span_are_taken_and_look_alikes_are_left() -> None
             pass
 
     sdk = _sdk_spans(record)
-    for _ in range(2):  # the second time, every key has been seen before
+    for round_ in range(2):  # the second time, every key but the obs.trace.* ones has been seen before
         [trace] = from_otlp(encode_spans(sdk))
         child, root = trace.spans
         assert dict(child.attributes) == {"own": 1}
         assert dict(root.attributes) == look_alikes
         assert trace.name == "renamed"
         assert trace.metadata == {**RESOURCE, "user": "ann"}
+        if round_ == 0:
+            remembered = set(otlp_decode._KIND_BY_KEY)
+            assert {*look_alikes, "own"} <= remembered
+            assert not [key for key in remembered if key.startswith("obs.trace.")]
 
 
 def test_statuses_and_error_messages_are_what_the_sdk_recorded() -> None:
@@ -307,18 +334,24 @@ def test_decoded_values_are_the_dataclasses_themselves() -> None:
         with tracer.start_as_current_span("root", attributes={"k": "v"}) as root:
             root.add_event("tick", {"n": 1})
 
-    sdk = _sdk_spans(record)
-    [trace] = from_otlp(encode_spans(sdk))
+    [sdk] = _sdk_spans(record)
+    [trace] = from_otlp(encode_spans([sdk]))
     [span] = trace.spans
     [event] = span.events
     assert (type(trace), type(span), type(event)) == (Trace, Span, SpanEvent)
     assert type(span.attributes) is FrozenDict and type(event.attributes) is FrozenDict
     assert type(trace.metadata) is FrozenDict and type(trace.spans) is tuple and type(span.events) is tuple
     assert (span.start_mono, trace.start_mono) == (0.0, 0.0)
-    # Equal to the values the constructors build from the same fields, field for field.
-    assert span == Span(**{f.name: getattr(span, f.name) for f in dataclasses.fields(Span)})
-    assert trace == Trace(**{f.name: getattr(trace, f.name) for f in dataclasses.fields(Trace)})
-    assert event == SpanEvent(event.name, event.timestamp, dict(event.attributes))
+    # Equal (the dataclasses' own `==`, which also compares the classes) to what the constructors
+    # build from what the SDK recorded.
+    reference = _reference_span(sdk)
+    assert span == reference
+    assert event == SpanEvent("tick", sdk.events[0].timestamp / 1_000_000, {"n": 1})
+    assert trace == Trace(
+        id=format(sdk.context.trace_id, "032x"), name="root", start_time=reference.start_time,
+        end_time=reference.end_time, duration=reference.end_time - reference.start_time,  # type: ignore[operator]
+        status="success", metadata=RESOURCE, spans=(reference,),
+    )
     assert pickle.loads(pickle.dumps(trace)) == trace and copy.deepcopy(trace) == trace
     assert dataclasses.replace(span, name="renamed").name == "renamed"
     assert set_span_attributes(span, {"extra": 1}).attributes == {"k": "v", "extra": 1}
@@ -329,10 +362,14 @@ def test_decoded_values_are_the_dataclasses_themselves() -> None:
 
 
 def test_many_distinct_keys_do_not_grow_the_remembered_kinds_past_their_bound() -> None:
-    attributes = [KeyValue(key=f"key {i}", value=_any(i)) for i in range(otlp_decode._KINDS_KEPT + 100)]
-    [trace] = from_otlp(_message(attributes))
-    assert dict(trace.spans[0].attributes) == {f"key {i}": i for i in range(otlp_decode._KINDS_KEPT + 100)}
-    assert len(otlp_decode._KIND_BY_KEY) <= otlp_decode._KINDS_KEPT
+    kept = otlp_decode._KINDS_KEPT
+    attributes = [KeyValue(key=f"key {i}", value=_any(i)) for i in range(kept + 100)]
+    for _ in range(2):  # the second time, the first keys are read through their remembered kind, the rest not
+        [trace] = from_otlp(_message(attributes))
+        assert dict(trace.spans[0].attributes) == {f"key {i}": i for i in range(kept + 100)}
+        # Filled from empty up to its bound, with the keys it met first, and no further.
+        remembered = otlp_decode._KIND_BY_KEY
+        assert remembered == {f"key {i}": "int_value" for i in range(kept)}
 
 
 GOOD = {"trace_id": bytes(range(1, 17)), "span_id": bytes(range(1, 9)), "parent_span_id": b"",
