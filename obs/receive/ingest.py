@@ -3,10 +3,11 @@
 `Ingest.offer(traces, spans)` is what a request handler calls once a body has
 been checked: it queues the traces and returns at once, so a client never
 waits for storage. `traces` may also be `Deferred`: traces not built yet (a
-checked request body), built once, in order, by the worker thread, or by
-`materialize()` (which builds every one queued so far: call it before reading
-what building them records). So a client does not wait for that either. It
-answers with an `Admission`:
+checked request body), built once each, in the order queued: by the builder
+thread as soon as it is queued, or by whichever gets to it first of the
+worker thread (before it exports it) and `materialize()` (which builds every
+one queued so far: call it before reading what building them records). So a
+client does not wait for that either. It answers with an `Admission`:
 
 - ACCEPTED: queued (the handler answers 200);
 - FULL: `max_queue_spans` spans already wait (the exporter is behind):
@@ -118,7 +119,7 @@ class Ingest:
         retry_after_s: float = 5.0,
         max_attempts: int = 3,
     ) -> None:
-        """Start the worker thread; ValueError names any argument out of range.
+        """Start the worker and builder threads; ValueError names any argument out of range.
 
         `exporter` has `export(traces) -> ExportResult` (a TraceExporter);
         sizes and `max_attempts` are ints >= 1; times are seconds > 0.
@@ -142,6 +143,7 @@ class Ingest:
         self._cond = threading.Condition(threading.Lock())
         self._building = threading.Lock()  # taken before _cond, never after
         self._pending = 0
+        self._unbuilt = 0  # queued entries whose traces are not built yet (always the newest ones)
         self._busy_since: float | None = None  # monotonic start of the export running now
         self._failing_until = 0.0
         self._accepted_requests = self._accepted_spans = self._refused = 0
@@ -172,40 +174,64 @@ class Ingest:
             if entry.count:
                 self._queue.append(entry)
                 self._pending += spans
+                if entry.traces is None:
+                    self._unbuilt += 1
                 self._cond.notify_all()
             return Admission.ACCEPTED
 
     def materialize(self) -> int:
-        """Build every `Deferred` queued so far, oldest first, each once; return how many were built.
+        """Build every `Deferred` queued so far, oldest first, each once; return how many this call built.
 
-        The worker does it too; call this before reading what building them
-        records (the receiver's `/metrics`). Waits while the worker builds.
+        The builder thread builds each one as it is queued, and the worker
+        any left when it takes them; call this before reading what building
+        them records (the receiver's `/metrics`). Waits while another thread
+        builds.
         """
         with self._building:
             with self._cond:
-                waiting = [entry for entry in self._queue if entry.traces is None]
+                waiting = self._unbuilt_entries()
             for entry in waiting:
                 self._build(entry)
         return len(waiting)
+
+    def _unbuilt_entries(self) -> list[_Entry]:
+        """The queued entries not built yet, oldest first (the caller holds `_cond`).
+
+        Built oldest first, they are the newest ones: the scan from the newest
+        end stops once it has found `_unbuilt`, so a long built backlog is not read.
+        """
+        found: list[_Entry] = []
+        if self._unbuilt:
+            for entry in reversed(self._queue):
+                if entry.traces is None:
+                    found.append(entry)
+                    if len(found) == self._unbuilt:
+                        break
+            found.reverse()
+        return found
 
     def _build(self, entry: _Entry) -> None:
         """Build one entry's traces (the caller holds `_building`); a failure drops its spans, counted."""
         source = entry.source
         if source is None:  # built already
             return
+        failed: Exception | None = None
         try:
             traces = list(source.build())
         except Exception as exc:
             _log.warning("obs: receiver dropped %d span(s) it had accepted: building them failed: %s: %s",
                          entry.spans, type(exc).__name__, exc)  # fmt: skip
             traces = []
-            with self._cond:
+            failed = exc
+        with self._cond:
+            if failed is not None:
                 self._dropped += entry.spans
-                self._last_error = f"building received traces failed: {type(exc).__name__}: {exc}"
-            entry.kept = 0
-        entry.count = len(traces)
-        entry.source = None
-        entry.traces = traces
+                self._last_error = f"building received traces failed: {type(failed).__name__}: {failed}"
+                entry.kept = 0
+            entry.count = len(traces)
+            entry.source = None
+            entry.traces = traces
+            self._unbuilt -= 1
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Wait until every trace queued so far is exported or dropped; True if done within `timeout_s`."""
@@ -214,9 +240,12 @@ class Ingest:
             return self._cond.wait_for(lambda: not self._queue and self._busy_since is None, timeout)
 
     def shutdown(self, timeout_s: float = 30.0) -> bool:
-        """Refuse new traces, export the queued ones, stop the thread; True if done within `timeout_s`.
+        """Refuse new traces, export the queued ones, stop both threads; True if done within `timeout_s`.
 
-        The exporter is not shut down: its owner does that (it may be shared).
+        The worker builds what the builder thread had not (the builder stops
+        once the build it is in, if any, ends). Both threads are waited for within the one `timeout_s`;
+        False if either still runs then. The exporter is not shut down: its
+        owner does that (it may be shared).
         """
         timeout = check_timeout("Ingest.shutdown", "timeout_s", timeout_s)
         with self._cond:
@@ -225,7 +254,7 @@ class Ingest:
         deadline = time.monotonic() + timeout
         self._worker.join(timeout)
         self._builder.join(max(0.0, deadline - time.monotonic()))
-        return not self._worker.is_alive()
+        return not self._worker.is_alive() and not self._builder.is_alive()
 
     def stats(self) -> IngestStats:
         """The counters now."""
@@ -238,15 +267,13 @@ class Ingest:
     def __repr__(self) -> str:
         return f"Ingest({self.exporter!r}, max_queue_spans={self.max_queue_spans})"
 
-    # -- the worker thread ----------------------------------------------------------------------
+    # -- the builder and worker threads ---------------------------------------------------------
 
     def _build_ahead(self) -> None:
         """The builder thread: build each queued Deferred as it comes, until shutdown."""
         while True:
             with self._cond:
-                self._cond.wait_for(
-                    lambda: self._stopping or any(entry.traces is None for entry in self._queue)
-                )
+                self._cond.wait_for(lambda: self._stopping or self._unbuilt)
                 if self._stopping:
                     return
             self.materialize()

@@ -1,8 +1,9 @@
 """The receiver's queue with traces built later (`Deferred`): once each, in order, failures counted.
 
 A checked request body is queued as it is and its traces are built by the
-queue's worker (or by `materialize()`, which the receiver's /metrics calls):
-each exactly once however the two race, exported in the order offered, and
+queue's builder thread as soon as it is queued (or by its worker or by
+`materialize()`, which the receiver's /metrics calls, when they get there
+first): each exactly once however they race, exported in the order offered, and
 a body whose building fails is logged and counted as dropped while the
 others are stored. Real threads, the in-memory exporter.
 """
@@ -27,6 +28,7 @@ class _Later:
         self.fail = fail
         self.gate = gate
         self.builds = 0
+        self.built = threading.Event()  # set once a build has ended, failed or not
 
     @property
     def trace_count(self) -> int:
@@ -34,11 +36,14 @@ class _Later:
 
     def build(self) -> list[Trace]:
         self.builds += 1
-        if self.gate is not None:
-            assert self.gate.wait(10.0)
-        if self.fail:
-            raise ValueError("a span the checks let through")
-        return self.traces
+        try:
+            if self.gate is not None:
+                assert self.gate.wait(10.0)
+            if self.fail:
+                raise ValueError("a span the checks let through")
+            return self.traces
+        finally:
+            self.built.set()
 
 
 def _ids(n: int, first: int = 1) -> list[Trace]:
@@ -139,8 +144,45 @@ def test_a_request_is_built_while_the_one_before_is_being_exported() -> None:
     ingest.offer(second, 4)
     # Built by the builder thread while the export of the first still runs, not after it.
     assert built.wait(10.0)
-    assert not exporter.release.is_set() and second.builds == 1
+    assert exporter.inner.traces == [] and second.builds == 1  # the first export has not ended yet
     exporter.release.set()
     assert ingest.flush(10.0)
     assert exporter.inner.traces == [*first.traces, *second.traces] and second.builds == 1
+    assert ingest.shutdown(10.0)
+
+
+def test_a_backlog_is_built_ahead_while_an_export_is_held_however_materialize_races() -> None:
+    exporter = _HeldExporter()
+    ingest = Ingest(exporter, max_export_traces=1)
+    head = _Later(_ids(1))
+    ingest.offer(head, 1)
+    assert exporter.exporting.wait(10.0)  # the worker is inside the first export, held there
+    # A backlog queued behind it: only the builder thread can build it (nothing else is asked to).
+    backlog = [_Later(_ids(1, 100 + k)) for k in range(200)]
+    for later in backlog:
+        assert ingest.offer(later, 1).value == "accepted"
+    assert all(later.built.wait(10.0) for later in backlog)
+    assert exporter.inner.traces == []  # all built ahead while the first export still runs
+    # More bodies while /metrics builds too: each is built once, by one or the other.
+    raced = [_Later(_ids(1, 1000 + k)) for k in range(200)]
+    racers = [threading.Thread(target=ingest.materialize) for _ in range(3)]
+    for racer in racers:
+        racer.start()
+    for later in raced:
+        ingest.offer(later, 1)
+    for racer in racers:
+        racer.join(10.0)
+    assert all(later.built.wait(10.0) for later in raced)
+    # After both ways of building, a body offered now is still built ahead by the builder thread.
+    last = _Later(_ids(1, 5000))
+    ingest.offer(last, 1)
+    assert last.built.wait(10.0) and exporter.inner.traces == []
+    assert ingest.materialize() == 0  # nothing was left unbuilt
+    exporter.release.set()
+    assert ingest.flush(10.0)
+    everything = [head, *backlog, *raced, last]
+    assert exporter.inner.traces == [t for later in everything for t in later.traces]
+    assert [later.builds for later in everything] == [1] * len(everything)
+    stats = ingest.stats()
+    assert (stats.exported_spans, stats.dropped_spans, stats.pending_spans) == (len(everything), 0, 0)
     assert ingest.shutdown(10.0)
