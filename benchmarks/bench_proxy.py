@@ -46,7 +46,7 @@ Three servers, each named in its verdicts:
 - the same on one thread less, as on a machine with a core or a GPU to
   spare, where what is measured is the proxy itself next to a real model.
 
-Also printed: the proxy process's CPU time per streamed chunk (from /proc),
+Also printed: the proxy process's CPU time per streamed event (from /proc),
 recording included: the steadier figure on a noisy machine.
 
     python -m benchmarks proxy
@@ -57,8 +57,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -71,7 +69,8 @@ from typing import TypeVar
 
 import httpx
 
-from obs.llm.llama.server import start_embedded_server
+from benchmarks._process import cpu_seconds, stop
+from obs.llm.llama.server import find_free_port, start_embedded_server
 
 ADDED_ABS_MS = 2.0
 ADDED_REL = 0.02
@@ -97,36 +96,11 @@ _SHORT = {"messages": _MESSAGES, "max_tokens": 16, "temperature": 0, "seed": 1, 
 _LONG = {**_SHORT, "max_tokens": 64}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of process `pid` so far (Linux /proc), None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 class _Proxy:
     """`python -m obs.proxy` in a child process, recording into a temporary file."""
 
     def __init__(self, upstream: str, folder: str) -> None:
-        self.port = _free_port()
+        self.port = find_free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if k != "OBS_DB_PATH"}
         self.process = subprocess.Popen(
@@ -141,12 +115,12 @@ class _Proxy:
                     return
             except httpx.TransportError:
                 time.sleep(0.05)
-        _stop(self.process)
+        stop(self.process)
         err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
         raise RuntimeError(f"python -m obs.proxy did not start: {err}")
 
     def stop(self) -> None:
-        _stop(self.process)
+        stop(self.process)
 
 
 @contextmanager
@@ -163,7 +137,7 @@ def _standin() -> Iterator[str]:
             raise RuntimeError(f"the llama-server stand-in did not start: {line!r}")
         yield line.split()[-1]
     finally:
-        _stop(process)
+        stop(process)
 
 
 def _retrying(call: Callable[[], _T]) -> _T:
@@ -324,13 +298,13 @@ def _line(label: str, direct: list[float], proxied: list[float], setting: str, b
 
 
 def _cpu_line(pid: int, cpu0: float | None, events: list[int]) -> str | None:
-    cpu1 = _cpu_seconds(pid)
+    cpu1 = cpu_seconds(pid)
     if cpu0 is None or cpu1 is None or not events:
         return None
     cpu_ms = (cpu1 - cpu0) * 1000.0
-    # Each server-sent event arrives as a chunk of its own (llama-server writes one per token).
-    return (f"proxy process CPU: {cpu_ms * 1000.0 / sum(events):.0f} us per streamed chunk "
-            f"({cpu_ms / len(events):.1f} ms a call of {sum(events) / len(events):.0f} chunks; "
+    # Per server-sent event: one a token, and the role, finish and usage events and [DONE] around them.
+    return (f"proxy process CPU: {cpu_ms * 1000.0 / sum(events):.0f} us per streamed event "
+            f"({cpu_ms / len(events):.1f} ms a call of {sum(events) / len(events):.0f} events; "
             "recording included)")
 
 
@@ -399,7 +373,7 @@ def bench_latency(
 def bench_stream(
     client: httpx.Client, server: str, proxy: _Proxy, setting: str, budget_s: float
 ) -> list[str]:
-    """Streamed tokens per second through the proxy against direct, and the proxy's CPU per chunk."""
+    """Streamed tokens per second through the proxy against direct, and the proxy's CPU per event."""
     body = json.dumps({**_LONG, "stream": True, "stream_options": {"include_usage": True}}).encode()
     events: list[int] = []
 
@@ -415,7 +389,7 @@ def bench_stream(
         rate(server)()
         rate(proxy.url)()
     events.clear()
-    cpu0 = _cpu_seconds(proxy.process.pid)
+    cpu0 = cpu_seconds(proxy.process.pid)
 
     def decided(direct: list[float], proxied: list[float]) -> bool:
         return _ratio_verdict([p / d for p, d in zip(proxied, direct, strict=True)]) is not None

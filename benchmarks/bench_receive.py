@@ -8,13 +8,23 @@ clock starts, and its `OTLPSpanExporter` (protobuf, gzip, as configured by
 default apart from compression) sends them in batches of 512, one request at
 a time, as its `BatchSpanProcessor` does. The clock stops when the last
 trace is readable, whole, from the SQLite file through a second connection
-(polled every 5 ms), and every trace is then checked to be there. Figures
-are the medians of the rounds, each on a new file and a new receiver
-process. Goal: at least 10,000 spans/s. Beside it, the spans per second of
-CPU time the receiver process used over the same interval (read from
-/proc), the steadier figure on a machine that other programs keep busy. For scale, Arize Phoenix 20.26
-(`phoenix serve`, SQLite) stored about 60 spans/s measured the same way on
-the development machine.
+(polled every 5 ms), and every trace is then checked to be there. Goal: at
+least 10,000 spans/s.
+
+Each of the ROUNDS rounds also runs, side by side, two other ways of
+sending the same spans: the same exporter to `benchmarks/otlp_sink.py`, a
+receiver that stores nothing (how fast the sender itself goes here and
+now: no receiver can make the first measure faster than that), and the
+exporter's own request bodies, encoded beforehand, replayed to
+`python -m obs.receiver` one at a time (the receiver's capacity when its
+senders cost it nothing, as when many services send to one dashboard).
+Each round uses a new file and a new receiver process. Printed: the medians,
+the first measure as a share of the sender alone (the median of per-round
+ratios), the spans per second of CPU time the receiver used (read from
+/proc, the steadier figure on a busy machine), and a verdict for the goal
+on the first measure and on the receiver's capacity. For scale, Arize
+Phoenix 20.26 (`phoenix serve`, SQLite) stored about 60 spans/s measured
+like the first, on the development machine.
 
     python -m benchmarks.bench_receive
 """
@@ -42,6 +52,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from benchmarks._process import cpu_seconds
+from obs.llm.llama.server import find_free_port
 from obs.storage.sqlite import SqliteTraceStore
 
 ROUNDS = 5
@@ -78,16 +90,8 @@ def _spans() -> tuple[list[ReadableSpan], list[str]]:
     return list(memory.get_finished_spans()), trace_ids
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start_receiver(db: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+    port = find_free_port()
     env = {k: v for k, v in os.environ.items() if k != "OBS_ACCESS_TOKEN"}
     process = subprocess.Popen(
         [sys.executable, "-m", "obs.receiver", "--port", str(port), "--db", str(db)],
@@ -102,15 +106,6 @@ def _start_receiver(db: Path) -> tuple[subprocess.Popen[bytes], int]:
             time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"the receiver did not start: {process.communicate()[1].decode()}")
-
-
-def _cpu_s(pid: int) -> float | None:
-    """CPU seconds (user + system) process `pid` has used so far; None where /proc cannot tell."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _sdk_sender(spans: list[ReadableSpan]) -> Callable[[str], None]:
@@ -163,7 +158,7 @@ def _round(send: Callable[[str], None], spans: int, trace_ids: list[str]) -> tup
         try:
             reader = SqliteTraceStore(db)
             last = trace_ids[-1]
-            cpu_before = _cpu_s(process.pid)
+            cpu_before = cpu_seconds(process.pid)
             started = time.perf_counter()
             send(f"http://127.0.0.1:{port}/v1/traces")
             while True:
@@ -172,7 +167,7 @@ def _round(send: Callable[[str], None], spans: int, trace_ids: list[str]) -> tup
                     break
                 time.sleep(0.005)
             elapsed = time.perf_counter() - started
-            cpu_after = _cpu_s(process.pid)
+            cpu_after = cpu_seconds(process.pid)
             stored_spans = sum(len(t.spans) for t in reader.all())
             reader.close()
             if stored_spans != spans:
@@ -186,14 +181,15 @@ def _round(send: Callable[[str], None], spans: int, trace_ids: list[str]) -> tup
 
 def _sink_round(send: Callable[[str], None], spans: int) -> float:
     """Spans per second `send` reaches against a receiver that stores nothing (`benchmarks.otlp_sink`)."""
-    port = _free_port()
-    process = subprocess.Popen([sys.executable, "-m", "benchmarks.otlp_sink", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "benchmarks.otlp_sink", "--port", "0"],
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        if process.stdout is None or process.stdout.readline().strip() != b"listening":
-            raise RuntimeError("the stand-in receiver did not start")
+        line = process.stdout.readline().decode() if process.stdout is not None else ""
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"the stand-in receiver did not start: {line!r}")
+        url = line.split()[-1]
         started = time.perf_counter()
-        send(f"http://127.0.0.1:{port}/v1/traces")
+        send(f"{url}/v1/traces")
         return spans / (time.perf_counter() - started)
     finally:
         process.kill()

@@ -3,13 +3,15 @@
 A model's own speed swings with whatever else the machine runs, which hides
 what a relay in front of it costs. This server answers
 `POST /v1/chat/completions` the way llama-server does, byte for byte in
-shape (its headers, one HTTP chunk per server-sent event, the role and the
-first token in one chunk, `finish_reason` and `usage` + `timings` in the
-last, then `data: [DONE]`), but on a clock: the first token `first_ms` after
+shape (its headers, one HTTP chunk per token, the role and the first token
+in the first, `finish_reason` and `usage` + `timings` in one after the last
+token, then `data: [DONE]`), but on a clock: the first token `first_ms` after
 the request arrived, then one every `interval_ms`, `max_tokens` of them
 (scheduled on absolute times, so a late one does not delay the rest). A
 non-streamed request is answered whole when its last token would have
-been. `GET /health` and `GET /props` answer as llama-server's do.
+been. `timings` add up to that time: `prompt_ms` is the wait for the first
+token, `predicted_ms` the rest. `GET /health` and `GET /props` answer as
+llama-server's do.
 
 It runs as its own process, so its CPU is apart from the caller's and the
 relay's:
@@ -46,10 +48,10 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-def _plain(status: int, body: bytes, content_type: bytes = b"application/json; charset=utf-8") -> bytes:
-    return (b"HTTP/1.1 %d %s\r\nServer: llama.cpp\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
-            b"Keep-Alive: timeout=5, max=100\r\n\r\n%s") % (
-        status, b"OK" if status == 200 else b"Error", content_type, len(body), body)  # fmt: skip
+def _plain(status: int, body: bytes) -> bytes:
+    return (b"HTTP/1.1 %d %s\r\nServer: llama.cpp\r\nContent-Type: application/json; charset=utf-8\r\n"
+            b"Content-Length: %d\r\nKeep-Alive: timeout=5, max=100\r\n\r\n%s") % (
+        status, b"OK" if status == 200 else b"Error", len(body), body)  # fmt: skip
 
 
 class _Answer:
@@ -65,12 +67,13 @@ class _Answer:
         def delta(d: dict[str, object], finish: str | None = None) -> dict[str, object]:
             return {"choices": [{"finish_reason": finish, "index": 0, "delta": d}], **base}
 
-        predicted_ms = first_ms + interval_ms * (tokens - 1)
+        predicted_ms = interval_ms * (tokens - 1)  # after the first token, which ends the prompt's time
         self.timings = {"cache_n": 0, "prompt_n": prompt_tokens, "prompt_ms": first_ms,
                         "prompt_per_token_ms": first_ms / prompt_tokens,
                         "prompt_per_second": 1000.0 * prompt_tokens / first_ms, "predicted_n": tokens,
                         "predicted_ms": predicted_ms, "predicted_per_token_ms": predicted_ms / tokens,
-                        "predicted_per_second": 1000.0 * tokens / predicted_ms}  # fmt: skip
+                        "predicted_per_second": 1000.0 * tokens / predicted_ms if predicted_ms else 0.0,
+                        }  # fmt: skip
         self.usage = {"completion_tokens": tokens, "prompt_tokens": prompt_tokens,
                       "total_tokens": tokens + prompt_tokens, "prompt_tokens_details": {"cached_tokens": 0}}
         pieces = [_event(delta({"content": w})) for w in words]
@@ -87,8 +90,6 @@ class _Answer:
 
 class _Connection(asyncio.Protocol):
     def __init__(self, first_ms: float, interval_ms: float) -> None:
-        self.first_s = first_ms / 1000.0
-        self.interval_s = interval_ms / 1000.0
         self.first_ms, self.interval_ms = first_ms, interval_ms
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
@@ -141,15 +142,15 @@ class _Connection(asyncio.Protocol):
         start = loop.time()
         if request.get("stream"):
             self.transport.write(_HEAD)
-            self.timers = [loop.call_at(start + self.first_s + i * self.interval_s, self._send, writes)
-                           for i, writes in enumerate(answer.writes)]  # fmt: skip
+            self.timers = [loop.call_at(start + (self.first_ms + i * self.interval_ms) / 1000.0, self._send,
+                                        writes) for i, writes in enumerate(answer.writes)]  # fmt: skip
             return
         whole = {"choices": [{"finish_reason": "length", "index": 0,
                               "message": {"role": "assistant", "content": answer.text}}],
                  "created": answer.created, "model": MODEL, "system_fingerprint": "b0-unknown",
                  "object": "chat.completion", "usage": answer.usage, "id": answer.ident,
                  "timings": answer.timings}  # fmt: skip
-        done = start + self.first_s + (tokens - 1) * self.interval_s
+        done = start + (self.first_ms + (tokens - 1) * self.interval_ms) / 1000.0
         self.timers = [loop.call_at(done, self._send, [_plain(200, json.dumps(whole).encode())])]
 
     def _send(self, writes: list[bytes]) -> None:
