@@ -44,8 +44,8 @@ from obs.export._values import (
     derived_root,
     ns_to_ms,
 )
-from obs.trace._build import EventDraft, SpanDraft, TraceDraft
-from obs.trace.spans import FrozenDict, Span, SpanEvent
+from obs.trace._build import SpanDraft, TraceDraft, new_event
+from obs.trace.spans import FrozenDict, Span
 from obs.trace.traces import Trace
 
 __all__ = ["from_otlp", "parse_otlp"]
@@ -257,20 +257,14 @@ def _span(pb: Any, hex_of_trace: dict[bytes, str]) -> tuple[Span, dict[str, Any]
     span.duration = end - start
     span.status = status
     span.attributes = FrozenDict(attributes)
-    span.events = tuple([_event(event) for event in pb_events[:]]) if pb_events else ()
+    span.events = tuple([
+        new_event(event.name, event.time_unix_nano / 1_000_000, _attributes(event.attributes)[0])  # ns_to_ms
+        for event in pb_events[:]
+    ]) if pb_events else ()
     span.kind = _KINDS.get(pb.kind, "internal")
     span.start_mono = 0.0
     span.__class__ = Span
     return span, extras
-
-
-def _event(pb: Any) -> SpanEvent:
-    event: Any = EventDraft()
-    event.name = pb.name
-    event.timestamp = pb.time_unix_nano / 1_000_000  # ns_to_ms
-    event.attributes = FrozenDict(_attributes(pb.attributes)[0])
-    event.__class__ = SpanEvent
-    return event
 
 
 def _trace(trace_id: str, spans: list[Span], extras: dict[str, Any] | None, resource: FrozenDict) -> Trace:
