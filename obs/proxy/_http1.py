@@ -16,7 +16,7 @@ import re
 
 __all__ = [
     "MAX_HEAD_BYTES",
-    "SIZE_LINE",
+    "TOKEN",
     "ChunkedBody",
     "FramingError",
     "answer_framing",
@@ -26,14 +26,16 @@ __all__ = [
     "parse_head",
     "parse_status_head",
     "says_close",
+    "whole_chunk",
 ]
 
 MAX_HEAD_BYTES = 64 * 1024
 _MAX_LINE_BYTES = 4 * 1024
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 # A chunk's size line: hex digits, then extensions (ignored) up to CRLF.
-SIZE_LINE = re.compile(rb"([0-9a-fA-F]{1,15})(?:;[^\r\n]*)?\r\n")
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_SIZE_LINE = re.compile(rb"([0-9a-fA-F]{1,15})(?:;[^\r\n]*)?\r\n")
+# The characters of a token (RFC 9110 section 5.6.2): header names, methods.
+TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -53,7 +55,7 @@ def parse_head(head: bytes) -> tuple[bytes, Headers]:
     headers: Headers = []
     for line in lines[1:]:
         name, colon, value = line.partition(b":")
-        if not colon or not name or not _TOKEN.issuperset(name):
+        if not colon or not name or not TOKEN.issuperset(name):
             raise FramingError("a malformed header line")
         headers.append((name, value.strip(b" \t")))
     return lines[0], headers
@@ -111,6 +113,24 @@ def answer_framing(verb: bytes, status: int, headers: Headers) -> tuple[str, int
     return ("close", 0) if length is None else ("length", length)
 
 
+def whole_chunk(data: bytes | bytearray) -> int | None:
+    """Where the data starts when `data` is exactly one whole chunk, not the last; else None.
+
+    One whole chunk is a size line (extensions allowed), that many bytes
+    (at least one) and CRLF: its data is `data[start:-2]`. This is how a
+    stream's pieces usually arrive, each as it was written, so it is checked
+    with one regular expression match and no copy.
+    """
+    line = _SIZE_LINE.match(data)
+    if line is None:
+        return None
+    start = line.end()
+    # The chunk's CRLF ends `data` exactly, and the chunk holds data (size 0 is the last chunk).
+    if start + int(line[1], 16) + 2 == len(data) > start + 2 and data.endswith(b"\r\n"):
+        return start
+    return None
+
+
 class ChunkedBody:
     """A chunked body being unframed: `take(buffer)` as bytes arrive, until `done`."""
 
@@ -130,14 +150,11 @@ class ChunkedBody:
         """
         if self._left == -1:
             # A stream's usual case first: `buffer` holds exactly one whole chunk, as it was written.
-            line = SIZE_LINE.match(buffer)
-            if line is not None:
-                start = line.end()
-                stop = start + int(line.group(1), 16)
-                if stop > start and len(buffer) == stop + 2 and buffer.endswith(b"\r\n"):
-                    data = bytes(buffer[start:stop])
-                    buffer.clear()
-                    return data
+            start = whole_chunk(buffer)
+            if start is not None:
+                data = bytes(buffer[start:-2])
+                buffer.clear()
+                return data
         pieces: list[bytes] = []
         while buffer and not self.done:
             left = self._left

@@ -33,8 +33,7 @@ from collections.abc import Callable
 
 import httpx
 
-from obs.proxy._http1 import SIZE_LINE as _SIZE_LINE
-from obs.proxy._http1 import ChunkedBody, FramingError
+from obs.proxy._http1 import ChunkedBody, FramingError, whole_chunk
 
 __all__ = ["CallerLeft", "ThreadPump", "available"]
 
@@ -90,8 +89,9 @@ class ThreadPump:
         self._now_ms = now_ms
         self._timeout_ms = None if timeout_s is None else max(1, int(timeout_s * 1000))
         self._timeout_s = timeout_s
-        self._pending: list[tuple[float, bytes, int, int]] = []  # whole chunks passed on, not yet fed
+        self._pending: list[tuple[float, bytes, int]] = []  # whole chunks passed on (data from [2]), not fed
         self._pending_bytes = 0
+        self._note = self._pending.append  # the hot path's one step of keeping (the list is only cleared)
         self._up = socket.socket(fileno=os.dup(upstream_fd))
         self._caller = socket.socket(fileno=os.dup(caller_fd))
         self._wake_r, self._wake_w = os.pipe()
@@ -185,18 +185,21 @@ class ThreadPump:
                 self._feed(data, arrived)
             return False
         if not buffer:
-            line = _SIZE_LINE.match(data)
-            if line is not None:
-                start = line.end()
-                stop = start + int(line.group(1), 16)
-                if stop > start and len(data) == stop + 2 and data.endswith(b"\r\n"):
-                    # The hot path: one whole chunk, not the last, goes on as it came and is only noted.
-                    self._send(data)
-                    self._pending.append((arrived, data, start, stop))
-                    self._pending_bytes += len(data)
-                    if self._pending_bytes > _PENDING_BYTES:
-                        self._keep_pending()
-                    return False
+            start = whole_chunk(data)
+            if start is not None:
+                # The hot path: one whole chunk, not the last, goes on as it came and is only noted. Its
+                # write is tried here (no call of `_send` unless the caller's socket is full or broken).
+                try:
+                    sent = self._caller.send(data)
+                except OSError:
+                    sent = 0  # `_send` tries again: it waits for room, or raises CallerLeft
+                if sent != len(data):
+                    self._send(data[sent:])
+                self._note((arrived, data, start))
+                self._pending_bytes = pending = self._pending_bytes + len(data)
+                if pending > _PENDING_BYTES:
+                    self._keep_pending()
+                return False
         # Anything else (a chunk split, several at once, the last one) is unframed before it goes on, so
         # that bytes past the body's end (left in `buffer`) never reach the caller.
         buffer += data
@@ -216,8 +219,8 @@ class ThreadPump:
         pending, feed = self._pending, self._feed
         try:
             if feed is not None:
-                for arrived, data, start, stop in pending:
-                    feed(data[start:stop], arrived)
+                for arrived, data, start in pending:
+                    feed(data[start:-2], arrived)
         finally:
             pending.clear()
             self._pending_bytes = 0

@@ -44,6 +44,7 @@ from http import HTTPStatus
 from obs.proxy._caller import CallerRequest, Clock, Feed, push, request_of
 from obs.proxy._http1 import (
     MAX_HEAD_BYTES,
+    TOKEN,
     ChunkedBody,
     FramingError,
     content_length,
@@ -64,7 +65,6 @@ _log = logging.getLogger("obs.proxy")
 
 MAX_BODY_BYTES = 100 * 1024 * 1024
 _PIPELINED_BYTES = 256 * 1024  # bytes of the next requests read ahead while one is answered
-_TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -353,7 +353,7 @@ def _request_head(head: bytes) -> tuple[str, str, bool, list[tuple[bytes, bytes]
     except FramingError as exc:
         raise _Refused(400, f"the request has {exc}") from None
     parts = line.split(b" ")
-    if len(parts) != 3 or not parts[0] or not _TOKEN.issuperset(parts[0]) or not parts[1] \
+    if len(parts) != 3 or not parts[0] or not TOKEN.issuperset(parts[0]) or not parts[1] \
             or any(c < 0x21 or c == 0x7f for c in parts[1]):  # fmt: skip
         raise _Refused(400, "the request line is not `METHOD target HTTP/1.1`")
     method, target, version = parts

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
+from obs.proxy._http1 import ChunkedBody, whole_chunk
 from obs.proxy._upstream import UpstreamPool, UpstreamResponse
 
 # One answer: the pieces to write (each flushed, with a short pause), then whether to close.
@@ -251,6 +252,7 @@ def test_the_request_goes_out_as_given_with_host_and_content_length() -> None:
 def test_a_body_cut_or_malformed_is_a_remote_protocol_error_after_what_came(
     pieces: list[bytes], message: str, pushed: bool
 ) -> None:
+    ended: list[bool] = []  # a broken body must never be reported as ended
     with scripted([(pieces, True)]) as server:
         async def main() -> tuple[list[bytes], BaseException]:
             pool = _pool(server.port)
@@ -258,7 +260,7 @@ def test_a_body_cut_or_malformed_is_a_remote_protocol_error_after_what_came(
             got: list[bytes] = []
             with pytest.raises(httpx.RemoteProtocolError) as caught:
                 if pushed:
-                    await response.stream_to(got.append, lambda: pytest.fail("a broken body ended"))
+                    await response.stream_to(got.append, lambda: ended.append(True))
                 else:
                     while chunk := await response.read():
                         got.append(chunk)
@@ -268,6 +270,7 @@ def test_a_body_cut_or_malformed_is_a_remote_protocol_error_after_what_came(
 
         got, error = _run(main)  # type: ignore[misc]
         assert message in str(error)
+        assert not ended, "a broken body was reported as ended"
         if b"only part" in pieces[-1] or b"half" in pieces[-1]:
             assert b"".join(got) in (b"only part of the chunk", b"half")  # what came was passed on first
 
@@ -310,12 +313,14 @@ def test_a_pooled_connection_the_server_closed_is_replaced_once_and_a_new_one_ne
         assert bodies == [b"ok", b"ok"] and server.connections == 2
         assert retries == 0  # the close was seen before reuse: a new connection, nothing sent twice
     with scripted([([], True)]) as server:  # a new connection closed without an answer
+        retried: list[int] = []
+
         async def fails() -> None:
-            await _pool(server.port).send("POST", "/", [], b"{}", on_retry=lambda: pytest.fail("retried"))
+            await _pool(server.port).send("POST", "/", [], b"{}", on_retry=lambda: retried.append(1))
 
         with pytest.raises(httpx.RemoteProtocolError, match="before answering"):
             _run(fails)
-        assert len(server.requests) == 1
+        assert len(server.requests) == 1 and not retried
 
 
 def test_a_pushed_body_times_out_only_while_the_upstream_is_silent_not_while_held_back() -> None:
@@ -341,3 +346,24 @@ def test_a_pushed_body_times_out_only_while_the_upstream_is_silent_not_while_hel
     assert held_without_timeout
     assert got == [b"ab"]  # read once let go, then the silence timed out
     assert isinstance(error, httpx.ReadTimeout)
+
+
+@pytest.mark.parametrize(("data", "start"), [
+    (b"5\r\nhello\r\n", 3),
+    (b"5;name=value\r\nhello\r\n", 14),  # an extension
+    (b"A\r\n0123456789\r\n", 3),
+    (b"5\r\nhell\r\n", None),  # shorter than its size
+    (b"5\r\nhello\r\n5\r\nworld\r\n", None),  # two chunks
+    (b"5\r\nhelloXY", None),  # no CRLF after the data
+    (b"0\r\n\r\n", None),  # the last chunk
+    (b"5\r\nhel", None),  # split
+    (b"zz\r\nhi\r\n", None),  # not a size
+])  # fmt: skip
+def test_one_whole_chunk_is_told_from_anything_else_and_unframed_the_same_either_way(
+    data: bytes, start: int | None
+) -> None:
+    assert whole_chunk(data) == start
+    assert whole_chunk(bytearray(data)) == start
+    if start is not None:
+        body = ChunkedBody()
+        assert body.take(bytearray(data)) == data[start:-2] and not body.done
