@@ -87,7 +87,9 @@ class Caller(Protocol):
     def stream(self, response: UpstreamResponse, feed: Feed | None, now_ms: Clock) -> Awaitable[None]:
         """Relay `response`'s body, then end it; each piece to `feed` (if any) with its arrival time.
 
-        The awaitable raises httpx's errors when the upstream's answer breaks.
+        The awaitable raises httpx's errors when the upstream's answer breaks,
+        and `CallerLeft` (`obs.proxy._pump`) when the caller is noticed gone
+        while the body is relayed.
         """
 
     def write(self, data: bytes) -> None:

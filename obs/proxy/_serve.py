@@ -26,8 +26,9 @@ What it speaks (RFC 9112), towards callers:
 
 `ProxyServer(app, sock).run()` serves on its own event loop until `stop()`
 (from any thread; `handle_signals=True` also stops on SIGINT or SIGTERM):
-it stops accepting, closes idle connections, gives open answers `grace_s`
-seconds, then cancels them (recorded as cut, the callers' answers broken).
+it stops accepting, closes idle connections, gives open answers 5 seconds
+(`_GRACE_S`), then cancels them (recorded as cut, the callers' answers
+broken).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ _log = logging.getLogger("obs.proxy")
 
 MAX_BODY_BYTES = 100 * 1024 * 1024
 _PIPELINED_BYTES = 256 * 1024  # bytes of the next requests read ahead while one is answered
+_GRACE_S = 5.0  # how long open answers may go on once the server stops
 _REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
@@ -227,7 +229,10 @@ class _Connection(asyncio.Protocol):
                 transport.resume_reading()
         self._ended = True  # the pump wrote the body's last chunk
         if pump.buffer:
-            self._keep = False  # the upstream sent bytes past the body's end, which went on with it
+            # The upstream sent bytes past the body's end: the pump cut them off (they never reach the
+            # caller) and its connection is not reused; this one is closed as well, as after any
+            # answer from an upstream that broke HTTP's framing.
+            self._keep = False
         if not self._keep:
             transport.close()
 
@@ -378,12 +383,9 @@ def _request_head(head: bytes) -> tuple[str, str, bool, list[tuple[bytes, bytes]
 class ProxyServer:
     """Serves a ProxyApp on a bound socket with the proxy's own HTTP/1.1 protocol (module docstring)."""
 
-    def __init__(
-        self, app: ProxyApp, sock: socket.socket, *, grace_s: float = 5.0, idle_s: float = 5.0
-    ) -> None:
-        """Nothing is served until `run()`; `sock` is bound (listening or not)."""
+    def __init__(self, app: ProxyApp, sock: socket.socket, *, idle_s: float = 5.0) -> None:
+        """Nothing is served until `run()`; `sock` is bound (listening or not); `idle_s` closes idle ones."""
         self.app = app
-        self.grace_s = grace_s
         self.idle_s = idle_s
         self.started = False
         self.stopping = False
@@ -432,10 +434,10 @@ class ProxyServer:
             connection.shutdown()
         open_answers = [c._task for c in self.connections if c._task is not None]
         if open_answers:
-            await asyncio.wait(open_answers, timeout=self.grace_s)
+            await asyncio.wait(open_answers, timeout=_GRACE_S)
         cancelled = [task for c in list(self.connections) if (task := c.cancel()) is not None]
         if cancelled:
-            await asyncio.wait(cancelled, timeout=self.grace_s)
+            await asyncio.wait(cancelled, timeout=_GRACE_S)
         for connection in list(self.connections):
             if connection._transport is not None:
                 connection._transport.close()

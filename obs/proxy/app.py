@@ -28,9 +28,15 @@ uvicorn, or mount it in Starlette). For each HTTP request it:
   connection is closed, which makes llama-server stop generating).
 
 Everything runs on the event loop without blocking it, so concurrent
-streams pass side by side. Each chunk is sent on to the caller first and
-only then kept (with its arrival time) for recording, which reads a
-stream's bytes once it has ended, after the caller has the last of them.
+streams pass side by side, except a stream's body under the proxy's own
+server: a thread of its own relays it (`obs.proxy._pump`) and calls
+`Exchange.feed` from there. That is safe because while the thread runs,
+the relay on the loop only awaits it: nothing else touches that call's
+`Exchange` until the thread has ended (even when the relay is cancelled,
+`ThreadPump.run` waits for the thread first). Each chunk is sent on to the
+caller first and only then kept (with its arrival time) for recording,
+which reads a stream's bytes once it has ended, after the caller has the
+last of them.
 A pooled upstream connection that the server
 closed while the request was on its way is retried once on a new
 connection (llama-server may close a kept-alive connection after a stream
@@ -46,7 +52,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +72,9 @@ from obs.proxy._caller import (
     AsgiCaller,
     Caller,
     CallerRequest,
+    Receive,
+    Scope,
+    Send,
     UpstreamBroke,
     asgi_disconnected,
     asgi_request,
@@ -79,11 +87,6 @@ from obs.proxy._wire import charset_of, error_body, header_map, request_headers,
 from obs.trace.tracer import Tracer
 
 __all__ = ["DEFAULT_MAX_CONTENT_CHARS", "CallerRequest", "ProxyApp", "ProxyStats", "UpstreamBroke"]
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 _log = logging.getLogger(__name__)
 
