@@ -7,8 +7,9 @@ handles' own dict and list, a decoded span's fresh values) skip all that: a
 value is filled in on a draft, a plain class with the same slots
 (`SpanDraft`, `EventDraft`, `TraceDraft`), with plain attribute stores, and
 then becomes the dataclass by `__class__` assignment, which CPython allows
-between classes with the same slots. `obs.export.otlp_decode` fills the
-drafts inline; the tracer calls `new_span`, `new_event` and `new_trace`.
+between classes with the same slots. `obs.export.otlp_decode` fills span
+and trace drafts inline and calls `new_event`; the tracer calls `new_span`,
+`new_event` and `new_trace`.
 
 The fields each draft is filled with are written out below and checked at
 import against the dataclasses (names, order and slots, and one probe
