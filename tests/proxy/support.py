@@ -1,8 +1,10 @@
 """Helpers for the proxy tests: a proxy recording into a real SQLite file and reading it back, the
-request bodies, raw sockets to a server on loopback, and an upstream whose stream never ends."""
+request bodies, raw sockets to a server on loopback, an upstream whose stream never ends, and an upstream
+waiting for its caller to leave."""
 
 from __future__ import annotations
 
+import select
 import socket
 import threading
 import time
@@ -68,6 +70,15 @@ def endless_stream(stopped: threading.Event) -> Behaviour:
             handler.server.state.release.wait(0.02)
 
     return endless
+
+
+def peer_closed(handler: Handler, until: threading.Event) -> bool:
+    """Wait until the client of `handler` closes its side (True) or `until` is set (False)."""
+    while not until.is_set():
+        readable, _, _ = select.select([handler.connection], [], [], 0.05)
+        if readable and handler.connection.recv(1, socket.MSG_PEEK) == b"":
+            return True
+    return False
 
 
 def stream_then_leave(url: str, content: bytes, events: int) -> bytes:

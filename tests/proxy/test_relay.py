@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import select
 import socket
 import threading
 from collections.abc import Iterator
@@ -48,6 +47,7 @@ from tests.proxy.support import (
     connect,
     endless_stream,
     only_span,
+    peer_closed,
     read_until_closed,
     recording_proxy,
     serve_many,
@@ -224,20 +224,11 @@ def test_a_stream_that_ends_cleanly_before_done_ends_cleanly_and_is_recorded(db:
     assert "ended before [DONE]" in span.attributes[semconv.ERROR_MESSAGE]
 
 
-def _peer_closed(handler: Handler, until: threading.Event) -> bool:
-    """Wait until the client closes its side (True) or `until` is set (False)."""
-    while not until.is_set():
-        readable, _, _ = select.select([handler.connection], [], [], 0.05)
-        if readable and handler.connection.recv(1, socket.MSG_PEEK) == b"":
-            return True
-    return False
-
-
 def test_a_hanging_upstream_is_abandoned_with_the_caller_and_recorded(db: Path) -> None:
     stopped = threading.Event()
 
     def hang_until_left(handler: Handler) -> None:
-        if _peer_closed(handler, handler.server.state.release):
+        if peer_closed(handler, handler.server.state.release):
             stopped.set()
 
     with serve(hang_until_left) as server, recording_proxy(server.url, db) as proxy:

@@ -4,8 +4,10 @@ Requests are written byte for byte (chunked bodies, `Expect: 100-continue`,
 pipelining, HTTP/1.0, malformed ones) to a proxy started with `start_proxy`
 in front of real loopback servers; every answer is parsed by h11, an HTTP
 parser other than the proxy's own, so its framing is checked too. Streamed
-answers take the thread that relays a stream: a caller that stops reading
-holds the upstream back and then gets every byte, a caller that leaves
+answers take the thread that relays a stream (each test counts the pumps the
+server started): a caller that stops reading holds the upstream back and
+then gets every byte, as it does for a large answer with its
+Content-Length, which stays on the event loop; a caller that leaves
 stops the upstream even while it is silent, a silent upstream past the
 proxy's timeout cuts the caller's answer, and bytes an upstream sends past
 the end of its answer never reach a later answer on the same connection.
@@ -19,14 +21,17 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import h11
 import httpx
 import pytest
 
 from obs import semconv
-from obs.proxy import ProxyHandle
+from obs.proxy import ProxyHandle, _serve
+from obs.proxy._pump import ThreadPump
 from obs.proxy._serve import ProxyServer
+from obs.proxy._upstream import UpstreamResponse
 from obs.proxy.app import ProxyApp
 from obs.proxy.server import bind_socket
 from obs.trace.tracer import Tracer
@@ -41,10 +46,12 @@ from tests.llm.servers import (
     serve,
     stream_lines,
 )
+from tests.proxy import support
 from tests.proxy.support import (
     connect,
     event_stream,
     only_span,
+    peer_closed,
     read_until_closed,
     recording_proxy,
     stored_traces,
@@ -52,15 +59,48 @@ from tests.proxy.support import (
     wait_until,
 )
 
-CHAT = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}]}).encode()
-STREAM = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Say hello"}],
-                     "stream": True}).encode()  # fmt: skip
+CHAT = json.dumps(support.CHAT).encode()
+STREAM = json.dumps(support.STREAM).encode()
 
 
 @pytest.fixture
 def proxy(upstream: LoopbackServer, db: Path) -> Iterator[ProxyHandle]:
     with recording_proxy(upstream.url, db) as handle:
         yield handle
+
+
+@pytest.fixture
+def pumps(monkeypatch: pytest.MonkeyPatch) -> list[ThreadPump]:
+    """Every ThreadPump the proxy's server starts from now on (each relays as ever; it is only counted)."""
+    started: list[ThreadPump] = []
+
+    class CountedPump(ThreadPump):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(_serve, "ThreadPump", CountedPump)
+    return started
+
+
+@pytest.fixture
+def holds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """"pause" and "resume", in order, each time the relay on the event loop holds an upstream back or
+    lets it go on (each does its work as ever; it is only noted)."""
+    noted: list[str] = []
+    pause, resume = UpstreamResponse.pause, UpstreamResponse.resume
+
+    def noted_pause(self: UpstreamResponse) -> None:
+        noted.append("pause")
+        pause(self)
+
+    def noted_resume(self: UpstreamResponse) -> None:
+        noted.append("resume")
+        resume(self)
+
+    monkeypatch.setattr(UpstreamResponse, "pause", noted_pause)
+    monkeypatch.setattr(UpstreamResponse, "resume", noted_resume)
+    return noted
 
 
 class _Answers:
@@ -212,7 +252,9 @@ def test_an_idle_kept_alive_connection_is_closed_after_its_idle_time(upstream: L
 # -- streams (relayed by a thread of their own) -----------------------------------------------------------
 
 
-def test_a_caller_that_stops_reading_holds_the_upstream_back_and_then_gets_every_byte(db: Path) -> None:
+def test_a_caller_that_stops_reading_holds_the_upstream_back_and_then_gets_every_byte(
+    db: Path, pumps: list[ThreadPump]
+) -> None:
     size = 8 * 1024 * 1024  # far more than the sockets' buffers hold
     with serve(huge_answer(size, stream=True)) as server, recording_proxy(server.url, db) as proxy:
         with httpx.Client(timeout=60) as client:
@@ -226,6 +268,32 @@ def test_a_caller_that_stops_reading_holds_the_upstream_back_and_then_gets_every
         span = stored_traces(db, proxy, 1)[0].spans[0]
     assert received == direct and len(received) > size
     assert span.status == "success" and span.attributes[semconv.OBS_STREAM_CHUNKS] >= size // 4096
+    assert len(pumps) == 1 and pumps[0].done  # relayed, to its end, by the thread of its own
+
+
+def test_a_caller_that_stops_reading_a_large_answer_with_its_length_holds_the_upstream_back(
+    db: Path, pumps: list[ThreadPump], holds: list[str]
+) -> None:
+    size = 16 * 1024 * 1024  # far more than the proxy's socket buffer and the caller's small one hold
+    with serve(huge_answer(size, stream=False, chunked=False)) as server, \
+            recording_proxy(server.url, db) as proxy:  # fmt: skip
+        with httpx.Client(timeout=60) as client:
+            direct = client.post(server.url + "/v1/chat/completions", content=CHAT)
+        host, port = proxy.url.removeprefix("http://").split(":")
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # before connecting: it stays
+            sock.settimeout(30)
+            sock.connect((host, int(port)))
+            sock.sendall(_post_head("/v1/chat/completions", f"Content-Length: {len(CHAT)}") + CHAT)
+            assert sock.recv(16, socket.MSG_PEEK).startswith(b"HTTP/1.1 200")  # the answer began
+            time.sleep(1.0)  # not reading: the proxy must wait, not drop or buffer without end
+            status, headers, body = _Answers(sock).next()
+        span = only_span(db, proxy)
+    assert status == 200 and headers[b"content-length"] == direct.headers["content-length"].encode()
+    assert body == direct.content and len(body) > size
+    assert span.status == "success"
+    assert pumps == []  # an answer with its length is relayed on the event loop
+    assert "pause" in holds and holds[-1] == "resume"  # held back while the caller did not read, then let go
 
 
 def test_a_caller_leaving_while_the_upstream_is_silent_stops_the_upstream_request(db: Path) -> None:
@@ -238,13 +306,8 @@ def test_a_caller_leaving_while_the_upstream_is_silent_stops_the_upstream_reques
         handler.start_stream()
         handler.send_event(stream_lines()[0])
         handler.send_event(stream_lines()[1])
-        while not handler.server.state.release.wait(0.05):
-            try:
-                if handler.connection.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
-                    stopped.set()  # the proxy closed the connection: generation would stop here
-                    return
-            except BlockingIOError:
-                continue
+        if peer_closed(handler, handler.server.state.release):
+            stopped.set()  # the proxy closed the connection: generation would stop here
 
     with serve(silent_until_left) as server, recording_proxy(server.url, db) as proxy:
         stream_then_leave(proxy.url + "/v1/chat/completions", STREAM, 2)
