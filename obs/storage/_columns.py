@@ -1,6 +1,6 @@
 """How a trace becomes one `traces` row and one `spans` row per span, and back.
 
-`encode_trace` first makes the trace storable (`obs.storage._rows.storable`:
+`encode_trace` reads the trace as storable (`obs.storage._rows.storable`:
 every value JSON can hold, every time finite), then reads the columns the
 dashboard filters and sums on out of the span attributes: service, model,
 conversation, whether the span is an LLM request (it has
@@ -15,10 +15,10 @@ infinities and negatives are no cost (`cost`, `cost_units` NULL). `cost_units`
 (integer picodollars, what the sums add) is clamped to 2**62, so an absurd cost
 (1e300 USD: its picodollars overflow a float) is stored with its trace.
 
-Most traces need nothing replaced: those are encoded straight from their
-Span and SpanEvent objects (`_object_rows`), without the `to_dict()` copies;
-anything unusual takes the general path (`storable`, then `_rows`), which
-gives the same rows.
+It tries the quick path first: most traces need nothing replaced, and those
+are encoded straight from their Span and SpanEvent objects (`_object_rows`),
+without the `to_dict()` copies; anything unusual takes the general path
+(`storable`, then `_rows`), which gives the same rows.
 """
 
 from __future__ import annotations
@@ -443,7 +443,7 @@ def encode_trace(trace: Trace) -> EncodedTrace:
     """
     try:
         rows = _object_rows(trace)
-    except Exception:  # the general path below gives the answer, or raises what it raises
+    except ValueError:  # an int too long to write as text (`plain_json`): the general path checks
         rows = None
     if rows is not None:
         encoded = _new(EncodedTrace)
