@@ -48,19 +48,10 @@ HUGE_INT = 10**4000  # an int this large or larger is what `json_safe` replaces 
 Where = tuple[str, ...]  # ("span", id, "event", name): formatted only when a note is made
 
 
-def _plain_array(value: list[Any] | tuple[Any, ...]) -> bool:
-    """True when `json_safe` keeps every item of `value` as it is: plain values, no int it would replace."""
-    # Item by item: for the few items of an attribute a loop is quicker than sets of their types.
-    for item in value:
-        kind = type(item)
-        if kind not in _PLAIN or (kind is int and not -HUGE_INT < item < HUGE_INT):
-            return False
-    return True
-
-
 def plain_items(value: list[Any] | tuple[Any, ...]) -> bool:
-    """True when every item of `value` is plain and no int `json_safe` would replace: `_plain_array`
-    with the types compared by identity, so never True where `_plain_array` says False."""
+    """True when `json_safe` keeps every item of `value` as it is: plain values (str, int, float, bool,
+    None; their types compared by identity), no int it would replace. Item by item: for the few items
+    of an attribute a loop is quicker than sets of their types."""
     for item in value:
         kind = type(item)
         if not (kind is str or kind is float or item is None or kind is bool or (
@@ -76,7 +67,7 @@ def plain_mapping(container: dict[Any, Any]) -> bool:
     for key, value in container.items():
         if type(key) is not str:
             return False
-        if type(value) not in _PLAIN and (type(value) not in _ARRAYS or not _plain_array(value)):
+        if type(value) not in _PLAIN and (type(value) not in _ARRAYS or not plain_items(value)):
             return False
     return True
 
@@ -89,22 +80,16 @@ def _unchanged(data: dict[str, Any]) -> bool:
     A float is finite when it minus itself is 0.0 (for NaN and the infinities
     that is NaN, which equals nothing).
     """
-    start, end, duration = data["start_time"], data["end_time"], data["duration"]
     if not (
         set(map(type, (data["id"], data["name"], data["status"]))) <= _TEXT
-        and type(start) is float and start - start == 0.0
-        and (end is None or (type(end) is float and end - end == 0.0))
-        and (duration is None or (type(duration) is float and duration - duration == 0.0))
+        and times_kept(data["start_time"], data["end_time"], data["duration"])
         and plain_mapping(data["metadata"])
     ):  # fmt: skip
         return False
     for span in data["spans"]:
-        start, end, duration = span["start_time"], span["end_time"], span["duration"]
         if not (
             set(map(type, _SPAN_TEXT(span))) <= _TEXT
-            and type(start) is float and start - start == 0.0
-            and (end is None or (type(end) is float and end - end == 0.0))
-            and (duration is None or (type(duration) is float and duration - duration == 0.0))
+            and times_kept(span["start_time"], span["end_time"], span["duration"])
             and plain_mapping(span["attributes"])
         ):  # fmt: skip
             return False
@@ -120,7 +105,7 @@ def _unchanged(data: dict[str, Any]) -> bool:
 
 def times_kept(start: Any, end: Any, duration: Any) -> bool:
     """True when `storable` keeps these times of a trace or span as they are: floats that are finite
-    (end and duration may be None), as `_unchanged` checks them."""
+    (end and duration may be None). `_unchanged` checks a trace's and its spans' times with it."""
     return (
         type(start) is float and start - start == 0.0
         and (end is None or (type(end) is float and end - end == 0.0))
