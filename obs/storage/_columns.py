@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import math
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import Any
@@ -125,10 +125,6 @@ def _number(value: Any) -> float | None:
     return None
 
 
-def _count(value: Any) -> int | None:
-    return value if type(value) is int and 0 <= value < 2**62 else None
-
-
 def _text(value: Any) -> str | None:
     return column(value) if isinstance(value, str) and value else None
 
@@ -155,10 +151,50 @@ def _message_text(raw: Any, role: str | None) -> str | None:
     return None
 
 
-def _server_ms(attrs: Mapping[str, Any]) -> float | None:
-    prompt = _number(attrs.get(semconv.LLAMA_CPP_TIMINGS_PROMPT_MS))
-    predicted = _number(attrs.get(semconv.LLAMA_CPP_TIMINGS_PREDICTED_MS))
-    return None if prompt is None or predicted is None else prompt + predicted
+def _request_columns(attrs: dict[str, Any], duration: Any) -> tuple[Any, ...]:
+    """The columns input_tokens to cache_hit of a request span, then its latency and TTFT bins. Cost
+    units are clamped before round(), which raises for the infinity of an absurd cost."""
+    get = attrs.get
+    inputs, outputs = get(semconv.GEN_AI_USAGE_INPUT_TOKENS), get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS)
+    if not (type(inputs) is int and 0 <= inputs < _MAX_UNITS):  # a count
+        inputs = None
+    if not (type(outputs) is int and 0 <= outputs < _MAX_UNITS):
+        outputs = None
+    cost, ttft, latency = get(semconv.OBS_COST_USD), get(semconv.OBS_TTFT_MS), get(semconv.OBS_LATENCY_MS)
+    units = None  # `_number` only for the attributes there are
+    if cost is not None and (cost := _number(cost)) is not None:
+        units = round(units) if (units := cost * COST_UNITS_PER_USD) < _UNITS_LIMIT else _MAX_UNITS
+    if ttft is not None:
+        ttft = _number(ttft)
+    if latency is None or (latency := _number(latency)) is None:
+        latency = _number(duration)
+    prompt, predicted = get(semconv.LLAMA_CPP_TIMINGS_PROMPT_MS), get(semconv.LLAMA_CPP_TIMINGS_PREDICTED_MS)
+    server_ms = None
+    if prompt is not None and predicted is not None:
+        prompt, predicted = _number(prompt), _number(predicted)
+        server_ms = None if prompt is None or predicted is None else prompt + predicted
+    return (
+        inputs, outputs, cost, units, ttft, latency, server_ms,
+        1 if get(semconv.OBS_CACHE_HIT) is True else 0,
+        None if latency is None else bin_of(latency), None if ttft is None else bin_of(ttft),
+    )  # fmt: skip
+
+
+def _names(attrs: dict[str, Any], trace_service: str | None) -> tuple[str | None, str | None, str | None]:
+    """The service (else the trace's), model and conversation columns of a span."""
+    if attrs.keys().isdisjoint(_NAMING_KEY_SET):  # (iterates the smaller of the two)
+        return trace_service, None, None
+    service, request_model, response_model, conversation_id, session_id = map(attrs.get, _NAMING_KEYS)
+    return (
+        _text(service) or trace_service, _text(request_model) or _text(response_model),
+        _text(conversation_id) or _text(session_id),
+    )  # fmt: skip
+
+
+_NAMING_KEYS = (semconv.SERVICE_NAME, semconv.GEN_AI_REQUEST_MODEL, semconv.GEN_AI_RESPONSE_MODEL,
+                semconv.GEN_AI_CONVERSATION_ID, semconv.SESSION_ID)  # fmt: skip
+_NAMING_KEY_SET = frozenset(_NAMING_KEYS)
+_NOT_A_REQUEST = (None, None, None, None, None, None, None, 0, None, None)
 
 
 _SPAN_TEXT_OF = operator.itemgetter(*_SPAN_TEXT)
@@ -175,47 +211,27 @@ def _span_row(
     """The `spans` row of one storable span dict (`trace_id` as `column` made it), and for a request
     span the previews of its input and output (None for other spans)."""
     attrs = span["attributes"]
-    service = _text(attrs.get(semconv.SERVICE_NAME)) or trace_service
-    model = _text(attrs.get(semconv.GEN_AI_REQUEST_MODEL)) or _text(attrs.get(semconv.GEN_AI_RESPONSE_MODEL))
-    conversation = _text(attrs.get(semconv.GEN_AI_CONVERSATION_ID)) or _text(attrs.get(semconv.SESSION_ID))
+    service, model, conversation = _names(attrs, trace_service)
     request = semconv.GEN_AI_OPERATION_NAME in attrs
     start = span["start_time"]
     minute = math.floor(start / 60_000.0)  # minute_of, inline
-    cost = cost_units = ttft = latency = inputs = outputs = previews = None
+    previews = None
+    (inputs, outputs, cost, cost_units, ttft, latency, server_ms, hit, latency_bin, ttft_bin) = (
+        _request_columns(attrs, span["duration"]) if request else _NOT_A_REQUEST
+    )
     if request:
-        inputs = _count(attrs.get(semconv.GEN_AI_USAGE_INPUT_TOKENS))
-        outputs = _count(attrs.get(semconv.GEN_AI_USAGE_OUTPUT_TOKENS))
-        cost = _number(attrs.get(semconv.OBS_COST_USD))
-        if cost is not None:  # clamped before round(), which raises for the infinity of an absurd cost
-            cost_units = round(units) if (units := cost * COST_UNITS_PER_USD) < _UNITS_LIMIT else _MAX_UNITS
-        ttft = _number(attrs.get(semconv.OBS_TTFT_MS))
-        latency = _number(attrs.get(semconv.OBS_LATENCY_MS))
-        if latency is None:
-            latency = _number(span["duration"])
         previews = (_message_text(attrs.get(semconv.GEN_AI_INPUT_MESSAGES), "user"),
                     _message_text(attrs.get(semconv.GEN_AI_OUTPUT_MESSAGES), None))  # fmt: skip
-    span_id, parent_id, name, kind, status = _SPAN_TEXT_OF(span)
-    bound_id, bound_parent = column(span_id), None if parent_id is None else column(parent_id)
-    bound_name, bound_kind, bound_status = column(name), column(kind), column(status)
-    exact = None
-    if (  # `column` hands back the very text it was given when that text can be bound as it is
-        bound_id is not span_id or bound_parent is not parent_id or bound_name is not name
-        or bound_kind is not kind or bound_status is not status or span["trace_id"] != trace_id
-    ):
-        exact = {
-            field: span[field] for field in _SPAN_TEXT
-            if span[field] is not None and column(span[field]) != span[field]
-        }  # fmt: skip
-        if span["trace_id"] != trace_id:
-            exact["trace_id"] = span["trace_id"]
+    text = text_columns(*_SPAN_TEXT_OF(span), span["trace_id"], trace_id)
+    if text is None:  # cannot be: `storable` makes every text field text or None
+        raise ValueError(f"span {position} of trace {trace_id!r} has a text field that is not text or None")
+    span_id, parent_id, name, kind, status, exact = text
     events = span["events"]
     row = (
-        trace_id, position, bound_id, bound_parent, bound_name, bound_kind, start, span["end_time"],
-        span["duration"], bound_status, service, model, conversation, int(request), int(status == "error"),
-        inputs, outputs, cost, cost_units, ttft, latency, _server_ms(attrs) if request else None,
-        int(request and attrs.get(semconv.OBS_CACHE_HIT) is True), minute, minute - minute % 60,
-        None if latency is None else bin_of(latency), None if ttft is None else bin_of(ttft),
-        _json(attrs) if attrs else "{}", _json(events) if events else "[]", _json(exact) if exact else None,
+        trace_id, position, span_id, parent_id, name, kind, start, span["end_time"], span["duration"], status,
+        service, model, conversation, int(request), int(status == "error"), inputs, outputs, cost, cost_units,
+        ttft, latency, server_ms, hit, minute, minute - minute % 60, latency_bin, ttft_bin,
+        _json(attrs) if attrs else "{}", _json(events) if events else "[]", exact,
     )  # fmt: skip
     return row, previews
 
@@ -259,15 +275,8 @@ def _rows(data: dict[str, Any]) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]]
 _floor = math.floor
 _text_json, _float_json = encode_basestring_ascii, float.__repr__  # JSON's own, for text and finite floats
 _SERVICE_KEY, _OPERATION_KEY = semconv.SERVICE_NAME, semconv.GEN_AI_OPERATION_NAME
-_NAMING_KEYS = (_SERVICE_KEY, semconv.GEN_AI_REQUEST_MODEL, semconv.GEN_AI_RESPONSE_MODEL,
-                semconv.GEN_AI_CONVERSATION_ID, semconv.SESSION_ID)  # fmt: skip
-_INPUTS_KEY, _OUTPUTS_KEY = semconv.GEN_AI_USAGE_INPUT_TOKENS, semconv.GEN_AI_USAGE_OUTPUT_TOKENS
-_COST_KEY, _TTFT_KEY, _LATENCY_KEY = semconv.OBS_COST_USD, semconv.OBS_TTFT_MS, semconv.OBS_LATENCY_MS
-_PROMPT_KEY, _PREDICTED_KEY = semconv.LLAMA_CPP_TIMINGS_PROMPT_MS, semconv.LLAMA_CPP_TIMINGS_PREDICTED_MS
-_HIT_KEY, _QUESTION_KEY, _ANSWER_KEY = (semconv.OBS_CACHE_HIT, semconv.GEN_AI_INPUT_MESSAGES,
-                                       semconv.GEN_AI_OUTPUT_MESSAGES)  # fmt: skip
+_QUESTION_KEY, _ANSWER_KEY = semconv.GEN_AI_INPUT_MESSAGES, semconv.GEN_AI_OUTPUT_MESSAGES
 _contains = dict.__contains__  # `in` on a dict subclass looks `__contains__` up at every call
-_NAMING_KEY_SET = frozenset(_NAMING_KEYS)
 
 
 def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] | None:
@@ -276,10 +285,11 @@ def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] 
     None (take the general path) unless `storable` would change nothing: the
     checks of `obs.storage._rows._unchanged`, made on the objects, each of
     the very class (Trace, Span, SpanEvent, FrozenDict, tuple) whose
-    `to_dict()` those checks assume. The columns are worked out as
-    `_span_row` and `_rows` do, without the `to_dict()` copies (tests hold
-    the two paths equal). Plain Python steps, not sets of types: for the
-    few fields and attributes of a span they are the quicker.
+    `to_dict()` those checks assume. The columns come from the rules
+    `_span_row` uses too (`_names`, `_request_columns`, `text_columns`),
+    without the `to_dict()` copies (tests hold the two paths equal). Plain
+    Python steps, not sets of types: for the few fields and attributes of a
+    span they are the quicker.
     """
     if type(trace) is not Trace:
         return None
@@ -347,70 +357,35 @@ def _object_rows(trace: Trace) -> tuple[tuple[Any, ...], list[tuple[Any, ...]]] 
                 return None
         else:
             events_text = "[]"
-        if attrs.keys().isdisjoint(_NAMING_KEY_SET):  # (iterates the smaller of the two)
+        if attrs.keys().isdisjoint(_NAMING_KEY_SET):  # what `_names` says then, without the call
             service, span_model, span_conversation = trace_service, None, None
-        else:  # `_text`, inline
-            service, request_model, response_model, conversation_id, session_id = map(attrs.get, _NAMING_KEYS)
-            service = column(service) if type(service) is str and service else trace_service
-            span_model = (
-                column(request_model) if type(request_model) is str and request_model
-                else column(response_model) if type(response_model) is str and response_model else None
-            )  # fmt: skip
-            span_conversation = (
-                column(conversation_id) if type(conversation_id) is str and conversation_id
-                else column(session_id) if type(session_id) is str and session_id else None
-            )  # fmt: skip
+        else:
+            service, span_model, span_conversation = _names(attrs, trace_service)
             conversation = conversation or span_conversation
         minute = _floor(span_start / 60_000.0)  # minute_of, inline
         if _contains(attrs, _OPERATION_KEY):
-            get = attrs.get
-            span_inputs, span_outputs = get(_INPUTS_KEY), get(_OUTPUTS_KEY)
-            if not (type(span_inputs) is int and 0 <= span_inputs < _MAX_UNITS):  # `_count`, inline
-                span_inputs = None
-            if not (type(span_outputs) is int and 0 <= span_outputs < _MAX_UNITS):
-                span_outputs = None
-            cost, ttft, latency = get(_COST_KEY), get(_TTFT_KEY), get(_LATENCY_KEY)
-            span_units = None  # `_number` only for the attributes there are
-            if cost is not None:
-                cost = _number(cost)
-                if cost is not None:  # as in `_span_row`: clamped before round()
-                    span_units = cost * COST_UNITS_PER_USD
-                    span_units = round(span_units) if span_units < _UNITS_LIMIT else _MAX_UNITS
-            if ttft is not None:
-                ttft = _number(ttft)
-            if latency is not None:
-                latency = _number(latency)
-            if latency is None:
-                latency = _number(span_duration)
-            server_ms = None if get(_PROMPT_KEY) is None or get(_PREDICTED_KEY) is None else _server_ms(attrs)
-            span_rows.append((
-                bound_id, position, span_id, parent_id, span_name, kind, span_start, span_end, span_duration,
-                span_status, service, span_model, span_conversation, 1, 1 if span_status == "error" else 0,
-                span_inputs, span_outputs, cost, span_units, ttft, latency, server_ms,
-                1 if get(_HIT_KEY) is True else 0, minute, minute - minute % 60,
-                None if latency is None else bin_of(latency), None if ttft is None else bin_of(ttft),
-                plain_json(attrs), events_text, exact,
-            ))  # fmt: skip
+            request = 1
+            measures = _request_columns(attrs, span_duration)
             requests += 1
             model = model or span_model
-            if span_inputs:
-                inputs += span_inputs
-            if span_outputs:
-                outputs += span_outputs
-            if span_units:
-                cost_units += span_units
+            inputs += measures[0] or 0
+            outputs += measures[1] or 0
+            cost_units += measures[3] or 0
+            get = attrs.get
             question, answer = get(_QUESTION_KEY), get(_ANSWER_KEY)  # `_message_text` of None is None
             if question is not None:
                 input_preview = input_preview or _message_text(question, "user")
             if answer is not None:
                 output_preview = _message_text(answer, None) or output_preview
         else:
-            span_rows.append((
-                bound_id, position, span_id, parent_id, span_name, kind, span_start, span_end, span_duration,
-                span_status, service, span_model, span_conversation, 0, 1 if span_status == "error" else 0,
-                None, None, None, None, None, None, None, 0, minute, minute - minute % 60, None, None,
-                plain_json(attrs) if attrs else "{}", events_text, exact,
-            ))  # fmt: skip
+            request, measures = 0, _NOT_A_REQUEST
+        tokens_in, tokens_out, cost, units, ttft, latency, server_ms, hit, latency_bin, ttft_bin = measures
+        span_rows.append((
+            bound_id, position, span_id, parent_id, span_name, kind, span_start, span_end, span_duration,
+            span_status, service, span_model, span_conversation, request, 1 if span_status == "error" else 0,
+            tokens_in, tokens_out, cost, units, ttft, latency, server_ms, hit, minute, minute - minute % 60,
+            latency_bin, ttft_bin, plain_json(attrs) if attrs else "{}", events_text, exact,
+        ))  # fmt: skip
     if trace_service is None:
         trace_service = next((row[_SERVICE] for row in span_rows if row[_SERVICE] is not None), None)
     header = "".join((  # the JSON `_json` writes for the header of `_rows`, piece by piece
