@@ -16,6 +16,14 @@ proxy's CPU in layers a relay does not need; this one does only what it needs:
   close, goes back to the pool for 4 s (less than llama-server's 5 s); one
   closed early or mid-answer is closed, which makes llama-server stop
   generating;
+- with `keep_ready_s`, a connection is kept open and ready for that long
+  after each answer: opened in the background once an answer lets go of
+  its connection and none that may carry a request is left, again when the
+  upstream closes it or it reaches the 4 s limit unused. llama-server closes
+  its connection after every streamed answer, so without it the next call
+  would first wait for a new connection. Connecting in the background never
+  raises: a request that finds no ready connection connects (and fails) as
+  before;
 - failures are httpx's exception classes, so callers handle them as they
   would httpx's: `ConnectError`/`ConnectTimeout` (nothing answered),
   `ReadTimeout` (`read_timeout_s` passed without a byte), `RemoteProtocolError`
@@ -29,6 +37,7 @@ a new connection got no answer for is never sent twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections.abc import Callable
@@ -75,6 +84,8 @@ class _Connection(asyncio.Protocol):
         self.error: BaseException | None = None
         self.idle_since = 0.0
         self.sink: Callable[[], None] | None = None  # push mode: called on every arrival and at the end
+        self.on_lost: Callable[[_Connection], None] | None = None  # while pooled: told when it closes
+        self.expiry: asyncio.TimerHandle | None = None  # while pooled and kept ready: its 4 s limit
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
 
@@ -97,6 +108,7 @@ class _Connection(asyncio.Protocol):
     def eof_received(self) -> bool:
         self.closed = True
         self._wake()
+        self._lost()
         return False  # the transport closes itself
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -104,6 +116,12 @@ class _Connection(asyncio.Protocol):
         if exc is not None and self.error is None:
             self.error = exc
         self._wake()
+        self._lost()
+
+    def _lost(self) -> None:
+        on_lost, self.on_lost = self.on_lost, None
+        if on_lost is not None:
+            on_lost(self)
 
     def _wake(self) -> None:
         if self.sink is not None:
@@ -146,8 +164,16 @@ class _Connection(asyncio.Protocol):
             return httpx.ReadError(f"the upstream connection broke ({self.error}) {what}")
         return httpx.RemoteProtocolError(f"the upstream closed the connection {what}")
 
+    def unpooled(self) -> None:
+        """Taken out of the pool: no longer watched for closing or expiry."""
+        self.on_lost = None
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+
     def close(self) -> None:
         """Close the connection now (the upstream sees the caller leave)."""
+        self.unpooled()
         self.closed = True
         if self.transport is not None:
             self.transport.close()
@@ -355,22 +381,15 @@ class UpstreamResponse:
 
     def _finish(self) -> None:
         conn, self._conn = self._conn, None  # type: ignore[assignment]
-        if conn is None:
-            return
-        if self._keep and conn.usable:
-            self._pool.release(conn)
-        else:
-            conn.close()
+        if conn is not None:
+            self._pool.answered(conn, self._keep)
 
     async def aclose(self) -> None:
         """Done with the answer: a connection read to the end is pooled, any other closed."""
         self._unhook()
         conn, self._conn = self._conn, None  # type: ignore[assignment]
         if conn is not None:
-            if self._done and self._keep and conn.usable:
-                self._pool.release(conn)
-            else:
-                conn.close()
+            self._pool.answered(conn, self._done and self._keep)
 
 
 class UpstreamPool:
@@ -378,8 +397,12 @@ class UpstreamPool:
 
     def __init__(self, scheme: str, host: str, port: int, *, connect_timeout_s: float,
                  read_timeout_s: float | None, max_idle: int = 64, idle_expiry_s: float = 4.0,
-                 ssl_context: ssl.SSLContext | None = None) -> None:  # fmt: skip
-        """Nothing is opened yet; `ssl_context` is used for https (default: the system's CAs)."""
+                 keep_ready_s: float = 0.0, ssl_context: ssl.SSLContext | None = None) -> None:  # fmt: skip
+        """Nothing is opened yet; `ssl_context` is used for https (default: the system's CAs).
+
+        `keep_ready_s` > 0 keeps a connection open and ready for that long after each answer
+        (module docstring).
+        """
         self.host = host
         self.port = port
         self.host_header = (f"[{host}]" if ":" in host else host).encode("ascii")
@@ -394,14 +417,21 @@ class UpstreamPool:
         self._max_idle = max_idle
         self._expiry = idle_expiry_s
         self._idle: list[_Connection] = []
+        self._ready_s = keep_ready_s
+        self._ready_until = 0.0  # time.monotonic() until which a connection is kept ready
+        self._opening: asyncio.Task[None] | None = None
+        self._closed = False
+        self.opened = 0  # connections opened, in the background or for a request
 
     async def send(self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, *,
                    read_timeout_s: float | _Default | None = _POOLS, on_retry: Callback | None = None,
-                   on_sent: Callback | None = None) -> UpstreamResponse:  # fmt: skip
+                   on_sent: Callback | None = None,
+                   on_connect: Callback | None = None) -> UpstreamResponse:  # fmt: skip
         """Send the request and return once its answer's head is in (module docstring for failures).
 
         `target` is the path and query; `read_timeout_s` replaces the pool's
-        for this request; `on_sent` is called once the request is first written.
+        for this request; `on_sent` is called once the request is first written;
+        `on_connect` each time it waited for a new connection (none was ready).
         """
         timeout = self.read_timeout_s if isinstance(read_timeout_s, _Default) else read_timeout_s
         verb = method.encode("ascii")
@@ -409,6 +439,8 @@ class UpstreamPool:
         for attempt in range(2):
             conn, pooled = await self._connection()
             assert conn.transport is not None
+            if not pooled and on_connect is not None:
+                on_connect()
             conn.transport.write(request)
             if on_sent is not None:
                 on_sent()
@@ -426,18 +458,79 @@ class UpstreamPool:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def answered(self, conn: _Connection, keep: bool) -> None:
+        """An answer is done with `conn`: pooled if `keep` and still usable, else closed; then, with
+        `keep_ready_s`, a connection is made ready if none is."""
+        if keep and conn.usable and not self._closed:
+            self.release(conn)
+        else:
+            conn.close()
+        if self._ready_s > 0:
+            self._ready_until = time.monotonic() + self._ready_s
+            self._make_ready()
+
     def release(self, conn: _Connection) -> None:
         """Keep `conn` for the next request (the newest are used first)."""
         conn.idle_since = time.monotonic()
         self._idle.append(conn)
+        if self._ready_s > 0:
+            conn.on_lost = self._lost
+            conn.expiry = conn.loop.call_later(self._expiry, self._expired, conn)
         if len(self._idle) > self._max_idle:
             self._idle.pop(0).close()
 
     async def aclose(self) -> None:
-        """Close every kept connection."""
+        """Close every kept connection, and stop keeping one ready."""
+        self._closed = True
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await opening
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
+
+    # -- a connection kept ready ------------------------------------------------------------------
+
+    def _lost(self, conn: _Connection) -> None:
+        """A pooled connection closed (llama-server's, after a streamed answer or its 5 s)."""
+        with contextlib.suppress(ValueError):
+            self._idle.remove(conn)
+        conn.unpooled()
+        self._make_ready()
+
+    def _expired(self, conn: _Connection) -> None:
+        """A pooled connection reached the age past which it is not used: replaced while kept ready."""
+        conn.expiry = None
+        if conn in self._idle:
+            self._idle.remove(conn)
+            conn.close()
+            self._make_ready()
+
+    def _make_ready(self) -> None:
+        """Open a connection in the background if none in the pool may carry a request (while kept ready)."""
+        if self._closed or self._opening is not None or time.monotonic() > self._ready_until:
+            return
+        if any(conn.usable for conn in self._idle):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: nothing to open it on
+            return
+        self._opening = loop.create_task(self._open_ready())
+
+    async def _open_ready(self) -> None:
+        try:
+            conn = await self._open()
+        except (httpx.HTTPError, OSError):
+            return  # the next request connects, and reports a failure, as it would without this
+        finally:
+            self._opening = None
+        if self._closed:
+            conn.close()
+        else:
+            self.release(conn)
 
     # -- internals --------------------------------------------------------------------------------
 
@@ -452,12 +545,21 @@ class UpstreamPool:
         return b"".join(parts)
 
     async def _connection(self) -> tuple[_Connection, bool]:
-        now = time.monotonic()
-        while self._idle:
-            conn = self._idle.pop()
-            if conn.usable and now - conn.idle_since < self._expiry:
-                return conn, True
-            conn.close()
+        for _ in range(2):
+            now = time.monotonic()
+            while self._idle:
+                conn = self._idle.pop()
+                if conn.usable and now - conn.idle_since < self._expiry:
+                    conn.unpooled()
+                    return conn, True
+                conn.close()
+            opening = self._opening
+            if opening is None:
+                break
+            await asyncio.shield(opening)  # a connection being made ready: this request takes it
+        return await self._open(), False
+
+    async def _open(self) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
@@ -469,7 +571,8 @@ class UpstreamPool:
             raise httpx.ConnectTimeout(f"no connection within {self.connect_timeout_s:g} s") from None
         except OSError as exc:
             raise httpx.ConnectError(str(exc) or type(exc).__name__) from None
-        return conn, False
+        self.opened += 1
+        return conn
 
     async def _head(self, conn: _Connection, verb: bytes, timeout_s: float | None) -> UpstreamResponse:
         buffer = conn.buffer

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -194,3 +195,27 @@ def test_32_concurrent_streams_all_arrive_whole_and_are_recorded(proxy: ProxyHan
         output = json.loads(span.attributes[semconv.GEN_AI_OUTPUT_MESSAGES])[0]["parts"][0]["content"]
         assert output == text
     assert proxy.stats.client_gone == proxy.stats.broken == proxy.stats.no_answer == 0
+
+
+def test_after_a_stream_the_next_call_goes_out_on_a_connection_the_proxy_already_opened(
+    embedded_server: EmbeddedServer, proxy: ProxyHandle
+) -> None:
+    body = {"messages": MESSAGES, "stream": True, **FIXED}
+
+    def stream(client: httpx.Client, base: str) -> int:
+        """Read one streamed chat to its end; the client's local port it went on."""
+        with client.stream("POST", base + "/v1/chat/completions", json=body) as response:
+            port = response.extensions["network_stream"].get_extra_info("client_addr")[1]
+            response.read()
+        time.sleep(0.3)
+        return int(port)
+
+    with httpx.Client(timeout=120) as client:
+        # llama-server closes its connection after every streamed answer, kept-alive or not...
+        assert len({stream(client, embedded_server.url) for _ in range(2)}) == 2
+        # ... so the proxy opens the next one as soon as an answer ends: no call waits to connect.
+        stream(client, proxy.url)
+        waited = proxy.app.stats.connects_waited
+        ports = {stream(client, proxy.url) for _ in range(3)}
+    assert proxy.app.stats.connects_waited == waited
+    assert len(ports) == 1  # the caller's own connection to the proxy is kept

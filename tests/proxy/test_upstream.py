@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 import httpx
 import pytest
@@ -38,6 +39,11 @@ class Scripted:
     port: int = 0
     requests: list[bytes] = field(default_factory=list)
     connections: int = 0
+    closed: int = 0  # connections over (either side closed them)
+    idle_close_s: float | None = None  # close a connection silent this long, as llama-server after 5 s
+    accepted_at: list[float] = field(default_factory=list)  # time.monotonic() of each connection
+    requests_at: list[float] = field(default_factory=list)
+    listener: socket.socket | None = None
 
 
 def _read_request(conn: socket.socket, pending: bytearray) -> bytes | None:
@@ -63,30 +69,41 @@ def _read_request(conn: socket.socket, pending: bytearray) -> bytes | None:
 
 
 @contextmanager
-def scripted(answers: list[Answer]) -> Iterator[Scripted]:
-    state = Scripted(answers)
+def scripted(answers: list[Answer], idle_close_s: float | None = None) -> Iterator[Scripted]:
+    state = Scripted(answers, idle_close_s=idle_close_s)
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     state.port = listener.getsockname()[1]
+    state.listener = listener
     stop = threading.Event()
 
     def serve_one(conn: socket.socket) -> None:
         pending = bytearray()
+        conn.settimeout(state.idle_close_s)
         with conn:
-            while not stop.is_set():
-                request = _read_request(conn, pending)
-                if request is None:
-                    return
-                index = len(state.requests)
-                state.requests.append(request)
-                pieces, close = state.answers[min(index, len(state.answers) - 1)]
-                for piece in pieces:
-                    conn.sendall(piece)
-                    time.sleep(0.002)  # a pause between pieces: each arrives on its own
-                if close:
-                    return
+            try:
+                answer_all(conn, pending)
+            except TimeoutError:
+                pass  # silent too long: closed
+            finally:
+                state.closed += 1
+
+    def answer_all(conn: socket.socket, pending: bytearray) -> None:
+        while not stop.is_set():
+            request = _read_request(conn, pending)
+            if request is None:
+                return
+            index = len(state.requests)
+            state.requests_at.append(time.monotonic())
+            state.requests.append(request)
+            pieces, close = state.answers[min(index, len(state.answers) - 1)]
+            for piece in pieces:
+                conn.sendall(piece)
+                time.sleep(0.002)  # a pause between pieces: each arrives on its own
+            if close:
+                return
 
     def accept() -> None:
         listener.settimeout(0.1)
@@ -98,6 +115,7 @@ def scripted(answers: list[Answer]) -> Iterator[Scripted]:
             except OSError:
                 return
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            state.accepted_at.append(time.monotonic())
             state.connections += 1
             threading.Thread(target=serve_one, args=(conn,), daemon=True).start()
 
@@ -367,3 +385,140 @@ def test_one_whole_chunk_is_told_from_anything_else_and_unframed_the_same_either
     if start is not None:
         body = ChunkedBody()
         assert body.take(bytearray(data)) == data[start:-2] and not body.done
+
+
+# -- a connection kept ready ----------------------------------------------------------------------
+
+# What llama-server does after every streamed answer: the body ends, then the connection closes.
+STREAM_THEN_CLOSE = ([CHUNKED_HEAD, CHUNKED_BODY], True)
+
+
+async def _eventually(check: Callable[[], bool], within_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
+def _ready_pool(port: int, keep_ready_s: float, idle_expiry_s: float = 4.0) -> UpstreamPool:
+    return UpstreamPool("http", "127.0.0.1", port, connect_timeout_s=5.0, read_timeout_s=10.0,
+                        keep_ready_s=keep_ready_s, idle_expiry_s=idle_expiry_s)  # fmt: skip
+
+
+def test_after_an_answer_whose_connection_closes_the_next_request_finds_one_open_and_ready() -> None:
+    with scripted([STREAM_THEN_CLOSE]) as server:
+        async def main() -> tuple[list[bytes], list[int], bool]:
+            pool = _ready_pool(server.port, keep_ready_s=30.0)
+            waited: list[int] = []
+            bodies = []
+            for n in range(3):
+                response = await pool.send("POST", "/", [], b"{}", on_connect=partial(waited.append, n))
+                bodies.append((await _read(response))[0])
+                ready = await _eventually(lambda: server.connections == len(server.requests) + 1)
+            await pool.aclose()
+            return bodies, waited, ready
+
+        bodies, waited, ready = _run(main)  # type: ignore[misc]
+        assert bodies == [EVENTS] * 3
+        assert waited == [0]  # only the first request waited for a connection
+        assert ready and server.connections == 4  # one per answer, and the one ready after the last
+        # Each later request went out on a connection opened before it was sent, after the answer before it.
+        for n in (1, 2):
+            assert server.requests_at[n - 1] < server.accepted_at[n] < server.requests_at[n]
+        assert _run_until(lambda: server.closed == 4)  # closing the pool closed the ready one too
+
+
+def _run_until(check: Callable[[], bool], within_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + within_s
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return check()
+
+
+def test_without_keep_ready_no_connection_is_opened_before_a_request() -> None:
+    with scripted([STREAM_THEN_CLOSE]) as server:
+        async def main() -> list[int]:
+            pool = _pool(server.port)
+            waited: list[int] = []
+            for _ in range(2):
+                response = await pool.send("POST", "/", [], b"{}", on_connect=lambda: waited.append(1))
+                await _read(response)
+                await asyncio.sleep(0.2)
+                assert server.connections == len(server.requests)  # nothing opened in between
+            await pool.aclose()
+            return waited
+
+        assert _run(main) == [1, 1]
+
+
+def test_a_kept_alive_connection_is_reused_and_no_other_is_opened() -> None:
+    with scripted([([CHUNKED_HEAD, CHUNKED_BODY], False)]) as server:
+        async def main() -> int:
+            pool = _ready_pool(server.port, keep_ready_s=30.0)
+            for _ in range(3):
+                await _read(await pool.send("POST", "/", [], b"{}"))
+            await asyncio.sleep(0.2)
+            await pool.aclose()
+            return pool.opened
+
+        assert _run(main) == 1 and server.connections == 1
+
+
+def test_the_ready_connection_is_replaced_when_the_upstream_closes_it_until_the_time_is_up() -> None:
+    with scripted([STREAM_THEN_CLOSE], idle_close_s=0.15) as server:
+        async def main() -> tuple[bool, int, int]:
+            pool = _ready_pool(server.port, keep_ready_s=1.0)
+            await _read(await pool.send("POST", "/", [], b"{}"))
+            replaced = await _eventually(lambda: server.closed >= 4)  # the answer's, then ready ones
+            await asyncio.sleep(1.5)  # past keep_ready_s: the last one closed is not replaced
+            opened = server.connections
+            await asyncio.sleep(0.5)
+            await pool.aclose()
+            return replaced, opened, server.connections
+
+        replaced, opened, later = _run(main)  # type: ignore[misc]
+        assert replaced
+        assert opened == later  # nothing opened once the second was up
+        assert 4 <= opened <= 1 + 1.0 / 0.15 + 2  # about one per 0.15 s over the second, then no more
+
+
+def test_a_ready_connection_past_the_pools_age_limit_is_replaced() -> None:
+    with scripted([STREAM_THEN_CLOSE]) as server:
+        async def main() -> tuple[bool, bool]:
+            pool = _ready_pool(server.port, keep_ready_s=0.6, idle_expiry_s=0.1)
+            await _read(await pool.send("POST", "/", [], b"{}"))
+            replaced = await _eventually(lambda: server.connections >= 4)
+            await asyncio.sleep(0.8)
+            settled = server.connections
+            await asyncio.sleep(0.3)
+            await pool.aclose()
+            return replaced, settled == server.connections
+
+        replaced, settled = _run(main)  # type: ignore[misc]
+        assert replaced and settled
+        assert _run_until(lambda: server.closed == server.connections)  # every replaced one was closed
+
+
+def test_an_upstream_gone_after_an_answer_fails_the_next_request_as_before_and_nothing_else() -> None:
+    loop_errors: list[dict[str, object]] = []
+    with scripted([STREAM_THEN_CLOSE]) as server:
+        async def main() -> BaseException | None:
+            asyncio.get_running_loop().set_exception_handler(lambda _loop, ctx: loop_errors.append(ctx))
+            pool = _ready_pool(server.port, keep_ready_s=30.0)
+            await _read(await pool.send("POST", "/", [], b"{}"))
+            assert server.listener is not None
+            server.listener.close()  # the upstream is gone: connecting is refused from now on
+            await asyncio.sleep(0.3)  # the background connection fails: nothing is raised or logged
+            try:
+                await pool.send("POST", "/", [], b"{}")
+            except httpx.ConnectError as exc:
+                return exc
+            finally:
+                await pool.aclose()
+            return None
+
+        error = _run(main)
+    assert isinstance(error, httpx.ConnectError)
+    assert loop_errors == []
