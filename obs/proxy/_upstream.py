@@ -44,6 +44,7 @@ from collections.abc import Callable
 
 import httpx
 
+from obs.proxy._connection import UpstreamConnection
 from obs.proxy._http1 import (
     MAX_HEAD_BYTES,
     ChunkedBody,
@@ -55,7 +56,6 @@ from obs.proxy._http1 import (
 
 __all__ = ["UpstreamPool", "UpstreamResponse"]
 
-_HIGH_WATER = 256 * 1024  # bytes waiting unread before the socket is no longer read
 _BODY_METHODS = (b"POST", b"PUT", b"PATCH")
 _STALE = (httpx.RemoteProtocolError, httpx.ReadError)
 Callback = Callable[[], None]
@@ -68,117 +68,6 @@ class _Default:
 _POOLS = _Default()
 
 
-def _expire(waiter: asyncio.Future[None], seconds: float) -> None:
-    if not waiter.done():
-        waiter.set_exception(httpx.ReadTimeout(f"no bytes from the upstream within {seconds:g} s"))
-
-
-class _Connection(asyncio.Protocol):
-    """One upstream connection: received bytes wait in `buffer` until the response reads them."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.closed = False
-        self.error: BaseException | None = None
-        self.idle_since = 0.0
-        self.sink: Callable[[], None] | None = None  # push mode: called on every arrival and at the end
-        self.on_lost: Callable[[_Connection], None] | None = None  # while pooled: told when it closes
-        self.expiry: asyncio.TimerHandle | None = None  # while pooled and kept ready: its 4 s limit
-        self._waiter: asyncio.Future[None] | None = None
-        self._paused = False
-
-    # -- asyncio's side ---------------------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        self.buffer += data
-        sink = self.sink
-        if sink is not None:
-            sink()
-            return
-        if len(self.buffer) > _HIGH_WATER and not self._paused and self.transport is not None:
-            self._paused = True
-            self.transport.pause_reading()
-        self._wake()
-
-    def eof_received(self) -> bool:
-        self.closed = True
-        self._wake()
-        self._lost()
-        return False  # the transport closes itself
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        if exc is not None and self.error is None:
-            self.error = exc
-        self._wake()
-        self._lost()
-
-    def _lost(self) -> None:
-        on_lost, self.on_lost = self.on_lost, None
-        if on_lost is not None:
-            on_lost(self)
-
-    def _wake(self) -> None:
-        if self.sink is not None:
-            self.sink()
-            return
-        waiter = self._waiter
-        if waiter is not None:
-            self._waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    # -- the response's side ----------------------------------------------------------------------
-
-    @property
-    def usable(self) -> bool:
-        """True for a connection that may carry a request (open, nothing unread waiting)."""
-        transport = self.transport
-        return not self.closed and transport is not None and not transport.is_closing() and not self.buffer
-
-    async def more(self, timeout_s: float | None) -> None:
-        """Wait until more bytes arrived or the connection ended; ReadTimeout after `timeout_s`."""
-        if self._paused and self.transport is not None:
-            self._paused = False
-            self.transport.resume_reading()  # what was waiting has been read
-        waiter = self.loop.create_future()
-        self._waiter = waiter
-        if timeout_s is None:
-            await waiter
-            return
-        timer = self.loop.call_later(timeout_s, _expire, waiter, timeout_s)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
-
-    def ended(self, what: str) -> Exception:
-        """The error for a connection that ended while `what` was still expected."""
-        if isinstance(self.error, OSError) and not isinstance(self.error, ConnectionAbortedError):
-            return httpx.ReadError(f"the upstream connection broke ({self.error}) {what}")
-        return httpx.RemoteProtocolError(f"the upstream closed the connection {what}")
-
-    def unpooled(self) -> None:
-        """Taken out of the pool: no longer watched for closing or expiry."""
-        self.on_lost = None
-        if self.expiry is not None:
-            self.expiry.cancel()
-            self.expiry = None
-
-    def close(self) -> None:
-        """Close the connection now (the upstream sees the caller leave)."""
-        self.unpooled()
-        self.closed = True
-        if self.transport is not None:
-            self.transport.close()
-
-
 class UpstreamResponse:
     """An answer whose status and headers are in; `read()` its body, `aclose()` when done with it."""
 
@@ -186,7 +75,7 @@ class UpstreamResponse:
                  "_mode", "_on_done", "_pool", "_timeout", "_watchdog", "headers", "received",
                  "status")  # fmt: skip
 
-    def __init__(self, pool: UpstreamPool, conn: _Connection, status: int,
+    def __init__(self, pool: UpstreamPool, conn: UpstreamConnection, status: int,
                  headers: list[tuple[bytes, bytes]], mode: str, length: int, keep: bool,
                  timeout_s: float | None) -> None:  # fmt: skip
         """Internal: made by `UpstreamPool.send`."""
@@ -416,7 +305,7 @@ class UpstreamPool:
         self.read_timeout_s = read_timeout_s
         self._max_idle = max_idle
         self._expiry = idle_expiry_s
-        self._idle: list[_Connection] = []
+        self._idle: list[UpstreamConnection] = []
         self._ready_s = keep_ready_s
         self._ready_until = 0.0  # time.monotonic() until which a connection is kept ready
         self._opening: asyncio.Task[None] | None = None
@@ -458,7 +347,7 @@ class UpstreamPool:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def answered(self, conn: _Connection, keep: bool) -> None:
+    def answered(self, conn: UpstreamConnection, keep: bool) -> None:
         """An answer is done with `conn`: pooled if `keep` and still usable, else closed; then, with
         `keep_ready_s`, a connection is made ready if none is."""
         if keep and conn.usable and not self._closed:
@@ -469,7 +358,7 @@ class UpstreamPool:
             self._ready_until = time.monotonic() + self._ready_s
             self._make_ready()
 
-    def release(self, conn: _Connection) -> None:
+    def release(self, conn: UpstreamConnection) -> None:
         """Keep `conn` for the next request (the newest are used first)."""
         conn.idle_since = time.monotonic()
         self._idle.append(conn)
@@ -493,14 +382,14 @@ class UpstreamPool:
 
     # -- a connection kept ready ------------------------------------------------------------------
 
-    def _lost(self, conn: _Connection) -> None:
+    def _lost(self, conn: UpstreamConnection) -> None:
         """A pooled connection closed (llama-server's, after a streamed answer or its 5 s)."""
         with contextlib.suppress(ValueError):
             self._idle.remove(conn)
         conn.unpooled()
         self._make_ready()
 
-    def _expired(self, conn: _Connection) -> None:
+    def _expired(self, conn: UpstreamConnection) -> None:
         """A pooled connection reached the age past which it is not used: replaced while kept ready."""
         conn.expiry = None
         if conn in self._idle:
@@ -544,7 +433,7 @@ class UpstreamPool:
         parts += (b"\r\n", body)
         return b"".join(parts)
 
-    async def _connection(self) -> tuple[_Connection, bool]:
+    async def _connection(self) -> tuple[UpstreamConnection, bool]:
         for _ in range(2):
             now = time.monotonic()
             while self._idle:
@@ -559,11 +448,11 @@ class UpstreamPool:
             await asyncio.shield(opening)  # a connection being made ready: this request takes it
         return await self._open(), False
 
-    async def _open(self) -> _Connection:
+    async def _open(self) -> UpstreamConnection:
         loop = asyncio.get_running_loop()
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(loop), self.host, self.port, ssl=self._ssl,
+                loop.create_connection(lambda: UpstreamConnection(loop), self.host, self.port, ssl=self._ssl,
                                        server_hostname=self.host if self._ssl else None),
                 self.connect_timeout_s,
             )  # fmt: skip
@@ -574,7 +463,7 @@ class UpstreamPool:
         self.opened += 1
         return conn
 
-    async def _head(self, conn: _Connection, verb: bytes, timeout_s: float | None) -> UpstreamResponse:
+    async def _head(self, conn: UpstreamConnection, verb: bytes, timeout_s: float | None) -> UpstreamResponse:
         buffer = conn.buffer
         while True:
             end = buffer.find(b"\r\n\r\n")
