@@ -5,7 +5,9 @@ what a relay in front of it costs. This server answers
 `POST /v1/chat/completions` the way llama-server does, byte for byte in
 shape (its headers, one HTTP chunk per token, the role and the first token
 in the first, `finish_reason` and `usage` + `timings` in one after the last
-token, then `data: [DONE]`), but on a clock: the first token `first_ms` after
+token, then `data: [DONE]`; and like llama-server it closes the connection
+after every streamed answer, though its head says keep-alive), but on a
+clock: the first token `first_ms` after
 the request arrived, then one every `interval_ms`, `max_tokens` of them
 (scheduled on absolute times, so a late one does not delay the rest). A
 non-streamed request is answered whole when its last token would have
@@ -142,8 +144,9 @@ class _Connection(asyncio.Protocol):
         start = loop.time()
         if request.get("stream"):
             self.transport.write(_HEAD)
+            last = len(answer.writes) - 1
             self.timers = [loop.call_at(start + (self.first_ms + i * self.interval_ms) / 1000.0, self._send,
-                                        writes) for i, writes in enumerate(answer.writes)]  # fmt: skip
+                                        writes, i == last) for i, writes in enumerate(answer.writes)]  # fmt: skip
             return
         whole = {"choices": [{"finish_reason": "length", "index": 0,
                               "message": {"role": "assistant", "content": answer.text}}],
@@ -153,10 +156,12 @@ class _Connection(asyncio.Protocol):
         done = start + (self.first_ms + (tokens - 1) * self.interval_ms) / 1000.0
         self.timers = [loop.call_at(done, self._send, [_plain(200, json.dumps(whole).encode())])]
 
-    def _send(self, writes: list[bytes]) -> None:
+    def _send(self, writes: list[bytes], close: bool = False) -> None:
         if self.transport is not None and not self.transport.is_closing():
             for data in writes:
                 self.transport.write(data)
+            if close:
+                self.transport.close()  # after a streamed answer, as llama-server does
 
 
 async def _serve(port: int, first_ms: float, interval_ms: float) -> None:
