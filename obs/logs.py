@@ -373,6 +373,22 @@ class LLMLogger:
         with self._lock:
             return len(self._entries)
 
+    def flush_soon(self) -> None:
+        """Ask the stream to store what it queued now, if it can (a SqliteLogSink can); returns at once.
+
+        Never raises: a stream whose `flush_soon` fails is counted in `write_errors` and reported once.
+        """
+        ask = getattr(self._stream, "flush_soon", None)
+        if not callable(ask):
+            return
+        try:
+            ask()
+        except Exception as exc:
+            with self._lock:
+                self._write_errors += 1
+                first = self._write_errors == 1
+            self._report("flush", exc, first)
+
     def close(self) -> None:
         """Close the file opened for `path` (the stream belongs to the caller and stays open).
 

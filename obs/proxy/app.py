@@ -43,7 +43,11 @@ the background and keeps one ready for 30 s: the next call goes out at once
 instead of first waiting to connect. A pooled upstream connection that the
 server closed while the request was on its way is retried once on a new
 connection; a request that a new connection failed to get an answer for is
-never sent twice. The API key and any other credential header
+never sent twice. Once no request is in flight, the proxy asks recording
+to write what it queued (`Tracer.flush_soon`): the spans and log entries go
+into the file while the model rests, not on the writers' one-second
+schedule, which would land in the middle of the next call and take CPU
+from the model there (when it runs on every core). The API key and any other credential header
 reach nothing recorded. Telemetry never breaks the relay: a failure in
 recording is logged and counted in `stats.telemetry_errors`.
 """
@@ -54,7 +58,6 @@ import asyncio
 import contextlib
 import json
 import logging
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -86,6 +89,7 @@ from obs.proxy._http1 import header_value
 from obs.proxy._pump import CallerLeft
 from obs.proxy._upstream import UpstreamPool, UpstreamResponse
 from obs.proxy._wire import charset_of, error_body, header_map, request_headers, response_headers, secrets_of
+from obs.proxy.stats import ProxyStats
 from obs.trace.tracer import Tracer
 
 __all__ = ["DEFAULT_MAX_CONTENT_CHARS", "CallerRequest", "ProxyApp", "ProxyStats", "UpstreamBroke"]
@@ -111,29 +115,6 @@ class _QuietBreaks(logging.Filter):
 
 
 _QUIET = _QuietBreaks()
-
-
-@dataclass
-class ProxyStats:
-    """Counts of what the proxy did (read them at any time; written on its event loop only).
-
-    `requests` relayed or tried; `recorded` model calls recorded; `no_answer`
-    requests answered 502/504 by the proxy itself; `retried` requests sent
-    again after a pooled connection turned out closed; `connects_waited`
-    requests that waited for a new upstream connection (none was open and
-    ready); `broken` answers cut because the upstream's broke; `client_gone`
-    callers that left before the end; `telemetry_errors` failures inside
-    recording (logged, never raised).
-    """
-
-    requests: int = 0
-    recorded: int = 0
-    no_answer: int = 0
-    retried: int = 0
-    connects_waited: int = 0
-    broken: int = 0
-    client_gone: int = 0
-    telemetry_errors: int = 0
 
 
 def _seconds(owner: str, name: str, value: Any, allow_none: bool) -> float | None:
@@ -229,6 +210,7 @@ class ProxyApp:
         self.props: ServerProps | None = None
         self._props_tried_at: float | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._in_flight = 0  # requests being relayed
         base = httpx.URL(self.endpoint.root)
         self._scheme, self._host = base.scheme, base.host
         self._prefix = base.raw_path.decode("ascii").rstrip("/")  # an upstream under a path prefix
@@ -322,6 +304,7 @@ class ProxyApp:
         broken). Never raises but CancelledError.
         """
         self.stats.requests += 1
+        self._in_flight += 1
         call = _Call(self, request)
         try:
             await self._forward(request, caller, call)
@@ -340,6 +323,18 @@ class ProxyApp:
         finally:
             if call.exchange is not None:
                 self._settle(call.exchange)
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._rested()
+
+    def _rested(self) -> None:
+        """The last request in flight is over: what recording queued is written now, while the model
+        rests, rather than on the writers' own schedule, in the middle of the next call."""
+        try:
+            self.tracer.flush_soon()
+        except Exception as exc:  # a tracer of another kind: never the relay's problem
+            self.stats.telemetry_errors += 1
+            _log.warning("obs.proxy: could not ask recording to write: %s", type(exc).__name__)
 
     def _caller_left(self, exchange: Exchange | None) -> None:
         """The caller left before the whole answer was relayed: counted, and recorded so."""

@@ -91,6 +91,9 @@ class _QueueOnly:
     def write(self, text: str, /) -> None:
         self._sink.write(text)
 
+    def flush_soon(self) -> None:
+        self._sink.flush_soon()
+
 
 def record_into(
     store: SqliteTraceStore, service_name: str, *, processors: Sequence[TraceProcessor] = ()

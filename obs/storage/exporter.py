@@ -102,7 +102,8 @@ class SqliteLogSink:
     them every `flush_interval_s` seconds, or sooner when 256 wait, in one
     transaction per batch, tagged with `service`. Lines that are not a
     logger's JSON are counted in `failed`. `flush()` stores what waits now;
-    `close()` flushes and stops (also at interpreter exit).
+    `flush_soon()` asks for that and returns at once; `close()` flushes and
+    stops (also at interpreter exit).
     """
 
     def __init__(
@@ -126,6 +127,7 @@ class SqliteLogSink:
         self._lines: deque[str] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._flushes: list[threading.Event] = []
+        self._soon = False  # flush_soon() asked for the waiting lines to be stored
         self._closed = False
         self.written = self.dropped = self.failed = 0
         self._thread = threading.Thread(target=self._run, name="obs-log-sink", daemon=True)
@@ -160,6 +162,13 @@ class SqliteLogSink:
             self._cond.notify()
         return done.wait(timeout)
 
+    def flush_soon(self) -> None:
+        """Ask the writer thread to store the waiting lines now; returns at once, never raises."""
+        with self._cond:
+            if self._lines and not self._closed:
+                self._soon = True
+                self._cond.notify()
+
     def close(self, timeout_s: float = 10.0) -> bool:
         """Store what waits, stop the thread, close the store if this sink opened it; True if in time."""
         timeout = check_timeout("SqliteLogSink.close", "timeout_s", timeout_s)
@@ -178,8 +187,9 @@ class SqliteLogSink:
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not (self._closed or self._flushes or len(self._lines) >= 256):
+                if not (self._closed or self._flushes or self._soon or len(self._lines) >= 256):
                     self._cond.wait(self.flush_interval_s)
+                self._soon = False
                 lines = list(self._lines)
                 self._lines.clear()
                 flushes, self._flushes = self._flushes, []

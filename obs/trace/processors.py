@@ -208,8 +208,9 @@ class BatchProcessor:
     longer than `export_timeout_s` is counted as failed and abandoned (its
     thread is left to finish; while it hangs, later batches fail at once
     rather than pile up threads). `force_flush` and `shutdown` wait at most
-    their timeout. Thread-safe. The defaults are OpenTelemetry's
-    (`OTEL_BSP_*`): 2048, 512, 5 s, 30 s.
+    their timeout; `flush_soon` asks for an export now and returns at once.
+    Thread-safe. The defaults are OpenTelemetry's (`OTEL_BSP_*`): 2048, 512,
+    5 s, 30 s.
     """
 
     def __init__(
@@ -239,6 +240,7 @@ class BatchProcessor:
         self._queue: deque[Trace] = deque()
         self._cond = threading.Condition(threading.Lock())
         self._flushes: list[threading.Event] = []
+        self._soon = False  # flush_soon() asked for an export of everything queued
         self._queued = self._exported = self._failed = self._dropped = 0
         self._shutdown = False
         self._stopped = threading.Event()
@@ -267,6 +269,17 @@ class BatchProcessor:
             self._flushes.append(done)
             self._cond.notify()
         return done.wait(timeout)
+
+    def flush_soon(self) -> None:
+        """Ask the worker thread to export every queued trace now; returns at once, never raises.
+
+        For a caller that knows a good moment to spend CPU on exporting (a
+        proxy whose model is resting between calls) without waiting for it.
+        """
+        with self._cond:
+            if self._queue and not self._shutdown:
+                self._soon = True
+                self._cond.notify()
 
     def shutdown(self, timeout_s: float = 30.0) -> bool:
         """Refuse new traces, export the queued ones, stop the thread and shut the exporter down.
@@ -305,13 +318,16 @@ class BatchProcessor:
                 while not (
                     self._shutdown
                     or self._flushes
+                    or self._soon
                     or len(self._queue) >= self.max_export_batch_size
                     or time.monotonic() >= next_export
                 ):
                     self._cond.wait(max(0.0, next_export - time.monotonic()))
                 flushes, self._flushes = self._flushes, []
+                soon, self._soon = self._soon, False
                 # A flush or shutdown drains everything queued now; otherwise one batch goes.
-                take = len(self._queue) if (flushes or self._shutdown) else self.max_export_batch_size
+                drain = flushes or soon or self._shutdown
+                take = len(self._queue) if drain else self.max_export_batch_size
                 take = min(take, len(self._queue))
                 batch = [self._queue.popleft() for _ in range(take)]
                 stopping = self._shutdown

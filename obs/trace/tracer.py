@@ -176,6 +176,20 @@ class Tracer:
         timeout = check_timeout("Tracer.force_flush", "timeout_s", timeout_s)
         return self._each_processor("force_flush", timeout)
 
+    def flush_soon(self) -> None:
+        """Ask each processor that can (a BatchProcessor) and the logger's stream to export what waits
+        now, at a moment when that costs least; never waits or raises (see `processor_errors`)."""
+        for processor in self._processors:
+            ask = getattr(processor, "flush_soon", None)
+            if callable(ask):
+                try:
+                    ask()
+                except Exception as exc:
+                    self._processor_error(f"{processor!r}.flush_soon", exc, None)
+        ask_logger = getattr(self.logger, "flush_soon", None)
+        if callable(ask_logger):
+            ask_logger()
+
     def shutdown(self, timeout_s: float = 30.0) -> bool:
         """Flush and shut down every processor (once); True if all finished within `timeout_s` seconds.
 

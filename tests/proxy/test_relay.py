@@ -11,6 +11,7 @@ import asyncio
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import pytest
 
 from obs import semconv
 from obs.proxy import ProxyApp, ProxyHandle, ProxyStartError, start_proxy
+from obs.trace.processors import BatchProcessor, InMemoryExporter
 from obs.trace.tracer import Tracer
 from tests.llm.servers import (
     CONTENT,
@@ -36,6 +38,7 @@ from tests.llm.servers import (
     refused_url,
     serve,
     stream_cut,
+    stream_lines,
 )
 from tests.proxy.support import (
     API_KEY,
@@ -418,3 +421,41 @@ def test_mounted_under_a_prefix_it_forwards_what_follows_the_prefix(upstream: Lo
     # /props is read on the side (no lifespan ran here), on a connection of its own: in either order.
     assert [r.path for r in upstream.requests if r.path != "/props"] == ["/v1/chat/completions?x=1"]
     assert [t.spans[0].name for t in exporter.traces] == [f"chat {MODEL}"]
+
+
+def test_recording_is_written_once_no_request_is_in_flight_not_in_the_middle_of_one() -> None:
+    """With the writers' own schedule far off (60 s), what the proxy recorded is exported as soon as
+    the last request in flight is over, and not while another is still being relayed."""
+    hold = threading.Event()
+
+    def held_or_good(handler: Handler) -> None:
+        if handler.wants_stream and b'"hold"' in handler.body:
+            handler.start_stream()
+            for line in stream_lines()[:-1]:
+                handler.send_event(line)
+            hold.wait(30.0)  # the stream stays open until the test lets it end
+            handler.send_event(stream_lines()[-1])
+            handler.end_stream()
+        else:
+            good(handler)
+
+    exporter = InMemoryExporter()
+    tracer = Tracer(processors=[BatchProcessor(exporter, schedule_delay_s=60.0)])
+    with serve(held_or_good) as upstream, start_proxy(upstream.url, tracer=tracer) as proxy:
+        url = proxy.url + "/v1/chat/completions"
+        httpx.post(url, json=CHAT, timeout=30).raise_for_status()
+        assert wait_until(lambda: len(exporter.traces) == 1)  # at once: nothing else was in flight
+
+        with httpx.Client(timeout=30) as client, \
+                client.stream("POST", url, json={**STREAM, "user": "hold"}) as held:  # fmt: skip
+            lines = held.iter_lines()
+            assert next(lines).startswith("data: ")  # the held stream is in flight
+            httpx.post(url, json=CHAT, timeout=30).raise_for_status()
+            time.sleep(0.5)
+            # The second call is over and queued, but a stream is still being relayed: not written yet.
+            assert len(exporter.traces) == 1 and tracer.processors[0].stats().pending == 1
+            hold.set()
+            assert [line for line in lines if line][-1] == "data: [DONE]"
+        assert wait_until(lambda: len(exporter.traces) == 3)
+    assert [t.spans[0].attributes.get(semconv.GEN_AI_REQUEST_STREAM) for t in exporter.traces] == [
+        None, None, True]  # fmt: skip

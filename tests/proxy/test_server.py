@@ -28,12 +28,15 @@ import httpx
 import pytest
 
 from obs import semconv
+from obs.logs import LLMLogger
 from obs.proxy import ProxyHandle, _serve
 from obs.proxy._pump import ThreadPump
 from obs.proxy._serve import ProxyServer
 from obs.proxy._upstream import UpstreamResponse
 from obs.proxy.app import ProxyApp
-from obs.proxy.server import bind_socket
+from obs.proxy.server import _QueueOnly, bind_socket
+from obs.storage.exporter import SqliteLogSink
+from obs.storage.sqlite import SqliteTraceStore
 from obs.trace.tracer import Tracer
 from tests.llm.servers import (
     DELTAS,
@@ -356,3 +359,16 @@ def test_bytes_an_upstream_sends_past_its_answer_never_reach_the_caller(db: Path
             assert (status, body, after) == (200, expected, b"")
         traces = stored_traces(db, proxy, 3)
     assert [t.spans[0].status for t in traces] == ["success"] * 3
+
+
+def test_the_recording_tracer_passes_flush_soon_on_to_its_log_file(tmp_path: Path) -> None:
+    """record_into's logger writes into a SqliteLogSink through a queue-only wrapper: Tracer.flush_soon
+    must reach the sink through it (its own schedule here is an hour away)."""
+    with SqliteTraceStore(tmp_path / "obs.db") as store:
+        sink = SqliteLogSink(store, flush_interval_s=3600.0)
+        tracer = Tracer(logger=LLMLogger(stream=_QueueOnly(sink)))
+        tracer.logger.info("written while the model rests")  # type: ignore[union-attr]
+        assert sink.written == 0
+        tracer.flush_soon()
+        assert wait_until(lambda: sink.written == 1)
+        assert sink.close()

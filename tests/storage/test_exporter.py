@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,39 @@ def test_logging_into_the_sink_never_waits_for_the_disk(tmp_path: Path) -> None:
         assert sink.flush(timeout_s=10.0)  # an explicit flush waits for the disk
         assert sink.written == 1
         assert sink.close()
+
+
+def test_flush_soon_stores_waiting_lines_without_waiting_and_the_logger_passes_it_on(tmp_path: Path) -> None:
+    with SqliteTraceStore(tmp_path / "obs.db") as store:
+        sink = SqliteLogSink(store, flush_interval_s=3600.0)
+        logger = LLMLogger(stream=sink)
+        logger.info("first")
+        logger.flush_soon()  # the logger asks its stream; nothing waits for the disk
+        deadline = time.monotonic() + 30.0
+        while sink.written < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert sink.written == 1 and [e.message for e in DashboardQueries(store).logs().items] == ["first"]
+        sink.flush_soon()  # nothing waits: nothing happens
+        assert sink.close()
+        logger.info("after close")
+        sink.flush_soon()  # closed: neither raises nor stores
+        assert sink.written == 1 and sink.dropped == 1
+
+
+class _BrokenNudge:
+    def write(self, text: str, /) -> None:
+        pass
+
+    def flush_soon(self) -> None:
+        raise OSError("gone")
+
+
+def test_a_logger_whose_stream_cannot_flush_soon_counts_it_and_goes_on() -> None:
+    logger = LLMLogger(stream=_BrokenNudge())
+    logger.flush_soon()
+    logger.flush_soon()
+    assert logger.write_errors == 2
+    LLMLogger().flush_soon()  # no stream: nothing to ask
 
 
 def test_a_full_sink_queue_drops_and_counts(tmp_path: Path) -> None:

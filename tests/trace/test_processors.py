@@ -282,6 +282,50 @@ def test_force_flush_and_shutdown_export_what_waits(batch: tuple[BatchProcessor,
     assert processor.stats().dropped == 1 and len(exporter.traces) == 3
 
 
+def test_flush_soon_exports_what_waits_without_waiting_for_the_export() -> None:
+    exporter = GatedExporter()  # every export blocks until the gate opens
+    processor = BatchProcessor(exporter, schedule_delay_s=60.0)
+    tracer = Tracer(processors=[processor])
+    _traced(tracer, ["a", "b"])
+    assert not exporter.entered.is_set()  # the 60 s delay has not passed
+    processor.flush_soon()  # returns while the export it asked for is blocked
+    assert exporter.entered.wait(GUARD_S)
+    assert exporter.traces == []
+    exporter.gate.set()
+    assert _wait_until(lambda: [t.name for t in exporter.traces] == ["a", "b"])
+    processor.flush_soon()  # nothing queued: nothing happens
+    assert processor.stats().exported == 2
+    processor.shutdown(timeout_s=GUARD_S)
+    _traced(tracer, ["late"])
+    processor.flush_soon()  # after shutdown: neither raises nor exports
+    assert len(exporter.traces) == 2
+
+
+class _RaisingFlushSoon(InMemoryExporter):
+    def flush_soon(self) -> None:  # a processor-like object whose nudge fails
+        raise RuntimeError("boom")
+
+    def on_end(self, trace: Trace) -> None:
+        self.export([trace])
+
+    def force_flush(self, timeout_s: float = 30.0) -> bool:
+        return True
+
+
+def test_tracer_flush_soon_asks_each_processor_that_can_and_never_raises() -> None:
+    exporter = InMemoryExporter()
+    batch = BatchProcessor(exporter, schedule_delay_s=60.0)
+    simple_target = InMemoryExporter()
+    raising = _RaisingFlushSoon()
+    tracer = Tracer(processors=[SimpleProcessor(simple_target), raising, batch])
+    _traced(tracer, ["a"])
+    assert exporter.traces == [] and len(simple_target.traces) == 1
+    tracer.flush_soon()  # SimpleProcessor has nothing to flush; the raising one is counted
+    assert _wait_until(lambda: [t.name for t in exporter.traces] == ["a"])
+    assert tracer.processor_errors == 1
+    batch.shutdown(timeout_s=GUARD_S)
+
+
 def test_raising_failing_and_hanging_exporters_never_hold_up_the_traced_code() -> None:
     hanging = GatedExporter()
     processors = [
