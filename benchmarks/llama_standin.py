@@ -145,8 +145,9 @@ class _Connection(asyncio.Protocol):
         if request.get("stream"):
             self.transport.write(_HEAD)
             last = len(answer.writes) - 1
-            self.timers = [loop.call_at(start + (self.first_ms + i * self.interval_ms) / 1000.0, self._send,
-                                        writes, i == last) for i, writes in enumerate(answer.writes)]  # fmt: skip
+            at = [start + (self.first_ms + i * self.interval_ms) / 1000.0 for i in range(last + 1)]
+            self.timers = [loop.call_at(at[i], self._send, writes, i == last)
+                           for i, writes in enumerate(answer.writes)]  # fmt: skip
             return
         whole = {"choices": [{"finish_reason": "length", "index": 0,
                               "message": {"role": "assistant", "content": answer.text}}],
