@@ -47,7 +47,11 @@ Three servers, each named in its verdicts:
   spare, where what is measured is the proxy itself next to a real model.
 
 Also printed: the proxy process's CPU time per streamed event (from /proc),
-recording included: the steadier figure on a noisy machine.
+recording included: the steadier figure on a noisy machine. Where HAProxy is
+installed (`apt-get install haproxy`), it relays the same calls as a third
+side of every latency round, for comparison only (no verdict): an HTTP
+reverse proxy written in C that records nothing, what a relay costs on this
+machine at the least.
 
     python -m benchmarks proxy
 """
@@ -57,6 +61,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -121,6 +126,54 @@ class _Proxy:
 
     def stop(self) -> None:
         stop(self.process)
+
+
+class _HAProxy:
+    """HAProxy in HTTP mode in front of `upstream`, for comparison: connections kept and reused, each piece
+    of an answer passed on at once (`option http-no-delay`), nothing recorded."""
+
+    def __init__(self, upstream: str, folder: str) -> None:
+        host, port = httpx.URL(upstream).host, httpx.URL(upstream).port
+        self.port = find_free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = Path(folder) / "haproxy.cfg"
+        config.write_text(
+            "defaults\n    mode http\n    timeout connect 5s\n    timeout client 120s\n"
+            "    timeout server 120s\n    http-reuse always\n    option http-no-delay\n"
+            f"frontend relay\n    bind 127.0.0.1:{self.port}\n    default_backend model\n"
+            f"backend model\n    server upstream {host}:{port}\n"
+        )
+        self.process = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE)  # fmt: skip
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and self.process.poll() is None:
+            try:
+                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        stop(self.process)
+        err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
+        raise RuntimeError(f"haproxy did not start: {err}")
+
+    @staticmethod
+    @contextmanager
+    def maybe(upstream: str, folder: str) -> Iterator[_HAProxy | None]:
+        """One in front of `upstream` where haproxy is installed, else None (said once per run)."""
+        if shutil.which("haproxy") is None:
+            if not _HAProxy.missing_said:
+                print("(HAProxy is not installed: no comparison with a relay written in C; "
+                      "`apt-get install haproxy` adds one)")  # fmt: skip
+                _HAProxy.missing_said = True
+            yield None
+            return
+        relay = _HAProxy(upstream, folder)
+        try:
+            yield relay
+        finally:
+            stop(relay.process)
+
+    missing_said = False
 
 
 @contextmanager
@@ -264,22 +317,22 @@ def _undecided(spread: float, limit: float, unit: str, target: str) -> str:
 
 
 def _rounds(direct: Callable[[], _T], proxied: Callable[[], _T], budget_s: float,
-            decided: Callable[[list[_T], list[_T]], bool]) -> tuple[list[_T], list[_T]]:  # fmt: skip
-    """Interleaved rounds (order flipped each round): until decided, checked every BATCH, or out of time."""
-    a: list[_T] = []
-    b: list[_T] = []
+            decided: Callable[[list[_T], list[_T]], bool],
+            *others: Callable[[], _T]) -> tuple[list[_T], ...]:  # fmt: skip
+    """Interleaved rounds (each round starts one side later than the one before): until decided, checked
+    every BATCH, or out of time. One list per side: direct, proxied, then `others` (for comparison)."""
+    sides = (direct, proxied, *others)
+    results: tuple[list[_T], ...] = tuple([] for _ in sides)
+    a, b = results[0], results[1]
     started = time.monotonic()
     while True:
-        if len(a) % 2 == 0:
-            a.append(direct())
-            b.append(proxied())
-        else:
-            b.append(proxied())
-            a.append(direct())
+        first = len(a) % len(sides)
+        for index in [*range(first, len(sides)), *range(first)]:
+            results[index].append(sides[index]())
         if len(a) >= FEWEST_ROUNDS and time.monotonic() - started > budget_s:
-            return a, b  # a machine this busy gets its verdict (or none) from the rounds there was time for
+            return results  # a machine this busy gets its verdict (or none) from the rounds there were
         if len(a) >= MIN_ROUNDS and len(a) % BATCH == 0 and decided(a, b):
-            return a, b
+            return results
 
 
 def _line(label: str, direct: list[float], proxied: list[float], setting: str, base_ms: float) -> str:
@@ -317,7 +370,8 @@ _OUTSIDE = {3: 1, 4: 2}  # a measure with the server's computing time taken out 
 
 
 def bench_latency(
-    client: httpx.Client, server: str, proxy: _Proxy, setting: str, budget_s: float, spare_core: bool = True
+    client: httpx.Client, server: str, proxy: _Proxy, setting: str, budget_s: float, spare_core: bool = True,
+    reference: _HAProxy | None = None,
 ) -> list[str]:
     """Time to first token and total time, streamed and not, direct against through the proxy.
 
@@ -327,6 +381,7 @@ def bench_latency(
     the model itself, without the model's own variation from call to call.
     `spare_core=False` (the model on every core, where the proxy does slow
     it): only the totals as they are decide when the rounds may stop.
+    `reference` (HAProxy) relays the same calls in every round, for comparison.
     """
     body = json.dumps({**_SHORT, "stream": True, "stream_options": {"include_usage": True}}).encode()
     plain = json.dumps(_SHORT).encode()
@@ -352,10 +407,13 @@ def bench_latency(
             or (spare_core and verdict(direct, proxied, outside) is not None)
             for outside, raw in _OUTSIDE.items())
 
+    others = [side(reference.url)] if reference is not None else []
     for _ in range(WARMUP):
         side(server)()
         side(proxy.url)()
-    direct, proxied = _rounds(side(server), side(proxy.url), budget_s, decided)
+        for other in others:
+            other()
+    direct, proxied, *compared = _rounds(side(server), side(proxy.url), budget_s, decided, *others)
     print(f"chat with max_tokens 16, {len(direct)} rounds of a streamed and a non-streamed call each, "
           "interleaved")
     lines = []
@@ -367,7 +425,19 @@ def bench_latency(
         if index in _OUTSIDE and not spare_core:
             label += " (the model slowed too: see the total)"
         lines.append(_line(label, d, p, setting, base))
+        if compared and index == 0:
+            lines.append(_compared_line("HAProxy (C, records nothing): " + label, d,
+                                        [r[index] for r in compared[0]], setting))  # fmt: skip
     return lines
+
+
+def _compared_line(label: str, direct: list[float], relayed: list[float], setting: str) -> str:
+    """Print and return what a relay given for comparison adds (its median and 95% interval, no verdict)."""
+    differences = [x - y for x, y in zip(relayed, direct, strict=True)]
+    added = statistics.median(differences)
+    low, high = median_interval(differences)
+    print(f"  {label}: added {added:+.3f} ms, 95% interval {low:+.3f} to {high:+.3f} ms (for comparison)")
+    return f"{label}: added {added:+.3f} ms ({low:+.3f} to {high:+.3f}), for comparison ({setting})"
 
 
 def bench_stream(
@@ -416,12 +486,13 @@ def bench_stream(
 
 
 def _compare(server: str, setting: str, budget_s: float, spare_core: bool = True) -> list[str]:
-    with tempfile.TemporaryDirectory() as folder:
+    with tempfile.TemporaryDirectory() as folder, _HAProxy.maybe(server, folder) as reference:
         proxy = _Proxy(server, folder)
         try:
-            print(f"server at {server}, python -m obs.proxy at {proxy.url}")
+            print(f"server at {server}, python -m obs.proxy at {proxy.url}"
+                  + (f", HAProxy at {reference.url}" if reference is not None else ""))  # fmt: skip
             with httpx.Client(timeout=120) as client:
-                return (bench_latency(client, server, proxy, setting, budget_s, spare_core)
+                return (bench_latency(client, server, proxy, setting, budget_s, spare_core, reference)
                         + bench_stream(client, server, proxy, setting, budget_s))
         finally:
             proxy.stop()

@@ -1,12 +1,15 @@
-"""The proxy benchmark's verdicts rest on `median_interval`: it must hold the median as often as it says."""
+"""The proxy benchmark's verdicts rest on `median_interval` (it must hold the median as often as it says)
+and on `_rounds`, which interleaves the sides compared."""
 
 from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 
 import pytest
 
+from benchmarks import bench_proxy
 from benchmarks.bench_proxy import median_interval
 
 
@@ -40,3 +43,30 @@ def test_drawn_samples_have_their_median_inside_about_95_percent_of_the_time() -
         low, high = median_interval([draw.random() for _ in range(30)])
         inside += low <= 0.5 <= high  # the uniform distribution's median
     assert 0.94 <= inside / trials <= 0.975
+
+
+def test_rounds_start_each_side_first_in_turn_and_stop_once_decided() -> None:
+    """Each round starts one side later than the round before (no side always runs on a warmer server),
+    every side runs once a round, and the rounds stop at the first look that finds a verdict."""
+    calls: list[str] = []
+
+    def side(name: str) -> Callable[[], str]:
+        def run() -> str:
+            calls.append(name)
+            return name
+        return run
+
+    looks: list[int] = []
+
+    def decided(direct: list[str], proxied: list[str]) -> bool:
+        looks.append(len(direct))
+        return len(direct) >= bench_proxy.MIN_ROUNDS + bench_proxy.BATCH
+
+    results = bench_proxy._rounds(side("d"), side("p"), 3600.0, decided, side("h"))
+    rounds = bench_proxy.MIN_ROUNDS + bench_proxy.BATCH
+    assert [len(r) for r in results] == [rounds] * 3 and [r[0] for r in results] == ["d", "p", "h"]
+    assert calls[:9] == ["d", "p", "h", "p", "h", "d", "h", "d", "p"]
+    assert looks == [bench_proxy.MIN_ROUNDS, rounds]
+    calls.clear()
+    two = bench_proxy._rounds(side("d"), side("p"), 3600.0, decided)
+    assert len(two) == 2 and calls[:4] == ["d", "p", "p", "d"]  # two sides: the order flips each round
