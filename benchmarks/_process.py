@@ -1,13 +1,31 @@
-"""What the benchmarks that run servers in child processes share: their CPU time, and stopping them."""
+"""What the benchmarks that run servers in child processes share: waiting for them, their CPU time,
+and stopping them."""
 
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
-__all__ = ["cpu_seconds", "stop"]
+import httpx
+
+__all__ = ["cpu_seconds", "stop", "wait_healthy"]
+
+
+def wait_healthy(process: subprocess.Popen[bytes], url: str, what: str, within_s: float) -> None:
+    """Return once `url`/health answers 200; else stop `process` and raise RuntimeError with its stderr."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(url + "/health", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    stop(process)
+    err = process.stderr.read().decode(errors="replace") if process.stderr else ""
+    raise RuntimeError(f"{what} did not start: {err}")
 
 
 def cpu_seconds(pid: int) -> float | None:

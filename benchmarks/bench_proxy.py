@@ -74,7 +74,7 @@ from typing import TypeVar
 
 import httpx
 
-from benchmarks._process import cpu_seconds, stop
+from benchmarks._process import cpu_seconds, stop, wait_healthy
 from obs.llm.llama.server import find_free_port, start_embedded_server
 
 ADDED_ABS_MS = 2.0
@@ -113,16 +113,7 @@ class _Proxy:
              "--db", str(Path(folder) / "bench.db"), "--service-name", "bench-proxy"],
             cwd=_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
-        deadline = time.monotonic() + 30.0
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.05)
-        stop(self.process)
-        err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-        raise RuntimeError(f"python -m obs.proxy did not start: {err}")
+        wait_healthy(self.process, self.url, "python -m obs.proxy", 30.0)
 
     def stop(self) -> None:
         stop(self.process)
@@ -145,16 +136,7 @@ class _HAProxy:
         )
         self.process = subprocess.Popen(["haproxy", "-db", "-f", str(config)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE)  # fmt: skip
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                if httpx.get(self.url + "/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.05)
-        stop(self.process)
-        err = self.process.stderr.read().decode(errors="replace") if self.process.stderr else ""
-        raise RuntimeError(f"haproxy did not start: {err}")
+        wait_healthy(self.process, self.url, "haproxy", 10.0)
 
     @staticmethod
     @contextmanager
