@@ -39,15 +39,15 @@ which reads a stream's bytes once it has ended, after the caller has the
 last of them.
 llama-server closes its connection after every streamed answer (while
 announcing keep-alive), so after each answer the pool opens a connection in
-the background and keeps one ready for 30 s: the next call goes out at once
-instead of first waiting to connect. A pooled upstream connection that the
+the background and keeps one ready for `keep_ready_s` (30 s): the next call
+goes out at once instead of first waiting to connect; meanwhile it holds one
+of llama-server's HTTP threads (`--threads-http`). A pooled upstream connection that the
 server closed while the request was on its way is retried once on a new
 connection; a request that a new connection failed to get an answer for is
-never sent twice. Once no request is in flight, the proxy asks recording
-to write what it queued (`Tracer.flush_soon`): the spans and log entries go
-into the file while the model rests, not on the writers' one-second
-schedule, which would land in the middle of the next call and take CPU
-from the model there (when it runs on every core). The API key and any other credential header
+never sent twice. Once no request is in flight, the proxy asks recording to
+write what it queued (`Tracer.flush_soon`) while the model rests, not on the
+writers' one-second schedule, which lands in the middle of the next call and
+takes CPU from the model there (when it runs on every core). The API key and any other credential header
 reach nothing recorded. Telemetry never breaks the relay: a failure in
 recording is logged and counted in `stats.telemetry_errors`.
 """
@@ -101,9 +101,6 @@ _PROPS_RETRY_MS = 30_000.0
 _PROPS_TIMEOUT_S = 5.0
 _PROPS_MAX_BYTES = 1024 * 1024
 _STARTUP_PROPS_S = 2.0
-# After each answer a connection to the upstream is kept open and ready this long (obs.proxy._upstream):
-# llama-server closes its connection after every streamed answer, and the next call would wait to connect.
-_KEEP_READY_S = 30.0
 
 
 class _QuietBreaks(logging.Filter):
@@ -165,7 +162,9 @@ class ProxyApp:
     bounds connecting upstream; `timeout_s` bounds each wait for upstream
     bytes (None, the default: wait as long as the caller does, as a direct
     call would). `max_response_bytes` caps what recording reads of one
-    answer (the relay itself has no cap). ValueError names a bad argument.
+    answer (the relay itself has no cap). `keep_ready_s` keeps an upstream
+    connection open and ready that long after each answer (0: never; module
+    docstring). ValueError names a bad argument.
     """
 
     def __init__(
@@ -180,6 +179,7 @@ class ProxyApp:
         timeout_s: float | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         clock: Clock | None = None,
+        keep_ready_s: float = 30.0,
     ) -> None:
         """Check the configuration (ValueError names the argument); no connection is opened yet."""
         if not isinstance(tracer, Tracer):
@@ -191,6 +191,10 @@ class ProxyApp:
         check_count("max_content_chars", max_content_chars, 1, "message characters per span attribute")
         self.connect_timeout_s = _seconds("ProxyApp", "connect_timeout_s", connect_timeout_s, False)
         self.timeout_s = _seconds("ProxyApp", "timeout_s", timeout_s, True)
+        ready_s = keep_ready_s
+        if isinstance(ready_s, bool) or not isinstance(ready_s, int | float) or not 0 <= ready_s < 1e9:
+            raise ValueError(f"ProxyApp: keep_ready_s must be seconds >= 0 (0: never), got {ready_s!r}")
+        self.keep_ready_s = float(ready_s)
         each_s = self.timeout_s or self.connect_timeout_s
         self._limits = Limits.validated(each_s, None, None, max_response_bytes)
         self.tracer = tracer
@@ -255,7 +259,7 @@ class ProxyApp:
         if self._pool is None:
             self._pool = UpstreamPool(self._scheme, self._host, self.endpoint.port,
                                       connect_timeout_s=self.connect_timeout_s, read_timeout_s=self.timeout_s,
-                                      keep_ready_s=_KEEP_READY_S)  # fmt: skip
+                                      keep_ready_s=self.keep_ready_s)  # fmt: skip
         return self._pool
 
     def _count_retry(self) -> None:
@@ -328,8 +332,7 @@ class ProxyApp:
                 self._rested()
 
     def _rested(self) -> None:
-        """The last request in flight is over: what recording queued is written now, while the model
-        rests, rather than on the writers' own schedule, in the middle of the next call."""
+        """No request in flight: what recording queued is written now, while the model rests."""
         try:
             self.tracer.flush_soon()
         except Exception as exc:  # a tracer of another kind: never the relay's problem

@@ -57,6 +57,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="longest wait for the upstream's next bytes (default: none, as a direct "
                         "call would wait)")
+    parser.add_argument("--keep-ready", type=float, default=30.0, metavar="SECONDS",
+                        help="after each answer, keep a connection to the upstream open and ready this "
+                        "long (default 30; 0 = never): llama-server closes its connection after every "
+                        "stream, and the next call would first wait to connect")
     parser.add_argument("--capture-content", action="store_true", default=None,
                         help="record prompts and answers on spans (default: follow "
                         "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT)")
@@ -74,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         app = ProxyApp(args.upstream, tracer=tracer, capture_content=args.capture_content,
-                       timeout_s=args.timeout)  # fmt: skip
+                       timeout_s=args.timeout, keep_ready_s=args.keep_ready)  # fmt: skip
         sock = bind_socket(args.host, args.port)
     except (ValueError, ProxyStartError) as exc:
         print(f"obs.proxy: {exc}", file=sys.stderr)

@@ -243,12 +243,13 @@ def start_proxy(
     connect_timeout_s: float = 10.0,
     timeout_s: float | None = None,
     startup_timeout_s: float = 20.0,
+    keep_ready_s: float = 30.0,
 ) -> ProxyHandle:
     """Serve a recording proxy for `upstream` on `host:port` (0: a free port) and return its handle.
 
     It records into `tracer` when given, else into the SQLite file `db`
     (see the module docstring) as `service_name`. `capture_content`,
-    `connect_timeout_s` and `timeout_s` are ProxyApp's. Returns once the
+    `connect_timeout_s`, `timeout_s` and `keep_ready_s` are ProxyApp's. Returns once the
     proxy answers requests (its first read of the upstream's `/props` has
     been tried). ValueError names a bad argument; ProxyStartError if the
     port is taken or the server does not start within `startup_timeout_s`.
@@ -260,7 +261,8 @@ def start_proxy(
         tracer, close = open_recording(db, service_name)
     try:
         app = ProxyApp(upstream, tracer=tracer, capture_content=capture_content,
-                       connect_timeout_s=connect_timeout_s, timeout_s=timeout_s)  # fmt: skip
+                       connect_timeout_s=connect_timeout_s, timeout_s=timeout_s,
+                       keep_ready_s=keep_ready_s)  # fmt: skip
         sock = bind_socket(host, port)
         server = ProxyServer(app, sock)
         thread = threading.Thread(target=server.run, name="obs-proxy", daemon=True)

@@ -76,6 +76,8 @@ def test_python_m_obs_proxy_refuses_what_cannot_work(tmp_path: Path) -> None:
 
     bad = run("--upstream", "localhost:8080", "--port", "0")
     assert bad.returncode == 2 and b"upstream must be an http(s) URL" in bad.stderr
+    never = run("--upstream", "http://127.0.0.1:8080", "--port", "0", "--keep-ready", "-1")
+    assert never.returncode == 2 and b"keep_ready_s must be seconds >= 0 (0: never)" in never.stderr
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()

@@ -219,3 +219,22 @@ def test_after_a_stream_the_next_call_goes_out_on_a_connection_the_proxy_already
         ports = {stream(client, proxy.url) for _ in range(3)}
     assert proxy.app.stats.connects_waited == waited
     assert len(ports) == 1  # the caller's own connection to the proxy is kept
+
+
+def test_with_keep_ready_0_every_stream_waits_for_a_new_connection(
+    embedded_server: EmbeddedServer, db: Path
+) -> None:
+    body = {"messages": MESSAGES, "stream": True, **FIXED}
+
+    def stream(client: httpx.Client, base: str) -> None:
+        with client.stream("POST", base + "/v1/chat/completions", json=body) as response:
+            response.read()
+        time.sleep(0.3)
+
+    with recording_proxy(embedded_server.url, db, keep_ready_s=0) as proxy, \
+            httpx.Client(timeout=120) as client:  # fmt: skip
+        stream(client, proxy.url)  # may go on the connection the proxy's first /props read left open
+        waited = proxy.app.stats.connects_waited
+        for _ in range(3):
+            stream(client, proxy.url)
+        assert proxy.app.stats.connects_waited == waited + 3  # llama-server closed each stream's connection

@@ -356,6 +356,9 @@ def test_start_proxy_refuses_what_cannot_work(db: Path, upstream: LoopbackServer
         start_proxy(upstream.url, port=70000, tracer=Tracer())
     with pytest.raises(ValueError, match="timeout_s must be seconds > 0"):
         ProxyApp(upstream.url, tracer=Tracer(), timeout_s=0)
+    for wrong in (-1, float("nan"), float("inf"), True, "30"):
+        with pytest.raises(ValueError, match=r"keep_ready_s must be seconds >= 0 \(0: never\)"):
+            ProxyApp(upstream.url, tracer=Tracer(), keep_ready_s=wrong)  # type: ignore[arg-type]
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
