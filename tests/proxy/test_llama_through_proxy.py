@@ -197,26 +197,26 @@ def test_32_concurrent_streams_all_arrive_whole_and_are_recorded(proxy: ProxyHan
     assert proxy.stats.client_gone == proxy.stats.broken == proxy.stats.no_answer == 0
 
 
+def _stream_port(client: httpx.Client, base: str) -> int:
+    """Read one streamed chat to its end, then pause 0.3 s; the client's local port it went on."""
+    body = {"messages": MESSAGES, "stream": True, **FIXED}
+    with client.stream("POST", base + "/v1/chat/completions", json=body) as response:
+        port = response.extensions["network_stream"].get_extra_info("client_addr")[1]
+        response.read()
+    time.sleep(0.3)
+    return int(port)
+
+
 def test_after_a_stream_the_next_call_goes_out_on_a_connection_the_proxy_already_opened(
     embedded_server: EmbeddedServer, proxy: ProxyHandle
 ) -> None:
-    body = {"messages": MESSAGES, "stream": True, **FIXED}
-
-    def stream(client: httpx.Client, base: str) -> int:
-        """Read one streamed chat to its end; the client's local port it went on."""
-        with client.stream("POST", base + "/v1/chat/completions", json=body) as response:
-            port = response.extensions["network_stream"].get_extra_info("client_addr")[1]
-            response.read()
-        time.sleep(0.3)
-        return int(port)
-
     with httpx.Client(timeout=120) as client:
         # llama-server closes its connection after every streamed answer, kept-alive or not...
-        assert len({stream(client, embedded_server.url) for _ in range(2)}) == 2
+        assert len({_stream_port(client, embedded_server.url) for _ in range(2)}) == 2
         # ... so the proxy opens the next one as soon as an answer ends: no call waits to connect.
-        stream(client, proxy.url)
+        _stream_port(client, proxy.url)
         waited = proxy.app.stats.connects_waited
-        ports = {stream(client, proxy.url) for _ in range(3)}
+        ports = {_stream_port(client, proxy.url) for _ in range(3)}
     assert proxy.app.stats.connects_waited == waited
     assert len(ports) == 1  # the caller's own connection to the proxy is kept
 
@@ -224,17 +224,10 @@ def test_after_a_stream_the_next_call_goes_out_on_a_connection_the_proxy_already
 def test_with_keep_ready_0_every_stream_waits_for_a_new_connection(
     embedded_server: EmbeddedServer, db: Path
 ) -> None:
-    body = {"messages": MESSAGES, "stream": True, **FIXED}
-
-    def stream(client: httpx.Client, base: str) -> None:
-        with client.stream("POST", base + "/v1/chat/completions", json=body) as response:
-            response.read()
-        time.sleep(0.3)
-
     with recording_proxy(embedded_server.url, db, keep_ready_s=0) as proxy, \
             httpx.Client(timeout=120) as client:  # fmt: skip
-        stream(client, proxy.url)  # may go on the connection the proxy's first /props read left open
+        _stream_port(client, proxy.url)  # may go on the connection the proxy's first /props read left open
         waited = proxy.app.stats.connects_waited
         for _ in range(3):
-            stream(client, proxy.url)
+            _stream_port(client, proxy.url)
         assert proxy.app.stats.connects_waited == waited + 3  # llama-server closed each stream's connection
