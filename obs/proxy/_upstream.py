@@ -310,7 +310,6 @@ class UpstreamPool:
         self._ready_until = 0.0  # time.monotonic() until which a connection is kept ready
         self._opening: asyncio.Task[None] | None = None
         self._closed = False
-        self.opened = 0  # connections opened, in the background or for a request
 
     async def send(self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, *,
                    read_timeout_s: float | _Default | None = _POOLS, on_retry: Callback | None = None,
@@ -460,7 +459,6 @@ class UpstreamPool:
             raise httpx.ConnectTimeout(f"no connection within {self.connect_timeout_s:g} s") from None
         except OSError as exc:
             raise httpx.ConnectError(str(exc) or type(exc).__name__) from None
-        self.opened += 1
         return conn
 
     async def _head(self, conn: UpstreamConnection, verb: bytes, timeout_s: float | None) -> UpstreamResponse:

@@ -17,7 +17,6 @@ Traces page as the proxy's service, and the switch turns it off again.
 from __future__ import annotations
 
 import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -28,6 +27,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from benchmarks._process import stop
 from obs.llm.llama.server import EmbeddedServer, find_free_port
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, ROOT, run_app
 from tests.browser.pages import (
@@ -87,12 +87,7 @@ def proxy_url(embedded_server: EmbeddedServer, db: Path, tmp_path: Path) -> Iter
         assert wait_until(up, 60.0) and process.poll() is None, (tmp_path / "proxy.log").read_text()
         yield url
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop(process)  # as Ctrl-C does, so the proxy stores what it holds
         log.close()
 
 
