@@ -400,13 +400,8 @@ class UpstreamPool:
         """Open a connection in the background if none in the pool may carry a request (while kept ready)."""
         if self._closed or self._opening is not None or time.monotonic() > self._ready_until:
             return
-        if any(conn.usable for conn in self._idle):
-            return
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no loop: nothing to open it on
-            return
-        self._opening = loop.create_task(self._open_ready())
+        if not any(conn.usable for conn in self._idle):  # called on the pool's event loop only
+            self._opening = asyncio.get_running_loop().create_task(self._open_ready())
 
     async def _open_ready(self) -> None:
         try:

@@ -329,15 +329,7 @@ class ProxyApp:
                 self._settle(call.exchange)
             self._in_flight -= 1
             if self._in_flight == 0:
-                self._rested()
-
-    def _rested(self) -> None:
-        """No request in flight: what recording queued is written now, while the model rests."""
-        try:
-            self.tracer.flush_soon()
-        except Exception as exc:  # a tracer of another kind: never the relay's problem
-            self.stats.telemetry_errors += 1
-            _log.warning("obs.proxy: could not ask recording to write: %s", type(exc).__name__)
+                self.tracer.flush_soon()  # written while the model rests (never raises)
 
     def _caller_left(self, exchange: Exchange | None) -> None:
         """The caller left before the whole answer was relayed: counted, and recorded so."""
