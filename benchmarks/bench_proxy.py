@@ -141,12 +141,8 @@ class _HAProxy:
     @staticmethod
     @contextmanager
     def maybe(upstream: str, folder: str) -> Iterator[_HAProxy | None]:
-        """One in front of `upstream` where haproxy is installed, else None (said once per run)."""
+        """One in front of `upstream` where haproxy is installed, else None."""
         if shutil.which("haproxy") is None:
-            if not _HAProxy.missing_said:
-                print("(HAProxy is not installed: no comparison with a relay written in C; "
-                      "`apt-get install haproxy` adds one)")  # fmt: skip
-                _HAProxy.missing_said = True
             yield None
             return
         relay = _HAProxy(upstream, folder)
@@ -154,8 +150,6 @@ class _HAProxy:
             yield relay
         finally:
             stop(relay.process)
-
-    missing_said = False
 
 
 @contextmanager
@@ -484,6 +478,9 @@ def main() -> None:
     """Run both comparisons against the stand-in, then the model on every core and on one less; verdicts."""
     cores = os.cpu_count() or 1
     summary: list[str] = []
+    if shutil.which("haproxy") is None:
+        print("(HAProxy is not installed: no comparison with a relay written in C; `apt-get install haproxy` "
+              "adds one)")  # fmt: skip
     print(f"\n## scripted llama-server stand-in: {STANDIN_FIRST_MS:g} ms to the first token, then one "
           f"every {STANDIN_INTERVAL_MS:g} ms (proxy cost isolated from model noise)")
     with _standin() as url:
