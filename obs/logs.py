@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal, Protocol
 
-from obs._validate import JSON_MAX_DEPTH, json_safe, placeholder
+from obs._validate import JSON_MAX_DEPTH, is_finite_number, json_safe, placeholder
 from obs.clock import SYSTEM_CLOCK, Clock
 
 __all__ = ["LEVELS", "LLMLogger", "LogEntry", "LogLevel", "SupportsWrite"]
@@ -229,23 +229,29 @@ class LLMLogger:
         data: Mapping[str, Any] | None = None,
         trace_id: str | None = None,
         span_id: str | None = None,
+        *,
+        timestamp: float | None = None,
     ) -> LogEntry | None:
-        """Record an entry; return it, or None if `level` is below `min_level`.
+        """Record an entry stamped now (or at `timestamp`, epoch ms: what happened earlier); return it,
+        or None if `level` is below `min_level`.
 
-        Raises ValueError for an unknown level, and nothing else. Data that is
+        Raises ValueError for an unknown level or a `timestamp` that is not
+        finite epoch ms >= 0, and nothing else. Data that is
         not a mapping is kept as `{"value": data}`; a message that is not a
         string is converted. Data JSON cannot hold is replaced by marked
         placeholders (see the module docstring), counted in `sanitized` and
         reported through `logging`, so the entry can always be written and read.
         """
         canonical = _normalize_level(level)
+        if timestamp is not None and not (is_finite_number(timestamp) and timestamp >= 0):
+            raise ValueError(f"LLMLogger.log: timestamp must be finite epoch ms >= 0, got {timestamp!r}")
         if _RANK[canonical] < _RANK[self._min_level]:
             return None
         payload, reasons = _safe_payload(data)
         if reasons:
             self._count_sanitized(reasons)
         entry = LogEntry(
-            timestamp=self._clock.time_ms(),
+            timestamp=self._clock.time_ms() if timestamp is None else float(timestamp),
             level=canonical,
             message=message if type(message) is str else _text(message),
             data=payload,

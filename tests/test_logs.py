@@ -66,6 +66,18 @@ def test_entries_are_structured_with_clock_timestamps(clock: FakeClock) -> None:
     }
 
 
+def test_an_entry_may_be_stamped_with_when_it_happened(clock: FakeClock) -> None:
+    logger = LLMLogger(clock=clock)
+    clock.advance(1000)
+    entry = logger.log("info", "request started", {"stream": True}, TRACE, SPAN, timestamp=T0 + 10)
+    assert entry is not None and entry.timestamp == T0 + 10
+    assert logger.get_logs()[0].timestamp == T0 + 10
+    for bad in (-1, math.nan, math.inf, True, "now"):
+        with pytest.raises(ValueError, match="timestamp must be finite epoch ms >= 0"):
+            logger.log("info", "x", timestamp=bad)  # type: ignore[arg-type]
+    assert len(logger.get_logs()) == 1
+
+
 def test_min_level_filters_and_returns_none(clock: FakeClock) -> None:
     logger = LLMLogger(min_level="warn", clock=clock)
     assert logger.debug("d") is None

@@ -21,10 +21,11 @@ import httpx
 
 from obs import semconv
 from obs.clock import Clock
+from obs.llm._call_state import Call
 from obs.llm._config import Endpoint, capture_content_from_env, check_count, wire_sinks
 from obs.llm._limits import DEFAULT_DEADLINE_S, DEFAULT_MAX_RESPONSE_BYTES, Budget, Limits
 from obs.llm._props import AsyncPropsReader, PropsReader
-from obs.llm._recording import Call, CallRecorder
+from obs.llm._recording import CallRecorder
 from obs.llm._redaction import Redactor
 from obs.llm._request import build_body, check_messages, encode_body
 from obs.llm._server_errors import ServerErrors

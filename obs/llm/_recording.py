@@ -1,7 +1,7 @@
 """How one chat request is recorded: its span, its metrics record and its log entries.
 
-A `Call` holds one request's telemetry from start to end (span handle,
-times, stream state). A `CallRecorder`, owned by the client and handed to
+A `Call` (`obs.llm._call_state`) holds one request's telemetry from start
+to end (span handle, times, stream state). A `CallRecorder`, owned by the client and handed to
 its streams, writes it: the span begins when the request is built and ends
 exactly once, in `succeed` or `fail`, which also record the request in the
 collector and log it. A failure while recording is logged and counted in
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from obs import semconv
 from obs.clock import Clock
+from obs.llm._call_state import Call
 from obs.llm._redaction import Redactor
 from obs.llm.errors import LLMServerError
 from obs.llm.llama.attributes import (
@@ -33,7 +34,7 @@ from obs.llm.llama.attributes import (
     response_attributes,
 )
 from obs.llm.llama.props import ServerProps
-from obs.llm.llama.responses import ChatCompletion, StreamAccumulator, Timings, Usage
+from obs.llm.llama.responses import ChatCompletion, Timings, Usage
 from obs.trace.ids import RandomIdGenerator
 from obs.trace.spans import Span, create_span, end_span, set_span_attributes
 
@@ -47,65 +48,6 @@ if TYPE_CHECKING:
 _log = logging.getLogger(__name__)
 _FALLBACK_IDS = RandomIdGenerator()
 _MAX_SERVER_MS = 86_400_000.0
-
-
-class Call:
-    """One request's telemetry from start to end: span, times, stream state. Ended exactly once."""
-
-    __slots__ = (
-        "acc",
-        "body",
-        "ended",
-        "fallback",
-        "first_chunk_ms",
-        "gaps",
-        "handle",
-        "key",
-        "last_token",
-        "messages",
-        "model",
-        "operation",
-        "span",
-        "stream",
-        "t0",
-        "ttft_ms",
-    )
-
-    def __init__(
-        self, model: str | None, body: dict[str, Any], messages: list[dict[str, Any]], stream: bool
-    ) -> None:
-        self.model = model
-        self.operation = semconv.OPERATION_CHAT  # GenAI's operation name: the span's first word
-        self.body = body
-        self.messages = messages
-        self.stream = stream
-        self.handle: SpanHandle | None = None
-        self.fallback: Span | None = None
-        self.span: Span | None = None
-        self.key: str | None = None
-        self.t0: float | None = None
-        self.ttft_ms: float | None = None
-        self.first_chunk_ms: float | None = None
-        self.last_token: float | None = None
-        self.gaps: list[float] = []
-        self.acc = StreamAccumulator()
-        self.ended = False
-
-    @property
-    def trace_id(self) -> str | None:
-        if self.handle is not None:
-            return self.handle.trace_id
-        return self.fallback.trace_id if self.fallback is not None else None
-
-    @property
-    def span_id(self) -> str | None:
-        if self.handle is not None:
-            return self.handle.span_id
-        return self.fallback.id if self.fallback is not None else None
-
-    def tokens_seen(self) -> int:
-        """How many text deltas arrived: the token count of a stream whose usage never came."""
-        return len(self.gaps) + (self.ttft_ms is not None)
 
 
 class CallRecorder:
@@ -184,13 +126,24 @@ class CallRecorder:
         return 0.0 if call.t0 is None else max(0.0, self.clock.monotonic_ms() - call.t0)
 
     def begin(
-        self, call: Call, props: ServerProps | None, parent: Any, conversation_id: str | None = None
+        self,
+        call: Call,
+        props: ServerProps | None,
+        parent: Any,
+        conversation_id: str | None = None,
+        *,
+        opened: SpanHandle | None = None,
+        at_ms: float | None = None,
     ) -> None:
         """Begin the call's span (under `parent`, else the span or trace current here) and log it.
 
         `conversation_id` goes on the span as `gen_ai.conversation.id` and
-        `session.id`. Raises ValueError only for a `parent` that is not a span
-        or trace handle.
+        `session.id`. `opened` is the call's span begun earlier (a proxy
+        begins it as the request goes out and describes the call once the
+        answer is relayed): it is named and described instead of a new one.
+        `at_ms` (monotonic, the recorder's clock) stamps the request's start
+        event and log entry, default now. Raises ValueError only for a
+        `parent` that is not a span or trace handle.
         """
         name = self._span_name(call)
         try:
@@ -215,16 +168,27 @@ class CallRecorder:
         if conversation_id is not None:
             shown = self.redact(conversation_id)
             attrs[semconv.GEN_AI_CONVERSATION_ID] = attrs[semconv.SESSION_ID] = shown
+        wall = None if at_ms is None else self.wall_ms(at_ms)
         try:
-            call.handle = self.tracer.begin_span(name, attrs, kind="client", parent=parent)
-            call.handle.add_event(semconv.EVENT_REQUEST_START)
+            if opened is not None:
+                call.handle = opened
+                opened.update_name(name)
+                opened.set_attributes(attrs)
+            else:
+                call.handle = self.tracer.begin_span(name, attrs, kind="client", parent=parent)
+            call.handle.add_event(semconv.EVENT_REQUEST_START, timestamp=wall)
         except Exception as exc:
             if isinstance(exc, ValueError) and parent is not None and call.handle is None:
                 raise  # a bad `parent` argument is the caller's mistake, not a telemetry failure
             self.telemetry_error("begin span", exc)
             if call.handle is None:
                 call.fallback = create_span(name, _fallback_trace_id(), attributes=attrs, kind="client")
-        self._log("info", f"{name} request started", call, {"stream": call.stream, "server": self.server_url})
+        self._log("info", f"{name} request started", call, {"stream": call.stream, "server": self.server_url},
+                  timestamp=wall)  # fmt: skip
+
+    def wall_ms(self, at_ms: float) -> float:
+        """The epoch ms of `at_ms` on the recorder's monotonic clock."""
+        return max(0.0, self.clock.time_ms() - (self.clock.monotonic_ms() - at_ms))
 
     def event(
         self, call: Call, name: str, attrs: Mapping[str, Any] | None = None, *, at_ms: float | None = None
@@ -233,14 +197,16 @@ class CallRecorder:
         if call.handle is None:
             return
         try:
-            wall = None if at_ms is None else self.clock.time_ms() - (self.clock.monotonic_ms() - at_ms)
-            call.handle.add_event(name, attrs, timestamp=wall)
+            call.handle.add_event(name, attrs, timestamp=None if at_ms is None else self.wall_ms(at_ms))
         except Exception as exc:
             self.telemetry_error("span event", exc)
 
-    def _log(self, level: str, message: str, call: Call, data: Mapping[str, Any]) -> None:
+    def _log(
+        self, level: str, message: str, call: Call, data: Mapping[str, Any], *, timestamp: float | None = None
+    ) -> None:
         try:
-            self.logger.log(level, message, data, trace_id=call.trace_id, span_id=call.span_id)
+            self.logger.log(level, message, data, trace_id=call.trace_id, span_id=call.span_id,
+                            timestamp=timestamp)  # fmt: skip
         except Exception as exc:
             self.telemetry_error("logger", exc)
 

@@ -18,8 +18,9 @@ from typing import Any
 import httpx
 
 from obs import semconv
+from obs.llm._call_state import Call
 from obs.llm._limits import Budget, LineSplitter, TooLarge
-from obs.llm._recording import Call, CallRecorder
+from obs.llm._recording import CallRecorder
 from obs.llm._server_errors import ServerErrors
 from obs.llm.errors import LLMServerError
 from obs.llm.llama.responses import DONE, ChatCompletion, ResponseFormatError, StreamError, parse_sse_line

@@ -23,11 +23,11 @@ from typing import Any, NoReturn
 import httpx
 
 from obs.clock import Clock
+from obs.llm._call_state import Call
 from obs.llm._client_base import DEFAULT_MAX_CONTENT_CHARS, ERROR_BODY_BYTES, ChatResult, ClientBase
 from obs.llm._config import Endpoint, check_count
 from obs.llm._limits import DEFAULT_DEADLINE_S, DEFAULT_MAX_RESPONSE_BYTES, Budget, DeadlinePassed, aread_body
 from obs.llm._props import AsyncPropsReader
-from obs.llm._recording import Call
 from obs.llm.async_stream import AsyncChatStream
 from obs.llm.llama.props import ServerProps, shared_ssl_context
 from obs.logs import LLMLogger

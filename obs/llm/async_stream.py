@@ -18,8 +18,9 @@ from typing import Any
 
 import httpx
 
+from obs.llm._call_state import Call
 from obs.llm._limits import Budget, aread_body
-from obs.llm._recording import Call, CallRecorder
+from obs.llm._recording import CallRecorder
 from obs.llm._server_errors import ServerErrors
 from obs.llm._stream_state import FINISHED, StreamState
 from obs.llm.llama.responses import ChatCompletion

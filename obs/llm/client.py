@@ -33,11 +33,11 @@ from typing import Any, NoReturn
 
 import httpx
 
+from obs.llm._call_state import Call
 from obs.llm._client_base import DEFAULT_MAX_CONTENT_CHARS, ERROR_BODY_BYTES, ChatResult, ClientBase
 from obs.llm._config import BASE_URL_ENV, CAPTURE_CONTENT_ENV, DEFAULT_BASE_URL, Endpoint
 from obs.llm._limits import Budget, DeadlinePassed, read_body
 from obs.llm._props import PropsReader
-from obs.llm._recording import Call
 from obs.llm.llama.props import ServerProps, shared_ssl_context
 from obs.llm.stream import ChatStream
 

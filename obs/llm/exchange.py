@@ -25,13 +25,14 @@ import json
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from obs import semconv
+from obs.llm._call_state import Call
 from obs.llm._limits import LineSplitter, TooLarge
-from obs.llm._recording import Call, CallRecorder
+from obs.llm._recording import CallRecorder
 from obs.llm._server_errors import ServerErrors
 from obs.llm.conversation import check_conversation_id
 from obs.llm.errors import BadResponse, ClientDisconnected
@@ -57,7 +58,11 @@ from obs.llm.stream import take_chunk
 from obs.trace.ids import TraceParent, parse_traceparent
 from obs.trace.spans import Span
 
-__all__ = ["CONVERSATION_HEADERS", "ROUTES", "Exchange", "Route", "conversation_of", "route_of"]
+if TYPE_CHECKING:
+    from obs.trace.handles import SpanHandle
+    from obs.trace.tracer import Tracer
+
+__all__ = ["CONVERSATION_HEADERS", "ROUTES", "Exchange", "Route", "conversation_of", "open_span", "route_of"]
 
 # Headers naming the conversation a request belongs to, first found wins; then the body's `user`.
 CONVERSATION_HEADERS = ("x-conversation-id", "x-openwebui-chat-id")
@@ -122,6 +127,16 @@ def _parent(header: str | None) -> TraceParent | None:
         return parse_traceparent(header)
     except ValueError:  # W3C Trace Context: a malformed traceparent starts a new trace
         return None
+
+
+def open_span(tracer: Tracer, route: Route, traceparent: str | None) -> SpanHandle:
+    """Begin the span of a call to `route` now, before anything of it is read: the cheap part of
+    beginning, for a relay that records the call once it has passed (`Exchange.begin(opened=...)`).
+
+    Named by the route's operation until then; a child of `traceparent`
+    when that is a valid W3C header. Raises what `Tracer.begin_span` raises.
+    """
+    return tracer.begin_span(route.operation, None, kind="client", parent=_parent(traceparent))
 
 
 def _json_object(body: bytes) -> dict[str, Any]:
@@ -200,12 +215,17 @@ class Exchange:
         body: bytes,
         headers: Mapping[str, str],
         props: ServerProps | None = None,
+        *,
+        opened: SpanHandle | None = None,
+        at_ms: float | None = None,
     ) -> Exchange:
         """Begin recording a request to `route` with these body bytes and (lowercase-named) headers.
 
         The model is the body's `model`, else the one `props` names. A body
         that is not a JSON object is recorded as an empty request (the
-        server's refusal then ends the call).
+        server's refusal then ends the call). `opened` is the call's span
+        from `open_span` (then the headers' `traceparent` was its parent),
+        `at_ms` the request's start (recorder's clock): see `CallRecorder.begin`.
         """
         data = _json_object(body)
         model = data.get("model")
@@ -214,7 +234,8 @@ class Exchange:
         call = Call(model, data, _messages(route, data), data.get("stream") is True)
         call.operation = route.operation
         call.acc = route.accumulator()
-        recorder.begin(call, props, _parent(headers.get("traceparent")), conversation_of(headers, data))
+        parent = None if opened is not None else _parent(headers.get("traceparent"))
+        recorder.begin(call, props, parent, conversation_of(headers, data), opened=opened, at_ms=at_ms)
         return cls(recorder, errors, route, call)
 
     # -- what the relay reports -------------------------------------------------------------------

@@ -69,10 +69,11 @@ from obs.llm._recording import CallRecorder
 from obs.llm._redaction import Redactor
 from obs.llm._server_errors import ServerErrors
 from obs.llm.errors import LLMServerError, ServerTimeout, ServerUnavailable
-from obs.llm.exchange import Exchange, route_of
+from obs.llm.exchange import Exchange, Route, open_span
 from obs.llm.llama.props import ServerProps
 from obs.logs import LLMLogger
 from obs.metrics.collector import MetricsCollector
+from obs.proxy._call import CallHooks, RelayedCall
 from obs.proxy._caller import (
     AsgiCaller,
     Caller,
@@ -90,6 +91,7 @@ from obs.proxy._pump import CallerLeft
 from obs.proxy._upstream import UpstreamPool, UpstreamResponse
 from obs.proxy._wire import charset_of, error_body, header_map, request_headers, response_headers, secrets_of
 from obs.proxy.stats import ProxyStats
+from obs.trace.handles import SpanHandle
 from obs.trace.tracer import Tracer
 
 __all__ = ["DEFAULT_MAX_CONTENT_CHARS", "CallerRequest", "ProxyApp", "ProxyStats", "UpstreamBroke"]
@@ -121,33 +123,6 @@ def _seconds(owner: str, name: str, value: Any, allow_none: bool) -> float | Non
         none = " or None (no limit)" if allow_none else ""
         raise ValueError(f"{owner}: {name} must be seconds > 0{none}, got {value!r}")
     return float(value)
-
-
-class _Call:
-    """One relayed request's recording, for a model call: begun once its request is on its way upstream."""
-
-    __slots__ = ("_app", "_request", "_route", "_started", "exchange")
-
-    def __init__(self, app: ProxyApp, request: CallerRequest) -> None:
-        self._app = app
-        self._request = request
-        self._route = route_of(request.method, request.path)
-        self._started = app.clock.monotonic_ms()
-        self.exchange: Exchange | None = None
-
-    def sent(self) -> None:
-        """The request was written upstream just now: recording begins, timed from this moment."""
-        self.begin(self._app.clock.monotonic_ms())
-
-    def begin(self, sent_at_ms: float | None = None) -> Exchange | None:
-        """The recording, begun now if not yet (timed from `sent_at_ms`, else the relay's start), or None."""
-        if self.exchange is None and self._route is not None:
-            request = self._request
-            self.exchange = self._app._begin(self._route, request.headers, request.body)
-            self._route = None  # begun once, even when beginning failed
-            if self.exchange is not None:
-                self.exchange.sent(self._started if sent_at_ms is None else sent_at_ms)
-        return self.exchange
 
 
 class ProxyApp:
@@ -219,6 +194,8 @@ class ProxyApp:
         self._scheme, self._host = base.scheme, base.host
         self._prefix = base.raw_path.decode("ascii").rstrip("/")  # an upstream under a path prefix
         self._pool: UpstreamPool | None = None
+        self._hooks = CallHooks(self.clock.monotonic_ms, self._open, self._begin, self._answer_began,
+                                self._telemetry_failed, self._limits.max_response_bytes)  # fmt: skip
         logging.getLogger("uvicorn.error").addFilter(_QUIET)
 
     def __repr__(self) -> str:
@@ -309,7 +286,7 @@ class ProxyApp:
         """
         self.stats.requests += 1
         self._in_flight += 1
-        call = _Call(self, request)
+        call = RelayedCall(self._hooks, request)
         try:
             await self._forward(request, caller, call)
         except CallerLeft:  # noticed while streaming (obs.proxy._pump)
@@ -325,8 +302,9 @@ class ProxyApp:
                 caller.abort()
             raise
         finally:
-            if call.exchange is not None:
-                self._settle(call.exchange)
+            exchange = call.begin()  # recorded now if not yet: while the model rests
+            if exchange is not None:
+                self._settle(exchange)
             self._in_flight -= 1
             if self._in_flight == 0:
                 self.tracer.flush_soon()  # written while the model rests (never raises)
@@ -337,8 +315,21 @@ class ProxyApp:
         if exchange is not None:
             exchange.client_gone()
 
-    def _begin(self, route: Any, raw: list[tuple[bytes, bytes]], body: bytes) -> Exchange | None:
-        """Begin recording a model call; None (and counted) if even that fails: the relay goes on."""
+    def _open(self, route: Route, raw: list[tuple[bytes, bytes]]) -> SpanHandle | None:
+        """Begin a model call's span as its request goes out (`RelayedCall.sent`); None if that fails."""
+        try:
+            traceparent = header_value(raw, b"traceparent")
+            return open_span(self.tracer, route, traceparent.decode("latin-1") if traceparent else None)
+        except Exception as exc:
+            self._telemetry_failed("the span of a call", exc)
+            return None
+
+    def _begin(
+        self, route: Route, raw: list[tuple[bytes, bytes]], body: bytes, opened: SpanHandle | None,
+        at_ms: float,
+    ) -> Exchange | None:
+        """Record a model call sent at `at_ms` (its span `opened` then, if it was); None (and counted) if
+        even beginning that fails: the relay goes on."""
         try:
             secrets = secrets_of(raw)
             redactor = Redactor([*self.endpoint.secrets, *secrets])
@@ -346,13 +337,21 @@ class ProxyApp:
             errors = ServerErrors(self.upstream, self._limits, redactor, api_key_given=bool(secrets))
             headers = header_map(raw)
             self._refresh_props(headers.get("authorization"))
-            exchange = Exchange.begin(recorder, errors, route, body, headers, self.props)
+            exchange = Exchange.begin(recorder, errors, route, body, headers, self.props, opened=opened,
+                                      at_ms=at_ms)  # fmt: skip
         except Exception as exc:
-            self.stats.telemetry_errors += 1
-            _log.warning("obs.proxy: could not begin recording a call: %s", type(exc).__name__)
+            self._telemetry_failed("the recording of a call", exc)
+            if opened is not None:
+                with contextlib.suppress(Exception):
+                    opened.end("error", "obs.proxy could not record this call")
             return None
         self.stats.recorded += 1
         return exchange
+
+    def _telemetry_failed(self, what: str, exc: BaseException) -> None:
+        """Recording failed somewhere (never the relay): counted and logged."""
+        self.stats.telemetry_errors += 1
+        _log.warning("obs.proxy: could not record %s: %s", what, type(exc).__name__)
 
     def _settle(self, exchange: Exchange) -> None:
         """The call is over: make sure it is recorded, and count its telemetry failures."""
@@ -360,7 +359,7 @@ class ProxyApp:
             exchange.client_gone()
         self.stats.telemetry_errors += exchange.recorder.telemetry_errors
 
-    async def _forward(self, request: CallerRequest, caller: Caller, call: _Call) -> None:
+    async def _forward(self, request: CallerRequest, caller: Caller, call: RelayedCall) -> None:
         """Send the request upstream and stream the answer to `caller` (the body from push callbacks)."""
         try:
             response = await self._upstream().send(request.method, self._upstream_target(request.target),
@@ -373,18 +372,14 @@ class ProxyApp:
             caller.write(payload)
             caller.end()
             return
-        exchange = call.begin()
+        call.answered(response)
         try:
-            traceparent = None
-            if exchange is not None:
-                self._answer_began(exchange, response)
-                traceparent = exchange.traceparent()
-            caller.start(response.status, response_headers(response.headers, traceparent))
+            caller.start(response.status, response_headers(response.headers, call.traceparent()))
             # The hot path: each piece goes to the caller first; recording only keeps it, timed.
-            feed = exchange.feed if exchange is not None else None
-            await caller.stream(response, feed, self.clock.monotonic_ms)
+            await caller.stream(response, call.keep if call.recording else None, self.clock.monotonic_ms)
         except httpx.HTTPError as exc:
             self.stats.broken += 1
+            exchange = call.begin()
             if exchange is not None:
                 if isinstance(exc, httpx.TimeoutException):
                     exchange.fail(self._timeout_error(mid_answer=True))
@@ -394,6 +389,7 @@ class ProxyApp:
             return
         finally:
             await response.aclose()
+        exchange = call.begin()  # the answer has passed: the call is recorded now
         if exchange is not None:
             exchange.end()
 

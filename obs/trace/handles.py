@@ -184,6 +184,22 @@ class SpanHandle:
         else:
             self._ignored("set_attributes")
 
+    def update_name(self, name: str) -> None:
+        """Rename the span (ignored with a warning once it has ended), as OpenTelemetry's `update_name`.
+
+        The implicit trace this span began (its root) takes the new name too.
+        ValueError for a name that is not a non-empty string.
+        """
+        if self._final is not None:
+            self._ignored("update_name")
+            return
+        if not name or not isinstance(name, str):
+            raise ValueError(f"update_name: name must be a non-empty string, got {name!r}")
+        self._name = name
+        trace = self._trace
+        if self._seq == 0 and not trace._explicit:
+            trace._name = name
+
     def add_event(
         self, name: str, attributes: Mapping[str, Any] | None = None, *, timestamp: float | None = None
     ) -> None:

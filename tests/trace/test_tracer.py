@@ -344,6 +344,30 @@ def test_add_event_refuses_an_empty_name(tracer: Tracer) -> None:
         tracer.begin_span("x").add_event("")
 
 
+def test_update_name_renames_a_span_and_the_implicit_trace_it_began(tracer: Tracer, out: Collected) -> None:
+    root = tracer.begin_span("chat")
+    child = tracer.begin_span("tool", parent=root)
+    root.update_name("chat model-a")
+    child.update_name("tool lookup")
+    with pytest.raises(ValueError, match="update_name: name must be a non-empty string"):
+        root.update_name("")
+    child.end()
+    root.end()
+    root.update_name("too late")  # ignored with a warning once ended
+    (trace,) = out
+    assert trace.name == "chat model-a"
+    assert [s.name for s in trace.spans] == ["chat model-a", "tool lookup"]
+
+
+def test_update_name_leaves_an_explicit_trace_its_own_name(tracer: Tracer, out: Collected) -> None:
+    trace = tracer.begin_trace("conversation")
+    span = tracer.begin_span("chat", parent=trace)
+    span.update_name("chat model-a")
+    span.end()
+    tracer.end_trace(trace)
+    assert out[0].name == "conversation" and out[0].spans[0].name == "chat model-a"
+
+
 # -- explicit traces -----------------------------------------------------------------------------
 
 
