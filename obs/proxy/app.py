@@ -29,14 +29,15 @@ uvicorn, or mount it in Starlette). For each HTTP request it:
 
 Everything runs on the event loop without blocking it, so concurrent
 streams pass side by side, except a stream's body under the proxy's own
-server: a thread of its own relays it (`obs.proxy._pump`) and calls
-`Exchange.feed` from there. That is safe because while the thread runs,
-the relay on the loop only awaits it: nothing else touches that call's
-`Exchange` until the thread has ended (even when the relay is cancelled,
-`ThreadPump.run` waits for the thread first). Each chunk is sent on to the
-caller first and only then kept (with its arrival time) for recording,
-which reads a stream's bytes once it has ended, after the caller has the
-last of them.
+server: a kept thread relays it (`obs.proxy._pump`) and hands the pieces
+to `RelayedCall.keep` from there. Each chunk is sent on to the caller first
+and only then kept (with its arrival time). A model call is recorded once
+its answer has passed (`obs.proxy._call`): as the request goes out only its
+span begins (its ids go back in the `traceparent` header); the rest
+(reading the request, the attributes, the log entry, reading the answer)
+is done afterwards, from what was kept and stamped when it happened, so it
+takes no CPU from the model while it computes; sooner past
+`max_response_bytes`, and at once on a failure or when the caller leaves.
 llama-server closes its connection after every streamed answer (while
 announcing keep-alive), so after each answer the pool opens a connection in
 the background and keeps one ready for `keep_ready_s` (30 s): the next call
@@ -277,8 +278,8 @@ class ProxyApp:
     async def relay(self, request: CallerRequest, caller: Caller) -> None:
         """Relay `request` upstream and its answer to `caller`, recording a model call on the way.
 
-        A model call's recording begins once its request is on its way
-        upstream (timed from then), while the upstream works on it. Cancel
+        A model call's span begins as its request goes out (timed from
+        then); the call is recorded once its answer has passed. Cancel
         the relay when the caller leaves (after setting `caller.gone`: the
         upstream request is stopped and the call recorded as left) or when
         the proxy stops (the call is recorded as cut, the caller's answer
