@@ -20,6 +20,7 @@ bounded; from then on each piece goes straight to the `Exchange`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,7 +129,8 @@ class RelayedCall:
                 self._kept_bytes += len(piece)
                 if self._kept_bytes > self._hooks.cap and not self._due:
                     self._due = True
-                    self._loop.call_soon_threadsafe(self.begin)
+                    with contextlib.suppress(RuntimeError):  # the loop has closed: the relay ends anyway
+                        self._loop.call_soon_threadsafe(self.begin)
                 return
         exchange.feed(piece, arrived_ms)
 
