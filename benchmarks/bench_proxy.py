@@ -51,9 +51,14 @@ recording included: the steadier figure on a noisy machine. Where HAProxy is
 installed (`apt-get install haproxy`), it relays the same calls as a third
 side of every latency round, for comparison only (no verdict): an HTTP
 reverse proxy written in C that records nothing, what a relay costs on this
-machine at the least.
+machine at the least. With `OBS_BENCH_BASELINE=REV` (a git revision), the
+proxy of that build relays the same calls as one more side of every latency
+round, and each measure is also printed as this build's difference from it,
+round by round (no verdict): how a change moves the figures, under the same
+load.
 
     python -m benchmarks proxy
+    OBS_BENCH_BASELINE=HEAD~1 python -m benchmarks proxy
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ from typing import TypeVar
 
 import httpx
 
+from benchmarks._baseline import BASELINE_ENV, baseline_rev, baseline_tree
 from benchmarks._process import cpu_seconds, stop, wait_healthy
 from obs.llm.llama.server import find_free_port, start_embedded_server
 
@@ -102,16 +108,18 @@ _LONG = {**_SHORT, "max_tokens": 64}
 
 
 class _Proxy:
-    """`python -m obs.proxy` in a child process, recording into a temporary file."""
+    """`python -m obs.proxy` in a child process, recording into a temporary file; of this build, or of the
+    build in `root` (an exported revision, `benchmarks/_baseline.py`), named `name`."""
 
-    def __init__(self, upstream: str, folder: str) -> None:
+    def __init__(self, upstream: str, folder: str, root: Path = _ROOT, name: str = "bench") -> None:
         self.port = find_free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.name = name
         env = {k: v for k, v in os.environ.items() if k != "OBS_DB_PATH"}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "obs.proxy", "--upstream", upstream, "--port", str(self.port),
-             "--db", str(Path(folder) / "bench.db"), "--service-name", "bench-proxy"],
-            cwd=_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+             "--db", str(Path(folder) / f"{name}.db"), "--service-name", "bench-proxy"],
+            cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
         wait_healthy(self.process, self.url, "python -m obs.proxy", 30.0)
 
@@ -347,7 +355,7 @@ _OUTSIDE = {3: 1, 4: 2}  # a measure with the server's computing time taken out 
 
 def bench_latency(
     client: httpx.Client, server: str, proxy: _Proxy, setting: str, budget_s: float, spare_core: bool = True,
-    reference: _HAProxy | None = None,
+    reference: _HAProxy | None = None, baseline: _Proxy | None = None,
 ) -> list[str]:
     """Time to first token and total time, streamed and not, direct against through the proxy.
 
@@ -357,7 +365,9 @@ def bench_latency(
     the model itself, without the model's own variation from call to call.
     `spare_core=False` (the model on every core, where the proxy does slow
     it): only the totals as they are decide when the rounds may stop.
-    `reference` (HAProxy) relays the same calls in every round, for comparison.
+    `reference` (HAProxy) relays the same calls in every round, for comparison;
+    so does `baseline` (the proxy of another build), and each measure is also
+    given as this build's difference from it, round by round.
     """
     body = json.dumps({**_SHORT, "stream": True, "stream_options": {"include_usage": True}}).encode()
     plain = json.dumps(_SHORT).encode()
@@ -383,7 +393,7 @@ def bench_latency(
             or (spare_core and verdict(direct, proxied, outside) is not None)
             for outside, raw in _OUTSIDE.items())
 
-    others = [side(reference.url)] if reference is not None else []
+    others = [side(relay.url) for relay in (reference, baseline) if relay is not None]
     for _ in range(WARMUP):
         side(server)()
         side(proxy.url)()
@@ -401,9 +411,14 @@ def bench_latency(
         if index in _OUTSIDE and not spare_core:
             label += " (the model slowed too: see the total)"
         lines.append(_line(label, d, p, setting, base))
-        if compared and index == 0:
+        if reference is not None and index == 0:
             lines.append(_compared_line("HAProxy (C, records nothing): " + label, d,
                                         [r[index] for r in compared[0]], setting))  # fmt: skip
+        if baseline is not None:
+            before = [r[index] for r in compared[-1]]
+            if index == 0:
+                lines.append(_compared_line(f"the proxy at {baseline.name}: {label}", d, before, setting))
+            lines.append(_compared_line(f"this build against {baseline.name}: {label}", before, p, setting))
     return lines
 
 
@@ -461,17 +476,23 @@ def bench_stream(
     return lines
 
 
-def _compare(server: str, setting: str, budget_s: float, spare_core: bool = True) -> list[str]:
+def _compare(server: str, setting: str, budget_s: float, spare_core: bool = True,
+             baseline: tuple[str, Path] | None = None) -> list[str]:  # fmt: skip
+    """Both comparisons against `server`; `baseline` (revision, its exported tree) adds its proxy."""
     with tempfile.TemporaryDirectory() as folder, _HAProxy.maybe(server, folder) as reference:
         proxy = _Proxy(server, folder)
+        before = _Proxy(server, folder, baseline[1], baseline[0]) if baseline is not None else None
         try:
             print(f"server at {server}, python -m obs.proxy at {proxy.url}"
-                  + (f", HAProxy at {reference.url}" if reference is not None else ""))  # fmt: skip
+                  + (f", HAProxy at {reference.url}" if reference is not None else "")
+                  + (f", the proxy at {before.name}: {before.url}" if before else ""))  # fmt: skip
             with httpx.Client(timeout=120) as client:
-                return (bench_latency(client, server, proxy, setting, budget_s, spare_core, reference)
+                return (bench_latency(client, server, proxy, setting, budget_s, spare_core, reference, before)
                         + bench_stream(client, server, proxy, setting, budget_s))
         finally:
             proxy.stop()
+            if before is not None:
+                before.stop()
 
 
 def main() -> None:
@@ -481,19 +502,25 @@ def main() -> None:
     if shutil.which("haproxy") is None:
         print("(HAProxy is not installed: no comparison with a relay written in C; `apt-get install haproxy` "
               "adds one)")  # fmt: skip
-    print(f"\n## scripted llama-server stand-in: {STANDIN_FIRST_MS:g} ms to the first token, then one "
-          f"every {STANDIN_INTERVAL_MS:g} ms (proxy cost isolated from model noise)")
-    with _standin() as url:
-        summary += _compare(url, "stand-in, proxy cost isolated from model noise", STANDIN_BUDGET_S)
-    settings = [(cores, f"llama-server on {cores} thread(s), one per core of this machine (llama.cpp's "
-                        "default is one per physical core)")]
-    if cores > 1:
-        settings.append((cores - 1, f"llama-server on {cores - 1} thread(s): a core left for the proxy"))
-    for threads, title in settings:
-        with start_embedded_server(port=0, threads=threads) as server:
-            print(f"\n## {title}")
-            summary += _compare(server.url, f"model on {threads} of {cores} cores", MODEL_BUDGET_S,
-                                spare_core=threads < cores)  # fmt: skip
+    rev = baseline_rev()
+    with tempfile.TemporaryDirectory() as exported:
+        baseline = (rev, baseline_tree(rev, exported)) if rev is not None else None
+        if rev is not None:
+            print(f"(the proxy at {rev} ({BASELINE_ENV}) relays the same calls in every latency round)")
+        print(f"\n## scripted llama-server stand-in: {STANDIN_FIRST_MS:g} ms to the first token, then one "
+              f"every {STANDIN_INTERVAL_MS:g} ms (proxy cost isolated from model noise)")
+        with _standin() as url:
+            summary += _compare(url, "stand-in, proxy cost isolated from model noise", STANDIN_BUDGET_S,
+                                baseline=baseline)  # fmt: skip
+        settings = [(cores, f"llama-server on {cores} thread(s), one per core of this machine (llama.cpp's "
+                            "default is one per physical core)")]
+        if cores > 1:
+            settings.append((cores - 1, f"llama-server on {cores - 1} thread(s): a core left for the proxy"))
+        for threads, title in settings:
+            with start_embedded_server(port=0, threads=threads) as server:
+                print(f"\n## {title}")
+                summary += _compare(server.url, f"model on {threads} of {cores} cores", MODEL_BUDGET_S,
+                                    spare_core=threads < cores, baseline=baseline)  # fmt: skip
     print("\n## verdicts")
     for line in summary:
         print(f"  {line}")
