@@ -390,10 +390,7 @@ class LLMLogger:
         try:
             ask()
         except Exception as exc:
-            with self._lock:
-                self._write_errors += 1
-                first = self._write_errors == 1
-            self._report("flush", exc, first)
+            self._count_write_error("flush", exc)
 
     def close(self) -> None:
         """Close the file opened for `path` (the stream belongs to the caller and stays open).
