@@ -60,7 +60,6 @@ class RelayedCall:
 
     __slots__ = (
         "_answer",
-        "_due",
         "_hooks",
         "_kept",
         "_kept_bytes",
@@ -85,7 +84,6 @@ class RelayedCall:
         self._answer: UpstreamResponse | None = None
         self._kept: list[tuple[bytes, float]] = []
         self._kept_bytes = 0
-        self._due = False
         self._lock = threading.Lock()
         self._loop = asyncio.get_running_loop()
         self.exchange: Exchange | None = None
@@ -96,9 +94,7 @@ class RelayedCall:
         return self._route is not None or self.exchange is not None
 
     def sent(self) -> None:
-        """The request was written upstream just now: the call's span begins, timed from this moment."""
-        if self._sent_ms is not None:
-            return
+        """The request was written upstream just now (called once): the span begins, timed from then."""
         self._sent_ms = self._hooks.now_ms()
         if self._route is not None:
             self._span = self._hooks.open(self._route, self._request.headers)
@@ -126,9 +122,8 @@ class RelayedCall:
                 if self._route is None:
                     return  # not a model call, or beginning its recording failed
                 self._kept.append((piece, arrived_ms))
-                self._kept_bytes += len(piece)
-                if self._kept_bytes > self._hooks.cap and not self._due:
-                    self._due = True
+                before, self._kept_bytes = self._kept_bytes, self._kept_bytes + len(piece)
+                if before <= self._hooks.cap < self._kept_bytes:  # this piece passed the cap: record now
                     with contextlib.suppress(RuntimeError):  # the loop has closed: the relay ends anyway
                         self._loop.call_soon_threadsafe(self.begin)
                 return
