@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote
 
-from obs.proxy._upstream import UpstreamResponse
+from obs.proxy._upstream import EarlyRelay, UpstreamResponse
 
 __all__ = [
     "AsgiCaller",
@@ -92,6 +92,11 @@ class Caller(Protocol):
         while the body is relayed.
         """
 
+    def relay_early(self, traceparent: Callable[[], str | None], feed: Feed | None,
+                    now_ms: Clock) -> EarlyRelay | None:  # fmt: skip
+        """A relay of the whole answer, head and body, from the moment the request is written
+        (`UpstreamPool.send(early=...)`); None where this caller has none."""
+
     def write(self, data: bytes) -> None:
         """Send the next piece of the body (never empty); must not wait."""
 
@@ -142,6 +147,11 @@ class AsgiCaller:
         """Queue the body's pieces as they arrive (`push`), holding the upstream back past the high water."""
         self._pause, self._resume = response.pause, response.resume
         return push(response, self.write, self.end, feed, now_ms)
+
+    def relay_early(self, traceparent: Callable[[], str | None], feed: Feed | None,
+                    now_ms: Clock) -> EarlyRelay | None:  # fmt: skip
+        """None: under an ASGI server the body goes through `send`, on the event loop."""
+        return None
 
     def write(self, data: bytes) -> None:
         """Queue a body piece; hold the upstream back past the high water mark."""

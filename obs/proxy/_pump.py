@@ -18,6 +18,21 @@ the event loop about 0.2 ms of CPU and the new thread as much again, while
 the model computes the first token; handing a stream to a thread that waits
 for one costs a queue's wake-up.
 
+A pump may also write the request (`request=`) and read the answer's head
+(`head=`): everything is made ready, the span begun and the thread woken
+before the request goes out, so that once it has, nothing but the thread
+waiting for the head runs in the proxy while the model computes the first
+token. (On a machine whose cores all run the model, the event loop's work
+after writing the request, its turn at the head, and preparing and handing
+over the body's relay took about 1 ms of CPU from the model there, and the
+loop, preempted by the model's threads as it wrote, did it late.) The
+thread parses the head and asks
+`head(version, status, headers)` for the caller's; a chunked answer goes
+on from there. Anything else (a head `head` returns None for, an answer
+with another framing, an informational one, bytes that are not HTTP) ends
+the pump with `fallback` set and nothing written to the caller: the bytes
+read stay in `buffer`, for the event loop to read the answer as before.
+
 `await pump.run()` returns once the body's last chunk went out; it raises
 httpx's exception classes when the upstream connection breaks or stays
 silent past `timeout_s` (ReadTimeout), `CallerLeft` when the caller closes
@@ -40,9 +55,20 @@ from collections.abc import Callable
 
 import httpx
 
-from obs.proxy._http1 import ChunkedBody, FramingError, whole_chunk
+from obs.proxy._http1 import (
+    MAX_HEAD_BYTES,
+    ChunkedBody,
+    FramingError,
+    Headers,
+    answer_framing,
+    parse_status_head,
+    whole_chunk,
+)
 
-__all__ = ["CallerLeft", "ThreadPump", "available"]
+__all__ = ["CallerLeft", "HeadFor", "ThreadPump", "available"]
+
+# Given an answer's version, status and headers (in the relay thread), the caller's head; None: not here.
+HeadFor = Callable[[bytes, int, Headers], bytes | None]
 
 _READ_BYTES = 256 * 1024
 _PENDING_BYTES = 1024 * 1024  # chunked bytes passed on before their framing is read anyway
@@ -85,15 +111,25 @@ class ThreadPump:
     pieces are handed to `feed` after the next bytes that are anything else
     (the last chunk among them) went on, past `_PENDING_BYTES`, and when the
     relay ends any other way.
+
+    With `head` (module docstring), the pump first reads the answer's head
+    (`chunks` is then not used); `head_sent` tells whether the caller's
+    head went out, `fallback` that the pump left the answer to the loop.
     """
 
     def __init__(
         self, upstream_fd: int, buffer: bytearray, chunks: ChunkedBody | None, caller_fd: int, *,
         feed: Callable[[bytes, float], None] | None, now_ms: Callable[[], float], timeout_s: float | None,
+        head: HeadFor | None = None, request: bytes = b"",
     ) -> None:
-        """Nothing runs until `run()`."""
+        """Nothing runs until `run()`; the thread first writes `request` (if any) to the upstream."""
         self.buffer = buffer
         self.done = False
+        self.head_sent = False
+        self.fallback = False
+        self.failure: httpx.HTTPError | None = None  # set by the owner: how the answer broke midway
+        self._head = head
+        self._request = request
         self._chunks = chunks
         self._feed = feed
         self._now_ms = now_ms
@@ -150,6 +186,11 @@ class ThreadPump:
         poller.register(up, _POLLIN)
         poller.register(caller, _POLLIN | _POLLRDHUP)
         up_fd, caller_fd, now_ms, arrived = up.fileno(), caller.fileno(), self._now_ms, self._arrived
+        if self._request:
+            self._write(up, self._request, _broke_before_answering)
+        if self._head is not None and not self._read_head(poller, up_fd, caller_fd):
+            self.fallback = True
+            return
         if self.buffer:
             data = bytes(self.buffer)
             self.buffer.clear()
@@ -178,11 +219,58 @@ class ThreadPump:
                     if arrived(data, now_ms()):
                         return
                 elif fd == caller_fd:
-                    if event & _GONE or not _peek(caller):
-                        raise CallerLeft("the caller closed its connection")
-                    poller.modify(caller, _POLLRDHUP)  # its next request waits for this answer to end
+                    self._caller_event(poller, event)
                 else:
                     raise _Stopped
+
+    def _caller_event(self, poller: select.poll, event: int) -> None:
+        """The caller's socket stirred: CallerLeft if it closed; a pipelined request waits for this answer."""
+        if event & _GONE or not _peek(self._caller):
+            raise CallerLeft("the caller closed its connection")
+        poller.modify(self._caller, _POLLRDHUP)
+
+    def _read_head(self, poller: select.poll, up_fd: int, caller_fd: int) -> bool:
+        """Read the answer's head and send the caller's; False (nothing sent) when the loop is to do it.
+
+        Raises what the loop's reading of a head raises (httpx's classes), so
+        a pooled connection found closed is retried as before.
+        """
+        buffer, up = self.buffer, self._up
+        while (end := buffer.find(b"\r\n\r\n")) < 0:
+            if len(buffer) > MAX_HEAD_BYTES:
+                raise httpx.RemoteProtocolError("the upstream's answer headers are too large")
+            events = poller.poll(self._timeout_ms)
+            if not events:
+                raise httpx.ReadTimeout(f"no bytes from the upstream within {self._timeout_s:g} s")
+            for fd, event in events:
+                if fd == up_fd:
+                    try:
+                        data = up.recv(_READ_BYTES)
+                    except BlockingIOError:
+                        continue
+                    except OSError as exc:
+                        raise _broke_before_answering(str(exc)) from None
+                    if not data:
+                        raise httpx.RemoteProtocolError("the upstream closed the connection before answering")
+                    buffer += data
+                elif fd == caller_fd:
+                    self._caller_event(poller, event)
+                else:
+                    raise _Stopped
+        try:
+            version, status, headers = parse_status_head(bytes(buffer[:end]))
+        except FramingError:
+            return False  # the loop says what is wrong, as always
+        if answer_framing(b"GET", status, headers)[0] != "chunked":
+            return False  # informational, bodiless, sized or close-delimited: the loop's
+        head = self._head(version, status, headers)  # type: ignore[misc]
+        if head is None:
+            return False
+        del buffer[:end + 4]
+        self._chunks = ChunkedBody()
+        self.head_sent = True
+        self._send(head)
+        return True
 
     def _arrived(self, data: bytes, arrived: float) -> bool:
         """Pass bytes from the upstream on to the caller, and keep them; True once the body is complete."""
@@ -235,31 +323,34 @@ class ThreadPump:
 
     def _send(self, data: bytes) -> None:
         """Write all of `data` to the caller, waiting while its socket is full (the upstream waits too)."""
-        caller = self._caller
+        self._write(self._caller, data, lambda _: CallerLeft("the caller's connection broke"))
+
+    def _write(self, sock: socket.socket, data: bytes, broke: Callable[[str], Exception]) -> None:
+        """Write all of `data` to `sock`, waiting while it is full; `broke(why)` is raised if it breaks."""
         try:
-            sent = caller.send(data)
+            sent = sock.send(data)
         except BlockingIOError:
             sent = 0
-        except OSError:
-            raise CallerLeft("the caller's connection broke") from None
+        except OSError as exc:
+            raise broke(str(exc)) from None
         if sent == len(data):
             return
         view = memoryview(data)[sent:]
         waiting = select.poll()
-        waiting.register(caller, _POLLOUT)
+        waiting.register(sock, _POLLOUT)
         waiting.register(self._wake_r, _POLLIN)
         while view:
             for fd, event in waiting.poll():
                 if fd == self._wake_r:
                     raise _Stopped
                 if event & _GONE & ~_POLLRDHUP:
-                    raise CallerLeft("the caller's connection broke")
+                    raise broke("hung up")
             try:
-                view = view[caller.send(view):]
+                view = view[sock.send(view):]
             except BlockingIOError:
                 continue
-            except OSError:
-                raise CallerLeft("the caller's connection broke") from None
+            except OSError as exc:
+                raise broke(str(exc)) from None
 
 
 class _Workers:
@@ -306,6 +397,10 @@ class _Workers:
 
 
 _WORKERS = _Workers(_KEPT_THREADS, _KEPT_S)
+
+
+def _broke_before_answering(why: str) -> httpx.ReadError:
+    return httpx.ReadError(f"the upstream connection broke ({why}) before answering")
 
 
 def _peek(sock: socket.socket) -> bool:

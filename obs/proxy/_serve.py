@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import socket
@@ -42,12 +43,15 @@ import threading
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 
+import httpx
+
 from obs.proxy._caller import CallerRequest, Clock, Feed, push, request_of
 from obs.proxy._http1 import (
     MAX_HEAD_BYTES,
     TOKEN,
     ChunkedBody,
     FramingError,
+    Headers,
     content_length,
     header_value,
     is_chunked,
@@ -56,8 +60,8 @@ from obs.proxy._http1 import (
 )
 from obs.proxy._pump import CallerLeft, ThreadPump
 from obs.proxy._pump import available as pump_available
-from obs.proxy._upstream import UpstreamResponse
-from obs.proxy._wire import error_body
+from obs.proxy._upstream import EarlyRelay, UpstreamResponse
+from obs.proxy._wire import error_body, response_headers
 from obs.proxy.app import ProxyApp
 
 __all__ = ["MAX_BODY_BYTES", "ProxyServer"]
@@ -148,16 +152,9 @@ class _Connection(asyncio.Protocol):
         self._chunked = self._http11 and not bodyless and not sized
         if not (bodyless or sized or self._http11) or self._server.stopping:
             self._keep = False  # an HTTP/1.0 caller learns the body's end from the connection's
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
-        for name, value in headers:
-            parts += (name, b": ", value, b"\r\n")
-        if self._chunked:
-            parts.append(b"transfer-encoding: chunked\r\n")
-        if not self._keep:
-            parts.append(b"connection: close\r\n")
-        parts.append(b"\r\n")
         self._started = True
-        self._answer_head = b"".join(parts)  # written with the body's first bytes if they are already here
+        # Written with the body's first bytes if they are already here.
+        self._answer_head = _answer_head(status, headers, self._chunked, self._keep)
 
     def _flush(self) -> None:
         head, self._answer_head = self._answer_head, b""
@@ -212,6 +209,62 @@ class _Connection(asyncio.Protocol):
         pushed = push(response, self.write, self.end, feed, now_ms)
         self._flush()  # no body byte was here yet: the head goes out alone
         return pushed
+
+    def relay_early(self, traceparent: Callable[[], str | None], feed: Feed | None,
+                    now_ms: Clock) -> EarlyRelay | None:  # fmt: skip
+        """A relay of the whole answer by a thread from the moment the request is written (module
+        docstring of `obs.proxy._pump`), or None where this connection cannot have one: an HTTP/1.0
+        caller, HEAD, an answer still being written, the server stopping."""
+        transport = self._transport
+        if not self._http11 or self._method == "HEAD" or self.gone or self._server.stopping:
+            return None
+        if not pump_available() or transport is None or transport.get_write_buffer_size():
+            return None
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        return functools.partial(self._relayed_early, transport, sock.fileno(), traceparent, feed, now_ms)
+
+    async def _relayed_early(
+        self, transport: asyncio.Transport, caller_fd: int, traceparent: Callable[[], str | None],
+        feed: Feed | None, now_ms: Clock, upstream_fd: int, buffer: bytearray, request: bytes,
+        timeout_s: float | None, answered: Callable[[bytes, int, Headers], None],
+    ) -> ThreadPump:
+        """`relay_early`'s relay: the pump once it is over (failing before the caller's head went out)."""
+        keep, parent = self._keep, traceparent()
+
+        def head(version: bytes, status: int, headers: Headers) -> bytes | None:  # in the relay thread
+            sent = response_headers(headers, parent)
+            if any(name == b"content-length" for name, _ in sent):
+                return None
+            answered(version, status, headers)
+            return _answer_head(status, sent, True, keep)
+
+        pump = ThreadPump(upstream_fd, buffer, None, caller_fd, feed=feed, now_ms=now_ms, timeout_s=timeout_s,
+                          head=head, request=request)  # fmt: skip
+        transport.pause_reading()  # the pump watches the caller's socket meanwhile
+        try:
+            await pump.run()
+        except CallerLeft:
+            self.gone = True
+            transport.close()
+            raise
+        except httpx.HTTPError as exc:
+            if not pump.head_sent:
+                raise
+            pump.failure = exc  # the answer broke midway: the relay records it and breaks the caller's
+        finally:
+            if pump.head_sent:
+                self._started = self._chunked = True
+            if self._reading and not transport.is_closing():
+                transport.resume_reading()
+        if pump.done:
+            self._ended = True  # the pump wrote the body's last chunk
+            if pump.buffer:  # bytes past the body's end: see `_pumped`
+                self._keep = False
+            if not self._keep:
+                transport.close()
+        return pump
 
     async def _pumped(self, pump: ThreadPump, response: UpstreamResponse) -> None:
         transport = self._transport
@@ -349,6 +402,19 @@ class _Connection(asyncio.Protocol):
         if task is not None and not self._ended:
             task.cancel()
         return task
+
+
+def _answer_head(status: int, headers: Headers, chunked: bool, keep: bool) -> bytes:
+    """The head of an answer to a caller: status line, `headers`, and the framing and keep-alive ones."""
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    if chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    if not keep:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 def _request_head(head: bytes) -> tuple[str, str, bool, list[tuple[bytes, bytes]], int]:

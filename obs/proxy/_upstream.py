@@ -40,7 +40,8 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -49,16 +50,27 @@ from obs.proxy._http1 import (
     MAX_HEAD_BYTES,
     ChunkedBody,
     FramingError,
+    Headers,
     answer_framing,
     parse_status_head,
     says_close,
 )
 
-__all__ = ["UpstreamPool", "UpstreamResponse"]
+if TYPE_CHECKING:
+    from obs.proxy._pump import ThreadPump
+
+__all__ = ["EarlyRelay", "UpstreamPool", "UpstreamResponse"]
 
 _BODY_METHODS = (b"POST", b"PUT", b"PATCH")
 _STALE = (httpx.RemoteProtocolError, httpx.ReadError)
 Callback = Callable[[], None]
+# The caller's relay of a request and its whole answer, in a thread (`obs.proxy._pump`): given the
+# connection's socket (fd), the bytes read so far, the request to write, the read timeout, and what to
+# call (in the relay thread) with the answer's version, status and headers once they are in; returns the
+# pump once it is over.
+EarlyRelay = Callable[[int, bytearray, bytes, "float | None", Callable[[bytes, int, Headers], None]],
+                      Awaitable["ThreadPump"]]  # fmt: skip
+Answered = Callable[["UpstreamResponse"], None]
 
 
 class _Default:
@@ -72,8 +84,8 @@ class UpstreamResponse:
     """An answer whose status and headers are in; `read()` its body, `aclose()` when done with it."""
 
     __slots__ = ("_chunks", "_conn", "_deliver", "_done", "_finished", "_held", "_keep", "_last", "_left",
-                 "_mode", "_on_done", "_pool", "_timeout", "_watchdog", "headers", "received",
-                 "status")  # fmt: skip
+                 "_mode", "_on_done", "_pool", "_timeout", "_watchdog", "failure", "headers", "received",
+                 "relayed", "status")  # fmt: skip
 
     def __init__(self, pool: UpstreamPool, conn: UpstreamConnection, status: int,
                  headers: list[tuple[bytes, bytes]], mode: str, length: int, keep: bool,
@@ -94,6 +106,9 @@ class UpstreamResponse:
         self._on_done: Callback | None = None
         self._watchdog: asyncio.TimerHandle | None = None
         self._held, self._last = False, 0.0
+        # Relayed to the caller already, head and body, by `send(early=...)`; `failure`: how it broke.
+        self.relayed = False
+        self.failure: httpx.HTTPError | None = None
         self._done = mode == "none" or (mode == "length" and length == 0)
         if self._done:
             self._finish()
@@ -313,13 +328,19 @@ class UpstreamPool:
 
     async def send(self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, *,
                    read_timeout_s: float | _Default | None = _POOLS, on_retry: Callback | None = None,
-                   on_sent: Callback | None = None,
-                   on_connect: Callback | None = None) -> UpstreamResponse:  # fmt: skip
+                   on_sent: Callback | None = None, on_connect: Callback | None = None,
+                   early: EarlyRelay | None = None,
+                   on_answer: Answered | None = None) -> UpstreamResponse:  # fmt: skip
         """Send the request and return once its answer's head is in (module docstring for failures).
 
         `target` is the path and query; `read_timeout_s` replaces the pool's
         for this request; `on_sent` is called once the request is first written;
         `on_connect` each time it waited for a new connection (none was ready).
+        With `early`, a plain-HTTP connection's answer is handed to that relay
+        as soon as the request is written: when it relays the answer it returns
+        only once the answer has passed (`relayed` set, `failure` how it broke
+        after its head went out), having told `on_answer` (from the relay's
+        thread) as soon as the head was in; else the answer is read here.
         """
         timeout = self.read_timeout_s if isinstance(read_timeout_s, _Default) else read_timeout_s
         verb = method.encode("ascii")
@@ -329,11 +350,17 @@ class UpstreamPool:
             assert conn.transport is not None
             if not pooled and on_connect is not None:
                 on_connect()
-            conn.transport.write(request)
-            if on_sent is not None:
-                on_sent()
-                on_sent = None
+            sent, on_sent = on_sent, None  # told once, on the first attempt
             try:
+                written = False
+                if early is not None:
+                    written, response = await self._early(conn, request, timeout, early, on_answer, sent)
+                    if response is not None:
+                        return response
+                if not written:
+                    conn.transport.write(request)
+                    if sent is not None:
+                        sent()
                 return await self._head(conn, verb, timeout)
             except _STALE:
                 conn.close()
@@ -455,6 +482,36 @@ class UpstreamPool:
         except OSError as exc:
             raise httpx.ConnectError(str(exc) or type(exc).__name__) from None
         return conn
+
+    async def _early(self, conn: UpstreamConnection, request: bytes, timeout_s: float | None,
+                     early: EarlyRelay, on_answer: Answered | None,
+                     on_sent: Callback | None) -> tuple[bool, UpstreamResponse | None]:  # fmt: skip
+        """`send`'s `early` relay on `conn`, which writes the request: (written?, the answer if relayed)."""
+        transport = conn.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if self.tls or transport is None or sock is None or conn.closed or transport.is_closing() \
+                or transport.get_write_buffer_size():  # fmt: skip
+            return False, None
+        made: list[UpstreamResponse] = []
+
+        def answered(version: bytes, status: int, headers: Headers) -> None:  # in the relay thread
+            keep = version == b"HTTP/1.1" and not says_close(headers)
+            made.append(UpstreamResponse(self, conn, status, headers, "chunked", 0, keep, timeout_s))
+            if on_answer is not None:
+                on_answer(made[0])
+
+        if on_sent is not None:
+            on_sent()  # just before the request goes out: the relay is made ready first
+        transport.pause_reading()
+        pump = await early(sock.fileno(), conn.buffer, request, timeout_s, answered)
+        if not made:  # the relay left the answer to be read here, from the bytes it read
+            transport.resume_reading()
+            return True, None
+        response = made[0]
+        response.relayed = True
+        response.failure = pump.failure
+        response.handed_back(pump.done)
+        return True, response
 
     async def _head(self, conn: UpstreamConnection, verb: bytes, timeout_s: float | None) -> UpstreamResponse:
         buffer = conn.buffer

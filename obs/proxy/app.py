@@ -59,6 +59,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from typing import Any
 
 import httpx
@@ -103,6 +104,9 @@ DEFAULT_MAX_CONTENT_CHARS = 65_536
 _PROPS_RETRY_MS = 30_000.0
 _PROPS_TIMEOUT_S = 5.0
 _PROPS_MAX_BYTES = 1024 * 1024
+# A request that asks for a streamed answer (a guess from its bytes, for speed only: a wrong one costs
+# a thread's wake-up, as the loop then reads the answer).
+_STREAMED = re.compile(rb'"stream"\s*:\s*true')
 _STARTUP_PROPS_S = 2.0
 
 
@@ -362,11 +366,16 @@ class ProxyApp:
 
     async def _forward(self, request: CallerRequest, caller: Caller, call: RelayedCall) -> None:
         """Send the request upstream and stream the answer to `caller` (the body from push callbacks)."""
+        feed = call.keep if call.recording else None
+        # A streamed model call's answer is relayed by a thread from the moment the request is written.
+        early = caller.relay_early(call.traceparent, feed, self.clock.monotonic_ms) \
+            if call.recording and _STREAMED.search(request.body) else None  # fmt: skip
         try:
             response = await self._upstream().send(request.method, self._upstream_target(request.target),
                                                    request_headers(request.headers), request.body,
                                                    on_retry=self._count_retry, on_sent=call.sent,
-                                                   on_connect=self._count_connect)  # fmt: skip
+                                                   on_connect=self._count_connect, early=early,
+                                                   on_answer=call.answered)  # fmt: skip
         except httpx.HTTPError as exc:
             status, headers, payload = self._no_answer(exc, call.begin())
             caller.start(status, headers)
@@ -375,9 +384,12 @@ class ProxyApp:
             return
         call.answered(response)
         try:
-            caller.start(response.status, response_headers(response.headers, call.traceparent()))
-            # The hot path: each piece goes to the caller first; recording only keeps it, timed.
-            await caller.stream(response, call.keep if call.recording else None, self.clock.monotonic_ms)
+            if not response.relayed:
+                caller.start(response.status, response_headers(response.headers, call.traceparent()))
+                # The hot path: each piece goes to the caller first; recording only keeps it, timed.
+                await caller.stream(response, feed, self.clock.monotonic_ms)
+            elif response.failure is not None:
+                raise response.failure
         except httpx.HTTPError as exc:
             self.stats.broken += 1
             exchange = call.begin()
