@@ -1,0 +1,229 @@
+"""A streamed model call is relayed by a thread from the moment its request is written (obs.proxy._pump).
+
+The relay thread writes the request, reads the answer's head, sends the
+caller's, and relays the body; the event loop does nothing meanwhile. These
+tests send streamed requests (the ones that take this path) to real loopback
+upstreams that answer, fail, hang or drop the connection at each step before
+the body, and compare with what a direct call gives and what is recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+
+from obs import semconv
+from obs.proxy import start_proxy
+from tests.llm.servers import Handler, error_status, good, serve, stream_lines
+from tests.proxy.support import (
+    STREAM,
+    connect,
+    only_span,
+    peer_closed,
+    recording_proxy,
+    stored_traces,
+    wait_until,
+)
+
+_BODY = json.dumps(STREAM).encode()
+
+
+def _stream(base: str, content: bytes = _BODY, timeout: float = 30.0) -> httpx.Response:
+    with httpx.Client(timeout=timeout) as client:
+        return client.post(base + "/v1/chat/completions", content=content)
+
+
+def test_a_streamed_request_of_megabytes_is_written_whole_and_its_answer_relayed(db: Path) -> None:
+    # Far more than a socket's buffer takes at once: the relay thread waits for room as it writes.
+    content = json.dumps({**STREAM, "messages": [{"role": "user", "content": "x" * (6 * 1024 * 1024)}]})
+    with serve(good) as server, recording_proxy(server.url, db) as proxy:
+        direct = _stream(server.url, content.encode())
+        relayed = _stream(proxy.url, content.encode())
+        span = only_span(db, proxy)
+        chats = [r for r in server.requests if r.path == "/v1/chat/completions"]
+    assert [r.body == content.encode() for r in chats] == [True, True]
+    assert (relayed.status_code, relayed.content) == (200, direct.content)
+    assert span.status == "success" and span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] > 0
+
+
+def test_a_streamed_call_answered_with_a_sized_error_is_relayed_as_it_came_and_recorded(db: Path) -> None:
+    # A body with its Content-Length is not the relay thread's to pass on: the event loop reads it.
+    with serve(error_status(400, "bad stream request", "invalid_request_error")) as server, \
+            recording_proxy(server.url, db) as proxy:  # fmt: skip
+        direct = _stream(server.url)
+        relayed = _stream(proxy.url)
+        span = only_span(db, proxy)
+    assert (relayed.status_code, relayed.content) == (400, direct.content)
+    assert relayed.headers["content-length"] == str(len(direct.content))
+    assert span.attributes[semconv.ERROR_TYPE] == "400"
+    assert "bad stream request" in span.attributes[semconv.ERROR_MESSAGE]
+
+
+def test_a_streamed_error_in_chunks_is_relayed_with_its_status(db: Path) -> None:
+    def chunked_500(handler: Handler) -> None:
+        if handler.path == "/props":
+            good(handler)
+            return
+        handler.send_response(500)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        handler._chunked = True  # type: ignore[attr-defined]
+        handler.send_event('error: {"code": 500, "message": "slot crashed", "type": "server_error"}')
+        handler.end_stream()
+
+    with serve(chunked_500) as server, recording_proxy(server.url, db) as proxy:
+        direct = _stream(server.url)
+        relayed = _stream(proxy.url)
+        span = only_span(db, proxy)
+    assert (relayed.status_code, relayed.content) == (500, direct.content)
+    assert relayed.headers["transfer-encoding"] == "chunked" and "traceparent" in relayed.headers
+    assert span.status == "error" and span.attributes[semconv.ERROR_TYPE] == "500"
+
+
+def test_a_streamed_call_on_a_pooled_connection_the_server_closed_is_retried_once_with_one_span(
+    db: Path,
+) -> None:
+    def second_request_dropped(handler: Handler) -> None:
+        handler.count = getattr(handler, "count", 0) + 1  # type: ignore[attr-defined]
+        if handler.count == 2:  # type: ignore[attr-defined]
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            return
+        good(handler)
+
+    with serve(second_request_dropped) as server, recording_proxy(server.url, db, keep_ready_s=0) as proxy:
+        first = _stream(proxy.url)
+        second = _stream(proxy.url)
+        traces = stored_traces(db, proxy, 2)
+        assert proxy.stats.retried == 2  # /props then chat 1 on the first connection, chat 2 on its retry's
+        assert [r.path for r in server.requests] == ["/props", *["/v1/chat/completions"] * 4]
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert first.content.count(b"data:") == second.content.count(b"data:") == len(stream_lines())
+    assert [len(t.spans) for t in traces] == [1, 1]
+    assert all(t.spans[0].status == "success" for t in traces)
+
+
+def test_a_streamed_call_the_upstream_never_answers_gets_504_once_the_timeout_passes(db: Path) -> None:
+    def silent(handler: Handler) -> None:
+        if handler.path == "/props":
+            good(handler)
+            return
+        peer_closed(handler, handler.server.state.release)
+
+    with serve(silent) as server, recording_proxy(server.url, db, timeout_s=0.3) as proxy:
+        relayed = _stream(proxy.url)
+        span = only_span(db, proxy)
+    assert relayed.status_code == 504
+    assert relayed.json()["error"]["type"] == "timeout_error"
+    assert "sent nothing for 0.3 s before answering" in relayed.json()["error"]["message"]
+    assert span.attributes[semconv.ERROR_TYPE] == "ServerTimeout"
+    assert proxy.stats.no_answer == 1
+
+
+def test_a_caller_leaving_before_the_head_stops_the_upstream_request(db: Path) -> None:
+    stopped = threading.Event()
+
+    def silent_until_left(handler: Handler) -> None:
+        if handler.path == "/props":
+            good(handler)
+            return
+        if peer_closed(handler, handler.server.state.release):
+            stopped.set()
+
+    with serve(silent_until_left) as server, recording_proxy(server.url, db) as proxy:
+        with pytest.raises(httpx.ReadTimeout):
+            _stream(proxy.url, timeout=0.5)
+        assert wait_until(stopped.is_set), "the proxy kept the upstream request open"
+        span = only_span(db, proxy)
+        assert proxy.stats.client_gone == 1
+    assert span.status == "error" and span.attributes[semconv.ERROR_TYPE] == "ClientDisconnected"
+    assert "before any answer came" in span.attributes[semconv.ERROR_MESSAGE]
+
+
+def test_the_head_goes_on_to_the_caller_as_soon_as_it_came_before_any_event(db: Path) -> None:
+    events_may_go = threading.Event()
+
+    def head_then_wait(handler: Handler) -> None:
+        if handler.path == "/props":
+            good(handler)
+            return
+        handler.start_stream()
+        handler.wfile.flush()
+        events_may_go.wait(10)  # until the caller has the head: the model computing its first token
+        for line in stream_lines():
+            handler.send_event(line)
+        handler.end_stream()
+
+    with serve(head_then_wait) as server, recording_proxy(server.url, db) as proxy:
+        sock = connect(proxy.url)
+        try:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\n\r\n%b" % (len(_BODY), _BODY))  # fmt: skip
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += sock.recv(65536)
+            head = received.split(b"\r\n\r\n")[0].decode().lower()
+            events_may_go.set()
+            while not received.endswith(b"0\r\n\r\n"):
+                received += sock.recv(65536)
+        finally:
+            sock.close()
+        span = only_span(db, proxy)
+    assert head.startswith("http/1.1 200 ok\r\n")
+    assert "transfer-encoding: chunked" in head and "content-type: text/event-stream" in head
+    assert f"traceparent: 00-{span.trace_id}-{span.id}-01" in head
+    assert received.count(b"data:") == len(stream_lines()) and span.status == "success"
+
+
+def test_informational_answers_before_the_head_are_skipped(db: Path) -> None:
+    def continue_first(handler: Handler) -> None:
+        if handler.path != "/props":
+            handler.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            handler.wfile.flush()
+        good(handler)
+
+    with serve(good) as plain, serve(continue_first) as server, recording_proxy(server.url, db) as proxy:
+        direct = _stream(plain.url)
+        relayed = _stream(proxy.url)
+        span = only_span(db, proxy)
+    assert (relayed.status_code, relayed.content) == (200, direct.content)
+    assert span.status == "success"
+
+
+def test_a_streamed_call_waiting_for_its_head_when_the_proxy_stops_is_recorded_as_cut(db: Path) -> None:
+    arrived = threading.Event()
+
+    def silent(handler: Handler) -> None:
+        if handler.path == "/props":
+            good(handler)
+            return
+        arrived.set()
+        peer_closed(handler, handler.server.state.release)
+
+    with serve(silent) as server:
+        proxy = start_proxy(server.url, db=db)
+        errors: list[Exception] = []
+
+        def call() -> None:
+            try:
+                _stream(proxy.url)
+            except httpx.HTTPError as exc:
+                errors.append(exc)
+
+        caller = threading.Thread(target=call)
+        try:
+            caller.start()
+            assert arrived.wait(10)
+            assert proxy.stop()  # open answers get a few seconds, then the proxy stops
+            caller.join(20)
+        finally:
+            proxy.stop()
+        span = only_span(db, None)
+    assert [type(e) for e in errors] == [httpx.RemoteProtocolError]  # no answer, the connection closed
+    assert span.status == "error" and "the proxy was stopped" in span.attributes[semconv.ERROR_MESSAGE]
