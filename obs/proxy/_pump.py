@@ -27,9 +27,9 @@ after writing the request, its turn at the head, and preparing and handing
 over the body's relay took about 1 ms of CPU from the model there, and the
 loop, preempted by the model's threads as it wrote, did it late.) The
 thread parses the head and asks
-`head(version, status, headers)` for the caller's; a chunked answer goes
-on from there. Anything else (a head `head` returns None for, an answer
-with another framing, an informational one, bytes that are not HTTP) ends
+`head(version, status, headers)` for the caller's when the answer is
+chunked, and goes on from there. Anything else (an answer with another
+framing, an informational one, bytes that are not HTTP) ends
 the pump with `fallback` set and nothing written to the caller: the bytes
 read stay in `buffer`, for the event loop to read the answer as before.
 
@@ -67,8 +67,8 @@ from obs.proxy._http1 import (
 
 __all__ = ["CallerLeft", "HeadFor", "ThreadPump", "available"]
 
-# Given an answer's version, status and headers (in the relay thread), the caller's head; None: not here.
-HeadFor = Callable[[bytes, int, Headers], bytes | None]
+# Given a chunked answer's version, status and headers (in the relay thread), the caller's head.
+HeadFor = Callable[[bytes, int, Headers], bytes]
 
 _READ_BYTES = 256 * 1024
 _PENDING_BYTES = 1024 * 1024  # chunked bytes passed on before their framing is read anyway
@@ -264,8 +264,6 @@ class ThreadPump:
         if answer_framing(b"GET", status, headers)[0] != "chunked":
             return False  # informational, bodiless, sized or close-delimited: the loop's
         head = self._head(version, status, headers)  # type: ignore[misc]
-        if head is None:
-            return False
         del buffer[:end + 4]
         self._chunks = ChunkedBody()
         self.head_sent = True

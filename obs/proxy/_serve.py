@@ -233,12 +233,9 @@ class _Connection(asyncio.Protocol):
         """`relay_early`'s relay: the pump once it is over (failing before the caller's head went out)."""
         keep, parent = self._keep, traceparent()
 
-        def head(version: bytes, status: int, headers: Headers) -> bytes | None:  # in the relay thread
-            sent = response_headers(headers, parent)
-            if any(name == b"content-length" for name, _ in sent):
-                return None
+        def head(version: bytes, status: int, headers: Headers) -> bytes:  # in the relay thread
             answered(version, status, headers)
-            return _answer_head(status, sent, True, keep)
+            return _answer_head(status, response_headers(headers, parent, chunked=True), True, keep)
 
         pump = ThreadPump(upstream_fd, buffer, None, caller_fd, feed=feed, now_ms=now_ms, timeout_s=timeout_s,
                           head=head, request=request)  # fmt: skip

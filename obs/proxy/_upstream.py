@@ -162,6 +162,11 @@ class UpstreamResponse:
         return future
 
     @property
+    def chunked(self) -> bool:
+        """True when the upstream's chunks delimit the body."""
+        return self._mode == "chunked"
+
+    @property
     def timeout_s(self) -> float | None:
         """The longest wait for the upstream's next bytes (None: no limit)."""
         return self._timeout

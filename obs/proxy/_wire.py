@@ -50,14 +50,20 @@ def request_headers(raw: Headers) -> list[tuple[bytes, bytes]]:
     return [(name, value) for name, value in headers if name.lower() not in dropped]
 
 
-def response_headers(raw: Headers, traceparent: str | None) -> list[tuple[bytes, bytes]]:
+def response_headers(
+    raw: Headers, traceparent: str | None, chunked: bool = False
+) -> list[tuple[bytes, bytes]]:
     """The answer's headers to send back: all but the hop-by-hop ones, plus the call's `traceparent`.
 
     Names are lowercased, as ASGI asks. A `traceparent` the upstream sent is
-    replaced by the one naming the recorded span (when there is one).
+    replaced by the one naming the recorded span (when there is one). For a
+    `chunked` answer a `Content-Length` beside it is dropped: the chunks
+    delimit the body (RFC 9112 section 6.3), and the length may not be sent on.
     """
     headers = [(name.lower(), value) for name, value in raw]
     dropped = HOP_BY_HOP | _listed_in_connection(headers)
+    if chunked:
+        dropped = dropped | {b"content-length"}
     if traceparent is not None:
         dropped = dropped | {_TRACEPARENT}
     kept = [(name, value) for name, value in headers if name not in dropped]

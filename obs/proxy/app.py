@@ -385,7 +385,8 @@ class ProxyApp:
         call.answered(response)
         try:
             if not response.relayed:
-                caller.start(response.status, response_headers(response.headers, call.traceparent()))
+                caller.start(response.status,
+                             response_headers(response.headers, call.traceparent(), response.chunked))
                 # The hot path: each piece goes to the caller first; recording only keeps it, timed.
                 await caller.stream(response, feed, self.clock.monotonic_ms)
             elif response.failure is not None:

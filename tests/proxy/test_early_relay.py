@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import socket
 import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -19,7 +20,7 @@ import pytest
 
 from obs import semconv
 from obs.proxy import start_proxy
-from tests.llm.servers import Handler, error_status, good, serve, stream_lines
+from tests.llm.servers import Handler, completion_body, error_status, good, serve, stream_lines
 from tests.proxy.support import (
     STREAM,
     connect,
@@ -56,12 +57,46 @@ def test_a_streamed_call_answered_with_a_sized_error_is_relayed_as_it_came_and_r
     with serve(error_status(400, "bad stream request", "invalid_request_error")) as server, \
             recording_proxy(server.url, db) as proxy:  # fmt: skip
         direct = _stream(server.url)
-        relayed = _stream(proxy.url)
-        span = only_span(db, proxy)
-    assert (relayed.status_code, relayed.content) == (400, direct.content)
-    assert relayed.headers["content-length"] == str(len(direct.content))
-    assert span.attributes[semconv.ERROR_TYPE] == "400"
-    assert "bad stream request" in span.attributes[semconv.ERROR_MESSAGE]
+        with httpx.Client(timeout=10) as client:  # one connection, and the proxy's one upstream connection
+            relayed = [client.post(proxy.url + "/v1/chat/completions", content=_BODY) for _ in range(3)]
+        traces = stored_traces(db, proxy, 3)
+    assert [(r.status_code, r.content) for r in relayed] == [(400, direct.content)] * 3
+    assert relayed[0].headers["content-length"] == str(len(direct.content))
+    for trace in traces:
+        assert trace.spans[0].attributes[semconv.ERROR_TYPE] == "400"
+        assert "bad stream request" in trace.spans[0].attributes[semconv.ERROR_MESSAGE]
+
+
+def test_a_chunked_answer_that_also_gives_a_length_goes_on_chunked_without_it(db: Path) -> None:
+    # RFC 9112 section 6.3: Transfer-Encoding overrides Content-Length, which a proxy must not send on.
+    def chunked_with_length(handler: Handler) -> None:
+        if handler.path == "/props":
+            good(handler)
+            return
+        handler.send_response(200)
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Content-Length", "7")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.end_headers()
+        handler._chunked = True  # type: ignore[attr-defined]
+        if handler.wants_stream:
+            for line in stream_lines():
+                handler.send_event(line)
+        else:
+            body = json.dumps(completion_body()).encode()
+            handler.wfile.write(b"%x\r\n%b\r\n" % (len(body), body))
+        handler.end_stream()
+
+    with serve(chunked_with_length) as server, recording_proxy(server.url, db) as proxy:
+        streamed = _stream(proxy.url)  # relayed from the request on by a thread
+        whole = _stream(proxy.url, json.dumps({**STREAM, "stream": False}).encode())  # by the event loop
+        traces = stored_traces(db, proxy, 2)
+    for relayed in (streamed, whole):
+        assert relayed.status_code == 200 and "content-length" not in relayed.headers
+        assert relayed.headers["transfer-encoding"] == "chunked"
+    assert streamed.content.decode().split("\n\n")[:-1] == stream_lines()
+    assert whole.json() == completion_body()
+    assert [t.spans[0].status for t in traces] == ["success", "success"]
 
 
 def test_a_streamed_error_in_chunks_is_relayed_with_its_status(db: Path) -> None:
@@ -89,9 +124,12 @@ def test_a_streamed_error_in_chunks_is_relayed_with_its_status(db: Path) -> None
 def test_a_streamed_call_on_a_pooled_connection_the_server_closed_is_retried_once_with_one_span(
     db: Path,
 ) -> None:
+    dropped_at_ms: list[float] = []
+
     def second_request_dropped(handler: Handler) -> None:
         handler.count = getattr(handler, "count", 0) + 1  # type: ignore[attr-defined]
         if handler.count == 2:  # type: ignore[attr-defined]
+            dropped_at_ms.append(time.time() * 1000.0)
             handler.close_connection = True
             handler.connection.shutdown(socket.SHUT_RDWR)
             return
@@ -107,6 +145,9 @@ def test_a_streamed_call_on_a_pooled_connection_the_server_closed_is_retried_onc
     assert first.content.count(b"data:") == second.content.count(b"data:") == len(stream_lines())
     assert [len(t.spans) for t in traces] == [1, 1]
     assert all(t.spans[0].status == "success" for t in traces)
+    # Each call's one span began as its first attempt went out, not again for the retry.
+    starts = sorted(t.spans[0].start_time for t in traces)
+    assert starts[0] <= dropped_at_ms[0] < starts[1] <= dropped_at_ms[1]
 
 
 def test_a_streamed_call_the_upstream_never_answers_gets_504_once_the_timeout_passes(db: Path) -> None:
@@ -163,8 +204,9 @@ def test_the_head_goes_on_to_the_caller_as_soon_as_it_came_before_any_event(db: 
     with serve(head_then_wait) as server, recording_proxy(server.url, db) as proxy:
         sock = connect(proxy.url)
         try:
-            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                         b"content-length: %d\r\n\r\n%b" % (len(_BODY), _BODY))  # fmt: skip
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+                         b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
+                         % (len(_BODY), _BODY))  # fmt: skip
             received = b""
             while b"\r\n\r\n" not in received:
                 received += sock.recv(65536)
