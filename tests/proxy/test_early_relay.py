@@ -19,13 +19,14 @@ import httpx
 import pytest
 
 from obs import semconv
-from obs.proxy import start_proxy
+from obs.proxy import ProxyApp, start_proxy
 from tests.llm.servers import Handler, completion_body, error_status, good, serve, stream_lines
 from tests.proxy.support import (
     STREAM,
     connect,
     only_span,
     peer_closed,
+    read_until_closed,
     recording_proxy,
     stored_traces,
     wait_until,
@@ -269,3 +270,23 @@ def test_a_streamed_call_waiting_for_its_head_when_the_proxy_stops_is_recorded_a
         span = only_span(db, None)
     assert [type(e) for e in errors] == [httpx.RemoteProtocolError]  # no answer, the connection closed
     assert span.status == "error" and "the proxy was stopped" in span.attributes[semconv.ERROR_MESSAGE]
+
+
+def test_a_failure_inside_the_proxy_after_the_thread_sent_the_head_never_writes_a_second_answer(
+    db: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_settle(self: ProxyApp, exchange: object) -> None:
+        raise RuntimeError("a bug in the proxy, after the answer went out")
+
+    monkeypatch.setattr(ProxyApp, "_settle", broken_settle)
+    with serve(good) as server, recording_proxy(server.url, db) as proxy:
+        sock = connect(proxy.url)
+        try:
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
+                         b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
+                         % (len(_BODY), _BODY))  # fmt: skip
+            received = read_until_closed(sock)  # the proxy closes the connection after the failure
+        finally:
+            sock.close()
+    assert received.startswith(b"HTTP/1.1 200 OK\r\n") and received.count(b"HTTP/1.1 ") == 1
+    assert received.endswith(b"0\r\n\r\n") and received.count(b"data:") == len(stream_lines())
