@@ -18,11 +18,11 @@ the event loop about 0.2 ms of CPU and the new thread as much again, while
 the model computes the first token; handing a stream to a thread that waits
 for one costs a queue's wake-up.
 
-A pump may also write the request (`request=`) and read the answer's head
-(`head=`): everything is made ready, the span begun and the thread woken
-before the request goes out, so that once it has, nothing but the thread
-waiting for the head runs in the proxy while the model computes the first
-token. (On a machine whose cores all run the model, the event loop's work
+A pump may also read the answer's head (`head=`): made ready (the call's
+span begun) before the request goes out and run as soon as it has, it
+waits for the head itself, so that once the request is out nothing but
+this thread, waiting, is left in the proxy while the model computes the
+first token. (On a machine whose cores all run the model, the event loop's work
 after writing the request, its turn at the head, and preparing and handing
 over the body's relay took about 1 ms of CPU from the model there, and the
 loop, preempted by the model's threads as it wrote, did it late.) The
@@ -120,16 +120,15 @@ class ThreadPump:
     def __init__(
         self, upstream_fd: int, buffer: bytearray, chunks: ChunkedBody | None, caller_fd: int, *,
         feed: Callable[[bytes, float], None] | None, now_ms: Callable[[], float], timeout_s: float | None,
-        head: HeadFor | None = None, request: bytes = b"",
+        head: HeadFor | None = None,
     ) -> None:
-        """Nothing runs until `run()`; the thread first writes `request` (if any) to the upstream."""
+        """Nothing runs until `run()`."""
         self.buffer = buffer
         self.done = False
         self.head_sent = False
         self.fallback = False
         self.failure: httpx.HTTPError | None = None  # set by the owner: how the answer broke midway
         self._head = head
-        self._request = request
         self._chunks = chunks
         self._feed = feed
         self._now_ms = now_ms
@@ -186,8 +185,6 @@ class ThreadPump:
         poller.register(up, _POLLIN)
         poller.register(caller, _POLLIN | _POLLRDHUP)
         up_fd, caller_fd, now_ms, arrived = up.fileno(), caller.fileno(), self._now_ms, self._arrived
-        if self._request:
-            self._write(up, self._request, _broke_before_answering)
         if self._head is not None and not self._read_head(poller, up_fd, caller_fd):
             self.fallback = True
             return
@@ -249,7 +246,8 @@ class ThreadPump:
                     except BlockingIOError:
                         continue
                     except OSError as exc:
-                        raise _broke_before_answering(str(exc)) from None
+                        raise httpx.ReadError(f"the upstream connection broke ({exc}) before "
+                                              "answering") from None  # fmt: skip
                     if not data:
                         raise httpx.RemoteProtocolError("the upstream closed the connection before answering")
                     buffer += data
@@ -321,34 +319,31 @@ class ThreadPump:
 
     def _send(self, data: bytes) -> None:
         """Write all of `data` to the caller, waiting while its socket is full (the upstream waits too)."""
-        self._write(self._caller, data, lambda _: CallerLeft("the caller's connection broke"))
-
-    def _write(self, sock: socket.socket, data: bytes, broke: Callable[[str], Exception]) -> None:
-        """Write all of `data` to `sock`, waiting while it is full; `broke(why)` is raised if it breaks."""
+        caller = self._caller
         try:
-            sent = sock.send(data)
+            sent = caller.send(data)
         except BlockingIOError:
             sent = 0
-        except OSError as exc:
-            raise broke(str(exc)) from None
+        except OSError:
+            raise CallerLeft("the caller's connection broke") from None
         if sent == len(data):
             return
         view = memoryview(data)[sent:]
         waiting = select.poll()
-        waiting.register(sock, _POLLOUT)
+        waiting.register(caller, _POLLOUT)
         waiting.register(self._wake_r, _POLLIN)
         while view:
             for fd, event in waiting.poll():
                 if fd == self._wake_r:
                     raise _Stopped
                 if event & _GONE & ~_POLLRDHUP:
-                    raise broke("hung up")
+                    raise CallerLeft("the caller's connection broke")
             try:
-                view = view[sock.send(view):]
+                view = view[caller.send(view):]
             except BlockingIOError:
                 continue
-            except OSError as exc:
-                raise broke(str(exc)) from None
+            except OSError:
+                raise CallerLeft("the caller's connection broke") from None
 
 
 class _Workers:
@@ -395,10 +390,6 @@ class _Workers:
 
 
 _WORKERS = _Workers(_KEPT_THREADS, _KEPT_S)
-
-
-def _broke_before_answering(why: str) -> httpx.ReadError:
-    return httpx.ReadError(f"the upstream connection broke ({why}) before answering")
 
 
 def _peek(sock: socket.socket) -> bool:

@@ -223,14 +223,16 @@ class _Connection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is None:
             return None
-        return functools.partial(self._relayed_early, transport, sock.fileno(), traceparent, feed, now_ms)
+        return functools.partial(self._relay_early, transport, sock.fileno(), traceparent, feed, now_ms)
 
-    async def _relayed_early(
+    def _relay_early(
         self, transport: asyncio.Transport, caller_fd: int, traceparent: Callable[[], str | None],
-        feed: Feed | None, now_ms: Clock, upstream_fd: int, buffer: bytearray, request: bytes,
-        timeout_s: float | None, answered: Callable[[bytes, int, Headers], None],
-    ) -> ThreadPump:
-        """`relay_early`'s relay: the pump once it is over (failing before the caller's head went out)."""
+        feed: Feed | None, now_ms: Clock, upstream_fd: int, buffer: bytearray, timeout_s: float | None,
+        answered: Callable[[bytes, int, Headers], None],
+    ) -> Awaitable[ThreadPump]:
+        """`relay_early`'s relay, made ready now; awaited, its thread starts (the request is written in
+        between), and it returns the pump once it is over (raising what it met before the caller's head
+        went out)."""
         keep, parent = self._keep, traceparent()
 
         def head(version: bytes, status: int, headers: Headers) -> bytes:  # in the relay thread
@@ -238,7 +240,10 @@ class _Connection(asyncio.Protocol):
             return _answer_head(status, response_headers(headers, parent, chunked=True), True, keep)
 
         pump = ThreadPump(upstream_fd, buffer, None, caller_fd, feed=feed, now_ms=now_ms, timeout_s=timeout_s,
-                          head=head, request=request)  # fmt: skip
+                          head=head)  # fmt: skip
+        return self._relayed_early(transport, pump)
+
+    async def _relayed_early(self, transport: asyncio.Transport, pump: ThreadPump) -> ThreadPump:
         transport.pause_reading()  # the pump watches the caller's socket meanwhile
         try:
             await pump.run()

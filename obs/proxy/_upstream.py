@@ -64,11 +64,11 @@ __all__ = ["EarlyRelay", "UpstreamPool", "UpstreamResponse"]
 _BODY_METHODS = (b"POST", b"PUT", b"PATCH")
 _STALE = (httpx.RemoteProtocolError, httpx.ReadError)
 Callback = Callable[[], None]
-# The caller's relay of a request and its whole answer, in a thread (`obs.proxy._pump`): given the
-# connection's socket (fd), the bytes read so far, the request to write, the read timeout, and what to
-# call (in the relay thread) with the answer's version, status and headers once they are in; returns the
-# pump once it is over.
-EarlyRelay = Callable[[int, bytearray, bytes, "float | None", Callable[[bytes, int, Headers], None]],
+# The caller's relay of a whole answer in a thread (`obs.proxy._pump`), made ready when called, just
+# before the request is written, and started once awaited: given the connection's socket (fd), the bytes
+# read so far, the read timeout, and what to call (in the relay thread) with the answer's version, status
+# and headers once they are in; awaited, the pump once it is over.
+EarlyRelay = Callable[[int, bytearray, "float | None", Callable[[bytes, int, Headers], None]],
                       Awaitable["ThreadPump"]]  # fmt: skip
 Answered = Callable[["UpstreamResponse"], None]
 
@@ -357,15 +357,15 @@ class UpstreamPool:
                 on_connect()
             sent, on_sent = on_sent, None  # told once, on the first attempt
             try:
-                written = False
                 if early is not None:
                     written, response = await self._early(conn, request, timeout, early, on_answer, sent)
                     if response is not None:
                         return response
-                if not written:
-                    conn.transport.write(request)
-                    if sent is not None:
-                        sent()
+                    if written:
+                        return await self._head(conn, verb, timeout)
+                conn.transport.write(request)
+                if sent is not None:
+                    sent()
                 return await self._head(conn, verb, timeout)
             except _STALE:
                 conn.close()
@@ -491,7 +491,8 @@ class UpstreamPool:
     async def _early(self, conn: UpstreamConnection, request: bytes, timeout_s: float | None,
                      early: EarlyRelay, on_answer: Answered | None,
                      on_sent: Callback | None) -> tuple[bool, UpstreamResponse | None]:  # fmt: skip
-        """`send`'s `early` relay on `conn`, which writes the request: (written?, the answer if relayed)."""
+        """`send`'s `early` relay on `conn` (made ready, then the request written here, then the relay's
+        thread woken): (written?, the answer if relayed)."""
         transport = conn.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
         if self.tls or transport is None or sock is None or conn.closed or transport.is_closing() \
@@ -506,9 +507,15 @@ class UpstreamPool:
                 on_answer(made[0])
 
         if on_sent is not None:
-            on_sent()  # just before the request goes out: the relay is made ready first
+            on_sent()  # the span begins before the relay is made ready: its head names it
         transport.pause_reading()
-        pump = await early(sock.fileno(), conn.buffer, request, timeout_s, answered)
+        try:
+            relayed = early(sock.fileno(), conn.buffer, timeout_s, answered)
+        except BaseException:
+            transport.resume_reading()
+            raise
+        transport.write(request)
+        pump = await relayed  # the relay thread wakes now, and waits for the head
         if not made:  # the relay left the answer to be read here, from the bytes it read
             transport.resume_reading()
             return True, None
