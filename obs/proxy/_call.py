@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ if TYPE_CHECKING:
 __all__ = ["CallHooks", "RelayedCall"]
 
 _Headers = list[tuple[bytes, bytes]]
+# A request that asks for a streamed answer (a guess from its bytes, for speed only: a wrong one costs
+# a thread's wake-up, as the loop then reads the answer).
+_STREAMED = re.compile(rb'"stream"\s*:\s*true')
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,12 @@ class RelayedCall:
     def recording(self) -> bool:
         """True for a model call whose recording is under way (not given up after a failure)."""
         return self._route is not None or self.exchange is not None
+
+    @property
+    def streamed(self) -> bool:
+        """True for a model call whose request asks for a streamed answer (by a look at its bytes: a
+        guess, for choosing how to relay it, never for recording it)."""
+        return self._route is not None and _STREAMED.search(self._request.body) is not None
 
     def sent(self) -> None:
         """The request was written upstream just now (called once): the span begins, timed from then."""

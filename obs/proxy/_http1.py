@@ -13,6 +13,7 @@ answer (400 to a caller, httpx's RemoteProtocolError from the upstream).
 from __future__ import annotations
 
 import re
+from http import HTTPStatus
 
 __all__ = [
     "MAX_HEAD_BYTES",
@@ -20,6 +21,7 @@ __all__ = [
     "ChunkedBody",
     "FramingError",
     "answer_framing",
+    "answer_head",
     "content_length",
     "header_value",
     "is_chunked",
@@ -38,6 +40,7 @@ _SIZE_LINE = re.compile(rb"([0-9a-fA-F]{1,15})(?:;[^\r\n]*)?\r\n")
 TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 Headers = list[tuple[bytes, bytes]]
+_REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 
 
 class FramingError(ValueError):
@@ -111,6 +114,21 @@ def answer_framing(verb: bytes, status: int, headers: Headers) -> tuple[str, int
         return ("chunked", 0) if chunked else ("close", 0)
     length = content_length(headers)
     return ("close", 0) if length is None else ("length", length)
+
+
+def answer_head(status: int, headers: Headers, chunked: bool, keep: bool) -> bytes:
+    """An answer's head as the proxy writes it to a caller: the status line (HTTP/1.1, the standard
+    reason), `headers`, then `transfer-encoding: chunked` if `chunked` and `connection: close` unless
+    `keep`."""
+    parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
+    for name, value in headers:
+        parts += (name, b": ", value, b"\r\n")
+    if chunked:
+        parts.append(b"transfer-encoding: chunked\r\n")
+    if not keep:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 def whole_chunk(data: bytes | bytearray) -> int | None:

@@ -41,7 +41,6 @@ import signal
 import socket
 import threading
 from collections.abc import Awaitable, Callable
-from http import HTTPStatus
 
 import httpx
 
@@ -52,6 +51,7 @@ from obs.proxy._http1 import (
     ChunkedBody,
     FramingError,
     Headers,
+    answer_head,
     content_length,
     header_value,
     is_chunked,
@@ -71,7 +71,6 @@ _log = logging.getLogger("obs.proxy")
 MAX_BODY_BYTES = 100 * 1024 * 1024
 _PIPELINED_BYTES = 256 * 1024  # bytes of the next requests read ahead while one is answered
 _GRACE_S = 5.0  # how long open answers may go on once the server stops
-_REASONS = {status.value: status.phrase.encode("ascii") for status in HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -154,7 +153,7 @@ class _Connection(asyncio.Protocol):
             self._keep = False  # an HTTP/1.0 caller learns the body's end from the connection's
         self._started = True
         # Written with the body's first bytes if they are already here.
-        self._answer_head = _answer_head(status, headers, self._chunked, self._keep)
+        self._answer_head = answer_head(status, headers, self._chunked, self._keep)
 
     def _flush(self) -> None:
         head, self._answer_head = self._answer_head, b""
@@ -237,7 +236,7 @@ class _Connection(asyncio.Protocol):
 
         def head(version: bytes, status: int, headers: Headers) -> bytes:  # in the relay thread
             answered(version, status, headers)
-            return _answer_head(status, response_headers(headers, parent, chunked=True), True, keep)
+            return answer_head(status, response_headers(headers, parent, chunked=True), True, keep)
 
         pump = ThreadPump(upstream_fd, buffer, None, caller_fd, feed=feed, now_ms=now_ms, timeout_s=timeout_s,
                           head=head)  # fmt: skip
@@ -404,19 +403,6 @@ class _Connection(asyncio.Protocol):
         if task is not None and not self._ended:
             task.cancel()
         return task
-
-
-def _answer_head(status: int, headers: Headers, chunked: bool, keep: bool) -> bytes:
-    """The head of an answer to a caller: status line, `headers`, and the framing and keep-alive ones."""
-    parts = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS.get(status, b""))]
-    for name, value in headers:
-        parts += (name, b": ", value, b"\r\n")
-    if chunked:
-        parts.append(b"transfer-encoding: chunked\r\n")
-    if not keep:
-        parts.append(b"connection: close\r\n")
-    parts.append(b"\r\n")
-    return b"".join(parts)
 
 
 def _request_head(head: bytes) -> tuple[str, str, bool, list[tuple[bytes, bytes]], int]:

@@ -59,7 +59,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 from typing import Any
 
 import httpx
@@ -104,9 +103,6 @@ DEFAULT_MAX_CONTENT_CHARS = 65_536
 _PROPS_RETRY_MS = 30_000.0
 _PROPS_TIMEOUT_S = 5.0
 _PROPS_MAX_BYTES = 1024 * 1024
-# A request that asks for a streamed answer (a guess from its bytes, for speed only: a wrong one costs
-# a thread's wake-up, as the loop then reads the answer).
-_STREAMED = re.compile(rb'"stream"\s*:\s*true')
 _STARTUP_PROPS_S = 2.0
 
 
@@ -368,8 +364,7 @@ class ProxyApp:
         """Send the request upstream and stream the answer to `caller` (the body from push callbacks)."""
         feed = call.keep if call.recording else None
         # A streamed model call's answer is relayed by a thread from the moment the request is written.
-        early = caller.relay_early(call.traceparent, feed, self.clock.monotonic_ms) \
-            if call.recording and _STREAMED.search(request.body) else None  # fmt: skip
+        early = caller.relay_early(call.traceparent, feed, self.clock.monotonic_ms) if call.streamed else None
         try:
             response = await self._upstream().send(request.method, self._upstream_target(request.target),
                                                    request_headers(request.headers), request.body,
