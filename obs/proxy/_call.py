@@ -58,8 +58,9 @@ class RelayedCall:
     """One relayed request's recording (module docstring): made on the event loop, for any request.
 
     Only model calls (the routes `obs.llm.exchange` knows) are recorded;
-    for any other request every method does nothing. `keep` may be called
-    from the thread relaying the body; everything else on the event loop.
+    for any other request every method does nothing. `answered` and `keep`
+    may be called from the thread relaying the answer; everything else on
+    the event loop.
     """
 
     __slots__ = (

@@ -30,7 +30,7 @@ thread parses the head and asks
 `head(version, status, headers)` for the caller's when the answer is
 chunked, and goes on from there. Anything else (an answer with another
 framing, an informational one, bytes that are not HTTP) ends
-the pump with `fallback` set and nothing written to the caller: the bytes
+the pump with nothing written to the caller (`head_sent` false): the bytes
 read stay in `buffer`, for the event loop to read the answer as before.
 
 `await pump.run()` returns once the body's last chunk went out; it raises
@@ -114,7 +114,7 @@ class ThreadPump:
 
     With `head` (module docstring), the pump first reads the answer's head
     (`chunks` is then not used); `head_sent` tells whether the caller's
-    head went out, `fallback` that the pump left the answer to the loop.
+    head went out (if not, the pump left the answer to the loop).
     """
 
     def __init__(
@@ -126,7 +126,6 @@ class ThreadPump:
         self.buffer = buffer
         self.done = False
         self.head_sent = False
-        self.fallback = False
         self.failure: httpx.HTTPError | None = None  # set by the owner: how the answer broke midway
         self._head = head
         self._chunks = chunks
@@ -186,7 +185,6 @@ class ThreadPump:
         poller.register(caller, _POLLIN | _POLLRDHUP)
         up_fd, caller_fd, now_ms, arrived = up.fileno(), caller.fileno(), self._now_ms, self._arrived
         if self._head is not None and not self._read_head(poller, up_fd, caller_fd):
-            self.fallback = True
             return
         if self.buffer:
             data = bytes(self.buffer)
@@ -194,37 +192,41 @@ class ThreadPump:
             if arrived(data, now_ms()):
                 return
         while True:
-            events = poller.poll(self._timeout_ms)
-            if not events:
-                raise httpx.ReadTimeout(f"no bytes from the upstream within {self._timeout_s:g} s")
-            for fd, event in events:
-                if fd == up_fd:
-                    try:
-                        data = up.recv(_READ_BYTES)
-                    except BlockingIOError:
-                        continue
-                    except OSError as exc:
-                        raise httpx.ReadError(f"the upstream connection broke ({exc}) in the middle of "
-                                              "its answer") from None  # fmt: skip
-                    if not data:
-                        if self._chunks is None:
-                            self.done = True
-                            self._send(_END)
-                            return
-                        raise httpx.RemoteProtocolError("the upstream closed the connection in the middle "
-                                                        "of its answer")  # fmt: skip
-                    if arrived(data, now_ms()):
-                        return
-                elif fd == caller_fd:
-                    self._caller_event(poller, event)
-                else:
-                    raise _Stopped
+            data = self._upstream_bytes(poller, up_fd, caller_fd, "in the middle of its answer")
+            if data is None:
+                continue
+            if not data:
+                if self._chunks is None:
+                    self.done = True
+                    self._send(_END)
+                    return
+                raise httpx.RemoteProtocolError("the upstream closed the connection in the middle of its "
+                                                "answer")  # fmt: skip
+            if arrived(data, now_ms()):
+                return
 
-    def _caller_event(self, poller: select.poll, event: int) -> None:
-        """The caller's socket stirred: CallerLeft if it closed; a pipelined request waits for this answer."""
-        if event & _GONE or not _peek(self._caller):
-            raise CallerLeft("the caller closed its connection")
-        poller.modify(self._caller, _POLLRDHUP)
+    def _upstream_bytes(self, poller: select.poll, up_fd: int, caller_fd: int, where: str) -> bytes | None:
+        """Wait for the upstream's next bytes, watching the caller's socket and the stop pipe too: what
+        arrived, b"" at the upstream's end, None when only the caller's socket stirred (`where` names the
+        moment in errors). The sockets are polled level-triggered: what is not handled now comes again."""
+        events = poller.poll(self._timeout_ms)
+        if not events:
+            raise httpx.ReadTimeout(f"no bytes from the upstream within {self._timeout_s:g} s")
+        for fd, event in events:
+            if fd == up_fd:
+                try:
+                    return self._up.recv(_READ_BYTES)
+                except BlockingIOError:
+                    continue
+                except OSError as exc:
+                    raise httpx.ReadError(f"the upstream connection broke ({exc}) {where}") from None
+            elif fd == caller_fd:
+                if event & _GONE or not _peek(self._caller):
+                    raise CallerLeft("the caller closed its connection")
+                poller.modify(self._caller, _POLLRDHUP)  # its next request waits for this answer to end
+            else:
+                raise _Stopped
+        return None
 
     def _read_head(self, poller: select.poll, up_fd: int, caller_fd: int) -> bool:
         """Read the answer's head and send the caller's; False (nothing sent) when the loop is to do it.
@@ -232,29 +234,15 @@ class ThreadPump:
         Raises what the loop's reading of a head raises (httpx's classes), so
         a pooled connection found closed is retried as before.
         """
-        buffer, up = self.buffer, self._up
+        buffer = self.buffer
         while (end := buffer.find(b"\r\n\r\n")) < 0:
             if len(buffer) > MAX_HEAD_BYTES:
                 raise httpx.RemoteProtocolError("the upstream's answer headers are too large")
-            events = poller.poll(self._timeout_ms)
-            if not events:
-                raise httpx.ReadTimeout(f"no bytes from the upstream within {self._timeout_s:g} s")
-            for fd, event in events:
-                if fd == up_fd:
-                    try:
-                        data = up.recv(_READ_BYTES)
-                    except BlockingIOError:
-                        continue
-                    except OSError as exc:
-                        raise httpx.ReadError(f"the upstream connection broke ({exc}) before "
-                                              "answering") from None  # fmt: skip
-                    if not data:
-                        raise httpx.RemoteProtocolError("the upstream closed the connection before answering")
-                    buffer += data
-                elif fd == caller_fd:
-                    self._caller_event(poller, event)
-                else:
-                    raise _Stopped
+            data = self._upstream_bytes(poller, up_fd, caller_fd, "before answering")
+            if data is not None:
+                if not data:
+                    raise httpx.RemoteProtocolError("the upstream closed the connection before answering")
+                buffer += data
         try:
             version, status, headers = parse_status_head(bytes(buffer[:end]))
         except FramingError:

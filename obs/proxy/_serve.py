@@ -243,13 +243,8 @@ class _Connection(asyncio.Protocol):
         return self._relayed_early(transport, pump)
 
     async def _relayed_early(self, transport: asyncio.Transport, pump: ThreadPump) -> ThreadPump:
-        transport.pause_reading()  # the pump watches the caller's socket meanwhile
         try:
-            await pump.run()
-        except CallerLeft:
-            self.gone = True
-            transport.close()
-            raise
+            await self._run(pump, transport)
         except httpx.HTTPError as exc:
             if not pump.head_sent:
                 raise
@@ -257,20 +252,20 @@ class _Connection(asyncio.Protocol):
         finally:
             if pump.head_sent:
                 self._started = self._chunked = True
-            if self._reading and not transport.is_closing():
-                transport.resume_reading()
-        if pump.done:
-            self._ended = True  # the pump wrote the body's last chunk
-            if pump.buffer:  # bytes past the body's end: see `_pumped`
-                self._keep = False
-            if not self._keep:
-                transport.close()
         return pump
 
     async def _pumped(self, pump: ThreadPump, response: UpstreamResponse) -> None:
         transport = self._transport
         assert transport is not None
-        transport.pause_reading()  # the pump watches the caller's socket meanwhile
+        try:
+            await self._run(pump, transport)
+        finally:
+            response.handed_back(pump.done)
+
+    async def _run(self, pump: ThreadPump, transport: asyncio.Transport) -> None:
+        """Run `pump`, this connection not read meanwhile (the pump watches its socket); then, if it wrote
+        the body's last chunk, the answer has ended."""
+        transport.pause_reading()
         try:
             await pump.run()
         except CallerLeft:
@@ -278,10 +273,11 @@ class _Connection(asyncio.Protocol):
             transport.close()
             raise
         finally:
-            response.handed_back(pump.done)
             if self._reading and not transport.is_closing():
                 transport.resume_reading()
-        self._ended = True  # the pump wrote the body's last chunk
+        if not pump.done:
+            return  # the pump left the answer to the loop
+        self._ended = True
         if pump.buffer:
             # The upstream sent bytes past the body's end: the pump cut them off (they never reach the
             # caller) and its connection is not reused; this one is closed as well, as after any
