@@ -269,7 +269,7 @@ class UpstreamPool:
     async def _early(self, conn: UpstreamConnection, request: bytes, timeout_s: float | None,
                      early: EarlyRelay, on_answer: Answered | None,
                      on_sent: Callback | None) -> tuple[bool, UpstreamResponse | None]:  # fmt: skip
-        """`send`'s `early` relay on `conn` (made ready, then the request written here, then the relay's
+        """`send`'s `early` relay on `conn` (the request written here, then the relay made ready and its
         thread woken): (written?, the answer if relayed)."""
         transport = conn.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
@@ -284,15 +284,15 @@ class UpstreamPool:
             if on_answer is not None:
                 on_answer(made[0])
 
+        transport.pause_reading()
+        transport.write(request)
         if on_sent is not None:
             on_sent()  # the span begins before the relay is made ready: its head names it
-        transport.pause_reading()
         try:
             relayed = early(sock.fileno(), conn.buffer, timeout_s, answered)
         except BaseException:
             transport.resume_reading()
             raise
-        transport.write(request)
         pump = await relayed  # the relay thread wakes now, and waits for the head
         if not made:  # the relay left the answer to be read here, from the bytes it read
             transport.resume_reading()
