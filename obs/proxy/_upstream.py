@@ -11,7 +11,8 @@ proxy's CPU in layers a relay does not need; this one does only what it needs:
   all that was received at once, unframed, b"" at the end; `stream_to(deliver,
   done)` hands each piece to `deliver` from the callback that received it (no
   task wakes up per piece), `pause()`/`resume()` holding the upstream back;
-  `handoff()` gives a streamed body to a pump of its own (`obs.proxy._pump`);
+  `handoff()` gives a streamed body to a pump of its own (`obs.proxy._pump`),
+  and `send(early=...)` a whole answer, from the moment its request is written;
 - a connection whose answer was read to the end, that neither side asked to
   close, goes back to the pool for 4 s (less than llama-server's 5 s); one
   closed early or mid-answer is closed, which makes llama-server stop
