@@ -18,20 +18,17 @@ the event loop about 0.2 ms of CPU and the new thread as much again, while
 the model computes the first token; handing a stream to a thread that waits
 for one costs a queue's wake-up.
 
-A pump may also read the answer's head (`head=`): made ready (the call's
-span begun) before the request goes out and run as soon as it has, it
-waits for the head itself, so that once the request is out nothing but
-this thread, waiting, is left in the proxy while the model computes the
-first token. (On a machine whose cores all run the model, the event loop's work
-after writing the request, its turn at the head, and preparing and handing
-over the body's relay took about 1 ms of CPU from the model there, and the
-loop, preempted by the model's threads as it wrote, did it late.) The
-thread parses the head and asks
-`head(version, status, headers)` for the caller's when the answer is
-chunked, and goes on from there. Anything else (an answer with another
-framing, an informational one, bytes that are not HTTP) ends
-the pump with nothing written to the caller (`head_sent` false): the bytes
-read stay in `buffer`, for the event loop to read the answer as before.
+A pump may also read the answer's head (`head=`): run as soon as the
+request is written, it waits for the head itself, so that while the model
+computes the first token nothing but this thread, waiting, is left in the
+proxy. (On a machine whose cores all run the model, the event loop's turn
+at the head, and preparing and handing over the body's relay, took that
+CPU from the model.) The thread parses the head and asks `head(version,
+status, headers)` for the caller's when the answer is chunked, and goes on
+from there. Anything else (an answer with another framing, an
+informational one, bytes that are not HTTP) ends the pump with nothing
+written to the caller (`head_sent` false): the bytes read stay in
+`buffer`, for the event loop to read the answer as before.
 
 `await pump.run()` returns once the body's last chunk went out; it raises
 httpx's exception classes when the upstream connection breaks or stays
@@ -126,7 +123,6 @@ class ThreadPump:
         self.buffer = buffer
         self.done = False
         self.head_sent = False
-        self.failure: httpx.HTTPError | None = None  # set by the owner: how the answer broke midway
         self._head = head
         self._chunks = chunks
         self._feed = feed
@@ -247,7 +243,7 @@ class ThreadPump:
             version, status, headers = parse_status_head(bytes(buffer[:end]))
         except FramingError:
             return False  # the loop says what is wrong, as always
-        if answer_framing(b"GET", status, headers)[0] != "chunked":
+        if answer_framing(b"GET", status, headers)[0] != "chunked":  # (never HEAD: no early relay for it)
             return False  # informational, bodiless, sized or close-delimited: the loop's
         head = self._head(version, status, headers)  # type: ignore[misc]
         del buffer[:end + 4]

@@ -42,8 +42,6 @@ import socket
 import threading
 from collections.abc import Awaitable, Callable
 
-import httpx
-
 from obs.proxy._caller import CallerRequest, Clock, Feed, push, request_of
 from obs.proxy._http1 import (
     MAX_HEAD_BYTES,
@@ -229,9 +227,8 @@ class _Connection(asyncio.Protocol):
         feed: Feed | None, now_ms: Clock, upstream_fd: int, buffer: bytearray, timeout_s: float | None,
         answered: Callable[[bytes, int, Headers], None],
     ) -> Awaitable[ThreadPump]:
-        """`relay_early`'s relay, made ready now; awaited, its thread starts (the request is written in
-        between), and it returns the pump once it is over (raising what it met before the caller's head
-        went out)."""
+        """`relay_early`'s relay, made ready now (the request is out, the span begun); awaited, its thread
+        starts, and it returns the pump once it is over, raising how the answer failed if it did."""
         keep, parent = self._keep, traceparent()
 
         def head(version: bytes, status: int, headers: Headers) -> bytes:  # in the relay thread
@@ -245,10 +242,6 @@ class _Connection(asyncio.Protocol):
     async def _relayed_early(self, transport: asyncio.Transport, pump: ThreadPump) -> ThreadPump:
         try:
             await self._run(pump, transport)
-        except httpx.HTTPError as exc:
-            if not pump.head_sent:
-                raise
-            pump.failure = exc  # the answer broke midway: the relay records it and breaks the caller's
         finally:
             if pump.head_sent:
                 self._started = self._chunked = True

@@ -294,13 +294,18 @@ class UpstreamPool:
         except BaseException:
             transport.resume_reading()
             raise
-        pump = await relayed  # the relay thread wakes now, and waits for the head
+        try:
+            pump = await relayed  # the relay thread wakes now, and waits for the head
+        except httpx.HTTPError as exc:
+            if not made:
+                raise  # before the head: as the loop's reading of it would (a stale connection retried)
+            made[0].relayed, made[0].failure = True, exc  # broke midway: recorded, the caller's broken
+            return True, made[0]
         if not made:  # the relay left the answer to be read here, from the bytes it read
             transport.resume_reading()
             return True, None
         response = made[0]
         response.relayed = True
-        response.failure = pump.failure
         response.handed_back(pump.done)
         return True, response
 

@@ -10,7 +10,6 @@ the body, and compare with what a direct call gives and what is recorded.
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +28,7 @@ from tests.proxy.support import (
     peer_closed,
     read_until_closed,
     recording_proxy,
+    second_request_dropped,
     stored_traces,
     wait_until,
 )
@@ -138,15 +138,6 @@ def test_a_streamed_error_in_chunks_is_relayed_with_its_status(db: Path) -> None
 def test_a_streamed_call_on_a_pooled_connection_the_server_closed_is_retried_once_with_one_span(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-
-    def second_request_dropped(handler: Handler) -> None:
-        handler.count = getattr(handler, "count", 0) + 1  # type: ignore[attr-defined]
-        if handler.count == 2:  # type: ignore[attr-defined]
-            handler.close_connection = True
-            handler.connection.shutdown(socket.SHUT_RDWR)
-            return
-        good(handler)
-
     with serve(second_request_dropped) as server, recording_proxy(server.url, db, keep_ready_s=0) as proxy:
         begun: list[str] = []
         begin_span = proxy.tracer.begin_span
@@ -203,12 +194,14 @@ def test_a_caller_leaving_before_the_head_stops_the_upstream_request(db: Path) -
 
 def test_the_head_goes_on_to_the_caller_as_soon_as_it_came_before_any_event(db: Path) -> None:
     events_may_go = threading.Event()
+    released: list[bool] = []
 
     @_props_answered
     def head_then_wait(handler: Handler) -> None:
         handler.start_stream()
         handler.wfile.flush()
-        events_may_go.wait(10)  # until the caller has the head: the model computing its first token
+        # Until the caller has the head (the model computing its first token); False if it never came.
+        released.append(events_may_go.wait(10))
         for line in stream_lines():
             handler.send_event(line)
         handler.end_stream()
@@ -227,6 +220,7 @@ def test_the_head_goes_on_to_the_caller_as_soon_as_it_came_before_any_event(db: 
         finally:
             sock.close()
         span = only_span(db, proxy)
+    assert released == [True]  # the caller had the head before any event was sent
     assert head.startswith("http/1.1 200 ok\r\n")
     assert "transfer-encoding: chunked" in head and "content-type: text/event-stream" in head
     assert f"traceparent: 00-{span.trace_id}-{span.id}-01" in head

@@ -53,6 +53,7 @@ from tests.proxy.support import (
     peer_closed,
     read_until_closed,
     recording_proxy,
+    second_request_dropped,
     serve_many,
     stored_traces,
     stream_then_leave,
@@ -256,15 +257,6 @@ def test_a_caller_leaving_mid_stream_stops_the_upstream_request(db: Path) -> Non
 
 
 def test_a_pooled_connection_closed_by_the_server_is_retried_once_on_a_new_one(db: Path) -> None:
-    # llama-server may close a kept-alive connection after a stream without saying so.
-    def second_request_dropped(handler: Handler) -> None:
-        handler.count = getattr(handler, "count", 0) + 1  # type: ignore[attr-defined]
-        if handler.count == 2:  # type: ignore[attr-defined]
-            handler.close_connection = True
-            handler.connection.shutdown(socket.SHUT_RDWR)
-            return
-        good(handler)
-
     with serve(second_request_dropped) as server, recording_proxy(server.url, db) as proxy:
         first = _call(proxy.url, "/v1/chat/completions", CHAT)
         second = _call(proxy.url, "/v1/chat/completions", CHAT)
