@@ -15,8 +15,12 @@ until the caller catches up.
 
 The threads are kept between streams (`_Workers`): starting a thread costs
 the event loop about 0.2 ms of CPU and the new thread as much again, while
-the model computes the first token; handing a stream to a thread that waits
-for one costs a queue's wake-up.
+the model computes the first token. A kept thread waits on an epoll set of
+its own (Linux): a relay that is to wait for the answer's head is handed
+over by adding its sockets to that set, so the thread wakes once, when the
+head arrives, instead of once to be handed the relay and again at the head
+(elsewhere, and for a body whose relay starts at once, a byte on the
+thread's pipe wakes it).
 
 A pump may also read the answer's head (`head=`): run as soon as the
 request is written, it waits for the head itself, so that while the model
@@ -42,12 +46,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
-import queue
 import select
 import socket
 import threading
+import time
 from collections.abc import Callable
 
 import httpx
@@ -66,6 +71,7 @@ __all__ = ["CallerLeft", "HeadFor", "ThreadPump", "available"]
 
 # Given a chunked answer's version, status and headers (in the relay thread), the caller's head.
 HeadFor = Callable[[bytes, int, Headers], bytes]
+_Watch = tuple[tuple[int, int], ...]  # (fd, poll events): a kept thread starts its job when one stirs
 
 _READ_BYTES = 256 * 1024
 _PENDING_BYTES = 1024 * 1024  # chunked bytes passed on before their framing is read anyway
@@ -129,6 +135,7 @@ class ThreadPump:
         self._now_ms = now_ms
         self._timeout_ms = None if timeout_s is None else max(1, int(timeout_s * 1000))
         self._timeout_s = timeout_s
+        self._head_deadline: float | None = None  # when silence before the head times out (once handed over)
         self._pending: list[tuple[float, bytes, int]] = []  # whole chunks passed on (data from [2]), not fed
         self._pending_bytes = 0
         self._note = self._pending.append  # the hot path's one step of keeping (the list is only cleared)
@@ -140,11 +147,20 @@ class ThreadPump:
         """Relay the body in a thread; return once it is complete (module docstring for the failures)."""
         loop = asyncio.get_running_loop()
         finished: asyncio.Future[None] = loop.create_future()
+        # A pump that is to wait for the answer's head starts when a socket stirs: no wake-up before that.
+        watch: _Watch = ()
+        if self._head is not None and not self.buffer:
+            up, caller = self._up.fileno(), self._caller.fileno()
+            watch = ((up, _POLLIN), (caller, _POLLRDHUP), (self._wake_r, _POLLIN))
+            if self._timeout_s is not None:
+                self._head_deadline = time.monotonic() + self._timeout_s
         try:
-            _WORKERS.run(self._main, loop, finished)
+            start = _WORKERS.run(self._main, loop, finished, watch=watch)
         except BaseException:
             self._close()
             raise
+        # An upstream silent until the timeout: the thread starts then, and finds the time up.
+        timer = loop.call_later(self._timeout_s, start) if watch and self._timeout_s is not None else None
         try:
             await asyncio.shield(finished)
         except asyncio.CancelledError:
@@ -153,6 +169,9 @@ class ThreadPump:
             with contextlib.suppress(Exception):
                 await finished  # the thread stops at once; nothing it holds may be used before that
             raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def _main(self, loop: asyncio.AbstractEventLoop, finished: asyncio.Future[None]) -> None:
         error: BaseException | None = None
@@ -201,11 +220,16 @@ class ThreadPump:
             if arrived(data, now_ms()):
                 return
 
-    def _upstream_bytes(self, poller: select.poll, up_fd: int, caller_fd: int, where: str) -> bytes | None:
+    def _upstream_bytes(self, poller: select.poll, up_fd: int, caller_fd: int, where: str,
+                        deadline: float | None = None) -> bytes | None:  # fmt: skip
         """Wait for the upstream's next bytes, watching the caller's socket and the stop pipe too: what
         arrived, b"" at the upstream's end, None when only the caller's socket stirred (`where` names the
-        moment in errors). The sockets are polled level-triggered: what is not handled now comes again."""
-        events = poller.poll(self._timeout_ms)
+        moment in errors). The sockets are polled level-triggered: what is not handled now comes again.
+        The wait ends after the timeout, or at `deadline` (`time.monotonic()`) when given."""
+        timeout_ms = self._timeout_ms
+        if deadline is not None:
+            timeout_ms = max(0, int((deadline - time.monotonic()) * 1000))
+        events = poller.poll(timeout_ms)
         if not events:
             raise httpx.ReadTimeout(f"no bytes from the upstream within {self._timeout_s:g} s")
         for fd, event in events:
@@ -234,7 +258,7 @@ class ThreadPump:
         while (end := buffer.find(b"\r\n\r\n")) < 0:
             if len(buffer) > MAX_HEAD_BYTES:
                 raise httpx.RemoteProtocolError("the upstream's answer headers are too large")
-            data = self._upstream_bytes(poller, up_fd, caller_fd, "before answering")
+            data = self._upstream_bytes(poller, up_fd, caller_fd, "before answering", self._head_deadline)
             if data is not None:
                 if not data:
                     raise httpx.RemoteProtocolError("the upstream closed the connection before answering")
@@ -330,47 +354,140 @@ class ThreadPump:
                 raise CallerLeft("the caller's connection broke") from None
 
 
+class _Worker:
+    """A kept relay thread's way of being handed a job: a slot, and what it waits on between jobs.
+
+    Where `select.epoll` exists the thread waits on its own epoll set, to
+    which `give` adds the job's sockets (`watch`): the thread then wakes only
+    when one of them stirs (the answer's head arrives, the caller leaves, the
+    relay is stopped), with no wake-up of its own in between. Elsewhere, and
+    for a job without `watch`, a byte on the thread's pipe wakes it at once.
+    """
+
+    __slots__ = ("_closed", "_epoll", "_lock", "_poll", "_wake_r", "_wake_w", "job", "watched")
+
+    def __init__(self) -> None:
+        """A slot with no job; the pipe and the set the thread waits on."""
+        self.job: tuple[Callable[..., None], tuple[object, ...]] | None = None
+        self.watched: list[int] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        self._wake_r, self._wake_w = os.pipe()
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        self._poll = select.poll() if self._epoll is None else None
+        if self._epoll is not None:
+            self._epoll.register(self._wake_r, _POLLIN)
+        else:
+            self._poll.register(self._wake_r, _POLLIN)  # type: ignore[union-attr]
+
+    def give(self, job: Callable[..., None], args: tuple[object, ...], watch: _Watch) -> Callable[[], None]:
+        """Hand the thread `job(*args)`: run once one of `watch` (fd, events) stirs, at once without;
+        returns what starts it now if it has not started (`nudge`)."""
+        given = self.job = (job, args)  # set before anything can wake the thread
+        if watch and self._epoll is not None:
+            try:
+                for fd, events in watch:
+                    self._epoll.register(fd, events)
+                    self.watched.append(fd)
+                return functools.partial(self.nudge, given)
+            except OSError:  # a socket that cannot be watched: the thread is woken now instead
+                pass
+        os.write(self._wake_w, b"x")
+        return functools.partial(self.nudge, given)
+
+    def nudge(self, given: tuple[Callable[..., None], tuple[object, ...]]) -> None:
+        """Wake the thread if job `given` is still waiting to start (else nothing)."""
+        with self._lock:
+            if self.job is given and not self._closed:
+                os.write(self._wake_w, b"x")
+
+    def wait(self, timeout_s: float | None) -> bool:
+        """Wait until a job may be run or `timeout_s` passed (None: no limit); False when nothing stirred."""
+        if self._epoll is not None:
+            events = self._epoll.poll(-1 if timeout_s is None else timeout_s)
+        else:
+            events = self._poll.poll(None if timeout_s is None else timeout_s * 1000.0)  # type: ignore[union-attr]
+        if any(fd == self._wake_r for fd, _ in events):
+            os.read(self._wake_r, 64)
+        return bool(events)
+
+    def unwatch(self) -> None:
+        """Take the job's sockets out of the set (before the job closes them, as it does when done)."""
+        watched, self.watched = self.watched, []
+        for fd in watched:
+            with contextlib.suppress(OSError, ValueError):
+                self._epoll.unregister(fd)  # type: ignore[union-attr]
+
+    def close(self) -> None:
+        """The thread ends: its pipe and set are closed."""
+        self.unwatch()
+        with self._lock:
+            self._closed = True
+        if self._epoll is not None:
+            self._epoll.close()
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 class _Workers:
     """Threads that relay streams, one at a time each, kept waiting between streams.
 
-    `run(job, *args)` hands the job to a waiting thread, else to a new one.
-    A thread that finished a job waits for the next one unless `keep` are
-    waiting already; one that waited `idle_s` for nothing ends.
+    `run(job, *args, watch=...)` hands the job to a waiting thread, else to
+    a new one; with `watch` the thread starts it only once one of those
+    sockets stirs (`_Worker`). A thread that finished a job waits for the
+    next one unless `keep` are waiting already; one that waited `idle_s` for
+    nothing ends.
     """
 
     def __init__(self, keep: int, idle_s: float) -> None:
         self._keep = keep
         self._idle_s = idle_s
         self._lock = threading.Lock()
-        self._waiting: list[queue.SimpleQueue[tuple[Callable[..., None], tuple[object, ...]]]] = []
+        self._waiting: list[_Worker] = []
 
-    def run(self, job: Callable[..., None], *args: object) -> None:
-        """Run `job(*args)` in a relay thread; raises only what starting a thread raises."""
+    def run(self, job: Callable[..., None], *args: object, watch: _Watch = ()) -> Callable[[], None]:
+        """Run `job(*args)` in a relay thread, once one of `watch` (fd, events) stirs if given (the job
+        must then wait for its sockets itself too: it may start sooner). Returns what starts the job now,
+        if it has not started yet. Raises only what starting a thread raises."""
         with self._lock:
-            inbox = self._waiting.pop() if self._waiting else None
-        if inbox is None:
-            inbox = queue.SimpleQueue()
-            threading.Thread(target=self._serve, args=(inbox,), name="obs-proxy-stream", daemon=True).start()
-        inbox.put((job, args))
-
-    def _serve(self, inbox: queue.SimpleQueue[tuple[Callable[..., None], tuple[object, ...]]]) -> None:
-        while True:
+            worker = self._waiting.pop() if self._waiting else None
+        if worker is None:
+            worker = _Worker()
             try:
-                job, args = inbox.get(timeout=self._idle_s)
-            except queue.Empty:
-                with self._lock:
-                    if inbox in self._waiting:  # else a job is on its way: take it
-                        self._waiting.remove(inbox)
-                        return
-                continue
+                threading.Thread(target=self._serve, args=(worker,), name="obs-proxy-stream",
+                                 daemon=True).start()  # fmt: skip
+            except BaseException:
+                worker.close()
+                raise
+        return worker.give(job, args, watch)
+
+    def _serve(self, worker: _Worker) -> None:
+        while True:
+            pending = worker.job
+            if pending is None or worker.watched:
+                stirred = worker.wait(self._idle_s if pending is None else None)
+                if worker.job is None:
+                    if not stirred:
+                        with self._lock:
+                            if worker in self._waiting:  # else a job is on its way: take it
+                                self._waiting.remove(worker)
+                                worker.close()
+                                return
+                    continue
+                if pending is None and not stirred:
+                    continue  # handed over as the wait ran out: wait on its sockets
+            (job, args), worker.job = worker.job, None
+            worker.unwatch()
             try:
                 job(*args)  # ThreadPump._main: reports its outcome to the loop itself
             except Exception:
                 _log.exception("obs.proxy: a stream's relay thread failed")
             with self._lock:
                 if len(self._waiting) >= self._keep:
+                    worker.close()
                     return
-                self._waiting.append(inbox)
+                self._waiting.append(worker)
 
 
 _WORKERS = _Workers(_KEPT_THREADS, _KEPT_S)

@@ -10,6 +10,7 @@ that fails leaves its thread usable.
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -117,3 +118,29 @@ def test_streams_through_the_proxy_one_after_another_are_relayed_by_one_thread(
             assert [line for line in answer.text.split("\n") if line] == expected
     assert len(relayed_by) == 4 and len(set(relayed_by)) == 1
 
+
+
+def test_a_job_handed_with_sockets_to_watch_starts_only_when_one_stirs_or_it_is_started() -> None:
+    """The relay thread waiting for an answer's head is not woken to be handed it: it wakes when the
+    upstream's socket stirs (`watch`), or when the returned start is called (the timeout's)."""
+    workers = _Workers(keep=2, idle_s=30.0)
+    ran = threading.Event()
+    upstream, server_side = socket.socketpair()
+    with upstream, server_side:
+        start = workers.run(ran.set, watch=((upstream.fileno(), _pump._POLLIN),))
+        assert not ran.wait(0.3)  # nothing stirred: the job has not started
+        server_side.send(b"HTTP/1.1 200 OK\r\n")
+        assert ran.wait(10.0)
+        start()  # after the job ran: nothing happens, and the thread stays usable
+        ran.clear()
+        start = workers.run(ran.set, watch=((upstream.fileno(), _pump._POLLOUT),))  # writable at once
+        assert ran.wait(10.0)
+        ran.clear()
+        upstream.recv(64)
+        start = workers.run(ran.set, watch=((upstream.fileno(), _pump._POLLIN),))
+        assert not ran.wait(0.3)
+        start()
+        assert ran.wait(10.0)
+    ran.clear()
+    workers.run(ran.set)  # without `watch`: at once
+    assert ran.wait(10.0)
