@@ -5,10 +5,16 @@ SQLite file, as a user runs it) in front of a server; the same requests go,
 with the same raw httpx client, to each, interleaved (the order flips every
 round, so neither side always runs on a warmer server):
 
-1. Streamed chat, `max_tokens` 16: time to the first token (the first
-   `data:` line with text) and total time to `[DONE]`; and a non-streamed
-   chat's total time. Headline: the median of the per-round differences
-   (both calls of a round share the machine's momentary load). Target: at
+1. Time to the first token (the first `data:` line with text) of a streamed
+   chat of `max_tokens` 1; the total time to `[DONE]` of a streamed chat of
+   `max_tokens` 16; and a non-streamed chat's total time. Each in rounds of
+   its own: the first token, whose per-round differences spread over several
+   milliseconds where the model takes every core, needs hundreds of rounds
+   for an interval narrower than its target, and calls that end at their
+   first token fit four times as many rounds in the same time (the proxy's
+   path to the first token is the same whatever follows it). Headline: the
+   median of the per-round differences (both calls of a round share the
+   machine's momentary load). Target: at
    most 2 ms or 2% added, whichever is larger. Each call starts 30 ms after
    the previous one ended, on both sides: the proxy records a call after
    its answer is relayed, so a call sent back to back would also wait for
@@ -31,7 +37,8 @@ when it straddles the target, or when the per-round differences (ratios)
 spread between their quartiles over more than four times the margin the
 target allows: other work on the machine then moves single calls by more
 than the proxy does. Rounds go on in batches while there is no verdict,
-until a time budget runs out.
+until a time budget runs out, or until each comparison either has a
+verdict or spreads too widely for one (more rounds do not narrow a spread).
 
 Three servers, each named in its verdicts:
 
@@ -74,6 +81,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -348,9 +356,51 @@ def _cpu_line(pid: int, cpu0: float | None, events: list[int]) -> str | None:
 # -- the comparisons ------------------------------------------------------------------------------
 
 
-_LABELS = ("stream: time to first token", "stream: total", "non-streamed: total",
-           "stream: total outside the model", "non-streamed: total outside the model")
-_OUTSIDE = {3: 1, 4: 2}  # a measure with the server's computing time taken out -> the measure it comes from
+@dataclass(frozen=True)
+class _Measures:
+    """What one kind of latency round measures on each side: `call(client, base URL)` gives one value per
+    label; `outside` maps a measure with the server's computing time taken out to the one it comes from."""
+
+    title: str
+    labels: tuple[str, ...]
+    outside: dict[int, int]
+    call: Callable[[httpx.Client, str], tuple[float, ...]]
+
+
+def _first_token(client: httpx.Client, base: str) -> tuple[float, ...]:
+    return (_stream(client, base + "/v1/chat/completions", _FIRST_BODY)[0],)
+
+
+def _streamed(client: httpx.Client, base: str) -> tuple[float, ...]:
+    _, total, _, _, server_ms = _stream(client, base + "/v1/chat/completions", _STREAM_BODY)
+    return total, total - server_ms
+
+
+def _plain(client: httpx.Client, base: str) -> tuple[float, ...]:
+    total, server_ms = _post_ms(client, base + "/v1/chat/completions", _PLAIN_BODY)
+    return total, total - server_ms
+
+
+_STREAMED = {"stream": True, "stream_options": {"include_usage": True}}
+_FIRST_BODY = json.dumps({**_SHORT, **_STREAMED, "max_tokens": 1}).encode()
+_STREAM_BODY = json.dumps({**_SHORT, **_STREAMED}).encode()
+_PLAIN_BODY = json.dumps(_SHORT).encode()
+_LATENCY = (
+    _Measures("a streamed chat of max_tokens 1", ("stream: time to first token",), {}, _first_token),
+    _Measures("a streamed chat of max_tokens 16", ("stream: total", "stream: total outside the model"),
+              {1: 0}, _streamed),
+    _Measures("a non-streamed chat of max_tokens 16",
+              ("non-streamed: total", "non-streamed: total outside the model"), {1: 0}, _plain),
+)  # fmt: skip
+
+
+def _settled(differences: list[float], base_ms: float) -> bool:
+    """Whether more rounds are of no use to a comparison: it has a verdict, or its per-round differences
+    spread too widely for one (a property of the machine's load that more rounds do not narrow)."""
+    if any(math.isnan(d) for d in differences):
+        return True  # a server that does not report its timings: nothing to wait for
+    verdict, allowed = _added_verdict(differences, base_ms)
+    return verdict is not None or _spread(differences) > 4 * allowed
 
 
 def bench_latency(
@@ -359,64 +409,71 @@ def bench_latency(
 ) -> list[str]:
     """Time to first token and total time, streamed and not, direct against through the proxy.
 
+    Each kind of call goes in rounds of its own (`_LATENCY`), each with
+    `budget_s`: the time to first token, the measure that needs the most
+    rounds where the model takes every core, from streams that end there.
     The totals are also compared with the time llama-server says it computed
     taken out of each call (`timings.prompt_ms + predicted_ms`): the time
     outside the model, which is all the proxy can add to when it does not slow
     the model itself, without the model's own variation from call to call.
     `spare_core=False` (the model on every core, where the proxy does slow
-    it): only the totals as they are decide when the rounds may stop.
+    it): only the measures as they are decide when the rounds may stop.
     `reference` (HAProxy) relays the same calls in every round, for comparison;
     so does `baseline` (the proxy of another build), and each measure is also
     given as this build's difference from it, round by round.
     """
-    body = json.dumps({**_SHORT, "stream": True, "stream_options": {"include_usage": True}}).encode()
-    plain = json.dumps(_SHORT).encode()
+    lines: list[str] = []
+    for measures in _LATENCY:
+        lines += _latency_rounds(client, measures, server, proxy, setting, budget_s, spare_core, reference,
+                                 baseline)  # fmt: skip
+    return lines
+
+
+def _latency_rounds(
+    client: httpx.Client, measures: _Measures, server: str, proxy: _Proxy, setting: str, budget_s: float,
+    spare_core: bool, reference: _HAProxy | None, baseline: _Proxy | None,
+) -> list[str]:
+    """One kind of latency round (`measures`), until every measure is settled or `budget_s` runs out."""
+    outside = measures.outside
 
     def side(base: str) -> Callable[[], tuple[float, ...]]:
-        def run() -> tuple[float, ...]:
-            ttft, total, _, _, server_ms = _stream(client, base + "/v1/chat/completions", body)
-            plain_ms, plain_server_ms = _post_ms(client, base + "/v1/chat/completions", plain)
-            return ttft, total, plain_ms, total - server_ms, plain_ms - plain_server_ms
-        return run
+        return lambda: measures.call(client, base)
 
-    def verdict(direct: list[tuple[float, ...]], proxied: list[tuple[float, ...]], index: int) -> str | None:
-        base = statistics.median(r[_OUTSIDE.get(index, index)] for r in direct)
+    def base_ms(direct: list[tuple[float, ...]], index: int) -> float:
+        return statistics.median(r[outside.get(index, index)] for r in direct)
+
+    def settled(direct: list[tuple[float, ...]], proxied: list[tuple[float, ...]], index: int) -> bool:
         differences = [p[index] - x[index] for p, x in zip(proxied, direct, strict=True)]
-        if any(math.isnan(d) for d in differences):
-            return None  # a server that does not report its timings
-        return _added_verdict(differences, base)[0]
+        return _settled(differences, base_ms(direct, index))
 
     def decided(direct: list[tuple[float, ...]], proxied: list[tuple[float, ...]]) -> bool:
-        # Time to first token by itself; each total, or (with a core to spare) the same outside the model.
-        return verdict(direct, proxied, 0) is not None and all(
-            verdict(direct, proxied, raw) is not None
-            or (spare_core and verdict(direct, proxied, outside) is not None)
-            for outside, raw in _OUTSIDE.items())
+        # Each measure as it is; with a core to spare, a total may be settled outside the model instead.
+        instead = {raw: o for o, raw in outside.items()}
+        return all(settled(direct, proxied, index)
+                   or (spare_core and index in instead and settled(direct, proxied, instead[index]))
+                   for index in range(len(measures.labels)) if index not in outside)  # fmt: skip
 
     others = [side(relay.url) for relay in (reference, baseline) if relay is not None]
     for _ in range(WARMUP):
-        side(server)()
-        side(proxy.url)()
-        for other in others:
-            other()
+        for warm in (side(server), side(proxy.url), *others):
+            warm()
     direct, proxied, *compared = _rounds(side(server), side(proxy.url), budget_s, decided, *others)
-    print(f"chat with max_tokens 16, {len(direct)} rounds of a streamed and a non-streamed call each, "
-          "interleaved")
+    print(f"{measures.title}: {len(direct)} rounds, interleaved")
     lines = []
-    for index, label in enumerate(_LABELS):
+    for index, label in enumerate(measures.labels):
         d, p = [r[index] for r in direct], [r[index] for r in proxied]
         if any(math.isnan(x) for x in d + p):
             continue  # a server that does not report its timings
-        base = statistics.median(r[_OUTSIDE.get(index, index)] for r in direct)
-        if index in _OUTSIDE and not spare_core:
+        if index in outside and not spare_core:
             label += " (the model slowed too: see the total)"
-        lines.append(_line(label, d, p, setting, base))
-        if reference is not None and index == 0:
+        lines.append(_line(label, d, p, setting, base_ms(direct, index)))
+        first_token = measures is _LATENCY[0] and index == 0
+        if reference is not None and first_token:
             lines.append(_compared_line("HAProxy (C, records nothing): " + label, d,
                                         [r[index] for r in compared[0]], setting))  # fmt: skip
         if baseline is not None:
             before = [r[index] for r in compared[-1]]
-            if index == 0:
+            if first_token:
                 lines.append(_compared_line(f"the proxy at {baseline.name}: {label}", d, before, setting))
             lines.append(_compared_line(f"this build against {baseline.name}: {label}", before, p, setting))
     return lines

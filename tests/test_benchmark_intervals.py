@@ -70,3 +70,17 @@ def test_rounds_start_each_side_first_in_turn_and_stop_once_decided() -> None:
     calls.clear()
     two = bench_proxy._rounds(side("d"), side("p"), 3600.0, decided)
     assert len(two) == 2 and calls[:4] == ["d", "p", "p", "d"]  # two sides: the order flips each round
+
+
+def test_a_comparison_is_settled_by_a_verdict_or_a_spread_too_wide_for_one_never_by_a_straddle() -> None:
+    """More rounds are run only while they can still bring a verdict (`bench_proxy._settled`)."""
+    draw = random.Random(3)
+    clear = [0.5 + draw.uniform(-0.2, 0.2) for _ in range(40)]  # well under the 2 ms target: PASS
+    assert bench_proxy._added_verdict(clear, 20.0)[0] == "PASS" and bench_proxy._settled(clear, 20.0)
+    straddling = [2.0 + draw.uniform(-1.0, 1.0) for _ in range(40)]  # around the target, spread 1 ms
+    assert bench_proxy._added_verdict(straddling, 20.0)[0] is None
+    assert not bench_proxy._settled(straddling, 20.0)
+    wide = [draw.uniform(-20.0, 20.0) for _ in range(40)]  # quartiles 20 ms apart: over 4 x 2 ms
+    assert bench_proxy._spread(wide) > 8.0 and bench_proxy._added_verdict(wide, 20.0)[0] is None
+    assert bench_proxy._settled(wide, 20.0)
+    assert bench_proxy._settled([math.nan, *clear[1:]], 20.0)  # a server without timings: nothing to wait for
