@@ -31,7 +31,11 @@ Everything runs on the event loop without blocking it, so concurrent
 streams pass side by side, except a stream under the proxy's own server:
 a kept thread relays it (`obs.proxy._pump`), a streamed model call's whole
 answer from the moment its request is written (head included), and hands
-the pieces to `RelayedCall.keep` from there. Each chunk is sent on to the caller first
+the pieces to `RelayedCall.keep` from there. Under the proxy's own server
+such a request is written upstream, on a kept connection, from the callback
+that read it (`write_ahead`), before the relay's task first runs: a turn of
+the event loop and the relay's first steps later would delay the model's
+start. Each chunk is sent on to the caller first
 and only then kept (with its arrival time). A model call is recorded once
 its answer has passed (`obs.proxy._call`): as the request goes out only its
 span begins (its ids go back in the `traceparent` header); the rest
@@ -70,12 +74,12 @@ from obs.llm._limits import DEFAULT_MAX_RESPONSE_BYTES, Limits
 from obs.llm._recording import CallRecorder
 from obs.llm._redaction import Redactor
 from obs.llm._server_errors import ServerErrors
-from obs.llm.errors import LLMServerError, ServerTimeout, ServerUnavailable
+from obs.llm.errors import ServerTimeout
 from obs.llm.exchange import Exchange, Route, open_span
 from obs.llm.llama.props import ServerProps
 from obs.logs import LLMLogger
 from obs.metrics.collector import MetricsCollector
-from obs.proxy._call import CallHooks, RelayedCall
+from obs.proxy._call import CallHooks, RelayedCall, streamed_call
 from obs.proxy._caller import (
     AsgiCaller,
     Caller,
@@ -88,9 +92,10 @@ from obs.proxy._caller import (
     asgi_request,
     read_asgi_body,
 )
+from obs.proxy._failures import no_answer_error, upstream_timeout
 from obs.proxy._http1 import header_value
 from obs.proxy._pump import CallerLeft
-from obs.proxy._upstream import UpstreamPool, UpstreamResponse
+from obs.proxy._upstream import UpstreamPool, UpstreamResponse, Written
 from obs.proxy._wire import charset_of, error_body, header_map, request_headers, response_headers, secrets_of
 from obs.proxy.stats import ProxyStats
 from obs.trace.handles import SpanHandle
@@ -276,7 +281,23 @@ class ProxyApp:
 
     # -- one request ------------------------------------------------------------------------------
 
-    async def relay(self, request: CallerRequest, caller: Caller) -> None:
+    def write_ahead(self, request: CallerRequest, caller: Caller) -> Written | None:
+        """Write a streamed model call's request upstream now, on a kept connection, if its answer is
+        to be relayed early (`caller.early_relay_possible()`): called from the callback that read the
+        request, so it goes out before the relay's task first runs (a turn of the event loop and the
+        relay's first steps sooner). Hand the result to `relay`; None when nothing was written (the
+        relay then sends the request itself). Never raises."""
+        try:
+            if not streamed_call(request) or not caller.early_relay_possible():
+                return None
+            return self._upstream().write_now(request.method, self._upstream_target(request.target),
+                                              request_headers(request.headers), request.body,
+                                              self.clock.monotonic_ms)  # fmt: skip
+        except Exception:
+            _log.exception("obs.proxy: could not write a request ahead; it is sent as usual")
+            return None
+
+    async def relay(self, request: CallerRequest, caller: Caller, written: Written | None = None) -> None:
         """Relay `request` upstream and its answer to `caller`, recording a model call on the way.
 
         A model call's span begins as its request goes out (timed from
@@ -284,13 +305,16 @@ class ProxyApp:
         the relay when the caller leaves (after setting `caller.gone`: the
         upstream request is stopped and the call recorded as left) or when
         the proxy stops (the call is recorded as cut, the caller's answer
-        broken). Never raises but CancelledError.
+        broken). `written`: what `write_ahead` wrote of this request. Never
+        raises but CancelledError.
         """
         self.stats.requests += 1
         self._in_flight += 1
         call = RelayedCall(self._hooks, request)
+        if written is not None:
+            call.sent(written.sent_at)  # its span begins now, timed from then
         try:
-            await self._forward(request, caller, call)
+            await self._forward(request, caller, call, written)
         except CallerLeft:  # noticed while streaming (obs.proxy._pump)
             caller.gone = True
             self._caller_left(call.begin())
@@ -361,7 +385,8 @@ class ProxyApp:
             exchange.client_gone()
         self.stats.telemetry_errors += exchange.recorder.telemetry_errors
 
-    async def _forward(self, request: CallerRequest, caller: Caller, call: RelayedCall) -> None:
+    async def _forward(self, request: CallerRequest, caller: Caller, call: RelayedCall,
+                       written: Written | None) -> None:  # fmt: skip
         """Send the request upstream and stream the answer to `caller` (the body from push callbacks)."""
         feed = call.keep if call.recording else None
         # A streamed model call's answer is relayed by a thread from the moment the request is written.
@@ -369,9 +394,10 @@ class ProxyApp:
         try:
             response = await self._upstream().send(request.method, self._upstream_target(request.target),
                                                    request_headers(request.headers), request.body,
-                                                   on_retry=self._count_retry, on_sent=call.sent,
+                                                   on_retry=self._count_retry,
+                                                   on_sent=call.sent if written is None else None,
                                                    on_connect=self._count_connect, early=early,
-                                                   on_answer=call.answered)  # fmt: skip
+                                                   on_answer=call.answered, written=written)  # fmt: skip
         except httpx.HTTPError as exc:
             status, headers, payload = self._no_answer(exc, call.begin())
             caller.start(status, headers)
@@ -421,38 +447,16 @@ class ProxyApp:
         return target
 
     def _timeout_error(self, *, mid_answer: bool = False, connecting: bool = False) -> ServerTimeout:
-        url = self.upstream
-        if connecting:
-            message = (f"the server at {url} did not accept a connection within "
-                       f"{self.connect_timeout_s:g} s: it may be overloaded or unreachable; check it, or "
-                       "raise the proxy's connect timeout")
-        else:
-            where = "in the middle of its answer" if mid_answer else "before answering"
-            message = (f"the server at {url} sent nothing for {self.timeout_s:g} s {where}: it may be stuck; "
-                       "check it, or raise the proxy's timeout (--timeout)")
-            if mid_answer:
-                message += "; the partial answer is kept on the span"
-        return ServerTimeout(message, url=url)
+        return upstream_timeout(self.upstream, self.timeout_s, self.connect_timeout_s, mid_answer=mid_answer,
+                                connecting=connecting)  # fmt: skip
 
     def _no_answer(
         self, exc: httpx.HTTPError, exchange: Exchange | None
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """Nothing answered upstream: 502 (504 for a timeout) with llama-server's error JSON, recorded."""
         self.stats.no_answer += 1
-        url = self.upstream
-        detail = Redactor(self.endpoint.secrets).snippet(str(exc) or type(exc).__name__, 300)
-        error: LLMServerError
-        if isinstance(exc, httpx.TimeoutException):
-            status, kind = 504, "timeout_error"
-            error = self._timeout_error(connecting=isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout))
-        elif isinstance(exc, httpx.ConnectError | httpx.UnsupportedProtocol):
-            status, kind = 502, "unavailable_error"
-            error = ServerUnavailable(f"no server answers at {url}: start llama-server there, or point the "
-                                      f"proxy's --upstream at one ({detail})", url=url)  # fmt: skip
-        else:
-            status, kind = 502, "unavailable_error"
-            error = ServerUnavailable(f"the server at {url} closed the connection without answering "
-                                      f"({detail}): check the server's log", url=url)  # fmt: skip
+        status, kind, error = no_answer_error(exc, self.upstream, self.endpoint.secrets, self.timeout_s,
+                                              self.connect_timeout_s)  # fmt: skip
         payload = error_body(status, f"obs.proxy: {error}", kind)
         headers = [(b"content-type", b"application/json; charset=utf-8"),
                    (b"content-length", str(len(payload)).encode("ascii"))]

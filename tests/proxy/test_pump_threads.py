@@ -1,4 +1,4 @@
-"""The threads that relay streams are kept between streams (obs.proxy._pump._Workers).
+"""The threads that relay streams are kept between streams (obs.proxy._workers).
 
 Starting a thread per stream cost CPU while the model computed the first
 token; a kept thread only wakes up. These tests watch real threads: a stream
@@ -19,7 +19,8 @@ import httpx
 import pytest
 
 from obs.proxy import _pump
-from obs.proxy._pump import ThreadPump, _Workers
+from obs.proxy._pump import ThreadPump
+from obs.proxy._workers import Workers
 from tests.llm.servers import good, serve, stream_lines
 from tests.proxy.support import STREAM, recording_proxy, wait_until
 
@@ -28,7 +29,7 @@ def _alive(ident: int) -> bool:
     return any(t.ident == ident and t.is_alive() for t in threading.enumerate())
 
 
-def _ran(workers: _Workers, job: Callable[[], None] | None = None) -> int:
+def _ran(workers: Workers, job: Callable[[], None] | None = None) -> int:
     """Run `job` on `workers`, wait for it, and return the ident of the thread that ran it."""
     done = threading.Event()
     idents: list[int] = []
@@ -47,7 +48,7 @@ def _ran(workers: _Workers, job: Callable[[], None] | None = None) -> int:
 
 
 def test_one_job_after_another_runs_on_the_same_kept_thread() -> None:
-    workers = _Workers(keep=2, idle_s=30.0)
+    workers = Workers(keep=2, idle_s=30.0)
     first = _ran(workers)
     assert wait_until(lambda: _alive(first))
     assert [_ran(workers) for _ in range(3)] == [first] * 3
@@ -55,7 +56,7 @@ def test_one_job_after_another_runs_on_the_same_kept_thread() -> None:
 
 
 def test_jobs_side_by_side_get_a_thread_each_and_at_most_keep_wait_afterwards() -> None:
-    workers = _Workers(keep=2, idle_s=30.0)
+    workers = Workers(keep=2, idle_s=30.0)
     go = threading.Event()
     started = threading.Barrier(4)
     idents: list[int] = []
@@ -80,7 +81,7 @@ def test_jobs_side_by_side_get_a_thread_each_and_at_most_keep_wait_afterwards() 
 
 
 def test_a_kept_thread_ends_after_waiting_idle_s_and_a_new_one_takes_the_next_job() -> None:
-    workers = _Workers(keep=2, idle_s=0.2)
+    workers = Workers(keep=2, idle_s=0.2)
     first = _ran(workers)
     assert wait_until(lambda: not _alive(first), 10.0)
     second = _ran(workers)  # the next job still runs, on a new thread, which ends in turn
@@ -88,7 +89,7 @@ def test_a_kept_thread_ends_after_waiting_idle_s_and_a_new_one_takes_the_next_jo
 
 
 def test_a_job_that_fails_is_logged_and_leaves_its_thread_usable(caplog: pytest.LogCaptureFixture) -> None:
-    workers = _Workers(keep=1, idle_s=30.0)
+    workers = Workers(keep=1, idle_s=30.0)
 
     def broken() -> None:
         raise RuntimeError("job broke")
@@ -101,7 +102,7 @@ def test_a_job_that_fails_is_logged_and_leaves_its_thread_usable(caplog: pytest.
 def test_streams_through_the_proxy_one_after_another_are_relayed_by_one_thread(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_pump, "_WORKERS", _Workers(keep=2, idle_s=30.0))
+    monkeypatch.setattr(_pump, "_WORKERS", Workers(keep=2, idle_s=30.0))
     relayed_by: list[int] = []
     relay = ThreadPump._relay
 
@@ -123,7 +124,7 @@ def test_streams_through_the_proxy_one_after_another_are_relayed_by_one_thread(
 def test_a_job_handed_with_sockets_to_watch_starts_only_when_one_stirs_or_it_is_started() -> None:
     """The relay thread waiting for an answer's head is not woken to be handed it: it wakes when the
     upstream's socket stirs (`watch`), or when the returned start is called (the timeout's)."""
-    workers = _Workers(keep=2, idle_s=30.0)
+    workers = Workers(keep=2, idle_s=30.0)
     ran = threading.Event()
     upstream, server_side = socket.socketpair()
     with upstream, server_side:
