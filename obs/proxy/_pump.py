@@ -64,7 +64,7 @@ from obs.proxy._http1 import (
     parse_status_head,
     whole_chunk,
 )
-from obs.proxy._workers import Watch, Workers
+from obs.proxy._workers import Watch, Workers, unwatch_sockets
 
 __all__ = ["CallerLeft", "HeadFor", "ThreadPump", "available"]
 
@@ -184,6 +184,7 @@ class ThreadPump:
                 loop.call_soon_threadsafe(_settle, finished, error)
 
     def _close(self) -> None:
+        unwatch_sockets()  # before they are closed
         for sock in (self._up, self._caller):
             sock.close()  # the duplicates only: the connections stay open
         for fd in (self._wake_r, self._wake_w):

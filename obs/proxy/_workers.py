@@ -17,11 +17,21 @@ import select
 import threading
 from collections.abc import Callable
 
-__all__ = ["Watch", "Workers"]
+__all__ = ["Watch", "Workers", "unwatch_sockets"]
 
 Watch = tuple[tuple[int, int], ...]  # (fd, poll events): a kept thread starts its job when one stirs
 _POLLIN = getattr(select, "POLLIN", 1)
 _log = logging.getLogger("obs.proxy")
+_current = threading.local()  # .worker: the _Worker of a kept thread
+
+
+def unwatch_sockets() -> None:
+    """Take the running job's watched sockets out of its thread's set: a job given `watch` calls this
+    before it closes them (a socket closed while in an epoll set may stay there, and wake it, for as long
+    as a duplicate of it is open elsewhere). Does nothing outside a kept thread."""
+    worker = getattr(_current, "worker", None)
+    if worker is not None:
+        worker.unwatch()
 
 
 class _Worker:
@@ -82,7 +92,7 @@ class _Worker:
         return bool(events)
 
     def unwatch(self) -> None:
-        """Take the job's sockets out of the set (before the job closes them, as it does when done)."""
+        """Take the job's sockets out of the set (`unwatch_sockets`; again once the job returned)."""
         watched, self.watched = self.watched, []
         for fd in watched:
             with contextlib.suppress(OSError, ValueError):
@@ -133,6 +143,7 @@ class Workers:
         return worker.give(job, args, watch)
 
     def _serve(self, worker: _Worker) -> None:
+        _current.worker = worker
         while True:
             pending = worker.job
             if pending is None or worker.watched:
@@ -148,11 +159,11 @@ class Workers:
                 if pending is None and not stirred:
                     continue  # handed over as the wait ran out: wait on its sockets
             (job, args), worker.job = worker.job, None
-            worker.unwatch()
             try:
                 job(*args)  # ThreadPump._main: reports its outcome to the loop itself
             except Exception:
                 _log.exception("obs.proxy: a stream's relay thread failed")
+            worker.unwatch()  # watched while the job ran (taken out then, not on the first token's path)
             with self._lock:
                 if len(self._waiting) >= self._keep:
                     worker.close()

@@ -30,10 +30,10 @@ uvicorn, or mount it in Starlette). For each HTTP request it:
 Everything runs on the event loop without blocking it, so concurrent
 streams pass side by side, except a stream under the proxy's own server:
 a kept thread relays it (`obs.proxy._pump`), a streamed model call's whole
-answer from the moment its request is written (head included), and hands
-the pieces to `RelayedCall.keep` from there; its request goes upstream from
-the callback that read it (`write_ahead`), before the relay's task first runs. Each chunk is sent on to the caller first
-and only then kept (with its arrival time). A model call is recorded once
+answer from the moment its request is written (head included; the request
+goes upstream from the callback that read it, `write_ahead`), and hands the
+pieces to `RelayedCall.keep`. Each chunk is sent on to the caller first and
+only then kept (with its arrival time). A model call is recorded once
 its answer has passed (`obs.proxy._call`): as the request goes out only its
 span begins (its ids go back in the `traceparent` header); the rest
 (reading the request, the attributes, the log entry, reading the answer)

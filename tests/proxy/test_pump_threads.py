@@ -10,8 +10,11 @@ that fails leaves its thread usable.
 from __future__ import annotations
 
 import json
+import os
+import select
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import pytest
 
 from obs.proxy import _pump
 from obs.proxy._pump import ThreadPump
-from obs.proxy._workers import Workers
+from obs.proxy._workers import Workers, unwatch_sockets
 from tests.llm.servers import good, serve, stream_lines
 from tests.proxy.support import STREAM, recording_proxy, wait_until
 
@@ -145,3 +148,39 @@ def test_a_job_handed_with_sockets_to_watch_starts_only_when_one_stirs_or_it_is_
     ran.clear()
     workers.run(ran.set)  # without `watch`: at once
     assert ran.wait(10.0)
+
+
+def _cpu_ticks(ident: int) -> int:
+    """User and system CPU ticks (1/100 s) a thread of this process has used, from /proc."""
+    native = next(t.native_id for t in threading.enumerate() if t.ident == ident)
+    fields = Path(f"/proc/self/task/{native}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+@pytest.mark.skipif(not hasattr(select, "epoll") or not Path("/proc/self/task").is_dir(),
+                    reason="epoll and /proc: Linux")  # fmt: skip
+def test_a_job_that_closes_its_watched_duplicate_socket_leaves_its_thread_waiting_quietly() -> None:
+    """A watched socket must leave the thread's epoll set before the job closes it: a closed duplicate
+    of a socket still open elsewhere (the event loop's) would stay in the set and wake the thread in a
+    loop for as long as that socket is readable. `unwatch_sockets` takes it out."""
+    workers = Workers(keep=2, idle_s=30.0)
+    done = threading.Event()
+    idents: list[int] = []
+    loop_side, upstream = socket.socketpair()
+    with loop_side, upstream:
+        duplicate = socket.socket(fileno=os.dup(loop_side.fileno()))
+
+        def job() -> None:
+            idents.append(threading.get_ident())
+            unwatch_sockets()
+            duplicate.close()  # as a pump closes its duplicates once its relay is over
+            done.set()
+
+        workers.run(job, watch=((duplicate.fileno(), select.POLLIN),))
+        upstream.send(b"more than this job reads")  # readable, and left so
+        assert done.wait(10.0)
+        time.sleep(0.2)
+        before = _cpu_ticks(idents[0])
+        time.sleep(1.0)
+        assert _cpu_ticks(idents[0]) - before <= 5  # waiting, not woken over and over (100 ticks a second)
+        assert _ran(workers) == idents[0]  # and still takes the next job
