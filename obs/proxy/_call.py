@@ -34,18 +34,12 @@ if TYPE_CHECKING:
     from obs.proxy._upstream import UpstreamResponse
     from obs.trace.handles import SpanHandle
 
-__all__ = ["CallHooks", "RelayedCall", "streamed_call"]
+__all__ = ["CallHooks", "RelayedCall"]
 
 _Headers = list[tuple[bytes, bytes]]
 # A request that asks for a streamed answer (a guess from its bytes, for speed only: a wrong one costs
 # a thread's wake-up, as the loop then reads the answer).
 _STREAMED = re.compile(rb'"stream"\s*:\s*true')
-
-
-def streamed_call(request: CallerRequest) -> bool:
-    """True for a model call whose request asks for a streamed answer: a guess from its bytes, for
-    choosing how to relay it, never for recording it."""
-    return _STREAMED.search(request.body) is not None and route_of(request.method, request.path) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,12 +102,11 @@ class RelayedCall:
     def streamed(self) -> bool:
         """True for a model call whose request asks for a streamed answer (by a look at its bytes: a
         guess, for choosing how to relay it, never for recording it)."""
-        return self._route is not None and streamed_call(self._request)
+        return self._route is not None and _STREAMED.search(self._request.body) is not None
 
-    def sent(self, at_ms: float | None = None) -> None:
-        """The request was written upstream just now, or at `at_ms` (the app's clock) (called once): the
-        span begins, timed from then."""
-        self._sent_ms = self._hooks.now_ms() if at_ms is None else at_ms
+    def sent(self) -> None:
+        """The request was written upstream just now (called once): the span begins, timed from then."""
+        self._sent_ms = self._hooks.now_ms()
         if self._route is not None:
             self._span = self._hooks.open(self._route, self._request.headers)
 

@@ -97,9 +97,6 @@ class Caller(Protocol):
         """A relay of the whole answer, head and body, from the moment the request is written
         (`UpstreamPool.send(early=...)`); None where this caller has none."""
 
-    def early_relay_possible(self) -> bool:
-        """Whether `relay_early` would give a relay now."""
-
     def write(self, data: bytes) -> None:
         """Send the next piece of the body (never empty); must not wait."""
 
@@ -155,10 +152,6 @@ class AsgiCaller:
                     now_ms: Clock) -> EarlyRelay | None:  # fmt: skip
         """None: under an ASGI server the body goes through `send`, on the event loop."""
         return None
-
-    def early_relay_possible(self) -> bool:
-        """False: under an ASGI server the body goes through `send`, on the event loop."""
-        return False
 
     def write(self, data: bytes) -> None:
         """Queue a body piece; hold the upstream back past the high water mark."""

@@ -58,7 +58,7 @@ from obs.proxy._http1 import (
 )
 from obs.proxy._pump import CallerLeft, ThreadPump
 from obs.proxy._pump import available as pump_available
-from obs.proxy._upstream import EarlyRelay, UpstreamResponse, Written
+from obs.proxy._upstream import EarlyRelay, UpstreamResponse
 from obs.proxy._wire import error_body, response_headers
 from obs.proxy.app import ProxyApp
 
@@ -207,25 +207,20 @@ class _Connection(asyncio.Protocol):
         self._flush()  # no body byte was here yet: the head goes out alone
         return pushed
 
-    def early_relay_possible(self) -> bool:
-        """Whether this connection's answer may be relayed early (`relay_early`): not to an HTTP/1.0
-        caller, nor for HEAD, nor while an answer is still being written or the server stops."""
-        transport = self._transport
-        return (self._http11 and self._method != "HEAD" and not self.gone and not self._server.stopping
-                and pump_available() and transport is not None and not transport.get_write_buffer_size()
-                and transport.get_extra_info("socket") is not None)  # fmt: skip
-
     def relay_early(self, traceparent: Callable[[], str | None], feed: Feed | None,
                     now_ms: Clock) -> EarlyRelay | None:  # fmt: skip
         """A relay of the whole answer by a thread from the moment the request is written (module
-        docstring of `obs.proxy._pump`), or None where this connection cannot have one
-        (`early_relay_possible`)."""
-        if not self.early_relay_possible():
-            return None
+        docstring of `obs.proxy._pump`), or None where this connection cannot have one: an HTTP/1.0
+        caller, HEAD, an answer still being written, the server stopping."""
         transport = self._transport
-        assert transport is not None
-        fd = transport.get_extra_info("socket").fileno()
-        return functools.partial(self._relay_early, transport, fd, traceparent, feed, now_ms)
+        if not self._http11 or self._method == "HEAD" or self.gone or self._server.stopping:
+            return None
+        if not pump_available() or transport is None or transport.get_write_buffer_size():
+            return None
+        sock = transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        return functools.partial(self._relay_early, transport, sock.fileno(), traceparent, feed, now_ms)
 
     def _relay_early(
         self, transport: asyncio.Transport, caller_fd: int, traceparent: Callable[[], str | None],
@@ -302,9 +297,7 @@ class _Connection(asyncio.Protocol):
             return
         self._throttle = None
         self._started, self._ended = False, False
-        # A streamed model call goes upstream from here, before the relay's task first runs.
-        written = self._server.app.write_ahead(request, self)
-        self._task = asyncio.get_running_loop().create_task(self._answer(request, written))
+        self._task = asyncio.get_running_loop().create_task(self._answer(request))
 
     def _parse(self) -> CallerRequest | None:
         buffer = self._buffer
@@ -345,9 +338,9 @@ class _Connection(asyncio.Protocol):
         self._head = None
         return request_of(method, target, headers, body)
 
-    async def _answer(self, request: CallerRequest, written: Written | None) -> None:
+    async def _answer(self, request: CallerRequest) -> None:
         try:
-            await self._server.app.relay(request, self, written)
+            await self._server.app.relay(request, self)
         except asyncio.CancelledError:
             pass  # the caller left, or the server stops: the relay recorded it
         except Exception:

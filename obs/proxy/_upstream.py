@@ -13,9 +13,6 @@ proxy's CPU in layers a relay does not need; this one does only what it needs:
   task wakes up per piece), `pause()`/`resume()` holding the upstream back;
   `handoff()` gives a streamed body to a pump of its own (`obs.proxy._pump`),
   and `send(early=...)` a whole answer, from the moment its request is written;
-  `write_now(...)` writes a request at once, on a kept connection, from the
-  callback that read it (no turn of the event loop first), for `send(written=...)`
-  to take on from there;
 - a connection whose answer was read to the end, that neither side asked to
   close, goes back to the pool for 4 s (less than llama-server's 5 s); one
   closed early or mid-answer is closed, which makes llama-server stop
@@ -45,7 +42,6 @@ import contextlib
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import httpx
@@ -64,7 +60,7 @@ from obs.proxy._response import Callback, UpstreamResponse
 if TYPE_CHECKING:
     from obs.proxy._pump import ThreadPump
 
-__all__ = ["EarlyRelay", "UpstreamPool", "UpstreamResponse", "Written"]
+__all__ = ["EarlyRelay", "UpstreamPool", "UpstreamResponse"]
 
 _BODY_METHODS = (b"POST", b"PUT", b"PATCH")
 _STALE = (httpx.RemoteProtocolError, httpx.ReadError)
@@ -75,16 +71,6 @@ _STALE = (httpx.RemoteProtocolError, httpx.ReadError)
 EarlyRelay = Callable[[int, bytearray, "float | None", Callable[[bytes, int, Headers], None]],
                       Awaitable["ThreadPump"]]  # fmt: skip
 Answered = Callable[["UpstreamResponse"], None]
-
-
-@dataclass(frozen=True, slots=True)
-class Written:
-    """A request `UpstreamPool.write_now` wrote: the connection it went out on (taken from the pool, not
-    read meanwhile), its bytes, and when it went out (by the clock given to `write_now`)."""
-
-    conn: UpstreamConnection
-    request: bytes
-    sent_at: float
 
 
 class _Default:
@@ -127,8 +113,8 @@ class UpstreamPool:
     async def send(self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, *,
                    read_timeout_s: float | _Default | None = _POOLS, on_retry: Callback | None = None,
                    on_sent: Callback | None = None, on_connect: Callback | None = None,
-                   early: EarlyRelay | None = None, on_answer: Answered | None = None,
-                   written: Written | None = None) -> UpstreamResponse:  # fmt: skip
+                   early: EarlyRelay | None = None,
+                   on_answer: Answered | None = None) -> UpstreamResponse:  # fmt: skip
         """Send the request and return once its answer's head is in (module docstring for failures).
 
         `target` is the path and query; `read_timeout_s` replaces the pool's
@@ -139,34 +125,24 @@ class UpstreamPool:
         only once the answer has passed (`relayed` set, `failure` how it broke
         after its head went out), having told `on_answer` (from the relay's
         thread) as soon as the head was in; else the answer is read here.
-        `written` (from `write_now`, for this same request) is the first
-        attempt, already written: its answer is read as any other's, and a
-        stale connection is retried as any pooled one.
         """
         timeout = self.read_timeout_s if isinstance(read_timeout_s, _Default) else read_timeout_s
         verb = method.encode("ascii")
-        if written is not None:
-            request = written.request
-        else:
-            request = self._request_bytes(verb, target.encode("latin-1"), headers, body)
+        request = self._request_bytes(verb, target.encode("latin-1"), headers, body)
         for attempt in range(2):
-            ahead = attempt == 0 and written is not None
-            conn, pooled = (written.conn, True) if ahead else await self._connection()  # type: ignore[union-attr]
+            conn, pooled = await self._connection()
             assert conn.transport is not None
             if not pooled and on_connect is not None:
                 on_connect()
             sent, on_sent = on_sent, None  # told once, on the first attempt
             try:
                 if early is not None:
-                    out, response = await self._early(conn, request, timeout, early, on_answer, sent, ahead)
+                    written, response = await self._early(conn, request, timeout, early, on_answer, sent)
                     if response is not None:
                         return response
-                    if out:
+                    if written:
                         return await self._head(conn, verb, timeout)
-                if ahead:
-                    conn.transport.resume_reading()  # paused by `write_now`
-                else:
-                    conn.transport.write(request)
+                conn.transport.write(request)
                 if sent is not None:
                     sent()
                 return await self._head(conn, verb, timeout)
@@ -180,25 +156,6 @@ class UpstreamPool:
                 conn.close()
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def write_now(self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes,
-                  clock: Callable[[], float]) -> Written | None:  # fmt: skip
-        """Write the request now on a kept connection that may carry it, and take that connection from
-        the pool, its reading paused (for `send(written=...)`); None (nothing written) over TLS or when
-        no kept connection may carry it. Never raises but what building the request raises."""
-        if self.tls or self._closed:
-            return None
-        conn = self._take_idle()
-        if conn is None:
-            return None
-        transport = conn.transport
-        if transport is None or transport.get_write_buffer_size():
-            conn.close()
-            return None
-        request = self._request_bytes(method.encode("ascii"), target.encode("latin-1"), headers, body)
-        transport.pause_reading()
-        transport.write(request)
-        return Written(conn, request, clock())
 
     def answered(self, conn: UpstreamConnection, keep: bool) -> None:
         """An answer is done with `conn`: pooled if `keep` and still usable, else closed; then, with
@@ -281,23 +238,15 @@ class UpstreamPool:
         parts += (b"\r\n", body)
         return b"".join(parts)
 
-    def _take_idle(self) -> UpstreamConnection | None:
-        """The newest kept connection that may carry a request, taken from the pool (older ones that may
-        not are closed); None if there is none."""
-        now = time.monotonic()
-        while self._idle:
-            conn = self._idle.pop()
-            if conn.usable and now - conn.idle_since < self._expiry:
-                conn.unpooled()
-                return conn
-            conn.close()
-        return None
-
     async def _connection(self) -> tuple[UpstreamConnection, bool]:
         for _ in range(2):
-            conn = self._take_idle()
-            if conn is not None:
-                return conn, True
+            now = time.monotonic()
+            while self._idle:
+                conn = self._idle.pop()
+                if conn.usable and now - conn.idle_since < self._expiry:
+                    conn.unpooled()
+                    return conn, True
+                conn.close()
             opening = self._opening
             if opening is None:
                 break
@@ -319,10 +268,10 @@ class UpstreamPool:
         return conn
 
     async def _early(self, conn: UpstreamConnection, request: bytes, timeout_s: float | None,
-                     early: EarlyRelay, on_answer: Answered | None, on_sent: Callback | None,
-                     ahead: bool) -> tuple[bool, UpstreamResponse | None]:  # fmt: skip
-        """`send`'s `early` relay on `conn` (the request written here unless `ahead`, then the relay made
-        ready and its thread woken): (written?, the answer if relayed)."""
+                     early: EarlyRelay, on_answer: Answered | None,
+                     on_sent: Callback | None) -> tuple[bool, UpstreamResponse | None]:  # fmt: skip
+        """`send`'s `early` relay on `conn` (the request written here, then the relay made ready and its
+        thread woken): (written?, the answer if relayed)."""
         transport = conn.transport
         sock = transport.get_extra_info("socket") if transport is not None else None
         if self.tls or transport is None or sock is None or conn.closed or transport.is_closing() \
@@ -336,9 +285,8 @@ class UpstreamPool:
             if on_answer is not None:
                 on_answer(made[0])
 
-        if not ahead:
-            transport.pause_reading()
-            transport.write(request)
+        transport.pause_reading()
+        transport.write(request)
         if on_sent is not None:
             on_sent()  # the span begins before the relay is made ready: its head names it
         try:

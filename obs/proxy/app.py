@@ -30,10 +30,9 @@ uvicorn, or mount it in Starlette). For each HTTP request it:
 Everything runs on the event loop without blocking it, so concurrent
 streams pass side by side, except a stream under the proxy's own server:
 a kept thread relays it (`obs.proxy._pump`), a streamed model call's whole
-answer from the moment its request is written (head included; the request
-goes upstream from the callback that read it, `write_ahead`), and hands the
-pieces to `RelayedCall.keep`. Each chunk is sent on to the caller first and
-only then kept (with its arrival time). A model call is recorded once
+answer from the moment its request is written (head included), and hands
+the pieces to `RelayedCall.keep` from there. Each chunk is sent on to the caller first
+and only then kept (with its arrival time). A model call is recorded once
 its answer has passed (`obs.proxy._call`): as the request goes out only its
 span begins (its ids go back in the `traceparent` header); the rest
 (reading the request, the attributes, the log entry, reading the answer)
@@ -76,7 +75,7 @@ from obs.llm.exchange import Exchange, Route, open_span
 from obs.llm.llama.props import ServerProps
 from obs.logs import LLMLogger
 from obs.metrics.collector import MetricsCollector
-from obs.proxy._call import CallHooks, RelayedCall, streamed_call
+from obs.proxy._call import CallHooks, RelayedCall
 from obs.proxy._caller import (
     AsgiCaller,
     Caller,
@@ -92,7 +91,7 @@ from obs.proxy._caller import (
 from obs.proxy._failures import no_answer_error, upstream_timeout
 from obs.proxy._http1 import header_value
 from obs.proxy._pump import CallerLeft
-from obs.proxy._upstream import UpstreamPool, UpstreamResponse, Written
+from obs.proxy._upstream import UpstreamPool, UpstreamResponse
 from obs.proxy._wire import charset_of, error_body, header_map, request_headers, response_headers, secrets_of
 from obs.proxy.stats import ProxyStats
 from obs.trace.handles import SpanHandle
@@ -278,23 +277,7 @@ class ProxyApp:
 
     # -- one request ------------------------------------------------------------------------------
 
-    def write_ahead(self, request: CallerRequest, caller: Caller) -> Written | None:
-        """Write a streamed model call's request upstream now, on a kept connection, if its answer is
-        to be relayed early (`caller.early_relay_possible()`): called from the callback that read the
-        request, so it goes out before the relay's task first runs (a turn of the event loop and the
-        relay's first steps sooner). Hand the result to `relay`; None when nothing was written (the
-        relay then sends the request itself). Never raises."""
-        try:
-            if not streamed_call(request) or not caller.early_relay_possible():
-                return None
-            return self._upstream().write_now(request.method, self._upstream_target(request.target),
-                                              request_headers(request.headers), request.body,
-                                              self.clock.monotonic_ms)  # fmt: skip
-        except Exception:
-            _log.exception("obs.proxy: could not write a request ahead; it is sent as usual")
-            return None
-
-    async def relay(self, request: CallerRequest, caller: Caller, written: Written | None = None) -> None:
+    async def relay(self, request: CallerRequest, caller: Caller) -> None:
         """Relay `request` upstream and its answer to `caller`, recording a model call on the way.
 
         A model call's span begins as its request goes out (timed from
@@ -302,16 +285,13 @@ class ProxyApp:
         the relay when the caller leaves (after setting `caller.gone`: the
         upstream request is stopped and the call recorded as left) or when
         the proxy stops (the call is recorded as cut, the caller's answer
-        broken). `written`: what `write_ahead` wrote of this request. Never
-        raises but CancelledError.
+        broken). Never raises but CancelledError.
         """
         self.stats.requests += 1
         self._in_flight += 1
         call = RelayedCall(self._hooks, request)
-        if written is not None:
-            call.sent(written.sent_at)  # its span begins now, timed from then
         try:
-            await self._forward(request, caller, call, written)
+            await self._forward(request, caller, call)
         except CallerLeft:  # noticed while streaming (obs.proxy._pump)
             caller.gone = True
             self._caller_left(call.begin())
@@ -382,8 +362,7 @@ class ProxyApp:
             exchange.client_gone()
         self.stats.telemetry_errors += exchange.recorder.telemetry_errors
 
-    async def _forward(self, request: CallerRequest, caller: Caller, call: RelayedCall,
-                       written: Written | None) -> None:  # fmt: skip
+    async def _forward(self, request: CallerRequest, caller: Caller, call: RelayedCall) -> None:
         """Send the request upstream and stream the answer to `caller` (the body from push callbacks)."""
         feed = call.keep if call.recording else None
         # A streamed model call's answer is relayed by a thread from the moment the request is written.
@@ -391,10 +370,9 @@ class ProxyApp:
         try:
             response = await self._upstream().send(request.method, self._upstream_target(request.target),
                                                    request_headers(request.headers), request.body,
-                                                   on_retry=self._count_retry,
-                                                   on_sent=call.sent if written is None else None,
+                                                   on_retry=self._count_retry, on_sent=call.sent,
                                                    on_connect=self._count_connect, early=early,
-                                                   on_answer=call.answered, written=written)  # fmt: skip
+                                                   on_answer=call.answered)  # fmt: skip
         except httpx.HTTPError as exc:
             status, headers, payload = self._no_answer(exc, call.begin())
             caller.start(status, headers)

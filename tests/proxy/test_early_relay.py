@@ -20,7 +20,6 @@ import pytest
 
 from obs import semconv
 from obs.proxy import ProxyApp, start_proxy
-from obs.proxy._upstream import UpstreamPool
 from tests.llm.servers import Handler, completion_body, error_status, good, serve, stream_lines
 from tests.proxy.support import (
     STREAM,
@@ -290,40 +289,3 @@ def test_a_failure_inside_the_proxy_after_the_thread_sent_the_head_never_writes_
             sock.close()
     assert received.startswith(b"HTTP/1.1 200 OK\r\n") and received.count(b"HTTP/1.1 ") == 1
     assert received.endswith(b"0\r\n\r\n") and received.count(b"data:") == len(stream_lines())
-
-
-def test_a_streamed_call_goes_upstream_before_its_relay_starts_once_and_a_plain_call_does_not(
-    db: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`ProxyApp.write_ahead`: a streamed model call is written on a kept connection from the callback
-    that read it, before the relay's task runs; the relay then takes on from there, never writing it
-    again. A non-streamed call is sent by its relay as before."""
-    events: list[str] = []
-    write_now, relay = UpstreamPool.write_now, ProxyApp.relay
-
-    def noted_write(pool: UpstreamPool, *args: Any) -> Any:
-        written = write_now(pool, *args)
-        events.append("written ahead" if written is not None else "not written")
-        return written
-
-    async def noted_relay(app: ProxyApp, *args: Any) -> None:
-        events.append("relay")
-        await relay(app, *args)
-
-    monkeypatch.setattr(UpstreamPool, "write_now", noted_write)
-    monkeypatch.setattr(ProxyApp, "relay", noted_relay)
-    plain = json.dumps({**STREAM, "stream": False}).encode()
-    with serve(good) as server, recording_proxy(server.url, db) as proxy:
-        assert wait_until(lambda: len(server.requests) == 1)  # /props, read at the start: a kept connection
-        assert wait_until(lambda: proxy.app._pool is not None and proxy.app._pool._idle)
-        streamed = _stream(proxy.url)
-        assert events == ["written ahead", "relay"]
-        events.clear()
-        assert wait_until(lambda: proxy.app._pool._idle)  # made ready again after the streamed answer
-        answered = _stream(proxy.url, plain)
-        assert events == ["relay"]
-        traces = stored_traces(db, proxy, 2)
-        assert [r.path for r in server.requests] == ["/props", *["/v1/chat/completions"] * 2]
-    assert streamed.status_code == 200 and streamed.content.count(b"data:") == len(stream_lines())
-    assert answered.status_code == 200 and answered.json()["choices"]
-    assert all(t.spans[0].status == "success" for t in traces)
