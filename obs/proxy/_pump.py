@@ -13,14 +13,10 @@ and only then hands it to `feed` with its arrival time, as the relay on the
 loop does. When the caller's socket is full it stops reading the upstream
 until the caller catches up.
 
-The threads are kept between streams (`obs.proxy._workers`): starting a thread costs
+The threads are kept between streams (`_Workers`): starting a thread costs
 the event loop about 0.2 ms of CPU and the new thread as much again, while
-the model computes the first token. A kept thread waits on an epoll set of
-its own (Linux): a relay that is to wait for the answer's head is handed
-over by adding its sockets to that set, so the thread wakes once, when the
-head arrives, instead of once to be handed the relay and again at the head
-(elsewhere, and for a body whose relay starts at once, a byte on the
-thread's pipe wakes it).
+the model computes the first token; handing a stream to a thread that waits
+for one costs a queue's wake-up.
 
 A pump may also read the answer's head (`head=`): run as soon as the
 request is written, it waits for the head itself, so that while the model
@@ -48,9 +44,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
 import select
 import socket
-import time
+import threading
 from collections.abc import Callable
 
 import httpx
@@ -64,7 +61,6 @@ from obs.proxy._http1 import (
     parse_status_head,
     whole_chunk,
 )
-from obs.proxy._workers import Watch, Workers, unwatch_sockets
 
 __all__ = ["CallerLeft", "HeadFor", "ThreadPump", "available"]
 
@@ -133,7 +129,6 @@ class ThreadPump:
         self._now_ms = now_ms
         self._timeout_ms = None if timeout_s is None else max(1, int(timeout_s * 1000))
         self._timeout_s = timeout_s
-        self._head_deadline: float | None = None  # when silence before the head times out (once handed over)
         self._pending: list[tuple[float, bytes, int]] = []  # whole chunks passed on (data from [2]), not fed
         self._pending_bytes = 0
         self._note = self._pending.append  # the hot path's one step of keeping (the list is only cleared)
@@ -145,20 +140,11 @@ class ThreadPump:
         """Relay the body in a thread; return once it is complete (module docstring for the failures)."""
         loop = asyncio.get_running_loop()
         finished: asyncio.Future[None] = loop.create_future()
-        # A pump that is to wait for the answer's head starts when a socket stirs: no wake-up before that.
-        watch: Watch = ()
-        if self._head is not None and not self.buffer:
-            up, caller = self._up.fileno(), self._caller.fileno()
-            watch = ((up, _POLLIN), (caller, _POLLRDHUP), (self._wake_r, _POLLIN))
-            if self._timeout_s is not None:
-                self._head_deadline = time.monotonic() + self._timeout_s
         try:
-            start = _WORKERS.run(self._main, loop, finished, watch=watch)
+            _WORKERS.run(self._main, loop, finished)
         except BaseException:
             self._close()
             raise
-        # An upstream silent until the timeout: the thread starts then, and finds the time up.
-        timer = loop.call_later(self._timeout_s, start) if watch and self._timeout_s is not None else None
         try:
             await asyncio.shield(finished)
         except asyncio.CancelledError:
@@ -167,9 +153,6 @@ class ThreadPump:
             with contextlib.suppress(Exception):
                 await finished  # the thread stops at once; nothing it holds may be used before that
             raise
-        finally:
-            if timer is not None:
-                timer.cancel()
 
     def _main(self, loop: asyncio.AbstractEventLoop, finished: asyncio.Future[None]) -> None:
         error: BaseException | None = None
@@ -184,7 +167,6 @@ class ThreadPump:
                 loop.call_soon_threadsafe(_settle, finished, error)
 
     def _close(self) -> None:
-        unwatch_sockets()  # before they are closed
         for sock in (self._up, self._caller):
             sock.close()  # the duplicates only: the connections stay open
         for fd in (self._wake_r, self._wake_w):
@@ -219,16 +201,11 @@ class ThreadPump:
             if arrived(data, now_ms()):
                 return
 
-    def _upstream_bytes(self, poller: select.poll, up_fd: int, caller_fd: int, where: str,
-                        deadline: float | None = None) -> bytes | None:  # fmt: skip
+    def _upstream_bytes(self, poller: select.poll, up_fd: int, caller_fd: int, where: str) -> bytes | None:
         """Wait for the upstream's next bytes, watching the caller's socket and the stop pipe too: what
         arrived, b"" at the upstream's end, None when only the caller's socket stirred (`where` names the
-        moment in errors). The sockets are polled level-triggered: what is not handled now comes again.
-        The wait ends after the timeout, or at `deadline` (`time.monotonic()`) when given."""
-        timeout_ms = self._timeout_ms
-        if deadline is not None:
-            timeout_ms = max(0, int((deadline - time.monotonic()) * 1000))
-        events = poller.poll(timeout_ms)
+        moment in errors). The sockets are polled level-triggered: what is not handled now comes again."""
+        events = poller.poll(self._timeout_ms)
         if not events:
             raise httpx.ReadTimeout(f"no bytes from the upstream within {self._timeout_s:g} s")
         for fd, event in events:
@@ -257,7 +234,7 @@ class ThreadPump:
         while (end := buffer.find(b"\r\n\r\n")) < 0:
             if len(buffer) > MAX_HEAD_BYTES:
                 raise httpx.RemoteProtocolError("the upstream's answer headers are too large")
-            data = self._upstream_bytes(poller, up_fd, caller_fd, "before answering", self._head_deadline)
+            data = self._upstream_bytes(poller, up_fd, caller_fd, "before answering")
             if data is not None:
                 if not data:
                     raise httpx.RemoteProtocolError("the upstream closed the connection before answering")
@@ -353,7 +330,50 @@ class ThreadPump:
                 raise CallerLeft("the caller's connection broke") from None
 
 
-_WORKERS = Workers(_KEPT_THREADS, _KEPT_S)
+class _Workers:
+    """Threads that relay streams, one at a time each, kept waiting between streams.
+
+    `run(job, *args)` hands the job to a waiting thread, else to a new one.
+    A thread that finished a job waits for the next one unless `keep` are
+    waiting already; one that waited `idle_s` for nothing ends.
+    """
+
+    def __init__(self, keep: int, idle_s: float) -> None:
+        self._keep = keep
+        self._idle_s = idle_s
+        self._lock = threading.Lock()
+        self._waiting: list[queue.SimpleQueue[tuple[Callable[..., None], tuple[object, ...]]]] = []
+
+    def run(self, job: Callable[..., None], *args: object) -> None:
+        """Run `job(*args)` in a relay thread; raises only what starting a thread raises."""
+        with self._lock:
+            inbox = self._waiting.pop() if self._waiting else None
+        if inbox is None:
+            inbox = queue.SimpleQueue()
+            threading.Thread(target=self._serve, args=(inbox,), name="obs-proxy-stream", daemon=True).start()
+        inbox.put((job, args))
+
+    def _serve(self, inbox: queue.SimpleQueue[tuple[Callable[..., None], tuple[object, ...]]]) -> None:
+        while True:
+            try:
+                job, args = inbox.get(timeout=self._idle_s)
+            except queue.Empty:
+                with self._lock:
+                    if inbox in self._waiting:  # else a job is on its way: take it
+                        self._waiting.remove(inbox)
+                        return
+                continue
+            try:
+                job(*args)  # ThreadPump._main: reports its outcome to the loop itself
+            except Exception:
+                _log.exception("obs.proxy: a stream's relay thread failed")
+            with self._lock:
+                if len(self._waiting) >= self._keep:
+                    return
+                self._waiting.append(inbox)
+
+
+_WORKERS = _Workers(_KEPT_THREADS, _KEPT_S)
 
 
 def _peek(sock: socket.socket) -> bool:

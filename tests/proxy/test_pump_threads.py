@@ -1,4 +1,4 @@
-"""The threads that relay streams are kept between streams (obs.proxy._workers).
+"""The threads that relay streams are kept between streams (obs.proxy._pump._Workers).
 
 Starting a thread per stream cost CPU while the model computed the first
 token; a kept thread only wakes up. These tests watch real threads: a stream
@@ -10,11 +10,7 @@ that fails leaves its thread usable.
 from __future__ import annotations
 
 import json
-import os
-import select
-import socket
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,8 +18,7 @@ import httpx
 import pytest
 
 from obs.proxy import _pump
-from obs.proxy._pump import ThreadPump
-from obs.proxy._workers import Workers, unwatch_sockets
+from obs.proxy._pump import ThreadPump, _Workers
 from tests.llm.servers import good, serve, stream_lines
 from tests.proxy.support import STREAM, recording_proxy, wait_until
 
@@ -32,7 +27,7 @@ def _alive(ident: int) -> bool:
     return any(t.ident == ident and t.is_alive() for t in threading.enumerate())
 
 
-def _ran(workers: Workers, job: Callable[[], None] | None = None) -> int:
+def _ran(workers: _Workers, job: Callable[[], None] | None = None) -> int:
     """Run `job` on `workers`, wait for it, and return the ident of the thread that ran it."""
     done = threading.Event()
     idents: list[int] = []
@@ -51,7 +46,7 @@ def _ran(workers: Workers, job: Callable[[], None] | None = None) -> int:
 
 
 def test_one_job_after_another_runs_on_the_same_kept_thread() -> None:
-    workers = Workers(keep=2, idle_s=30.0)
+    workers = _Workers(keep=2, idle_s=30.0)
     first = _ran(workers)
     assert wait_until(lambda: _alive(first))
     assert [_ran(workers) for _ in range(3)] == [first] * 3
@@ -59,7 +54,7 @@ def test_one_job_after_another_runs_on_the_same_kept_thread() -> None:
 
 
 def test_jobs_side_by_side_get_a_thread_each_and_at_most_keep_wait_afterwards() -> None:
-    workers = Workers(keep=2, idle_s=30.0)
+    workers = _Workers(keep=2, idle_s=30.0)
     go = threading.Event()
     started = threading.Barrier(4)
     idents: list[int] = []
@@ -84,7 +79,7 @@ def test_jobs_side_by_side_get_a_thread_each_and_at_most_keep_wait_afterwards() 
 
 
 def test_a_kept_thread_ends_after_waiting_idle_s_and_a_new_one_takes_the_next_job() -> None:
-    workers = Workers(keep=2, idle_s=0.2)
+    workers = _Workers(keep=2, idle_s=0.2)
     first = _ran(workers)
     assert wait_until(lambda: not _alive(first), 10.0)
     second = _ran(workers)  # the next job still runs, on a new thread, which ends in turn
@@ -92,7 +87,7 @@ def test_a_kept_thread_ends_after_waiting_idle_s_and_a_new_one_takes_the_next_jo
 
 
 def test_a_job_that_fails_is_logged_and_leaves_its_thread_usable(caplog: pytest.LogCaptureFixture) -> None:
-    workers = Workers(keep=1, idle_s=30.0)
+    workers = _Workers(keep=1, idle_s=30.0)
 
     def broken() -> None:
         raise RuntimeError("job broke")
@@ -105,7 +100,7 @@ def test_a_job_that_fails_is_logged_and_leaves_its_thread_usable(caplog: pytest.
 def test_streams_through_the_proxy_one_after_another_are_relayed_by_one_thread(
     db: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_pump, "_WORKERS", Workers(keep=2, idle_s=30.0))
+    monkeypatch.setattr(_pump, "_WORKERS", _Workers(keep=2, idle_s=30.0))
     relayed_by: list[int] = []
     relay = ThreadPump._relay
 
@@ -122,65 +117,3 @@ def test_streams_through_the_proxy_one_after_another_are_relayed_by_one_thread(
             assert [line for line in answer.text.split("\n") if line] == expected
     assert len(relayed_by) == 4 and len(set(relayed_by)) == 1
 
-
-
-def test_a_job_handed_with_sockets_to_watch_starts_only_when_one_stirs_or_it_is_started() -> None:
-    """The relay thread waiting for an answer's head is not woken to be handed it: it wakes when the
-    upstream's socket stirs (`watch`), or when the returned start is called (the timeout's)."""
-    workers = Workers(keep=2, idle_s=30.0)
-    ran = threading.Event()
-    upstream, server_side = socket.socketpair()
-    with upstream, server_side:
-        start = workers.run(ran.set, watch=((upstream.fileno(), _pump._POLLIN),))
-        assert not ran.wait(0.3)  # nothing stirred: the job has not started
-        server_side.send(b"HTTP/1.1 200 OK\r\n")
-        assert ran.wait(10.0)
-        start()  # after the job ran: nothing happens, and the thread stays usable
-        ran.clear()
-        start = workers.run(ran.set, watch=((upstream.fileno(), _pump._POLLOUT),))  # writable at once
-        assert ran.wait(10.0)
-        ran.clear()
-        upstream.recv(64)
-        start = workers.run(ran.set, watch=((upstream.fileno(), _pump._POLLIN),))
-        assert not ran.wait(0.3)
-        start()
-        assert ran.wait(10.0)
-    ran.clear()
-    workers.run(ran.set)  # without `watch`: at once
-    assert ran.wait(10.0)
-
-
-def _cpu_ticks(ident: int) -> int:
-    """User and system CPU ticks (1/100 s) a thread of this process has used, from /proc."""
-    native = next(t.native_id for t in threading.enumerate() if t.ident == ident)
-    fields = Path(f"/proc/self/task/{native}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-@pytest.mark.skipif(not hasattr(select, "epoll") or not Path("/proc/self/task").is_dir(),
-                    reason="epoll and /proc: Linux")  # fmt: skip
-def test_a_job_that_closes_its_watched_duplicate_socket_leaves_its_thread_waiting_quietly() -> None:
-    """A watched socket must leave the thread's epoll set before the job closes it: a closed duplicate
-    of a socket still open elsewhere (the event loop's) would stay in the set and wake the thread in a
-    loop for as long as that socket is readable. `unwatch_sockets` takes it out."""
-    workers = Workers(keep=2, idle_s=30.0)
-    done = threading.Event()
-    idents: list[int] = []
-    loop_side, upstream = socket.socketpair()
-    with loop_side, upstream:
-        duplicate = socket.socket(fileno=os.dup(loop_side.fileno()))
-
-        def job() -> None:
-            idents.append(threading.get_ident())
-            unwatch_sockets()
-            duplicate.close()  # as a pump closes its duplicates once its relay is over
-            done.set()
-
-        workers.run(job, watch=((duplicate.fileno(), select.POLLIN),))
-        upstream.send(b"more than this job reads")  # readable, and left so
-        assert done.wait(10.0)
-        time.sleep(0.2)
-        before = _cpu_ticks(idents[0])
-        time.sleep(1.0)
-        assert _cpu_ticks(idents[0]) - before <= 5  # waiting, not woken over and over (100 ticks a second)
-        assert _ran(workers) == idents[0]  # and still takes the next job
