@@ -359,12 +359,15 @@ def _cpu_line(pid: int, cpu0: float | None, events: list[int]) -> str | None:
 @dataclass(frozen=True)
 class _Measures:
     """What one kind of latency round measures on each side: `call(client, base URL)` gives one value per
-    label; `outside` maps a measure with the server's computing time taken out to the one it comes from."""
+    label; `outside` maps a measure with the server's computing time taken out to the one it comes from;
+    `relays_shown` are the measures for which HAProxy's and the baseline's own figures are printed too
+    (every measure is printed as this build's difference from the baseline)."""
 
     title: str
     labels: tuple[str, ...]
     outside: dict[int, int]
     call: Callable[[httpx.Client, str], tuple[float, ...]]
+    relays_shown: frozenset[int] = frozenset()
 
 
 def _first_token(client: httpx.Client, base: str) -> tuple[float, ...]:
@@ -386,7 +389,8 @@ _FIRST_BODY = json.dumps({**_SHORT, **_STREAMED, "max_tokens": 1}).encode()
 _STREAM_BODY = json.dumps({**_SHORT, **_STREAMED}).encode()
 _PLAIN_BODY = json.dumps(_SHORT).encode()
 _LATENCY = (
-    _Measures("a streamed chat of max_tokens 1", ("stream: time to first token",), {}, _first_token),
+    _Measures("a streamed chat of max_tokens 1", ("stream: time to first token",), {}, _first_token,
+              relays_shown=frozenset({0})),
     _Measures("a streamed chat of max_tokens 16", ("stream: total", "stream: total outside the model"),
               {1: 0}, _streamed),
     _Measures("a non-streamed chat of max_tokens 16",
@@ -467,13 +471,13 @@ def _latency_rounds(
         if index in outside and not spare_core:
             label += " (the model slowed too: see the total)"
         lines.append(_line(label, d, p, setting, base_ms(direct, index)))
-        first_token = measures is _LATENCY[0] and index == 0
-        if reference is not None and first_token:
+        shown = index in measures.relays_shown
+        if reference is not None and shown:
             lines.append(_compared_line("HAProxy (C, records nothing): " + label, d,
                                         [r[index] for r in compared[0]], setting))  # fmt: skip
         if baseline is not None:
             before = [r[index] for r in compared[-1]]
-            if first_token:
+            if shown:
                 lines.append(_compared_line(f"the proxy at {baseline.name}: {label}", d, before, setting))
             lines.append(_compared_line(f"this build against {baseline.name}: {label}", before, p, setting))
     return lines
