@@ -25,21 +25,27 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from obs.llm.exchange import Exchange, Route, route_of
 
 if TYPE_CHECKING:
     from obs.proxy._caller import CallerRequest
-    from obs.proxy._upstream import UpstreamResponse
     from obs.trace.handles import SpanHandle
 
-__all__ = ["CallHooks", "RelayedCall"]
+__all__ = ["STREAMED", "AnswerHead", "CallHooks", "RelayedCall"]
 
 _Headers = list[tuple[bytes, bytes]]
 # A request that asks for a streamed answer (a guess from its bytes, for speed only: a wrong one costs
 # a thread's wake-up, as the loop then reads the answer).
-_STREAMED = re.compile(rb'"stream"\s*:\s*true')
+STREAMED = re.compile(rb'"stream"\s*:\s*true')
+
+
+class AnswerHead(Protocol):
+    """An upstream answer's status and headers, as recording reads them (an `AnswerHead`, say)."""
+
+    status: int
+    headers: _Headers
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +55,7 @@ class CallHooks:
     now_ms: Callable[[], float]  # the app's monotonic clock
     open: Callable[[Route, _Headers], SpanHandle | None]  # begin the span (None: that failed)
     begin: Callable[[Route, _Headers, bytes, SpanHandle | None, float], Exchange | None]  # the recording
-    answered: Callable[[Exchange, UpstreamResponse], None]  # tell it the answer's head
+    answered: Callable[[Exchange, AnswerHead], None]  # tell it the answer's head
     failed: Callable[[str, BaseException], None]  # count and log a failure of recording
     cap: int  # the kept bytes past which a call is recorded without waiting for its end
 
@@ -59,8 +65,9 @@ class RelayedCall:
 
     Only model calls (the routes `obs.llm.exchange` knows) are recorded;
     for any other request every method does nothing. `answered` and `keep`
-    may be called from the thread relaying the answer; everything else on
-    the event loop.
+    may be called from the thread relaying the answer (a call that a thread
+    relays from the request's arrival, `obs.proxy._held`, may also be made
+    and `sent` there); everything else on the event loop.
     """
 
     __slots__ = (
@@ -78,20 +85,27 @@ class RelayedCall:
         "exchange",
     )
 
-    def __init__(self, hooks: CallHooks, request: CallerRequest) -> None:
-        """Nothing is recorded yet."""
+    def __init__(self, hooks: CallHooks, request: CallerRequest,
+                 loop: asyncio.AbstractEventLoop | None = None) -> None:  # fmt: skip
+        """Nothing is recorded yet; `loop` is the event loop that records (default: the running one, for
+        a call made on it)."""
         self._hooks = hooks
         self._request = request
         self._route = route_of(request.method, request.path)
         self._started = hooks.now_ms()
         self._sent_ms: float | None = None
         self._span: SpanHandle | None = None
-        self._answer: UpstreamResponse | None = None
+        self._answer: AnswerHead | None = None
         self._kept: list[tuple[bytes, float]] = []
         self._kept_bytes = 0
         self._lock = threading.Lock()
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop if loop is not None else asyncio.get_running_loop()
         self.exchange: Exchange | None = None
+
+    @property
+    def request(self) -> CallerRequest:
+        """The request this call relays."""
+        return self._request
 
     @property
     def recording(self) -> bool:
@@ -102,15 +116,16 @@ class RelayedCall:
     def streamed(self) -> bool:
         """True for a model call whose request asks for a streamed answer (by a look at its bytes: a
         guess, for choosing how to relay it, never for recording it)."""
-        return self._route is not None and _STREAMED.search(self._request.body) is not None
+        return self._route is not None and STREAMED.search(self._request.body) is not None
 
-    def sent(self) -> None:
-        """The request was written upstream just now (called once): the span begins, timed from then."""
-        self._sent_ms = self._hooks.now_ms()
+    def sent(self, at_ms: float | None = None) -> None:
+        """The request was written upstream just now, or at `at_ms` (called once): the span begins, timed
+        from then."""
+        self._sent_ms = self._hooks.now_ms() if at_ms is None else at_ms
         if self._route is not None:
             self._span = self._hooks.open(self._route, self._request.headers)
 
-    def answered(self, response: UpstreamResponse) -> None:
+    def answered(self, response: AnswerHead) -> None:
         """The answer's head arrived: kept for the recording."""
         self._answer = response
 

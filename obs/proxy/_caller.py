@@ -24,6 +24,8 @@ tells a caller leaving from the proxy stopping.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -40,7 +42,9 @@ __all__ = [
     "asgi_disconnected",
     "asgi_request",
     "push",
+    "quiet_uvicorn",
     "read_asgi_body",
+    "relay_asgi",
     "request_of",
 ]
 
@@ -236,3 +240,52 @@ async def asgi_disconnected(receive: Receive) -> None:
     """Returns when the caller disconnects (or, once the answer is complete, when the server says so)."""
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+async def relay_asgi(relay_to: Callable[[CallerRequest, Caller], Awaitable[None]], scope: Scope,
+                     receive: Receive, send: Send) -> None:  # fmt: skip
+    """Serve one ASGI HTTP request with `relay_to` (`ProxyApp.relay`): the body read whole, the answer sent
+    as it comes, the relay cancelled (the caller marked gone) when the caller disconnects."""
+    body = await read_asgi_body(receive)
+    if body is None:
+        return  # the caller left before its request was complete: nothing was sent upstream
+    caller = AsgiCaller(send)
+    relay = asyncio.ensure_future(relay_to(asgi_request(scope, body), caller))
+    out = asyncio.ensure_future(caller.deliver())
+    watch = asyncio.ensure_future(asgi_disconnected(receive))
+    try:
+        await asyncio.wait((out, watch), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the server is shutting down with this call still open
+        for task in (relay, out, watch):
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay
+        raise
+    if out.done() or caller.ended:
+        watch.cancel()
+        await relay
+        await out
+        return
+    caller.gone = True
+    relay.cancel()
+    out.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await relay
+
+
+class _QuietBreaks(logging.Filter):
+    """Keeps uvicorn from logging a traceback for a connection the proxy breaks on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, UpstreamBroke)
+
+
+_QUIET = _QuietBreaks()
+
+
+def quiet_uvicorn() -> None:
+    """Keep uvicorn from logging a traceback for each connection the proxy breaks on purpose."""
+    logger = logging.getLogger("uvicorn.error")
+    if _QUIET not in logger.filters:
+        logger.addFilter(_QUIET)

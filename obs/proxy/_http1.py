@@ -16,10 +16,12 @@ import re
 from http import HTTPStatus
 
 __all__ = [
+    "MAX_BODY_BYTES",
     "MAX_HEAD_BYTES",
     "TOKEN",
     "ChunkedBody",
     "FramingError",
+    "RequestRefused",
     "answer_framing",
     "answer_head",
     "content_length",
@@ -27,11 +29,13 @@ __all__ = [
     "is_chunked",
     "parse_head",
     "parse_status_head",
+    "request_head",
     "says_close",
     "whole_chunk",
 ]
 
 MAX_HEAD_BYTES = 64 * 1024
+MAX_BODY_BYTES = 100 * 1024 * 1024  # a request body past this gets 413
 _MAX_LINE_BYTES = 4 * 1024
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 # A chunk's size line: hex digits, then extensions (ignored) up to CRLF.
@@ -209,3 +213,42 @@ class ChunkedBody:
                 del buffer[:end + 2]
                 self._left = int(size, 16)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+
+class RequestRefused(Exception):
+    """A request the proxy answers itself with `status` (the text says why), then closing the connection."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def request_head(head: bytes) -> tuple[str, str, bool, list[tuple[bytes, bytes]], int]:
+    """(method, target, HTTP/1.1?, headers, body length; -1: chunked) of a request head (ending before its
+    empty line); RequestRefused if it is bad."""
+    try:
+        line, headers = parse_head(head)
+    except FramingError as exc:
+        raise RequestRefused(400, f"the request has {exc}") from None
+    parts = line.split(b" ")
+    if len(parts) != 3 or not parts[0] or not TOKEN.issuperset(parts[0]) or not parts[1] \
+            or any(c < 0x21 or c == 0x7f for c in parts[1]):  # fmt: skip
+        raise RequestRefused(400, "the request line is not `METHOD target HTTP/1.1`")
+    method, target, version = parts
+    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
+        if version.startswith(b"HTTP/"):
+            raise RequestRefused(505, "only HTTP/1.1 and HTTP/1.0 are served")
+        raise RequestRefused(400, "the request line is not `METHOD target HTTP/1.1`")
+    chunked = is_chunked(headers)
+    try:
+        length = content_length(headers)
+    except FramingError as exc:
+        raise RequestRefused(400, f"the request has {exc}") from None
+    if chunked is not None:
+        if not chunked or length is not None:
+            raise RequestRefused(400, "the request's Transfer-Encoding must end in chunked, without "
+                                      "Content-Length")
+        length = -1
+    elif length is not None and length > MAX_BODY_BYTES:
+        raise RequestRefused(413, "the request body is larger than 100 MiB")
+    return method.decode("ascii"), target.decode("latin-1"), version == b"HTTP/1.1", headers, length or 0

@@ -62,7 +62,7 @@ from obs.proxy._http1 import (
     whole_chunk,
 )
 
-__all__ = ["CallerLeft", "HeadFor", "ThreadPump", "available"]
+__all__ = ["CallerLeft", "HeadFor", "Stopped", "ThreadPump", "available", "in_relay_thread"]
 
 # Given a chunked answer's version, status and headers (in the relay thread), the caller's head.
 HeadFor = Callable[[bytes, int, Headers], bytes]
@@ -77,6 +77,9 @@ _END = b"0\r\n\r\n"
 _log = logging.getLogger("obs.proxy")
 _KEPT_THREADS = 8  # relay threads kept waiting between streams, at most
 _KEPT_S = 60.0  # how long a kept relay thread waits for a stream before it ends
+_KEPT_HEADS = 64  # answer heads remembered, parsed, at most
+_HEADS: dict[bytes, tuple[bytes, int, Headers] | None] = {}
+_UNSEEN = object()
 
 
 def available() -> bool:
@@ -88,7 +91,7 @@ class CallerLeft(Exception):
     """The caller closed its connection before the whole answer was written to it."""
 
 
-class _Stopped(Exception):
+class Stopped(Exception):
     """The relay was cancelled: the thread stops where it is."""
 
 
@@ -117,9 +120,10 @@ class ThreadPump:
     def __init__(
         self, upstream_fd: int, buffer: bytearray, chunks: ChunkedBody | None, caller_fd: int, *,
         feed: Callable[[bytes, float], None] | None, now_ms: Callable[[], float], timeout_s: float | None,
-        head: HeadFor | None = None,
+        head: HeadFor | None = None, wake_fd: int | None = None,
     ) -> None:
-        """Nothing runs until `run()`."""
+        """Nothing runs until `run()` (or `relay_here()`); `wake_fd`, the read end of a pipe a byte in
+        which stops the relay, is the pump's own unless given (`relay_here` only)."""
         self.buffer = buffer
         self.done = False
         self.head_sent = False
@@ -134,7 +138,8 @@ class ThreadPump:
         self._note = self._pending.append  # the hot path's one step of keeping (the list is only cleared)
         self._up = socket.socket(fileno=os.dup(upstream_fd))
         self._caller = socket.socket(fileno=os.dup(caller_fd))
-        self._wake_r, self._wake_w = os.pipe()
+        self._own_pipe = wake_fd is None
+        self._wake_r, self._wake_w = os.pipe() if wake_fd is None else (wake_fd, -1)
 
     async def run(self) -> None:
         """Relay the body in a thread; return once it is complete (module docstring for the failures)."""
@@ -154,24 +159,34 @@ class ThreadPump:
                 await finished  # the thread stops at once; nothing it holds may be used before that
             raise
 
+    def relay_here(self) -> None:
+        """Relay in the calling thread, which waits: return once the body's last chunk went out, raise
+        as `run()` does (`Stopped` for a byte in the pipe). The pump is spent either way."""
+        try:
+            self._relay()
+        except BaseException:
+            self._keep_pending()  # what came before the failure is recorded with it
+            raise
+        finally:
+            self._close()
+
     def _main(self, loop: asyncio.AbstractEventLoop, finished: asyncio.Future[None]) -> None:
         error: BaseException | None = None
         try:
-            self._relay()
+            self.relay_here()
         except BaseException as exc:  # reported to the loop, where it is raised
             error = exc
-            self._keep_pending()  # what came before the failure is recorded with it
         finally:
-            self._close()
             with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
                 loop.call_soon_threadsafe(_settle, finished, error)
 
     def _close(self) -> None:
         for sock in (self._up, self._caller):
             sock.close()  # the duplicates only: the connections stay open
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        if self._own_pipe:
+            for fd in (self._wake_r, self._wake_w):
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
     def _relay(self) -> None:
         up, caller = self._up, self._caller
@@ -221,7 +236,7 @@ class ThreadPump:
                     raise CallerLeft("the caller closed its connection")
                 poller.modify(self._caller, _POLLRDHUP)  # its next request waits for this answer to end
             else:
-                raise _Stopped
+                raise Stopped
         return None
 
     def _read_head(self, poller: select.poll, up_fd: int, caller_fd: int) -> bool:
@@ -239,13 +254,10 @@ class ThreadPump:
                 if not data:
                     raise httpx.RemoteProtocolError("the upstream closed the connection before answering")
                 buffer += data
-        try:
-            version, status, headers = parse_status_head(bytes(buffer[:end]))
-        except FramingError:
-            return False  # the loop says what is wrong, as always
-        if answer_framing(b"GET", status, headers)[0] != "chunked":  # (never HEAD: no early relay for it)
-            return False  # informational, bodiless, sized or close-delimited: the loop's
-        head = self._head(version, status, headers)  # type: ignore[misc]
+        parsed = _seen_head(bytes(buffer[:end]))
+        if parsed is None:
+            return False  # informational, bodiless, sized, close-delimited or malformed: the loop's
+        head = self._head(*parsed)  # type: ignore[misc]
         del buffer[:end + 4]
         self._chunks = ChunkedBody()
         self.head_sent = True
@@ -319,7 +331,7 @@ class ThreadPump:
         while view:
             for fd, event in waiting.poll():
                 if fd == self._wake_r:
-                    raise _Stopped
+                    raise Stopped
                 if event & _GONE & ~_POLLRDHUP:
                     raise CallerLeft("the caller's connection broke")
             try:
@@ -376,6 +388,30 @@ class _Workers:
 _WORKERS = _Workers(_KEPT_THREADS, _KEPT_S)
 
 
+def _seen_head(head: bytes) -> tuple[bytes, int, Headers] | None:
+    """(version, status, headers) of a chunked answer's head (ending before its empty line), None for any
+    other. An upstream sends the same head answer after answer, so each is parsed once: the headers list
+    is then the same object every time (nobody changes it)."""
+    parsed = _HEADS.get(head, _UNSEEN)
+    if parsed is _UNSEEN:
+        try:
+            version, status, headers = parse_status_head(head)
+            chunked = answer_framing(b"GET", status, headers)[0] == "chunked"  # (never HEAD here)
+        except FramingError:
+            chunked = False  # the loop says what is wrong, as always
+        parsed = (version, status, headers) if chunked else None
+        if len(_HEADS) >= _KEPT_HEADS:
+            _HEADS.clear()
+        _HEADS[head] = parsed
+    return parsed  # type: ignore[return-value]
+
+
+def in_relay_thread(job: Callable[..., None], *args: object) -> None:
+    """Run `job(*args)` in one of the relay threads kept between streams (a new one if none waits); raises
+    only what starting a thread raises. The job reports its own outcome."""
+    _WORKERS.run(job, *args)
+
+
 def _peek(sock: socket.socket) -> bool:
     """True if the socket has bytes to read (a pipelined request), False at its end."""
     try:
@@ -389,7 +425,7 @@ def _peek(sock: socket.socket) -> bool:
 def _settle(finished: asyncio.Future[None], error: BaseException | None) -> None:
     if finished.done():
         return
-    if error is None or isinstance(error, _Stopped):
+    if error is None or isinstance(error, Stopped):
         finished.set_result(None)
     else:
         finished.set_exception(error)

@@ -44,40 +44,31 @@ from collections.abc import Awaitable, Callable
 
 from obs.proxy._caller import CallerRequest, Clock, Feed, push, request_of
 from obs.proxy._http1 import (
+    MAX_BODY_BYTES,
     MAX_HEAD_BYTES,
-    TOKEN,
     ChunkedBody,
     FramingError,
     Headers,
+    RequestRefused,
     answer_head,
-    content_length,
     header_value,
-    is_chunked,
-    parse_head,
+    request_head,
     says_close,
 )
+from obs.proxy._kept import Handback, KeptCaller
 from obs.proxy._pump import CallerLeft, ThreadPump
 from obs.proxy._pump import available as pump_available
 from obs.proxy._upstream import EarlyRelay, UpstreamResponse
 from obs.proxy._wire import error_body, response_headers
 from obs.proxy.app import ProxyApp
 
-__all__ = ["MAX_BODY_BYTES", "ProxyServer"]
+__all__ = ["ProxyServer"]
 
 _log = logging.getLogger("obs.proxy")
 
-MAX_BODY_BYTES = 100 * 1024 * 1024
 _PIPELINED_BYTES = 256 * 1024  # bytes of the next requests read ahead while one is answered
 _GRACE_S = 5.0  # how long open answers may go on once the server stops
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-class _Refused(Exception):
-    """A request the server answers itself, and then closes the connection."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class _Connection(asyncio.Protocol):
@@ -103,6 +94,8 @@ class _Connection(asyncio.Protocol):
         self._reading = True
         self._writable = True
         self._throttle: tuple[Callable[[], None], Callable[[], None]] | None = None
+        self._kept: KeptCaller | None = None  # the relay thread that serves this connection meanwhile
+        self._keep_next = False  # the last answer went out whole from a relay thread: keep it there
 
     # -- asyncio's side ---------------------------------------------------------------------------
 
@@ -245,6 +238,7 @@ class _Connection(asyncio.Protocol):
         finally:
             if pump.head_sent:
                 self._started = self._chunked = True
+        self._keep_next = pump.done and not pump.buffer
         return pump
 
     async def _pumped(self, pump: ThreadPump, response: UpstreamResponse) -> None:
@@ -288,7 +282,7 @@ class _Connection(asyncio.Protocol):
             self._idle = None
         try:
             request = self._parse()
-        except _Refused as refused:
+        except RequestRefused as refused:
             self._refuse(refused.status, str(refused))
             return
         if request is None:
@@ -296,7 +290,7 @@ class _Connection(asyncio.Protocol):
                 self._arm_idle()
             return
         self._throttle = None
-        self._started, self._ended = False, False
+        self._started, self._ended, self._keep_next = False, False, False
         self._task = asyncio.get_running_loop().create_task(self._answer(request))
 
     def _parse(self) -> CallerRequest | None:
@@ -307,9 +301,9 @@ class _Connection(asyncio.Protocol):
             end = buffer.find(b"\r\n\r\n")
             if end < 0 or end > MAX_HEAD_BYTES:
                 if len(buffer) > MAX_HEAD_BYTES:
-                    raise _Refused(431, "the request's headers are larger than 64 KiB")
+                    raise RequestRefused(431, "the request's headers are larger than 64 KiB")
                 return None
-            self._head = _request_head(bytes(buffer[:end]))
+            self._head = request_head(bytes(buffer[:end]))
             del buffer[:end + 4]
             method, _, http11, headers, length = self._head
             self._method, self._http11 = method, http11
@@ -324,9 +318,9 @@ class _Connection(asyncio.Protocol):
             try:
                 self._body += self._chunks.take(buffer)
             except FramingError as exc:
-                raise _Refused(400, f"the request has {exc}") from None
+                raise RequestRefused(400, f"the request has {exc}") from None
             if len(self._body) > MAX_BODY_BYTES:
-                raise _Refused(413, "the request body is larger than 100 MiB")
+                raise RequestRefused(413, "the request body is larger than 100 MiB")
             if not self._chunks.done:
                 return None
             body = bytes(self._body)
@@ -338,9 +332,9 @@ class _Connection(asyncio.Protocol):
         self._head = None
         return request_of(method, target, headers, body)
 
-    async def _answer(self, request: CallerRequest) -> None:
+    async def _answer(self, request: CallerRequest, kept: Handback | None = None) -> None:
         try:
-            await self._server.app.relay(request, self)
+            await self._server.app.relay(request, self, kept)
         except asyncio.CancelledError:
             pass  # the caller left, or the server stops: the relay recorded it
         except Exception:
@@ -360,10 +354,47 @@ class _Connection(asyncio.Protocol):
         if not self._ended or not self._keep or self._server.stopping:
             transport.close()
             return
+        if self._keep_next and not self._buffer and self._head is None and self._keep_in_thread(transport):
+            return
         if not self._reading:
             self._reading = True
             transport.resume_reading()
         self._next()
+
+    def _keep_in_thread(self, transport: asyncio.Transport) -> bool:
+        """Leave the connection to a relay thread until its next request that is not a streamed model
+        call (`obs.proxy._kept`); False where it cannot be (an upstream over TLS, an answer still being
+        written)."""
+        host = self._server.app.kept_host()
+        sock = transport.get_extra_info("socket")
+        if host is None or sock is None or transport.get_write_buffer_size():
+            return False
+        transport.pause_reading()  # before the thread reads: the loop must not
+        kept = KeptCaller(host, sock.fileno(), self._server.idle_s)
+        self._kept, self._ended, self._keep_next = kept, False, False
+        self._task = asyncio.get_running_loop().create_task(self._kept_turn(transport, kept))
+        return True
+
+    async def _kept_turn(self, transport: asyncio.Transport, kept: KeptCaller) -> None:
+        """Wait for the relay thread to hand the connection back, and take over from where it was."""
+        try:
+            back = await kept.run()
+        except asyncio.CancelledError:  # the server stops now: the thread recorded the answer cut
+            back = Handback(close=True)
+        finally:
+            self._kept = None
+        if not back.close and self._reading:
+            transport.resume_reading()  # the loop reads the connection again
+        if back.request is not None:
+            self._method, self._http11, self._keep, self._started = back.request.method, True, True, False
+            await self._answer(back.request, back)  # ends this task's turn as any answer's does
+            return
+        self._task, self._ended = None, True
+        if back.close:
+            transport.close()
+            return
+        self._buffer += back.read
+        self._done()
 
     def _refuse(self, status: int, message: str) -> None:
         payload = error_body(status, f"obs.proxy: {message}", "invalid_request_error")
@@ -383,6 +414,8 @@ class _Connection(asyncio.Protocol):
     def shutdown(self) -> None:
         """The server stops: close now when idle, else after the answer under way."""
         self._keep = False
+        if self._kept is not None:
+            self._kept.close_when_idle()
         if self._task is None and self._transport is not None:
             self._transport.close()
 
@@ -392,35 +425,6 @@ class _Connection(asyncio.Protocol):
         if task is not None and not self._ended:
             task.cancel()
         return task
-
-
-def _request_head(head: bytes) -> tuple[str, str, bool, list[tuple[bytes, bytes]], int]:
-    """(method, target, HTTP/1.1?, headers, body length; -1: chunked) of a request head; _Refused if bad."""
-    try:
-        line, headers = parse_head(head)
-    except FramingError as exc:
-        raise _Refused(400, f"the request has {exc}") from None
-    parts = line.split(b" ")
-    if len(parts) != 3 or not parts[0] or not TOKEN.issuperset(parts[0]) or not parts[1] \
-            or any(c < 0x21 or c == 0x7f for c in parts[1]):  # fmt: skip
-        raise _Refused(400, "the request line is not `METHOD target HTTP/1.1`")
-    method, target, version = parts
-    if version not in (b"HTTP/1.1", b"HTTP/1.0"):
-        if version.startswith(b"HTTP/"):
-            raise _Refused(505, "only HTTP/1.1 and HTTP/1.0 are served")
-        raise _Refused(400, "the request line is not `METHOD target HTTP/1.1`")
-    chunked = is_chunked(headers)
-    try:
-        length = content_length(headers)
-    except FramingError as exc:
-        raise _Refused(400, f"the request has {exc}") from None
-    if chunked is not None:
-        if not chunked or length is not None:
-            raise _Refused(400, "the request's Transfer-Encoding must end in chunked, without Content-Length")
-        length = -1
-    elif length is not None and length > MAX_BODY_BYTES:
-        raise _Refused(413, "the request body is larger than 100 MiB")
-    return method.decode("ascii"), target.decode("latin-1"), version == b"HTTP/1.1", headers, length or 0
 
 
 class ProxyServer:

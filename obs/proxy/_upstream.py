@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -56,6 +58,7 @@ from obs.proxy._http1 import (
     says_close,
 )
 from obs.proxy._response import Callback, UpstreamResponse
+from obs.proxy._spares import Spares
 
 if TYPE_CHECKING:
     from obs.proxy._pump import ThreadPump
@@ -109,6 +112,8 @@ class UpstreamPool:
         self._ready_until = 0.0  # time.monotonic() until which a connection is kept ready
         self._opening: asyncio.Task[None] | None = None
         self._closed = False
+        self.spares: Spares | None = None  # the relay threads' spare connection (obs.proxy._spares)
+        self._to_spares = False  # the connection being made ready goes to `spares` once open
 
     async def send(self, method: str, target: str, headers: list[tuple[bytes, bytes]], body: bytes, *,
                    read_timeout_s: float | _Default | None = _POOLS, on_retry: Callback | None = None,
@@ -128,7 +133,7 @@ class UpstreamPool:
         """
         timeout = self.read_timeout_s if isinstance(read_timeout_s, _Default) else read_timeout_s
         verb = method.encode("ascii")
-        request = self._request_bytes(verb, target.encode("latin-1"), headers, body)
+        request = self.request_bytes(verb, target.encode("latin-1"), headers, body)
         for attempt in range(2):
             conn, pooled = await self._connection()
             assert conn.transport is not None
@@ -190,6 +195,35 @@ class UpstreamPool:
         for conn in idle:
             conn.close()
 
+    async def adopt(self, sock: socket.socket, read: bytes, method: str) -> UpstreamResponse:
+        """The answer to a request a relay thread wrote on `sock` (a connection of its own, given over)
+        and left to be read here, `read` the bytes of it read already: returns once its head is in, as
+        `send` does (the connection is the pool's from now on)."""
+        conn = await self._wrap(sock)
+        conn.buffer += read
+        try:
+            return await self._head(conn, method.encode("ascii"), self.read_timeout_s)
+        except BaseException:
+            conn.close()
+            raise
+
+    async def _wrap(self, sock: socket.socket) -> UpstreamConnection:
+        """A connection of the pool's made of an open socket (ReadError if it broke meanwhile)."""
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await loop.create_connection(lambda: UpstreamConnection(loop), sock=sock)
+        except OSError as exc:
+            sock.close()
+            raise httpx.ReadError(f"the upstream connection broke ({exc}) before answering") from None
+        return conn
+
+    def ready_to_spares(self) -> None:
+        """The next connection made ready becomes the relay threads' spare (`spares`), and none is made
+        ready while they keep one: one connection kept ready in all. (One already pooled stays: after a
+        stream it is about to be closed by llama-server, which makes the next one ready.)"""
+        if self.spares is not None and not self.tls:
+            self._to_spares = not self.spares.holds
+
     # -- a connection kept ready ------------------------------------------------------------------
 
     def _lost(self, conn: UpstreamConnection) -> None:
@@ -211,6 +245,8 @@ class UpstreamPool:
         """Open a connection in the background if none in the pool may carry a request (while kept ready)."""
         if self._closed or self._opening is not None or time.monotonic() > self._ready_until:
             return
+        if self.spares is not None and self.spares.holds:
+            return  # the relay threads keep one
         if not any(conn.usable for conn in self._idle):  # called on the pool's event loop only
             self._opening = asyncio.get_running_loop().create_task(self._open_ready())
 
@@ -223,13 +259,18 @@ class UpstreamPool:
             self._opening = None
         if self._closed:
             conn.close()
+        elif self._to_spares and self.spares is not None:
+            self._to_spares = False
+            self.spares.put(_detached(conn))
         else:
             self.release(conn)
 
     # -- internals --------------------------------------------------------------------------------
 
-    def _request_bytes(self, verb: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
-                       body: bytes) -> bytes:  # fmt: skip
+    def request_bytes(self, verb: bytes, target: bytes, headers: list[tuple[bytes, bytes]],
+                      body: bytes) -> bytes:  # fmt: skip
+        """The request as written upstream: `headers` as given, plus `Host` and `Content-Length` (from any
+        thread)."""
         parts = [verb, b" ", target, b" HTTP/1.1\r\nhost: ", self.host_header, b"\r\n"]
         for name, value in headers:
             parts += (name, b": ", value, b"\r\n")
@@ -251,6 +292,10 @@ class UpstreamPool:
             if opening is None:
                 break
             await asyncio.shield(opening)  # a connection being made ready: this request takes it
+        spare = self.spares.take_spare() if self.spares is not None else None
+        if spare is not None:
+            with contextlib.suppress(httpx.ReadError):
+                return await self._wrap(spare), True
         return await self._open(), False
 
     async def _open(self) -> UpstreamConnection:
@@ -335,3 +380,13 @@ class UpstreamPool:
             raise httpx.RemoteProtocolError(f"the upstream sent {exc}") from None
         keep = version == b"HTTP/1.1" and mode != "close" and status != 101 and not says_close(headers)
         return UpstreamResponse(self, conn, status, headers, mode, length, keep, timeout_s)
+
+
+def _detached(conn: UpstreamConnection) -> socket.socket:
+    """`conn`'s connection as a socket of its own, its transport closed (the connection outlives it)."""
+    transport = conn.transport
+    assert transport is not None
+    mine = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+    conn.closed = True
+    transport.abort()
+    return mine

@@ -58,8 +58,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import threading
 from typing import Any
 
 import httpx
@@ -75,22 +75,23 @@ from obs.llm.exchange import Exchange, Route, open_span
 from obs.llm.llama.props import ServerProps
 from obs.logs import LLMLogger
 from obs.metrics.collector import MetricsCollector
-from obs.proxy._call import CallHooks, RelayedCall
+from obs.proxy._call import AnswerHead, CallHooks, RelayedCall
 from obs.proxy._caller import (
-    AsgiCaller,
     Caller,
     CallerRequest,
     Receive,
     Scope,
     Send,
     UpstreamBroke,
-    asgi_disconnected,
-    asgi_request,
-    read_asgi_body,
+    quiet_uvicorn,
+    relay_asgi,
 )
 from obs.proxy._failures import no_answer_error, upstream_timeout
 from obs.proxy._http1 import header_value
+from obs.proxy._kept import Handback, KeptHost
+from obs.proxy._props import PropsReader
 from obs.proxy._pump import CallerLeft
+from obs.proxy._spares import Spares
 from obs.proxy._upstream import UpstreamPool, UpstreamResponse
 from obs.proxy._wire import charset_of, error_body, header_map, request_headers, response_headers, secrets_of
 from obs.proxy.stats import ProxyStats
@@ -102,21 +103,6 @@ __all__ = ["DEFAULT_MAX_CONTENT_CHARS", "CallerRequest", "ProxyApp", "ProxyStats
 _log = logging.getLogger(__name__)
 
 DEFAULT_MAX_CONTENT_CHARS = 65_536
-_PROPS_RETRY_MS = 30_000.0
-_PROPS_TIMEOUT_S = 5.0
-_PROPS_MAX_BYTES = 1024 * 1024
-_STARTUP_PROPS_S = 2.0
-
-
-class _QuietBreaks(logging.Filter):
-    """Keeps uvicorn from logging a traceback for a connection the proxy breaks on purpose."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, UpstreamBroke)
-
-
-_QUIET = _QuietBreaks()
 
 
 def _seconds(owner: str, name: str, value: Any, allow_none: bool) -> float | None:
@@ -189,17 +175,19 @@ class ProxyApp:
         }  # fmt: skip
         self.upstream = self.endpoint.shown
         self.stats = ProxyStats()
-        self.props: ServerProps | None = None
-        self._props_tried_at: float | None = None
-        self._background: set[asyncio.Task[Any]] = set()
+        self._props = PropsReader(self.clock.monotonic_ms, self._get_props)
         self._in_flight = 0  # requests being relayed
         base = httpx.URL(self.endpoint.root)
         self._scheme, self._host = base.scheme, base.host
         self._prefix = base.raw_path.decode("ascii").rstrip("/")  # an upstream under a path prefix
         self._pool: UpstreamPool | None = None
+        self.spares = Spares(self._host, self.endpoint.port, self.connect_timeout_s, self.keep_ready_s)
+        self._kept_host: KeptHost | None = None
+        self._kept_lock = threading.Lock()
+        self._kept_in_flight = 0  # calls kept connections' threads relay, not yet recorded
         self._hooks = CallHooks(self.clock.monotonic_ms, self._open, self._begin, self._answer_began,
                                 self._telemetry_failed, self._limits.max_response_bytes)  # fmt: skip
-        logging.getLogger("uvicorn.error").addFilter(_QUIET)
+        quiet_uvicorn()
 
     def __repr__(self) -> str:
         return f"ProxyApp(upstream={self.upstream!r})"
@@ -210,7 +198,7 @@ class ProxyApp:
         """The ASGI entry point: HTTP requests are relayed; lifespan reads `/props` and closes the pool."""
         kind = scope["type"]
         if kind == "http":
-            await self._asgi_request(scope, receive, send)
+            await relay_asgi(self.relay, scope, receive, send)
         elif kind == "lifespan":
             while True:
                 message = await receive()
@@ -226,21 +214,31 @@ class ProxyApp:
 
     async def startup(self) -> None:
         """Read the upstream's `/props` (model name, context size), giving it at most 2 s."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._read_props(None), _STARTUP_PROPS_S)
+        await self._props.startup()
 
     async def aclose(self) -> None:
         """Close the upstream connection pool (the next request opens a new one)."""
         pool, self._pool = self._pool, None
         if pool is not None:
             await pool.aclose()
+        self.spares.close()
 
     def _upstream(self) -> UpstreamPool:
         if self._pool is None:
             self._pool = UpstreamPool(self._scheme, self._host, self.endpoint.port,
                                       connect_timeout_s=self.connect_timeout_s, read_timeout_s=self.timeout_s,
                                       keep_ready_s=self.keep_ready_s)  # fmt: skip
+            self._pool.spares = self.spares
         return self._pool
+
+    @property
+    def props(self) -> ServerProps | None:
+        """The upstream's `/props` (model name, context size), once read; None until then."""
+        return self._props.props
+
+    async def _get_props(self, headers: list[tuple[bytes, bytes]], timeout_s: float) -> UpstreamResponse:
+        return await self._upstream().send("GET", self._upstream_target("/props"), headers, b"",
+                                           read_timeout_s=timeout_s)  # fmt: skip
 
     def _count_retry(self) -> None:
         self.stats.retried += 1
@@ -248,36 +246,9 @@ class ProxyApp:
     def _count_connect(self) -> None:
         self.stats.connects_waited += 1
 
-    async def _asgi_request(self, scope: Scope, receive: Receive, send: Send) -> None:
-        body = await read_asgi_body(receive)
-        if body is None:
-            return  # the caller left before its request was complete: nothing was sent upstream
-        caller = AsgiCaller(send)
-        relay = asyncio.ensure_future(self.relay(asgi_request(scope, body), caller))
-        out = asyncio.ensure_future(caller.deliver())
-        watch = asyncio.ensure_future(asgi_disconnected(receive))
-        try:
-            await asyncio.wait((out, watch), return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:  # the server is shutting down with this call still open
-            for task in (relay, out, watch):
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await relay
-            raise
-        if out.done() or caller.ended:
-            watch.cancel()
-            await relay
-            await out
-            return
-        caller.gone = True
-        relay.cancel()
-        out.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await relay
-
     # -- one request ------------------------------------------------------------------------------
 
-    async def relay(self, request: CallerRequest, caller: Caller) -> None:
+    async def relay(self, request: CallerRequest, caller: Caller, kept: Handback | None = None) -> None:
         """Relay `request` upstream and its answer to `caller`, recording a model call on the way.
 
         A model call's span begins as its request goes out (timed from
@@ -285,32 +256,102 @@ class ProxyApp:
         the relay when the caller leaves (after setting `caller.gone`: the
         upstream request is stopped and the call recorded as left) or when
         the proxy stops (the call is recorded as cut, the caller's answer
-        broken). Never raises but CancelledError.
+        broken). `kept` is a request a kept connection's thread wrote
+        upstream, or could not, and left to the loop (`obs.proxy._kept`):
+        relayed from where the thread was, with its call. Never raises but
+        CancelledError.
         """
         self.stats.requests += 1
         self._in_flight += 1
-        call = RelayedCall(self._hooks, request)
+        if kept is not None and kept.call is not None:
+            self._kept_ended()
+            call = kept.call
+            self.stats.connects_waited += kept.connected
+        else:
+            call = RelayedCall(self._hooks, request)
         try:
-            await self._forward(request, caller, call)
+            await self._forward(request, caller, call, kept)
         except CallerLeft:  # noticed while streaming (obs.proxy._pump)
             caller.gone = True
             self._caller_left(call.begin())
         except asyncio.CancelledError:
-            exchange = call.begin()
             if caller.gone:
-                self._caller_left(exchange)
+                self._caller_left(call.begin())
             else:
-                if exchange is not None:
-                    exchange.cut(httpx.ReadError("the proxy was stopped before the answer was complete"))
+                self._stopped(call)
                 caller.abort()
             raise
         finally:
-            exchange = call.begin()  # recorded now if not yet: while the model rests
-            if exchange is not None:
-                self._settle(exchange)
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self.tracer.flush_soon()  # written while the model rests (never raises)
+            self._finished(call)
+
+    def record_kept(self, call: RelayedCall, outcome: str, failure: BaseException | None,
+                    connected: bool) -> None:  # fmt: skip
+        """Record a call a kept connection's thread relayed (`obs.proxy._kept`), as `relay` would have:
+        `outcome` is "ok" (its answer passed whole), "left" (the caller left), "broken" (the upstream
+        broke midway, `failure` how) or "stopped" (the proxy stopped it); `connected` if it waited for a
+        new upstream connection."""
+        self.stats.requests += 1
+        self.stats.kept += 1
+        self.stats.connects_waited += connected
+        self._kept_ended()
+        self._in_flight += 1
+        try:
+            if outcome == "left":
+                self._caller_left(call.begin())
+            elif outcome == "broken" and isinstance(failure, httpx.HTTPError):
+                self._broke(call, failure)
+            elif outcome == "stopped":
+                self._stopped(call)
+            elif (exchange := call.begin()) is not None:
+                exchange.end()
+        finally:
+            self._finished(call)
+
+    def kept_host(self) -> KeptHost | None:
+        """What a kept connection's thread relays its calls with (on the running loop); None where the
+        upstream speaks TLS (its calls stay on the loop)."""
+        if self._scheme != "http":
+            return None
+        if self._kept_host is None:
+            self._kept_host = KeptHost(asyncio.get_running_loop(), self._kept_call, self._wire,
+                                       self.record_kept, self._count_retry, self.spares, self.timeout_s,
+                                       self.clock.monotonic_ms)  # fmt: skip
+        if self._pool is not None and self.keep_ready_s > 0:
+            self._pool.ready_to_spares()
+        return self._kept_host
+
+    def _kept_call(self, request: CallerRequest) -> RelayedCall:
+        """A streamed model call's recording, made in a kept connection's thread (counted in flight until
+        recorded or handed back)."""
+        call = RelayedCall(self._hooks, request, self._kept_host.loop)  # type: ignore[union-attr]
+        with self._kept_lock:
+            self._kept_in_flight += 1
+        return call
+
+    def _kept_ended(self) -> None:
+        with self._kept_lock:
+            self._kept_in_flight -= 1
+
+    def _wire(self, request: CallerRequest) -> bytes:
+        """`request` as it is written upstream (any thread)."""
+        return self._upstream().request_bytes(request.method.encode("ascii"),
+                                              self._upstream_target(request.target).encode("latin-1"),
+                                              request_headers(request.headers), request.body)  # fmt: skip
+
+    def _stopped(self, call: RelayedCall) -> None:
+        """The proxy stopped the call before its answer was complete: recorded as cut."""
+        exchange = call.begin()
+        if exchange is not None:
+            exchange.cut(httpx.ReadError("the proxy was stopped before the answer was complete"))
+
+    def _finished(self, call: RelayedCall) -> None:
+        """The relay of `call` is over: recorded now if not yet (while the model rests), counted."""
+        exchange = call.begin()
+        if exchange is not None:
+            self._settle(exchange)
+        self._in_flight -= 1
+        if self._in_flight == 0 and self._kept_in_flight == 0:
+            self.tracer.flush_soon()  # written while the model rests (never raises)
 
     def _caller_left(self, exchange: Exchange | None) -> None:
         """The caller left before the whole answer was relayed: counted, and recorded so."""
@@ -339,9 +380,9 @@ class ProxyApp:
             recorder = CallRecorder(**self._recording, capture_content=self.capture_content, redact=redactor)
             errors = ServerErrors(self.upstream, self._limits, redactor, api_key_given=bool(secrets))
             headers = header_map(raw)
-            self._refresh_props(headers.get("authorization"))
-            exchange = Exchange.begin(recorder, errors, route, body, headers, self.props, opened=opened,
-                                      at_ms=at_ms)  # fmt: skip
+            self._props.refresh(headers.get("authorization"))
+            exchange = Exchange.begin(recorder, errors, route, body, headers, self._props.props,
+                                      opened=opened, at_ms=at_ms)  # fmt: skip
         except Exception as exc:
             self._telemetry_failed("the recording of a call", exc)
             if opened is not None:
@@ -362,17 +403,25 @@ class ProxyApp:
             exchange.client_gone()
         self.stats.telemetry_errors += exchange.recorder.telemetry_errors
 
-    async def _forward(self, request: CallerRequest, caller: Caller, call: RelayedCall) -> None:
-        """Send the request upstream and stream the answer to `caller` (the body from push callbacks)."""
+    async def _forward(self, request: CallerRequest, caller: Caller, call: RelayedCall,
+                       kept: Handback | None) -> None:  # fmt: skip
+        """Send the request upstream (unless `kept` did) and stream the answer to `caller` (the body from
+        push callbacks)."""
         feed = call.keep if call.recording else None
-        # A streamed model call's answer is relayed by a thread from the moment the request is written.
-        early = caller.relay_early(call.traceparent, feed, self.clock.monotonic_ms) if call.streamed else None
         try:
-            response = await self._upstream().send(request.method, self._upstream_target(request.target),
-                                                   request_headers(request.headers), request.body,
-                                                   on_retry=self._count_retry, on_sent=call.sent,
-                                                   on_connect=self._count_connect, early=early,
-                                                   on_answer=call.answered)  # fmt: skip
+            if kept is not None and kept.call is not None:
+                if kept.upstream is None:
+                    raise kept.failure or httpx.ConnectError("no connection upstream")
+                response = await self._upstream().adopt(kept.upstream, kept.answer, request.method)
+            else:
+                # A streamed model call's answer is relayed by a thread from the moment its request is out.
+                early = caller.relay_early(call.traceparent, feed, self.clock.monotonic_ms) if call.streamed \
+                    else None  # fmt: skip
+                response = await self._upstream().send(request.method, self._upstream_target(request.target),
+                                                       request_headers(request.headers), request.body,
+                                                       on_retry=self._count_retry, on_sent=call.sent,
+                                                       on_connect=self._count_connect, early=early,
+                                                       on_answer=call.answered)  # fmt: skip
         except httpx.HTTPError as exc:
             status, headers, payload = self._no_answer(exc, call.begin())
             caller.start(status, headers)
@@ -389,13 +438,7 @@ class ProxyApp:
             elif response.failure is not None:
                 raise response.failure
         except httpx.HTTPError as exc:
-            self.stats.broken += 1
-            exchange = call.begin()
-            if exchange is not None:
-                if isinstance(exc, httpx.TimeoutException):
-                    exchange.fail(self._timeout_error(mid_answer=True))
-                else:
-                    exchange.cut(exc)
+            self._broke(call, exc)
             caller.abort()
             return
         finally:
@@ -404,7 +447,17 @@ class ProxyApp:
         if exchange is not None:
             exchange.end()
 
-    def _answer_began(self, exchange: Exchange, response: UpstreamResponse) -> None:
+    def _broke(self, call: RelayedCall, exc: httpx.HTTPError) -> None:
+        """The upstream's answer broke after its head was relayed: counted, and recorded so."""
+        self.stats.broken += 1
+        exchange = call.begin()
+        if exchange is not None:
+            if isinstance(exc, httpx.TimeoutException):
+                exchange.fail(self._timeout_error(mid_answer=True))
+            else:
+                exchange.cut(exc)
+
+    def _answer_began(self, exchange: Exchange, response: AnswerHead) -> None:
         headers = response.headers
         content_type = header_value(headers, b"content-type")
         encoding = header_value(headers, b"content-encoding")
@@ -439,39 +492,3 @@ class ProxyApp:
             exchange.fail(error)
             headers.append((b"traceparent", exchange.traceparent().encode("ascii")))
         return status, headers, payload
-
-    # -- the upstream's /props --------------------------------------------------------------------
-
-    def _refresh_props(self, authorization: str | None) -> None:
-        """Read `/props` in the background if it is unknown and not tried in the last 30 s."""
-        now = self.clock.monotonic_ms()
-        if self.props is not None:
-            return
-        if self._props_tried_at is not None and now - self._props_tried_at < _PROPS_RETRY_MS:
-            return
-        self._props_tried_at = now
-        task = asyncio.ensure_future(self._read_props(authorization))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _read_props(self, authorization: str | None) -> None:
-        """Read the upstream's `/props` (model name, context size, build) with the caller's credentials."""
-        self._props_tried_at = self.clock.monotonic_ms()
-        headers = [(b"authorization", authorization.encode("latin-1"))] if authorization else []
-        try:
-            async with asyncio.timeout(_PROPS_TIMEOUT_S):
-                response = await self._upstream().send("GET", self._upstream_target("/props"), headers, b"",
-                                                       read_timeout_s=_PROPS_TIMEOUT_S)  # fmt: skip
-                try:
-                    body = b""
-                    while chunk := await response.read():
-                        body += chunk
-                        if len(body) > _PROPS_MAX_BYTES:
-                            return
-                finally:
-                    await response.aclose()
-            data = json.loads(body) if response.status == 200 else None
-            if isinstance(data, dict):
-                self.props = ServerProps.from_json(data)
-        except (httpx.HTTPError, TimeoutError, ValueError, UnicodeError) as exc:
-            _log.debug("obs.proxy: /props not read: %s", type(exc).__name__)

@@ -17,7 +17,9 @@ class ProxyStats:
     requests that waited for a new upstream connection (none was open and
     ready); `broken` answers cut because the upstream's broke; `client_gone`
     callers that left before the end; `telemetry_errors` failures inside
-    recording (logged, never raised).
+    recording (logged, never raised); `kept` model calls a kept
+    connection's thread relayed from the request's arrival to the answer's
+    end (`obs.proxy._kept`; counted among `requests` as well).
     """
 
     requests: int = 0
@@ -28,3 +30,4 @@ class ProxyStats:
     broken: int = 0
     client_gone: int = 0
     telemetry_errors: int = 0
+    kept: int = 0

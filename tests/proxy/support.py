@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import h11
 import httpx
 
 from obs.proxy import ProxyHandle, start_proxy
@@ -172,3 +173,38 @@ def serve_many(behaviour: Behaviour) -> Iterator[LoopbackServer]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+class Answers:
+    """Answers read from a raw socket with h11: (status, headers, body), one after another."""
+
+    def __init__(self, sock: socket.socket, method: bytes = b"POST") -> None:
+        self.sock = sock
+        self.conn = h11.Connection(h11.CLIENT)
+        self.method = method
+
+    def next(self) -> tuple[int, dict[bytes, bytes], bytes]:
+        if self.conn.our_state is h11.DONE:
+            self.conn.start_next_cycle()
+        # h11 reads answers to requests it saw: tell it about one (the bytes went out raw).
+        self.conn.send(h11.Request(method=self.method, target=b"/", headers=[(b"host", b"proxy")]))
+        self.conn.send(h11.EndOfMessage())
+        status, headers, body = 0, {}, b""
+        while True:
+            event = self.conn.next_event()
+            if event is h11.NEED_DATA:
+                self.conn.receive_data(self.sock.recv(65536))
+                continue
+            if isinstance(event, h11.Response):
+                status, headers = event.status_code, dict(event.headers)
+            elif isinstance(event, h11.Data):
+                body += event.data
+            elif isinstance(event, h11.EndOfMessage):
+                return status, headers, body
+            elif isinstance(event, h11.ConnectionClosed):
+                raise AssertionError("the connection closed before the answer was complete")
+
+    def closed(self) -> bool:
+        """True once the proxy closed the connection (nothing more comes)."""
+        self.sock.settimeout(10)
+        return self.sock.recv(1) == b""

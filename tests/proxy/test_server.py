@@ -23,7 +23,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import h11
 import httpx
 import pytest
 
@@ -51,6 +50,7 @@ from tests.llm.servers import (
 )
 from tests.proxy import support
 from tests.proxy.support import (
+    Answers,
     connect,
     event_stream,
     only_span,
@@ -106,41 +106,6 @@ def holds(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return noted
 
 
-class _Answers:
-    """Answers read from a raw socket with h11: (status, headers, body), one after another."""
-
-    def __init__(self, sock: socket.socket, method: bytes = b"POST") -> None:
-        self.sock = sock
-        self.conn = h11.Connection(h11.CLIENT)
-        self.method = method
-
-    def next(self) -> tuple[int, dict[bytes, bytes], bytes]:
-        if self.conn.our_state is h11.DONE:
-            self.conn.start_next_cycle()
-        # h11 reads answers to requests it saw: tell it about one (the bytes went out raw).
-        self.conn.send(h11.Request(method=self.method, target=b"/", headers=[(b"host", b"proxy")]))
-        self.conn.send(h11.EndOfMessage())
-        status, headers, body = 0, {}, b""
-        while True:
-            event = self.conn.next_event()
-            if event is h11.NEED_DATA:
-                self.conn.receive_data(self.sock.recv(65536))
-                continue
-            if isinstance(event, h11.Response):
-                status, headers = event.status_code, dict(event.headers)
-            elif isinstance(event, h11.Data):
-                body += event.data
-            elif isinstance(event, h11.EndOfMessage):
-                return status, headers, body
-            elif isinstance(event, h11.ConnectionClosed):
-                raise AssertionError("the connection closed before the answer was complete")
-
-    def closed(self) -> bool:
-        """True once the proxy closed the connection (nothing more comes)."""
-        self.sock.settimeout(10)
-        return self.sock.recv(1) == b""
-
-
 def _post_head(target: str, *extra: str) -> bytes:
     return ("\r\n".join([f"POST {target} HTTP/1.1", "Host: proxy", "Content-Type: application/json",
                          *extra]) + "\r\n\r\n").encode()  # fmt: skip
@@ -159,7 +124,7 @@ def test_a_chunked_request_body_after_100_continue_reaches_the_upstream_whole(
             piece = CHAT[start:start + 7]
             sock.sendall(b"%x;n=%d\r\n%s\r\n" % (len(piece), start, piece))
         sock.sendall(b"0\r\nx-trailer: 1\r\n\r\n")
-        status, _, body = _Answers(sock).next()
+        status, _, body = Answers(sock).next()
     assert status == 200 and json.loads(body)["object"] == "chat.completion"
     got = upstream.requests[-1]
     sent = {name.lower(): value for name, value in got.headers.items()}
@@ -175,7 +140,7 @@ def test_pipelined_requests_are_answered_in_order_on_one_connection(
                 + b"GET /props HTTP/1.1\r\nHost: proxy\r\n\r\n")  # fmt: skip
     with connect(proxy.url) as sock:
         sock.sendall(requests)  # all three at once: each waits for the answer before it
-        answers = _Answers(sock, b"GET")
+        answers = Answers(sock, b"GET")
         health = answers.next()
         answers.method = b"POST"
         streamed = answers.next()
@@ -203,7 +168,7 @@ def test_an_http_1_0_caller_gets_the_stream_until_the_connection_closes(proxy: P
 def test_an_absolute_target_is_forwarded_as_its_path(upstream: LoopbackServer, proxy: ProxyHandle) -> None:
     with connect(proxy.url) as sock:
         sock.sendall(b"GET http://somewhere:9/health HTTP/1.1\r\nHost: somewhere\r\n\r\n")
-        status, _, body = _Answers(sock, b"GET").next()
+        status, _, body = Answers(sock, b"GET").next()
     assert (status, json.loads(body)) == (200, {"status": "ok"})
     assert upstream.requests[-1].path == "/health"
 
@@ -225,7 +190,7 @@ def test_a_malformed_request_gets_a_json_error_and_the_connection_closes(
     before = len(upstream.requests)
     with connect(proxy.url) as sock:
         sock.sendall(request_bytes)
-        answers = _Answers(sock, b"GET")
+        answers = Answers(sock, b"GET")
         got_status, headers, body = answers.next()
         assert answers.closed()
     assert got_status == status and headers[b"connection"] == b"close"
@@ -243,7 +208,7 @@ def test_an_idle_kept_alive_connection_is_closed_after_its_idle_time(upstream: L
         assert wait_until(lambda: server.started)
         with connect(f"http://{host}:{port}") as sock:
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: proxy\r\n\r\n")
-            answers = _Answers(sock, b"GET")
+            answers = Answers(sock, b"GET")
             assert answers.next()[0] == 200
             assert answers.closed()  # kept alive, then closed once idle
     finally:
@@ -290,7 +255,7 @@ def test_a_caller_that_stops_reading_a_large_answer_with_its_length_holds_the_up
             sock.sendall(_post_head("/v1/chat/completions", f"Content-Length: {len(CHAT)}") + CHAT)
             assert sock.recv(16, socket.MSG_PEEK).startswith(b"HTTP/1.1 200")  # the answer began
             time.sleep(1.0)  # not reading: the proxy must wait, not drop or buffer without end
-            status, headers, body = _Answers(sock).next()
+            status, headers, body = Answers(sock).next()
         span = only_span(db, proxy)
     assert status == 200 and headers[b"content-length"] == direct.headers["content-length"].encode()
     assert body == direct.content and len(body) > size
@@ -350,7 +315,7 @@ def test_bytes_an_upstream_sends_past_its_answer_never_reach_the_caller(db: Path
         for _ in range(3):
             with connect(proxy.url) as sock:
                 sock.sendall(_post_head("/v1/chat/completions", f"Content-Length: {len(STREAM)}") + STREAM)
-                status, _, body = _Answers(sock).next()
+                status, _, body = Answers(sock).next()
                 sock.settimeout(0.5)
                 try:
                     after = sock.recv(65536)  # the proxy closes the connection, or keeps it idle
