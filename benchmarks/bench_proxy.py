@@ -6,8 +6,12 @@ with the same raw httpx client, to each, interleaved (the order flips every
 round, so neither side always runs on a warmer server):
 
 1. Time to the first token (the first `data:` line with text) of a streamed
-   chat of `max_tokens` 1; the total time to `[DONE]` of a streamed chat of
-   `max_tokens` 16; and a non-streamed chat's total time. Each in rounds of
+   chat of `max_tokens` 1; the total time to the end of a streamed chat of
+   `max_tokens` 16; and a non-streamed chat's total time. The client reads
+   each answer to the end of its body (past `[DONE]`, as the openai package
+   does), so its connection to each side is kept and used again, as an
+   application's is (a client that stops at `[DONE]` leaves the connection
+   unusable, and every call then opens a new one). Each in rounds of
    its own: the first token, whose per-round differences spread over several
    milliseconds where the model takes every core, needs hundreds of rounds
    for an interval narrower than its target, and calls that end at their
@@ -222,7 +226,7 @@ def _stream(client: httpx.Client, url: str, body: bytes) -> tuple[float, float, 
                     continue
                 events += 1
                 if line == "data: [DONE]":
-                    break
+                    continue  # read on to the body's end, as the openai package does: the connection is kept
                 chunk = json.loads(line[6:])
                 choices = chunk.get("choices")
                 if first is None and choices and choices[0].get("delta", {}).get("content"):

@@ -366,7 +366,12 @@ class KeptCaller:
                 sent_ms = host.now_ms()
                 call = self._call(incoming)
                 call.sent(sent_ms)
-            back = self._answer(up, call, pooled and not attempt, connected)
+            try:
+                back = self._answer(up, call, pooled and not attempt, connected)
+            except BaseException:  # a failure inside the proxy: the call is recorded as the loop's would be
+                up.close()
+                host.loop.call_soon_threadsafe(host.record, call, "failed", None, connected)
+                raise
             if back is None or back.close or back.request is not None:
                 return back
             host.loop.call_soon_threadsafe(host.retried)  # a pooled spare found closed: once more

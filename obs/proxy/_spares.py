@@ -86,21 +86,22 @@ class Spares:
 
     def make_ready(self, answered: bool) -> None:
         """Open a spare if none is kept (after an answer if `answered`, which keeps one for `keep_ready_s`
-        more; else only while that lasts); never raises: a request that finds none connects."""
+        more; else only while that lasts), replacing one too old to use (dropped in any case); never
+        raises: a request that finds none connects."""
         now = time.monotonic()
         with self._lock:
             if answered:
                 self._until = now + self._keep_s
-            if self._keep_s <= 0 or now > self._until:
-                return
             spare = self._spare
             if spare is not None and now - spare[1] < _SPARE_S:
                 return
             self._spare = None
+            renew = self._keep_s > 0 and now <= self._until
         if spare is not None:
             spare[0].close()
-        with contextlib.suppress(httpx.HTTPError):
-            self.put(self.connect())
+        if renew:
+            with contextlib.suppress(httpx.HTTPError):
+                self.put(self.connect())
 
     def renew_at(self) -> float | None:
         """When the spare gets too old to use (time.monotonic()), None if none is kept."""

@@ -288,8 +288,8 @@ class ProxyApp:
                     connected: bool) -> None:  # fmt: skip
         """Record a call a kept connection's thread relayed (`obs.proxy._kept`), as `relay` would have:
         `outcome` is "ok" (its answer passed whole), "left" (the caller left), "broken" (the upstream
-        broke midway, `failure` how) or "stopped" (the proxy stopped it); `connected` if it waited for a
-        new upstream connection."""
+        broke midway, `failure` how), "stopped" (the proxy stopped it) or "failed" (inside the proxy:
+        recorded as whatever it got to); `connected` if it waited for a new upstream connection."""
         self.stats.requests += 1
         self.stats.kept += 1
         self.stats.connects_waited += connected
@@ -302,7 +302,7 @@ class ProxyApp:
                 self._broke(call, failure)
             elif outcome == "stopped":
                 self._stopped(call)
-            elif (exchange := call.begin()) is not None:
+            elif outcome == "ok" and (exchange := call.begin()) is not None:
                 exchange.end()
         finally:
             self._finished(call)

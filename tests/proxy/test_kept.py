@@ -349,3 +349,37 @@ def test_with_keep_ready_0_no_spare_is_kept_and_connecting_fails_with_httpx_erro
     with pytest.raises(httpx.ConnectError):
         spares.take()
     theirs.close()
+
+
+def test_a_spare_too_old_to_use_is_dropped_when_it_cannot_be_renewed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from obs.proxy import _spares
+
+    host, port = refused_url().removeprefix("http://").split(":")
+    spares = Spares(host, int(port), connect_timeout_s=1.0, keep_ready_s=30.0)
+    mine, theirs = socket.socketpair()
+    spares.put(mine)
+    monkeypatch.setattr(_spares, "_SPARE_S", 0.0)
+    spares.make_ready(answered=False)  # renewing fails (nothing listens): the old one goes all the same
+    assert not spares.holds and spares.renew_at() is None and mine.fileno() == -1
+    theirs.close()
+
+
+def test_a_failure_inside_a_kept_call_is_recorded_and_the_connection_closed(
+    db: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from obs.proxy import _kept
+
+    def broken(*args: object) -> bytes:
+        raise RuntimeError("a bug in making the caller's head")
+
+    with serve(good) as server, recording_proxy(server.url, db) as proxy, httpx.Client(timeout=30) as client:
+        client.post(proxy.url + _PATH, content=_STREAM)
+        monkeypatch.setattr(_kept, "_caller_head", broken)
+        with pytest.raises(httpx.RemoteProtocolError):
+            client.post(proxy.url + _PATH, content=_STREAM)  # the connection closes with no answer
+        monkeypatch.undo()
+        after = client.post(proxy.url + _PATH, content=_STREAM)  # on a new connection
+        traces = stored_traces(db, proxy, 3)
+        assert wait_until(lambda: proxy.app._kept_in_flight == 0 and proxy.app._in_flight == 0)
+    assert "a kept connection's thread failed" in caplog.text
+    assert after.status_code == 200 and len(traces) == 3
