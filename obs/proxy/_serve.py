@@ -102,7 +102,8 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
         self._server.connections.add(self)
-        self._arm_idle()
+        if not self._keep_in_thread(self._transport):  # its first request is read by a relay thread too
+            self._arm_idle()
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -365,7 +366,7 @@ class _Connection(asyncio.Protocol):
         """Leave the connection to a relay thread until its next request that is not a streamed model
         call (`obs.proxy._kept`); False where it cannot be (an upstream over TLS, an answer still being
         written)."""
-        host = self._server.app.kept_host()
+        host = self._server.app.kept_host() if pump_available() and not self._server.stopping else None
         sock = transport.get_extra_info("socket")
         if host is None or sock is None or transport.get_write_buffer_size():
             return False

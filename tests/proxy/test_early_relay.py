@@ -5,6 +5,11 @@ caller's, and relays the body; the event loop does nothing meanwhile. These
 tests send streamed requests (the ones that take this path) to real loopback
 upstreams that answer, fail, hang or drop the connection at each step before
 the body, and compare with what a direct call gives and what is recorded.
+
+Each test runs twice: as callers send their requests (read, then, by the
+thread of their connection, `obs.proxy._kept`), and with `Connection: close`,
+which the event loop reads, and hands the answer to a thread as the request
+goes out (`obs.proxy._serve`'s early relay).
 """
 
 from __future__ import annotations
@@ -34,13 +39,26 @@ from tests.proxy.support import (
 )
 
 _BODY = json.dumps(STREAM).encode()
-_RAW_REQUEST = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                b"content-length: %d\r\n\r\n%b" % (len(_BODY), _BODY))  # fmt: skip
+_HEADERS: dict[str, str] = {}  # the requests' own headers besides the body's (set by `reader`)
+
+
+@pytest.fixture(autouse=True, params=["thread", "loop"])
+def reader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Who reads the streamed requests: the thread of the caller's connection, or the event loop."""
+    if request.param == "loop":
+        monkeypatch.setitem(_HEADERS, "Connection", "close")
+    return str(request.param)
+
+
+def _raw_request() -> bytes:
+    extra = "".join(f"{name}: {value}\r\n" for name, value in _HEADERS.items()).encode()
+    return (b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n%b"
+            b"content-length: %d\r\n\r\n%b" % (extra, len(_BODY), _BODY))  # fmt: skip
 
 
 def _stream(base: str, content: bytes = _BODY, timeout: float = 30.0) -> httpx.Response:
     with httpx.Client(timeout=timeout) as client:
-        return client.post(base + "/v1/chat/completions", content=content)
+        return client.post(base + "/v1/chat/completions", content=content, headers=_HEADERS)
 
 
 def _props_answered(behaviour: Callable[[Handler], None]) -> Callable[[Handler], None]:
@@ -85,7 +103,8 @@ def test_a_streamed_call_answered_with_a_sized_error_is_relayed_as_it_came_and_r
             recording_proxy(server.url, db) as proxy:  # fmt: skip
         direct = _stream(server.url)
         with httpx.Client(timeout=10) as client:  # one connection, and the proxy's one upstream connection
-            relayed = [client.post(proxy.url + "/v1/chat/completions", content=_BODY) for _ in range(3)]
+            relayed = [client.post(proxy.url + "/v1/chat/completions", content=_BODY,
+                                   headers=_HEADERS) for _ in range(3)]
         traces = stored_traces(db, proxy, 3)
     assert [(r.status_code, r.content) for r in relayed] == [(400, direct.content)] * 3
     assert relayed[0].headers["content-length"] == str(len(direct.content))
@@ -136,7 +155,7 @@ def test_a_streamed_error_in_chunks_is_relayed_with_its_status(db: Path) -> None
 
 
 def test_a_streamed_call_on_a_pooled_connection_the_server_closed_is_retried_once_with_one_span(
-    db: Path, monkeypatch: pytest.MonkeyPatch
+    db: Path, monkeypatch: pytest.MonkeyPatch, reader: str
 ) -> None:
     with serve(second_request_dropped) as server, recording_proxy(server.url, db, keep_ready_s=0) as proxy:
         begun: list[str] = []
@@ -150,8 +169,13 @@ def test_a_streamed_call_on_a_pooled_connection_the_server_closed_is_retried_onc
         first = _stream(proxy.url)
         second = _stream(proxy.url)
         traces = stored_traces(db, proxy, 2)
-        assert proxy.stats.retried == 2  # /props then chat 1 on the first connection, chat 2 on its retry's
-        assert [r.path for r in server.requests] == ["/props", *["/v1/chat/completions"] * 4]
+        paths = [r.path for r in server.requests]
+        if reader == "loop":
+            assert proxy.stats.retried == 2  # /props then chat 1 on the first connection, chat 2 on its retry
+            assert paths == ["/props", *["/v1/chat/completions"] * 4]
+        else:  # the thread keeps no spare with keep_ready_s=0: each call goes out on a new connection
+            assert (proxy.stats.retried, proxy.stats.connects_waited) == (0, 2)
+            assert paths == ["/props", *["/v1/chat/completions"] * 2]
     assert (first.status_code, second.status_code) == (200, 200)
     assert first.content.count(b"data:") == second.content.count(b"data:") == len(stream_lines())
     assert [len(t.spans) for t in traces] == [1, 1]
@@ -209,7 +233,7 @@ def test_the_head_goes_on_to_the_caller_as_soon_as_it_came_before_any_event(db: 
     with serve(head_then_wait) as server, recording_proxy(server.url, db) as proxy:
         sock = connect(proxy.url)
         try:
-            sock.sendall(_RAW_REQUEST)
+            sock.sendall(_raw_request())
             received = b""
             while b"\r\n\r\n" not in received:
                 received += sock.recv(65536)
@@ -283,7 +307,7 @@ def test_a_failure_inside_the_proxy_after_the_thread_sent_the_head_never_writes_
     with serve(good) as server, recording_proxy(server.url, db) as proxy:
         sock = connect(proxy.url)
         try:
-            sock.sendall(_RAW_REQUEST)
+            sock.sendall(_raw_request())
             received = read_until_closed(sock)  # the proxy closes the connection after the failure
         finally:
             sock.close()

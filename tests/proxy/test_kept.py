@@ -1,10 +1,11 @@
-"""A caller's keep-alive connection kept by a relay thread between its streamed model calls
-(`obs.proxy._kept`): the calls after the first are relayed by that thread from the request's arrival,
-recorded as the event loop records any call, and everything that thread does not relay (another kind of
-request, a sized or missing answer, pipelined requests, a large body) is answered by the loop as before.
+"""A caller's connection served by a relay thread (`obs.proxy._kept`): from its first request, and
+again after each streamed call the loop relayed, its streamed model calls are relayed by that thread from
+the request's arrival, recorded as the event loop records any call; everything that thread does not relay
+(another kind of request, a sized or missing answer, pipelined requests, a large body) is answered by the
+loop as before, and the connection stays the loop's until a streamed call passed again.
 
-Every test talks to a real HTTP server on loopback through the proxy's own server; the first streamed
-call on each connection is the event loop's, and `stats.kept` counts the calls the thread relayed.
+Every test talks to a real HTTP server on loopback through the proxy's own server; `stats.kept` counts
+the calls a thread relayed. A request with `Connection: close` is the loop's.
 """
 
 from __future__ import annotations
@@ -76,10 +77,11 @@ def _span_ids(traceparent: str) -> tuple[str, str]:
     return trace_id, span_id
 
 
-def test_streams_after_the_first_are_relayed_by_the_connections_thread_and_recorded_alike(db: Path) -> None:
+def test_streams_are_relayed_by_the_connections_thread_and_recorded_as_the_loops_are(db: Path) -> None:
     with serve(good) as server, recording_proxy(server.url, db) as proxy, httpx.Client(timeout=30) as client:
         direct = client.post(server.url + _PATH, content=_STREAM)
-        answers = [client.post(proxy.url + _PATH, content=_STREAM) for _ in range(4)]
+        by_loop = httpx.post(proxy.url + _PATH, content=_STREAM, headers={"Connection": "close"}, timeout=30)
+        answers = [by_loop, *(client.post(proxy.url + _PATH, content=_STREAM) for _ in range(3))]
         traces = stored_traces(db, proxy, 4)
         stats = proxy.stats
     assert (stats.requests, stats.kept, stats.recorded) == (4, 3, 4)
@@ -90,7 +92,7 @@ def test_streams_after_the_first_are_relayed_by_the_connections_thread_and_recor
     spans = {(t.spans[0].trace_id, t.spans[0].id): t.spans[0] for t in traces}
     recorded = [spans[_span_ids(answer.headers["traceparent"])] for answer in answers]
     first, *kept = recorded
-    for span in kept:  # the thread's calls are recorded as the loop's first one was
+    for span in kept:  # the thread's calls are recorded as the loop's was
         assert span.status == first.status == "success"
         assert span.name == first.name
         assert set(span.attributes) == set(first.attributes)
@@ -106,7 +108,7 @@ def test_a_traceparent_sent_on_a_kept_call_makes_its_span_a_child_of_the_callers
         client.post(proxy.url + _PATH, content=_STREAM)
         answer = client.post(proxy.url + _PATH, content=_STREAM, headers={"traceparent": TRACEPARENT})
         traces = stored_traces(db, proxy, 2)
-        assert proxy.stats.kept == 1
+        assert proxy.stats.kept == 2
     child = next(t for t in traces if t.spans[0].trace_id == TRACE_ID)
     assert child.spans[0].parent_id == PARENT_ID
     assert _span_ids(answer.headers["traceparent"]) == (TRACE_ID, child.spans[0].id)
@@ -125,8 +127,9 @@ def test_other_requests_between_streams_are_answered_by_the_loop_and_the_streams
     assert (health.status_code, health.json()) == (200, {"status": "ok"})
     assert whole.status_code == 200 and whole.json() == direct_whole.json()
     assert _events(streamed) == [line for line in stream_lines() if line]
-    # the first stream is the loop's; the one after the non-streamed call too; the last the thread's
-    assert (stats.requests, stats.kept) == (5, 1)
+    # the first stream is the thread's; then the loop's, up to the stream after the non-streamed call;
+    # the last one the thread's again
+    assert (stats.requests, stats.kept) == (5, 2)
 
 
 def test_a_sized_error_to_a_kept_call_is_relayed_as_it_came_and_recorded(db: Path) -> None:
@@ -145,7 +148,7 @@ def test_a_sized_error_to_a_kept_call_is_relayed_as_it_came_and_recorded(db: Pat
     for answer in after:
         assert answer.status_code == 200 and _events(answer) == [line for line in stream_lines() if line]
     # the error's answer was read by the loop, and so was the next stream; the one after was kept again
-    assert (stats.requests, stats.kept, stats.no_answer) == (4, 1, 0)
+    assert (stats.requests, stats.kept, stats.no_answer) == (4, 2, 0)
 
 
 def test_a_kept_call_that_no_connection_can_be_made_for_gets_502_and_is_recorded(db: Path) -> None:
@@ -163,7 +166,7 @@ def test_a_kept_call_that_no_connection_can_be_made_for_gets_502_and_is_recorded
     assert down.status_code == 502 and down.json()["error"]["message"].startswith("obs.proxy: ")
     span = next(t.spans[0] for t in traces if t.spans[0].status == "error")
     assert _span_ids(down.headers["traceparent"])[1] == span.id
-    assert (stats.no_answer, stats.kept) == (1, 0)
+    assert (stats.no_answer, stats.kept) == (1, 1)
 
 
 def test_a_kept_call_the_upstream_never_answers_gets_504_once_the_timeout_passes(db: Path) -> None:
@@ -196,7 +199,7 @@ def test_a_kept_call_cut_upstream_is_cut_for_the_caller_and_recorded(db: Path) -
     span = next(t.spans[0] for t in traces if t.spans[0].status == "error")
     assert span.attributes[semconv.ERROR_TYPE] == "StreamInterrupted"
     assert span.attributes[semconv.OBS_PARTIAL_OUTPUT] == "".join(DELTAS[:2])
-    assert (stats.broken, stats.kept) == (1, 1)
+    assert (stats.broken, stats.kept) == (1, 2)
 
 
 def test_a_caller_leaving_a_kept_call_stops_the_upstream_request_and_is_recorded(db: Path) -> None:
@@ -213,7 +216,7 @@ def test_a_caller_leaving_a_kept_call_stops_the_upstream_request_and_is_recorded
         assert stopped.wait(10)  # the upstream saw its connection closed: generation stops
         traces = stored_traces(db, proxy, 2)
         assert wait_until(lambda: proxy.stats.client_gone == 1)
-        assert proxy.stats.kept == 1
+        assert proxy.stats.kept == 2
     left = [t.spans[0] for t in traces if semconv.OBS_STREAM_CLOSED_EARLY in t.spans[0].attributes]
     assert len(left) == 1 and left[0].status == "success"  # a stream the caller stopped reading, as direct
 
@@ -245,7 +248,7 @@ def test_a_request_body_larger_than_the_threads_limit_is_read_by_the_loop(db: Pa
         client.post(proxy.url + _PATH, content=_STREAM)
         answer = client.post(proxy.url + _PATH, json=long_prompt)
         stored_traces(db, proxy, 2)
-        assert (proxy.stats.requests, proxy.stats.kept) == (2, 0)
+        assert (proxy.stats.requests, proxy.stats.kept) == (2, 1)
         assert len(server.requests[-1].body) > MAX_KEPT_BODY  # it reached the upstream whole
     assert answer.status_code == 200 and _events(answer) == [line for line in stream_lines() if line]
 
@@ -285,7 +288,30 @@ def test_a_kept_stream_when_the_proxy_stops_is_recorded_as_cut(db: Path) -> None
         traces = stored_traces(db, None, 2)
     cut = next(t.spans[0] for t in traces if t.spans[0].status != "success")
     assert "stopped" in cut.attributes[semconv.ERROR_MESSAGE]
-    assert proxy.stats.kept == 1
+    assert proxy.stats.kept == 2
+
+
+def test_a_spare_the_upstream_closes_on_the_request_is_replaced_once_and_then_502(db: Path) -> None:
+    chats = itertools.count()
+
+    def dropped_after_the_first(handler: Handler) -> None:  # every call after the first: no answer at all
+        if handler.path == "/props" or next(chats) == 0:
+            good(handler)
+            return
+        handler.close_connection = True
+        handler.connection.shutdown(socket.SHUT_RDWR)
+
+    with serve(dropped_after_the_first) as server, recording_proxy(server.url, db) as proxy, \
+            httpx.Client(timeout=30) as client:  # fmt: skip
+        client.post(proxy.url + _PATH, content=_STREAM)
+        assert wait_until(lambda: proxy.app.spares.holds)  # made ready after the answer
+        dropped = client.post(proxy.url + _PATH, content=_STREAM)
+        stored_traces(db, proxy, 2)
+        stats = proxy.stats
+        sent = [r.path for r in server.requests].count(_PATH)
+    assert dropped.status_code == 502 and "closed the connection" in dropped.json()["error"]["message"]
+    # sent on the spare, then once more on a new connection, which got no answer either: never a third time
+    assert (sent, stats.retried, stats.no_answer) == (3, 1, 1)
 
 
 def test_32_kept_alive_callers_stream_side_by_side(db: Path) -> None:
@@ -310,7 +336,7 @@ def test_32_kept_alive_callers_stream_side_by_side(db: Path) -> None:
         traces = stored_traces(db, proxy, 96)
         stats = proxy.stats
     assert len(traces) == 96 and all(t.spans[0].status == "success" for t in traces)
-    assert (stats.requests, stats.kept) == (96, 64)
+    assert (stats.requests, stats.kept) == (96, 96)
 
 
 # -- the spare upstream connection ------------------------------------------------------------------------

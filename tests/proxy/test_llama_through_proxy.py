@@ -231,3 +231,35 @@ def test_with_keep_ready_0_every_stream_waits_for_a_new_connection(
         for _ in range(3):
             _stream_port(client, proxy.url)
         assert proxy.app.stats.connects_waited == waited + 3  # llama-server closed each stream's connection
+
+
+def test_streams_relayed_by_the_connections_threads_bring_the_same_text_and_the_servers_numbers(
+    embedded_server: EmbeddedServer, proxy: ProxyHandle, db: Path
+) -> None:
+    """Each stream's connection is served by a relay thread (`obs.proxy._kept`; the OpenAI client
+    closes its connection after a stream, so each call comes on a new one): same text as direct, and
+    the tokens and timings the server reported."""
+    direct, relayed = _openai(embedded_server.url), _openai(proxy.url)
+    options = {"stream": True, "stream_options": {"include_usage": True}, **FIXED}
+    texts: list[list[str]] = [[], []]
+    usages: list[Any] = []
+    for _ in range(3):
+        for side, client in enumerate((direct, relayed)):
+            text, usage = "", None
+            for chunk in client.chat.completions.create(model="smollm2", messages=MESSAGES, **options):
+                if chunk.choices and chunk.choices[0].delta.content:
+                    text += chunk.choices[0].delta.content
+                usage = chunk.usage or usage
+            texts[side].append(text)
+            if side:
+                usages.append(usage)
+    assert texts[1] == texts[0] and all(texts[0])
+    assert proxy.stats.kept == 3 and proxy.stats.requests == 3
+    traces = stored_traces(db, proxy, 3)
+    for trace, usage in zip(traces, usages, strict=True):
+        span = trace.spans[0]
+        assert span.status == "success"
+        assert span.attributes[semconv.GEN_AI_USAGE_INPUT_TOKENS] == usage.prompt_tokens
+        assert span.attributes[semconv.GEN_AI_USAGE_OUTPUT_TOKENS] == usage.completion_tokens
+        assert 0 < span.attributes[semconv.OBS_TTFT_MS] <= span.attributes[semconv.OBS_LATENCY_MS]
+        assert span.attributes["llama_cpp.timings.predicted_n"] == usage.completion_tokens

@@ -28,7 +28,7 @@ import pytest
 
 from obs import semconv
 from obs.logs import LLMLogger
-from obs.proxy import ProxyHandle, _serve
+from obs.proxy import ProxyHandle, _kept, _serve
 from obs.proxy._pump import ThreadPump
 from obs.proxy._serve import ProxyServer
 from obs.proxy._upstream import UpstreamResponse
@@ -74,7 +74,8 @@ def proxy(upstream: LoopbackServer, db: Path) -> Iterator[ProxyHandle]:
 
 @pytest.fixture
 def pumps(monkeypatch: pytest.MonkeyPatch) -> list[ThreadPump]:
-    """Every ThreadPump the proxy's server starts from now on (each relays as ever; it is only counted)."""
+    """Every ThreadPump the proxy's server and its connections' threads start from now on (each relays as
+    ever; it is only counted)."""
     started: list[ThreadPump] = []
 
     class CountedPump(ThreadPump):
@@ -83,6 +84,7 @@ def pumps(monkeypatch: pytest.MonkeyPatch) -> list[ThreadPump]:
             started.append(self)
 
     monkeypatch.setattr(_serve, "ThreadPump", CountedPump)
+    monkeypatch.setattr(_kept, "ThreadPump", CountedPump)
     return started
 
 
