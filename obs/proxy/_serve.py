@@ -6,7 +6,10 @@ wrappers, and the event loop turned once more; on a machine whose cores all
 run the model, every such microsecond is taken from generation. Here the
 upstream connection's callback unframes the piece and writes it, framed
 again, to the caller's socket (`ProxyApp.relay` with this module's caller):
-one loop turn, one read, one write.
+one loop turn, one read, one write. A connection is left to a relay thread
+(`obs.proxy._kept`) while it waits for a request, from its first one and
+after each streamed call a thread relayed whole; the loop takes it back
+for anything that thread does not relay itself.
 
 What it speaks (RFC 9112), towards callers:
 

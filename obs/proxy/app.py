@@ -31,7 +31,10 @@ Everything runs on the event loop without blocking it, so concurrent
 streams pass side by side, except a stream under the proxy's own server:
 a kept thread relays it (`obs.proxy._pump`), a streamed model call's whole
 answer from the moment its request is written (head included), and hands
-the pieces to `RelayedCall.keep` from there. Each chunk is sent on to the caller first
+the pieces to `RelayedCall.keep` from there; there, a caller's connection
+waits for its requests in such a thread, which relays a streamed model
+call itself from its arrival (`obs.proxy._kept`, recorded by
+`record_kept`). Each chunk is sent on to the caller first
 and only then kept (with its arrival time). A model call is recorded once
 its answer has passed (`obs.proxy._call`): as the request goes out only its
 span begins (its ids go back in the `traceparent` header); the rest
