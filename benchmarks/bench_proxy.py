@@ -8,10 +8,11 @@ round, so neither side always runs on a warmer server):
 1. Time to the first token (the first `data:` line with text) of a streamed
    chat of `max_tokens` 1; the total time to the end of a streamed chat of
    `max_tokens` 16; and a non-streamed chat's total time. The client reads
-   each answer to the end of its body (past `[DONE]`, as the openai package
-   does), so its connection to each side is kept and used again, as an
-   application's is (a client that stops at `[DONE]` leaves the connection
-   unusable, and every call then opens a new one). Each in rounds of
+   each answer to the end of its body (past `[DONE]`, as the AsyncOpenAI
+   client does), so its connection to each side is kept and used again (a
+   client that stops at `[DONE]`, as the synchronous OpenAI client does,
+   leaves the connection unusable, and its every call opens a new one).
+   Each in rounds of
    its own: the first token, whose per-round differences spread over several
    milliseconds where the model takes every core, needs hundreds of rounds
    for an interval narrower than its target, and calls that end at their
@@ -226,7 +227,7 @@ def _stream(client: httpx.Client, url: str, body: bytes) -> tuple[float, float, 
                     continue
                 events += 1
                 if line == "data: [DONE]":
-                    continue  # read on to the body's end, as the openai package does: the connection is kept
+                    continue  # read on to the body's end, as AsyncOpenAI does: the connection is kept
                 chunk = json.loads(line[6:])
                 choices = chunk.get("choices")
                 if first is None and choices and choices[0].get("delta", {}).get("content"):
