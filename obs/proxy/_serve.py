@@ -391,6 +391,7 @@ class _Connection(asyncio.Protocol):
             transport.resume_reading()  # the loop reads the connection again
         if back.request is not None:
             self._method, self._http11, self._keep, self._started = back.request.method, True, True, False
+            self._throttle = None
             await self._answer(back.request, back)  # ends this task's turn as any answer's does
             return
         self._task, self._ended = None, True
