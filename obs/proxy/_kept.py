@@ -1,18 +1,19 @@
-"""A caller's keep-alive connection kept by a relay thread between its streamed model calls.
+"""A caller's connection served by a relay thread while it waits for its requests.
 
 On a machine whose cores all run the model, every step of Python between a
 request's arrival and its first token delays that token: the event loop's
 turn at the request, its task, handing the answer's relay to a thread, that
 thread's wake-up. A relay that does only the necessary (read the request,
 write it upstream, wait for the head and the first chunk, pass them on, all
-on one thread) adds half as much. So after a streamed model call that a
-thread relayed to its end on a keep-alive HTTP/1.1 connection, the
-connection (`obs.proxy._serve`) leaves its socket to a `KeptCaller`, run by
-a relay thread (`run()`), and reads nothing meanwhile. The thread:
+on one thread) adds half as much. So a new connection, and a connection
+after a streamed model call that a thread relayed to its end, is left by
+the proxy's server (`obs.proxy._serve`) to a `KeptCaller`, run by a relay
+thread (`run()`); the event loop reads nothing from it meanwhile. The
+thread:
 
 - waits for the caller's next request (at most the server's idle time: the
   connection is then closed, as an idle one is) and reads it whole;
-- relays it itself if it is another streamed model call (HTTP/1.1, kept
+- relays it itself if it is a streamed model call (HTTP/1.1, kept
   alive, a `Content-Length` body of at most `MAX_KEPT_BODY`, nothing
   pipelined behind it, no `Expect`): takes the spare upstream connection
   (`Spares`) or connects, writes the request, begins the call's span
@@ -50,7 +51,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import httpx
 
@@ -74,7 +75,11 @@ if TYPE_CHECKING:
     from obs.proxy._call import RelayedCall
     from obs.proxy._caller import CallerRequest
 
-__all__ = ["MAX_KEPT_BODY", "Handback", "KeptCaller", "KeptHost"]
+__all__ = ["MAX_KEPT_BODY", "Handback", "KeptCaller", "KeptHost", "Outcome"]
+
+# How a call the thread relayed ended (`ProxyApp.record_kept`): its answer passed whole, the caller left,
+# the upstream broke midway, the proxy stopped it, or something failed inside the proxy.
+Outcome = Literal["ok", "left", "broken", "stopped", "failed"]
 
 MAX_KEPT_BODY = 1024 * 1024  # a longer request body is read by the event loop
 _KNOWN_HEADS = 256  # request heads (and caller heads) remembered, at most
@@ -148,7 +153,7 @@ class KeptHost:
     loop: asyncio.AbstractEventLoop
     call: Callable[[CallerRequest], RelayedCall]  # the recording of a streamed model call
     wire: Callable[[CallerRequest], bytes]  # the request as written upstream
-    record: Callable[[RelayedCall, str, BaseException | None, bool], None]  # on the loop: record a call
+    record: Callable[[RelayedCall, Outcome, BaseException | None, bool], None]  # on the loop: record a call
     retried: Callable[[], None]  # on the loop: count a request sent again
     spares: Spares
     timeout_s: float | None
@@ -173,20 +178,7 @@ class KeptCaller:
 
     async def run(self) -> Handback:
         """Serve the connection in a relay thread until it hands it back (module docstring)."""
-        loop = asyncio.get_running_loop()
-        finished: asyncio.Future[Handback] = loop.create_future()
-        try:
-            in_relay_thread(self._main, loop, finished)
-        except BaseException:
-            self._close()
-            raise
-        try:
-            return await asyncio.shield(finished)
-        except asyncio.CancelledError:
-            self.cancel()
-            with contextlib.suppress(Exception):
-                await finished  # the thread stops at once; nothing it holds may be used before that
-            raise
+        return await in_relay_thread(self._main, self.cancel, self._close)
 
     def close_when_idle(self) -> None:
         """End the thread's turn once no answer is under way (at once if it waits for a request)."""
@@ -205,16 +197,14 @@ class KeptCaller:
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
 
-    def _main(self, loop: asyncio.AbstractEventLoop, finished: asyncio.Future[Handback]) -> None:
-        back = Handback(close=True)
+    def _main(self) -> Handback:
         try:
-            back = self._serve()
+            return self._serve()
         except Exception:  # a bug: the connection is closed rather than left in doubt
             _log.exception("obs.proxy: a kept connection's thread failed")
+            return Handback(close=True)
         finally:
             self._close()
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
-                loop.call_soon_threadsafe(_settle, finished, back)
 
     def _close(self) -> None:
         self._caller.close()  # the duplicate only: the connection stays open
@@ -440,8 +430,3 @@ def _caller_head(status: int, headers: Headers, traceparent: str | None) -> byte
             _CALLER_HEADS.clear()
         _CALLER_HEADS[id(headers)] = made = (headers, status, before, after)
     return made[2] + traceparent.encode("ascii") + made[3]
-
-
-def _settle(finished: asyncio.Future[Handback], back: Handback) -> None:
-    if not finished.done():
-        finished.set_result(back)

@@ -49,6 +49,7 @@ import select
 import socket
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 
 import httpx
 
@@ -66,6 +67,7 @@ __all__ = ["CallerLeft", "HeadFor", "Stopped", "ThreadPump", "available", "in_re
 
 # Given a chunked answer's version, status and headers (in the relay thread), the caller's head.
 HeadFor = Callable[[bytes, int, Headers], bytes]
+_T = TypeVar("_T")
 
 _READ_BYTES = 256 * 1024
 _PENDING_BYTES = 1024 * 1024  # chunked bytes passed on before their framing is read anyway
@@ -143,21 +145,7 @@ class ThreadPump:
 
     async def run(self) -> None:
         """Relay the body in a thread; return once it is complete (module docstring for the failures)."""
-        loop = asyncio.get_running_loop()
-        finished: asyncio.Future[None] = loop.create_future()
-        try:
-            _WORKERS.run(self._main, loop, finished)
-        except BaseException:
-            self._close()
-            raise
-        try:
-            await asyncio.shield(finished)
-        except asyncio.CancelledError:
-            with contextlib.suppress(OSError):
-                os.write(self._wake_w, b"x")
-            with contextlib.suppress(Exception):
-                await finished  # the thread stops at once; nothing it holds may be used before that
-            raise
+        await in_relay_thread(self._relay_unless_stopped, self._stop, self._close)
 
     def relay_here(self) -> None:
         """Relay in the calling thread, which waits: return once the body's last chunk went out, raise
@@ -170,15 +158,13 @@ class ThreadPump:
         finally:
             self._close()
 
-    def _main(self, loop: asyncio.AbstractEventLoop, finished: asyncio.Future[None]) -> None:
-        error: BaseException | None = None
-        try:
+    def _relay_unless_stopped(self) -> None:
+        with contextlib.suppress(Stopped):  # cancelled: `run` raises CancelledError
             self.relay_here()
-        except BaseException as exc:  # reported to the loop, where it is raised
-            error = exc
-        finally:
-            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
-                loop.call_soon_threadsafe(_settle, finished, error)
+
+    def _stop(self) -> None:
+        with contextlib.suppress(OSError):
+            os.write(self._wake_w, b"x")
 
     def _close(self) -> None:
         for sock in (self._up, self._caller):
@@ -376,7 +362,7 @@ class _Workers:
                         return
                 continue
             try:
-                job(*args)  # ThreadPump._main: reports its outcome to the loop itself
+                job(*args)  # in_relay_thread's: reports its outcome to the loop itself
             except Exception:
                 _log.exception("obs.proxy: a stream's relay thread failed")
             with self._lock:
@@ -406,10 +392,36 @@ def _seen_head(head: bytes) -> tuple[bytes, int, Headers] | None:
     return parsed  # type: ignore[return-value]
 
 
-def in_relay_thread(job: Callable[..., None], *args: object) -> None:
-    """Run `job(*args)` in one of the relay threads kept between streams (a new one if none waits); raises
-    only what starting a thread raises. The job reports its own outcome."""
-    _WORKERS.run(job, *args)
+async def in_relay_thread(job: Callable[[], _T], stop: Callable[[], None], abandon: Callable[[], None]) -> _T:
+    """`job()` run in one of the relay threads kept between streams (a new one if none waits): what it
+    returns, or what it raises, once it is over. Cancelled meanwhile, `stop()` asks the job to end at
+    once, and the thread is waited for before CancelledError goes on (nothing the job holds may be used
+    before that). `abandon()` frees what the job would have if no thread could be started."""
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[_T] = loop.create_future()
+
+    def main() -> None:  # in the relay thread: it never touches the loop's objects but through the loop
+        result: _T | None = None
+        error: BaseException | None = None
+        try:
+            result = job()
+        except BaseException as exc:  # reported to the loop, where it is raised
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(_settle, finished, result, error)
+
+    try:
+        _WORKERS.run(main)
+    except BaseException:
+        abandon()
+        raise
+    try:
+        return await asyncio.shield(finished)
+    except asyncio.CancelledError:
+        stop()
+        with contextlib.suppress(Exception):
+            await finished  # the thread stops at once
+        raise
 
 
 def _peek(sock: socket.socket) -> bool:
@@ -422,10 +434,10 @@ def _peek(sock: socket.socket) -> bool:
         return False
 
 
-def _settle(finished: asyncio.Future[None], error: BaseException | None) -> None:
+def _settle(finished: asyncio.Future[_T], result: _T, error: BaseException | None) -> None:
     if finished.done():
         return
-    if error is None or isinstance(error, Stopped):
-        finished.set_result(None)
+    if error is None:
+        finished.set_result(result)
     else:
         finished.set_exception(error)

@@ -91,7 +91,7 @@ from obs.proxy._caller import (
 )
 from obs.proxy._failures import no_answer_error, upstream_timeout
 from obs.proxy._http1 import header_value
-from obs.proxy._kept import Handback, KeptHost
+from obs.proxy._kept import Handback, KeptHost, Outcome
 from obs.proxy._props import PropsReader
 from obs.proxy._pump import CallerLeft
 from obs.proxy._spares import Spares
@@ -287,7 +287,7 @@ class ProxyApp:
         finally:
             self._finished(call)
 
-    def record_kept(self, call: RelayedCall, outcome: str, failure: BaseException | None,
+    def record_kept(self, call: RelayedCall, outcome: Outcome, failure: BaseException | None,
                     connected: bool) -> None:  # fmt: skip
         """Record a call a kept connection's thread relayed (`obs.proxy._kept`), as `relay` would have:
         `outcome` is "ok" (its answer passed whole), "left" (the caller left), "broken" (the upstream
